@@ -1,0 +1,17 @@
+"""ASGI entry point: Django for HTTP, guest_queue's handler for the lifespan protocol.
+
+Serve with ``uvicorn genestory.asgi:application --lifespan on``.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genestory.settings")
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from guest_queue.lifespan import LifespanHandler  # noqa: E402
+
+application = ProtocolTypeRouter({"http": django_application, "lifespan": LifespanHandler()})

@@ -1,0 +1,1 @@
+"""guest_queue: admission control, live queue positions and SSE streaming for a guest chatbot."""

@@ -1,0 +1,96 @@
+"""System checks: invalid settings fail at start-up, never mid-request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
+
+from .conf import app_settings
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(low: float, high: float | None = None, *, strict: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        above = v > low if strict else v >= low
+        return above and (high is None or v <= high)
+
+    return ok
+
+
+# (check id, setting name without GUEST_, test, what a valid value is)
+RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
+    ("E001", "MAX_CONCURRENT_REQUESTS", _int_at_least(1), "an integer >= 1"),
+    ("E002", "MAX_QUEUE_SIZE", _int_at_least(0), "an integer >= 0"),
+    ("E003", "REQUEST_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    ("E004", "HISTORY_LIMIT", _int_at_least(1), "an integer >= 1"),
+    ("E005", "MAX_QUERY_CHARS", _int_at_least(1), "an integer >= 1"),
+    ("E006", "MAX_BODY_BYTES", _int_at_least(64), "an integer >= 64"),
+    ("E007", "SHUTDOWN_GRACE_SEC", _number(0), "a number of seconds >= 0"),
+    ("E008", "HEARTBEAT_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    (
+        "E009",
+        "MAX_QUEUE_WAIT_SEC",
+        lambda v: v is None or _number(0, strict=True)(v),
+        "None (no limit) or a number of seconds > 0",
+    ),
+    ("E010", "POSITION_UPDATE_SEC", _number(0.01, 5), "a number of seconds from 0.01 to 5"),
+    ("E011", "AVAILABILITY_CACHE_SEC", _number(0, 5), "a number of seconds from 0 to 5"),
+    ("E012", "DEMO_TOKEN_DELAY_SEC", _number(0, 10), "a number of seconds from 0 to 10"),
+    ("E013", "TIMEOUT_FALLBACK", lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+]
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Each GUEST_* setting has the right type and range."""
+    errors: list[CheckMessage] = []
+    for code, name, valid, expected in RULES:
+        value = getattr(app_settings, name)
+        if not valid(value):
+            errors.append(
+                Error(
+                    f"GUEST_{name} must be {expected}, not {value!r}.",
+                    hint=f"Fix GUEST_{name} in your settings or environment.",
+                    id=f"guest_queue.{code}",
+                )
+            )
+    errors.extend(_check_workflow())
+    return errors
+
+
+def _check_workflow() -> list[CheckMessage]:
+    path = app_settings.WORKFLOW
+    try:
+        workflow_class = import_string(path)
+    except ImportError as exc:
+        return [Error(f"GUEST_WORKFLOW {path!r} cannot be imported: {exc}", id="guest_queue.E014")]
+    if not callable(getattr(workflow_class, "stream", None)):
+        return [Error(f"GUEST_WORKFLOW {path!r} has no stream() method.", id="guest_queue.E015")]
+    return []
+
+
+@register(Tags.compatibility)
+def check_asgi(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """Streaming and the queue need an ASGI server."""
+    if getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    return [
+        Warning(
+            "guest_queue is not served over ASGI: ASGI_APPLICATION is not set.",
+            hint=(
+                "Streams and the shared queue need one event loop per process. Serve the site "
+                "with an ASGI server (uvicorn, daphne) and set ASGI_APPLICATION."
+            ),
+            id="guest_queue.W001",
+        )
+    ]

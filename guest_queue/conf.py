@@ -1,0 +1,57 @@
+"""The app's settings, in one place, read lazily so ``override_settings`` works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from .core.config import DEFAULT_TIMEOUT_FALLBACK, QueueConfig
+
+DEFAULTS: dict[str, Any] = {
+    "GUEST_MAX_CONCURRENT_REQUESTS": 3,
+    "GUEST_MAX_QUEUE_SIZE": 50,
+    "GUEST_REQUEST_TIMEOUT_SEC": 60,
+    "GUEST_MAX_QUEUE_WAIT_SEC": None,
+    "GUEST_WORKFLOW": "guest_queue.workflows.demo.DemoWorkflow",
+    "GUEST_HISTORY_LIMIT": 100,
+    "GUEST_MAX_QUERY_CHARS": 2000,
+    "GUEST_MAX_BODY_BYTES": 65536,
+    "GUEST_SHUTDOWN_GRACE_SEC": 30,
+    "GUEST_HEARTBEAT_SEC": 15,
+    "GUEST_POSITION_UPDATE_SEC": 0.25,
+    "GUEST_AVAILABILITY_CACHE_SEC": 5,
+    "GUEST_TIMEOUT_FALLBACK": DEFAULT_TIMEOUT_FALLBACK,
+    "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
+    "GUEST_BENCHMARK_VIEWS": False,
+}
+
+
+class GuestQueueSettings:
+    """Attribute access to every ``GUEST_*`` setting, falling back to its default."""
+
+    def __getattr__(self, name: str) -> Any:
+        key = f"GUEST_{name}"
+        if key not in DEFAULTS:
+            raise AttributeError(name)
+        return getattr(settings, key, DEFAULTS[key])
+
+    def queue_config(self) -> QueueConfig:
+        """The core's configuration built from the current settings."""
+        return QueueConfig(
+            max_concurrent=self.MAX_CONCURRENT_REQUESTS,
+            max_queue_size=self.MAX_QUEUE_SIZE,
+            request_timeout_sec=float(self.REQUEST_TIMEOUT_SEC),
+            max_queue_wait_sec=(
+                float(self.MAX_QUEUE_WAIT_SEC) if self.MAX_QUEUE_WAIT_SEC else None
+            ),
+            heartbeat_sec=float(self.HEARTBEAT_SEC),
+            history_limit=self.HISTORY_LIMIT,
+            shutdown_grace_sec=float(self.SHUTDOWN_GRACE_SEC),
+            position_update_interval_sec=float(self.POSITION_UPDATE_SEC),
+            availability_cache_sec=min(5.0, float(self.AVAILABILITY_CACHE_SEC)),
+            timeout_fallback=self.TIMEOUT_FALLBACK,
+        )
+
+
+app_settings = GuestQueueSettings()

@@ -1,0 +1,118 @@
+"""First-come, first-served admission to a fixed number of slots.
+
+Waiting tickets live in one insertion-ordered dict: joining, leaving from the
+middle and admitting the head are all O(1). Positions are recomputed by one
+notifier task, at most once per interval, so a burst of departures costs
+thousands of waiters one update each rather than one per departure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from .records import RequestRecord
+
+if TYPE_CHECKING:
+    from .events import Event
+
+
+class Ticket:
+    """A request's place in the queue, shared by the queue and the request's stream."""
+
+    __slots__ = (
+        "admitted",
+        "claimed",
+        "interrupt",
+        "position",
+        "record",
+        "task",
+        "terminal_event",
+        "wake",
+    )
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.record = record
+        self.position = 0
+        self.admitted = False
+        self.claimed = False
+        #: Set from outside (shutdown) to make the stream stop with this error code.
+        self.interrupt: str | None = None
+        #: The event the stream must end with when the queue ended the request itself.
+        self.terminal_event: Event | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+
+class AdmissionQueue:
+    """At most ``max_active`` tickets admitted, at most ``max_waiting`` in line."""
+
+    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
+        self.max_active = max_active
+        self.max_waiting = max_waiting
+        self.update_interval = update_interval
+        self.waiting: OrderedDict[str, Ticket] = OrderedDict()
+        self.active: dict[str, Ticket] = {}
+        self._dirty = asyncio.Event()
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.max_active - len(self.active))
+
+    def has_room(self) -> bool:
+        if not self.waiting and self.free_slots:
+            return True
+        return len(self.waiting) < self.max_waiting
+
+    def enter(self, ticket: Ticket) -> None:
+        """Admit the ticket at once if nobody is ahead and a slot is free, else line it up."""
+        if not self.waiting and self.free_slots:
+            self._admit(ticket)
+            ticket.position = 1
+            return
+        self.waiting[ticket.request_id] = ticket
+        ticket.position = len(self.waiting)
+
+    def leave(self, ticket: Ticket) -> None:
+        """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
+        rid = ticket.request_id
+        if self.waiting.pop(rid, None) is not None:
+            self._dirty.set()
+        elif self.active.pop(rid, None) is not None:
+            self._admit_next()
+
+    def _admit_next(self) -> None:
+        while self.waiting and self.free_slots:
+            _, ticket = self.waiting.popitem(last=False)
+            self._admit(ticket)
+            self._dirty.set()
+
+    def _admit(self, ticket: Ticket) -> None:
+        self.active[ticket.request_id] = ticket
+        ticket.record.mark_started()
+        ticket.admitted = True
+        ticket.position = 0
+        ticket.wake.set()
+
+    def update_positions(self) -> int:
+        """Give every waiter its current position; wake those whose position changed."""
+        changed = 0
+        for position, ticket in enumerate(self.waiting.values(), 1):
+            if ticket.position != position:
+                ticket.position = position
+                ticket.wake.set()
+                changed += 1
+        return changed
+
+    async def run_notifier(self) -> None:
+        """Push position changes to waiters, coalesced to one pass per interval."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            self.update_positions()
+            await asyncio.sleep(self.update_interval)

@@ -1,0 +1,25 @@
+"""The queue's tunables as a plain value, built by the Django layer from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT_FALLBACK = (
+    "Sorry, this answer is taking longer than expected. Please try again in a moment."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    max_concurrent: int = 3
+    max_queue_size: int = 50
+    request_timeout_sec: float = 60.0
+    max_queue_wait_sec: float | None = None
+    heartbeat_sec: float = 15.0
+    history_limit: int = 100
+    shutdown_grace_sec: float = 30.0
+    position_update_interval_sec: float = 0.25
+    availability_cache_sec: float = 5.0
+    #: A ticket whose stream has not started this long after admission is released.
+    unclaimed_ticket_sec: float = 30.0
+    timeout_fallback: str = DEFAULT_TIMEOUT_FALLBACK

@@ -1,0 +1,25 @@
+"""Reasons the queue refuses a request before its stream starts."""
+
+from __future__ import annotations
+
+
+class Refused(Exception):
+    """A request was not accepted; ``retry_after`` is a hint in whole seconds."""
+
+    code = "refused"
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class QueueFull(Refused):
+    code = "queue_full"
+    status_code = 429
+
+
+class NotAccepting(Refused):
+    code = "shutting_down"
+    status_code = 503

@@ -1,0 +1,52 @@
+"""Stream events and their Server-Sent Events encoding.
+
+Each SSE message is exactly one ``data:`` line holding the whole JSON object,
+because the reference frontend parses everything after ``data:`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+QUEUED: Final = "queued"
+PROCESSING: Final = "processing"
+ANSWER_CHUNK: Final = "answer_chunk"
+WORKFLOW_COMPLETE: Final = "workflow_complete"
+ERROR: Final = "error"
+TIMEOUT: Final = "timeout"
+
+TERMINAL_EVENTS: Final = frozenset({WORKFLOW_COMPLETE, ERROR, TIMEOUT})
+#: Names a workflow may not emit itself: the queue owns them.
+RESERVED_EVENTS: Final = frozenset({QUEUED, PROCESSING, ERROR, TIMEOUT})
+
+# Error codes carried by ``error`` events.
+CODE_WORKFLOW_ERROR: Final = "workflow_error"
+CODE_UNAVAILABLE: Final = "unavailable"
+CODE_SHUTTING_DOWN: Final = "shutting_down"
+CODE_INTERNAL: Final = "internal"
+
+HEARTBEAT_BYTES: Final = b": keep-alive\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message of a request's stream."""
+
+    name: str
+    data: Any
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.name in TERMINAL_EVENTS
+
+    def encode(self, request_id: str) -> bytes:
+        """The SSE message for this event: one ``data:`` line and a blank line."""
+        payload = {"event": self.name, "data": self.data, "request_id": request_id}
+        # ensure_ascii keeps the line free of U+2028 and other separators some parsers split on.
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_event(code: str, message: str) -> Event:
+    return Event(ERROR, {"error": message, "code": code})

@@ -1,0 +1,411 @@
+"""The queue manager: accepts requests, admits them in order and drives their streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from ..workflows.base import Workflow, WorkflowRequest, is_available
+from . import events as ev
+from .admission import AdmissionQueue, Ticket
+from .config import QueueConfig
+from .errors import NotAccepting, QueueFull, Refused
+from .records import RecentRequests, RequestRecord, Status
+from .runner import CHANNEL_SIZE, Channel, Failed, Finished, Wake, run_workflow
+from .stats import QueueStats
+
+logger = logging.getLogger("guest_queue")
+
+Listener = Callable[[RequestRecord], None]
+DISCONNECTED = "client_disconnected"
+
+
+class Unavailable(Refused):
+    code = ev.CODE_UNAVAILABLE
+    status_code = 503
+
+
+class QueueManager:
+    """One process's queue: a fixed number of slots in front of one workflow."""
+
+    def __init__(self, config: QueueConfig, workflow: Workflow) -> None:
+        self.config = config
+        self.workflow = workflow
+        self.admission = AdmissionQueue(
+            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+        )
+        self.stats = QueueStats()
+        self.recent = RecentRequests(config.history_limit)
+        self.accepting = True
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._tickets: dict[str, Ticket] = {}
+        self._listeners: list[Listener] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._workflow_tasks: set[asyncio.Task[None]] = set()
+        self._availability: tuple[float, bool] | None = None
+        self._probe: asyncio.Task[bool] | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background tasks on the running loop (idempotent)."""
+        if self.loop is not None:
+            return
+        self.loop = asyncio.get_running_loop()
+        self._spawn(self.admission.run_notifier())
+        self._spawn(self._release_unclaimed())
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with each request's record once it reaches its final status."""
+        self._listeners.append(listener)
+
+    def begin_drain(self) -> None:
+        """Start draining (idempotent); safe to call from any thread or a signal handler."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self.accepting = False
+            self._drain = self._spawn(self._drain_requests(self.config.shutdown_grace_sec))
+
+    async def drain(self) -> None:
+        """Stop accepting, end waiting streams and give processing ones the grace period."""
+        self._start_drain()
+        assert self._drain is not None
+        await asyncio.shield(self._drain)
+
+    async def close(self) -> None:
+        """Drain, then stop every task the manager owns."""
+        await self.drain()
+        tasks = [t for t in self._background if t is not self._drain]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drain_requests(self, grace: float) -> None:
+        for ticket in list(self.admission.waiting.values()):
+            self._end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+        if self.admission.active:
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                logger.warning("%d request(s) cut off at shutdown", len(self.admission.active))
+        for ticket in list(self.admission.active.values()):
+            ticket.interrupt = ev.CODE_SHUTTING_DOWN
+            self._cancel_task(ticket)
+        # Streams answer an interrupt at once; end any whose stream is gone.
+        await asyncio.sleep(0.05 if self.admission.active else 0)
+        for ticket in list(self._tickets.values()):
+            self._end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+        await asyncio.gather(*self._workflow_tasks, return_exceptions=True)
+
+    # -- admission --------------------------------------------------------------
+
+    async def submit(self, query: str, *, client_hint: str | None = None) -> Ticket:
+        """Accept a request or raise a ``Refused`` subclass saying why not."""
+        self.start()
+        if not self.accepting:
+            self.stats.rejected += 1
+            raise NotAccepting("The server is restarting; please try again.", 5)
+        if not await self.is_available():
+            self.stats.rejected += 1
+            raise Unavailable(
+                "The assistant is temporarily unavailable.",
+                math.ceil(self.config.availability_cache_sec) or 1,
+            )
+        if not self.accepting or not self.admission.has_room():
+            self.stats.rejected += 1
+            raise QueueFull(
+                "Too many guests are asking right now; please try again shortly.",
+                self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+            )
+        record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
+        ticket = Ticket(record)
+        self.admission.enter(ticket)
+        record.arrival_position = ticket.position
+        self._tickets[record.request_id] = ticket
+        self.stats.total += 1
+        return ticket
+
+    async def is_available(self) -> bool:
+        """Whether the workflow's service is up, cached for a few seconds."""
+        now = time.monotonic()
+        if self._availability and now - self._availability[0] < self.config.availability_cache_sec:
+            return self._availability[1]
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_workflow())
+        return await asyncio.shield(self._probe)
+
+    async def _probe_workflow(self) -> bool:
+        try:
+            async with asyncio.timeout(5):
+                up = await is_available(self.workflow)
+        except Exception:
+            logger.warning("Workflow availability probe failed", exc_info=True)
+            up = False
+        self._availability = (time.monotonic(), up)
+        return up
+
+    def _mark_unavailable(self) -> None:
+        self._availability = (time.monotonic(), False)
+
+    # -- streams ------------------------------------------------------------------
+
+    async def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
+        """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
+        ticket.claimed = True
+        record = ticket.record
+        try:
+            reported = ticket.position
+            yield self._queued_event(ticket)
+            while not ticket.admitted:
+                if record.status.is_terminal:
+                    break
+                if ticket.position != reported:
+                    reported = ticket.position
+                    yield self._queued_event(ticket)
+                    continue
+                ticket.wake.clear()
+                wait_left = self._queue_wait_left(record)
+                try:
+                    async with asyncio.timeout(min(self.config.heartbeat_sec, wait_left)):
+                        await ticket.wake.wait()
+                except TimeoutError:
+                    if self._queue_wait_left(record) <= 0:
+                        self._end(ticket, Status.TIMEOUT, "queue_timeout", "")
+                        break
+                    yield None
+            if record.status.is_terminal:
+                for event in self._terminal_events(ticket):
+                    yield event
+                return
+            yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+            async for event in self._process(ticket):
+                yield event
+        finally:
+            if not record.status.is_terminal:
+                self._finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+
+    async def _process(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
+        record = ticket.record
+        channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
+        request = WorkflowRequest(request_id=record.request_id, query=record.query)
+        task = asyncio.create_task(
+            run_workflow(self.workflow, request, channel, self._mark_unavailable)
+        )
+        ticket.task = task
+        self._workflow_tasks.add(task)
+        task.add_done_callback(self._workflow_tasks.discard)
+        assert record.started_mono is not None
+        deadline = record.started_mono + self.config.request_timeout_sec
+        while True:
+            if ticket.interrupt is not None:
+                self._end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+            if record.status.is_terminal:
+                for event in self._terminal_events(ticket):
+                    yield event
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._end(ticket, Status.TIMEOUT, "timeout", "")
+                continue
+            try:
+                async with asyncio.timeout(min(self.config.heartbeat_sec, left)):
+                    item = await channel.get()
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    yield None
+                continue
+            event = self._translate(ticket, item)
+            if event is not None:
+                yield event
+
+    def _translate(self, ticket: Ticket, item: object) -> ev.Event | None:
+        """Turn one workflow item into a client event; terminal items end the ticket."""
+        record = ticket.record
+        if isinstance(item, str):
+            if not item:
+                return None
+            record.add_answer(item)
+            return ev.Event(ev.ANSWER_CHUNK, item)
+        if isinstance(item, Finished):
+            item = {"event": ev.WORKFLOW_COMPLETE, "data": {}}
+        if isinstance(item, Failed):
+            self._end(ticket, Status.FAILED, item.code, item.message)
+            return None
+        if isinstance(item, Wake):
+            return None
+        if not (isinstance(item, dict) and isinstance(item.get("event"), str)):
+            logger.error("Workflow yielded %r for request %s", type(item), record.request_id)
+            self._end(ticket, Status.FAILED, ev.CODE_INTERNAL, "Sorry, something went wrong.")
+            return None
+        name, data = item["event"], item.get("data")
+        if name == ev.ANSWER_CHUNK and isinstance(data, str):
+            return self._translate(ticket, data)
+        if name == ev.WORKFLOW_COMPLETE:
+            payload = dict(data) if isinstance(data, dict) else {}
+            payload.setdefault("suggested_questions", [])
+            payload["cached"] = record.cached
+            ticket.terminal_event = ev.Event(ev.WORKFLOW_COMPLETE, payload)
+            self._finish(ticket, Status.COMPLETED)
+            return None
+        if name == ev.ERROR:
+            message = data.get("error") if isinstance(data, dict) else None
+            self._end(ticket, Status.FAILED, ev.CODE_WORKFLOW_ERROR, str(message or "Error."))
+            return None
+        if name in ev.RESERVED_EVENTS:
+            logger.warning("Workflow emitted reserved event %r; dropped", name)
+            return None
+        return ev.Event(name, data)
+
+    def _terminal_events(self, ticket: Ticket) -> list[ev.Event]:
+        assert ticket.terminal_event is not None
+        if ticket.terminal_event.name == ev.TIMEOUT:
+            return [ev.Event(ev.ANSWER_CHUNK, self.config.timeout_fallback), ticket.terminal_event]
+        return [ticket.terminal_event]
+
+    def _queued_event(self, ticket: Ticket) -> ev.Event:
+        position = max(ticket.position, 1)
+        if ticket.admitted:
+            estimate: float | None = 0.0
+        else:
+            estimate = self.stats.estimate_wait_sec(
+                position, self.admission.free_slots, self.config.max_concurrent
+            )
+        return ev.Event(
+            ev.QUEUED,
+            {
+                "queue_position": position,
+                "queue_size": len(self.admission.waiting),
+                "estimated_wait_sec": estimate,
+            },
+        )
+
+    def _queue_wait_left(self, record: RequestRecord) -> float:
+        limit = self.config.max_queue_wait_sec
+        if not limit:
+            return math.inf
+        return record.created_mono + limit - time.monotonic()
+
+    # -- endings ------------------------------------------------------------------
+
+    def release(self, ticket: Ticket) -> None:
+        """End the request if nothing else did: its client has gone (idempotent)."""
+        self._finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+
+    def release_threadsafe(self, ticket: Ticket) -> None:
+        """``release`` from another thread (a response's ``close()`` runs in one)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.release, ticket)
+
+    def _end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
+        """Finish a ticket with the error or timeout event its stream must still send."""
+        if ticket.record.status.is_terminal:
+            return
+        if status is Status.TIMEOUT:
+            waited = code == "queue_timeout"
+            limit = self.config.max_queue_wait_sec if waited else self.config.request_timeout_sec
+            text = "waiting in line" if waited else "answering"
+            ticket.terminal_event = ev.Event(
+                ev.TIMEOUT,
+                {
+                    "error": f"Request timed out after {limit:g} s of {text}.",
+                    "timeout_sec": limit,
+                    "fallback": self.config.timeout_fallback,
+                },
+            )
+            message = ticket.terminal_event.data["error"]
+        else:
+            ticket.terminal_event = ev.error_event(code, message)
+        self._finish(ticket, status, code, message)
+        ticket.wake.set()
+
+    def _finish(
+        self, ticket: Ticket, status: Status, code: str | None = None, message: str | None = None
+    ) -> None:
+        """Move the ticket to its final status: once, whatever path gets here first."""
+        record = ticket.record
+        if record.status.is_terminal:
+            return
+        record.mark_finished(status, code, message)
+        if status is Status.TIMEOUT and record.started_mono is not None:
+            record.add_answer(self.config.timeout_fallback)
+        self.admission.leave(ticket)
+        self._tickets.pop(record.request_id, None)
+        self._cancel_task(ticket)
+        self.stats.record_finished(record)
+        self.recent.add(record)
+        if not self.admission.active:
+            self._idle.set()
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:
+                logger.exception("Request listener failed")
+
+    def _cancel_task(self, ticket: Ticket) -> None:
+        if ticket.task is not None and not ticket.task.done():
+            ticket.task.cancel()
+
+    async def _release_unclaimed(self) -> None:
+        """Release tickets whose stream never started (the client left before it could)."""
+        limit = self.config.unclaimed_ticket_sec
+        while True:
+            await asyncio.sleep(min(5.0, limit))
+            cutoff = time.monotonic() - limit
+            for ticket in [t for t in self._tickets.values() if not t.claimed]:
+                if ticket.record.created_mono < cutoff:
+                    self._finish(ticket, Status.CANCELLED, "abandoned", "Stream never started.")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- reporting ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures; they always add up to ``total_requests``."""
+        stats, finished = self.stats, self.stats.finished
+        wait, proc = stats.wait_ms.value, stats.processing_ms.value
+        return {
+            "queue_size": len(self.admission.waiting),
+            "active_requests": len(self.admission.active),
+            "max_concurrent_requests": self.config.max_concurrent,
+            "max_queue_size": self.config.max_queue_size,
+            "request_timeout_sec": self.config.request_timeout_sec,
+            "total_requests": stats.total,
+            "completed_requests": finished[Status.COMPLETED],
+            "failed_requests": finished[Status.FAILED],
+            "timeout_requests": finished[Status.TIMEOUT],
+            "cancelled_requests": finished[Status.CANCELLED],
+            "rejected_requests": stats.rejected,
+            "cache_hits": stats.cache_hits,
+            "avg_wait_ms": None if wait is None else round(wait, 1),
+            "avg_processing_ms": None if proc is None else round(proc, 1),
+            "accepting": self.accepting,
+            "uptime_sec": stats.uptime_sec,
+        }
+
+    def lookup(self, request_id: str) -> dict[str, Any] | None:
+        """What the queue remembers of a request: live, else among the recent ones."""
+        ticket = self._tickets.get(request_id)
+        if ticket is not None:
+            data = ticket.record.as_dict()
+            if not ticket.admitted:
+                data["queue_position"] = ticket.position
+            return data
+        record = self.recent.get(request_id)
+        return None if record is None else record.as_dict()

@@ -1,0 +1,78 @@
+"""Parsing and validating what guests send, with errors ready to become JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest
+
+from .conf import app_settings
+
+
+class BadRequest(Exception):
+    """Input the API refuses: a status code, a machine code and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The request body, refused with 413 past ``GUEST_MAX_BODY_BYTES``.
+
+    Checked here rather than by Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``, which
+    answers with an HTML page and logs a traceback.
+    """
+    limit: int = app_settings.MAX_BODY_BYTES
+    too_big = BadRequest(413, "body_too_large", f"The request body exceeds {limit} bytes.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise too_big
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise too_big
+    return body
+
+
+def parse_query(request: HttpRequest) -> str:
+    """The guest's question from a JSON body ``{"query": "..."}``, validated."""
+    body = read_body(request)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "invalid_encoding", "The request body is not valid UTF-8.") from None
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        raise BadRequest(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, "invalid_json", 'Send a JSON object such as {"query": "..."}.')
+    if "query" not in data:
+        raise BadRequest(400, "missing_query", 'The field "query" is required.')
+    query = data["query"]
+    if not isinstance(query, str):
+        raise BadRequest(400, "invalid_query", 'The field "query" must be a string.')
+    query = query.strip()
+    if not query:
+        raise BadRequest(400, "empty_query", 'The field "query" must not be empty.')
+    limit: int = app_settings.MAX_QUERY_CHARS
+    if len(query) > limit:
+        raise BadRequest(400, "query_too_long", f"The query exceeds {limit} characters.")
+    if "\x00" in query or not _encodable(query):
+        raise BadRequest(400, "invalid_query", "The query contains characters that are not allowed.")
+    return query
+
+
+def _encodable(text: str) -> bool:
+    # JSON may carry lone surrogates ("\ud800") that no UTF-8 writer accepts later on.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

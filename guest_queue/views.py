@@ -1,0 +1,162 @@
+"""HTTP glue: parse and validate, hand over to the queue, encode what comes back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .core import events as ev
+from .core.consume import collect
+from .core.errors import Refused
+from .core.manager import QueueManager
+from .requests import BadRequest, parse_query
+from .responses import EventStreamResponse, json_error
+from .runtime import get_manager
+
+AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+# chat/simple: which status code each way of ending maps to.
+SIMPLE_ERROR_STATUS = {
+    ev.CODE_WORKFLOW_ERROR: 502,
+    ev.CODE_INTERNAL: 502,
+    ev.CODE_UNAVAILABLE: 503,
+    ev.CODE_SHUTTING_DOWN: 503,
+}
+
+
+def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """Answer other methods with a JSON 405 and an ``Allow`` header; exempt from CSRF.
+
+    The API is anonymous and cookie-free (the seed's frontend sends no token),
+    so there is no session for a cross-site request to ride on.
+    """
+
+    def decorator(view: AsyncView) -> AsyncView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = json_error(
+                    405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return await view(request, *args, **kwargs)
+            except BadRequest as exc:
+                return json_error(exc.status, exc.code, exc.message)
+
+        return csrf_exempt(wrapper)
+
+    return decorator
+
+
+def refused(exc: Refused) -> JsonResponse:
+    return json_error(exc.status_code, exc.code, exc.message, retry_after=exc.retry_after)
+
+
+@allow("POST")
+async def chat(request: HttpRequest) -> HttpResponse:
+    """Ask a question; the answer streams back as Server-Sent Events."""
+    query = parse_query(request)
+    manager = get_manager()
+    try:
+        ticket = await manager.submit(query)
+    except Refused as exc:
+        return refused(exc)
+    return EventStreamResponse(manager, ticket)
+
+
+@allow("POST")
+async def chat_simple(request: HttpRequest) -> HttpResponse:
+    """Ask a question and get the whole answer in one JSON response."""
+    query = parse_query(request)
+    manager = get_manager()
+    try:
+        ticket = await manager.submit(query)
+    except Refused as exc:
+        return refused(exc)
+    try:
+        result = await collect(manager, ticket)
+    finally:
+        manager.release(ticket)
+    record = ticket.record
+    common = {
+        "request_id": record.request_id,
+        "cached": record.cached,
+        "wait_ms": record.wait_ms,
+        "processing_ms": record.processing_ms,
+    }
+    payload = result.payload
+    if result.terminal is not None and result.terminal.name == ev.WORKFLOW_COMPLETE:
+        return JsonResponse(
+            {
+                **common,
+                "status": "completed",
+                "answer": result.answer,
+                "suggested_questions": payload.get("suggested_questions", []),
+            }
+        )
+    if result.terminal is not None and result.terminal.name == ev.TIMEOUT:
+        return json_error(
+            504, "timeout", payload["error"], status="timeout", answer=payload["fallback"], **common
+        )
+    code = payload.get("code", ev.CODE_INTERNAL)
+    return json_error(
+        SIMPLE_ERROR_STATUS.get(code, 502),
+        code,
+        payload.get("error", "The request failed."),
+        status=record.status.value,
+        **common,
+    )
+
+
+@allow("GET")
+async def queue_status(request: HttpRequest) -> HttpResponse:
+    """Live queue figures."""
+    return JsonResponse(get_manager().status())
+
+
+@allow("GET")
+async def request_status(request: HttpRequest, request_id: str) -> HttpResponse:
+    """What happened to one request."""
+    data = _lookup(get_manager(), request_id)
+    if data is None:
+        return json_error(404, "not_found", "No such request (it may have expired).")
+    return JsonResponse(data)
+
+
+def _lookup(manager: QueueManager, request_id: str) -> dict[str, Any] | None:
+    try:
+        canonical = str(uuid.UUID(request_id))
+    except ValueError:
+        return None
+    return manager.lookup(canonical)
+
+
+@allow("GET")
+async def health(request: HttpRequest) -> HttpResponse:
+    """Whether this process accepts questions and the workflow is up."""
+    manager = get_manager()
+    available = await manager.is_available()
+    healthy = available and manager.accepting
+    response = JsonResponse(
+        {
+            "status": "ok" if healthy else "unavailable",
+            "queue": manager.status(),
+            "workflow": "available" if available else "unavailable",
+        },
+        status=200 if healthy else 503,
+    )
+    if not healthy:
+        response["Retry-After"] = "5"
+    return response
+
+
+async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Unknown paths under the API answer in JSON too."""
+    return json_error(404, "not_found", "No such endpoint.")

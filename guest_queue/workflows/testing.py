@@ -1,0 +1,54 @@
+"""Workflows for tests, end-to-end checks and benchmarks; never for production.
+
+``ScriptedWorkflow`` does what the question tells it, so a test client can
+drive a real server: ``"chunks=10 delay=0.01 suggest=2"``, ``"sleep=5"``,
+``"fail=workflow_error"``, ``"fail=unavailable"``, ``"fail=crash"``,
+``"fail=workflow_error after=3"``. Words that are not directives are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
+
+DIRECTIVE = re.compile(r"(\w+)=([\w.]+)")
+
+
+class ScriptedWorkflow:
+    """Streams ``chunks`` chunks ``delay`` seconds apart after sleeping ``sleep`` seconds."""
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        """Follow the directives in the query."""
+        script = dict(DIRECTIVE.findall(request.query))
+        await asyncio.sleep(float(script.get("sleep", 0)))
+        chunks = int(script.get("chunks", 3))
+        delay = float(script.get("delay", 0))
+        fail_after = int(script.get("after", 0))
+        for i in range(chunks):
+            if "fail" in script and i == fail_after:
+                break
+            if delay:
+                await asyncio.sleep(delay)
+            yield f"chunk{i} "
+        failure = script.get("fail")
+        if failure == "workflow_error":
+            raise WorkflowError("The scripted workflow failed.")
+        if failure == "unavailable":
+            raise WorkflowUnavailable("The scripted service is down.")
+        if failure == "crash":
+            raise RuntimeError("secret internal detail")
+        suggested = [f"Follow-up {i}?" for i in range(int(script.get("suggest", 3)))]
+        yield {"event": "workflow_complete", "data": {"suggested_questions": suggested}}
+
+
+class TenChunksWorkflow:
+    """Ten chunks without delay: the benchmark's cheapest possible workflow."""
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        """Yield ten chunks and finish."""
+        for i in range(10):
+            yield f"chunk {i} "
+        yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
