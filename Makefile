@@ -1,0 +1,57 @@
+# make run  — serve the demo on http://127.0.0.1:8000 (SQLite, local memory cache, demo workflow)
+# make test — lint, type-check and run the whole suite (Django 5.2 on Python 3.11, and Django 6.x
+#             on Python >= 3.12 when such an interpreter can be found)
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# A Python >= 3.12 for the Django 6 run: on PATH, or installed under pyenv.
+PYTHON_NEW ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+VENV_NEW := .venv-django6
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint test-django5 test-django6 bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+test-django5: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-django6:
+	@if [ -z "$(PYTHON_NEW)" ]; then echo "No Python >= 3.12 found: skipping the Django 6 run."; exit 0; fi; \
+	set -e; \
+	[ -x $(VENV_NEW)/bin/python ] || $(PYTHON_NEW) -m venv $(VENV_NEW); \
+	$(VENV_NEW)/bin/python -m pip install --quiet --upgrade pip; \
+	$(VENV_NEW)/bin/pip install --quiet -r requirements-dev.txt; \
+	$(VENV_NEW)/bin/python -c 'import django, sys; print("Django", django.get_version(), "on Python", sys.version.split()[0])'; \
+	$(VENV_NEW)/bin/python -m pytest $(PYTEST_ARGS)
+
+test: lint test-django5 test-django6
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/sse_load.py
+
+clean:
+	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache

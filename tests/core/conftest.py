@@ -1,0 +1,94 @@
+"""Helpers for driving a QueueManager directly, without Django."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from guest_queue.core.admission import Ticket
+from guest_queue.core.config import QueueConfig
+from guest_queue.core.events import Event
+from guest_queue.core.manager import QueueManager
+from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
+
+
+class GateWorkflow:
+    """Each request streams ``chunks`` chunks, then waits until the test opens its gate."""
+
+    def __init__(self, chunks: int = 2) -> None:
+        self.chunks = chunks
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+        self.running = 0
+        self.max_running = 0
+        self.closed: list[str] = []
+
+    def open(self, request_id: str) -> None:
+        self.gates.setdefault(request_id, asyncio.Event()).set()
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        self.started.append(request.query)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            for i in range(self.chunks):
+                yield f"{request.query}-{i} "
+            await self.gates.setdefault(request.request_id, asyncio.Event()).wait()
+            yield {"event": "workflow_complete", "data": {"suggested_questions": ["more?"]}}
+        finally:
+            self.running -= 1
+            self.closed.append(request.query)
+
+
+def make_manager(workflow: Any, **config: Any) -> QueueManager:
+    config.setdefault("position_update_interval_sec", 0.01)
+    return QueueManager(QueueConfig(**config), workflow)
+
+
+class Stream:
+    """A request's event stream consumed in a background task, for assertions."""
+
+    def __init__(self, manager: QueueManager, ticket: Ticket) -> None:
+        self.ticket = ticket
+        self.events: list[Event] = []
+        self.heartbeats = 0
+        self._gen = manager.events(ticket)
+        self.task = asyncio.ensure_future(self._consume())
+
+    async def _consume(self) -> None:
+        async for event in self._gen:
+            if event is None:
+                self.heartbeats += 1
+            else:
+                self.events.append(event)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]
+
+    def positions(self) -> list[int]:
+        return [e.data["queue_position"] for e in self.events if e.name == "queued"]
+
+    async def disconnect(self) -> None:
+        """What a server does when the client goes: cancel the task driving the stream."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def done(self, timeout: float = 5) -> list[str]:
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        return self.names
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true, polling the loop."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def gate() -> GateWorkflow:
+    return GateWorkflow()

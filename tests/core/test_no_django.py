@@ -1,0 +1,27 @@
+"""The queue core and the workflow interface are plain asyncio: importing them loads no Django."""
+
+import subprocess
+import sys
+
+MODULES = [
+    "guest_queue.core.admission",
+    "guest_queue.core.config",
+    "guest_queue.core.consume",
+    "guest_queue.core.errors",
+    "guest_queue.core.events",
+    "guest_queue.core.manager",
+    "guest_queue.core.records",
+    "guest_queue.core.runner",
+    "guest_queue.core.stats",
+    "guest_queue.workflows.base",
+    "guest_queue.workflows.matching",
+    "guest_queue.workflows.testing",
+]
+
+
+def test_core_imports_without_django() -> None:
+    code = "import sys\n" + "".join(f"import {m}\n" for m in MODULES)
+    code += "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'django')\n"
+    code += "assert not loaded, loaded\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
