@@ -22,9 +22,9 @@ async def _events(request_id: str) -> AsyncIterator[bytes]:
     yield ev.Event(ev.PROCESSING, {"waited_ms": 0}).encode(request_id)
     for i in range(CHUNKS):
         yield ev.Event(ev.ANSWER_CHUNK, f"chunk {i} ").encode(request_id)
-    yield ev.Event(
-        ev.WORKFLOW_COMPLETE, {"suggested_questions": [], "cached": False}
-    ).encode(request_id)
+    yield ev.Event(ev.WORKFLOW_COMPLETE, {"suggested_questions": [], "cached": False}).encode(
+        request_id
+    )
 
 
 async def bare_stream(request: HttpRequest) -> StreamingHttpResponse:

@@ -17,7 +17,9 @@ def _int_at_least(low: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def _number(low: float, high: float | None = None, *, strict: bool = False) -> Callable[[Any], bool]:
+def _number(
+    low: float, high: float | None = None, *, strict: bool = False
+) -> Callable[[Any], bool]:
     def ok(v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, int | float):
             return False
@@ -46,7 +48,12 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E010", "POSITION_UPDATE_SEC", _number(0.01, 5), "a number of seconds from 0.01 to 5"),
     ("E011", "AVAILABILITY_CACHE_SEC", _number(0, 5), "a number of seconds from 0 to 5"),
     ("E012", "DEMO_TOKEN_DELAY_SEC", _number(0, 10), "a number of seconds from 0 to 10"),
-    ("E013", "TIMEOUT_FALLBACK", lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    (
+        "E013",
+        "TIMEOUT_FALLBACK",
+        lambda v: isinstance(v, str) and bool(v.strip()),
+        "a non-empty string",
+    ),
 ]
 
 

@@ -87,7 +87,9 @@ class LifespanHandler:
                     self._signals.install(get_manager().begin_drain)
                 except Exception:
                     logger.exception("guest_queue failed to start")
-                    await send({"type": "lifespan.startup.failed", "message": traceback.format_exc()})
+                    await send(
+                        {"type": "lifespan.startup.failed", "message": traceback.format_exc()}
+                    )
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -95,7 +97,9 @@ class LifespanHandler:
                     await shutdown()
                 except Exception:
                     logger.exception("guest_queue failed to shut down cleanly")
-                    await send({"type": "lifespan.shutdown.failed", "message": traceback.format_exc()})
+                    await send(
+                        {"type": "lifespan.shutdown.failed", "message": traceback.format_exc()}
+                    )
                     return
                 finally:
                     self._signals.uninstall()

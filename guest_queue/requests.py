@@ -65,7 +65,9 @@ def parse_query(request: HttpRequest) -> str:
     if len(query) > limit:
         raise BadRequest(400, "query_too_long", f"The query exceeds {limit} characters.")
     if "\x00" in query or not _encodable(query):
-        raise BadRequest(400, "invalid_query", "The query contains characters that are not allowed.")
+        raise BadRequest(
+            400, "invalid_query", "The query contains characters that are not allowed."
+        )
     return query
 
 

@@ -11,7 +11,7 @@ from .core.consume import sse_stream
 from .core.manager import QueueManager
 
 
-def json_error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+def json_error(status: int, code: str, message: str, /, **extra: Any) -> JsonResponse:
     """Every error body is ``{"error": message, "code": code}`` (plus context)."""
     response = JsonResponse({"error": message, "code": code, **extra}, status=status)
     retry_after = extra.get("retry_after")

@@ -16,6 +16,7 @@ from .workflows.base import Workflow
 
 _lock = threading.Lock()
 _manager: QueueManager | None = None
+_closing: set[asyncio.Task[None]] = set()
 
 
 def build_workflow() -> Workflow:
@@ -46,7 +47,10 @@ def reset_manager() -> None:
         except RuntimeError:
             running = None
         if running is old.loop:
-            asyncio.ensure_future(old.close())
+            # The loop holds tasks only weakly: keep this one until the old manager is closed.
+            task = old.loop.create_task(old.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
 
 
 @receiver(setting_changed)

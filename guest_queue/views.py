@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from .core import events as ev
@@ -18,7 +19,7 @@ from .requests import BadRequest, parse_query
 from .responses import EventStreamResponse, json_error
 from .runtime import get_manager
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 # chat/simple: which status code each way of ending maps to.
 SIMPLE_ERROR_STATUS = {
@@ -38,7 +39,7 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
 
     def decorator(view: AsyncView) -> AsyncView:
         @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 response = json_error(
                     405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
@@ -60,7 +61,7 @@ def refused(exc: Refused) -> JsonResponse:
 
 
 @allow("POST")
-async def chat(request: HttpRequest) -> HttpResponse:
+async def chat(request: HttpRequest) -> HttpResponseBase:
     """Ask a question; the answer streams back as Server-Sent Events."""
     query = parse_query(request)
     manager = get_manager()
@@ -72,7 +73,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
 
 
 @allow("POST")
-async def chat_simple(request: HttpRequest) -> HttpResponse:
+async def chat_simple(request: HttpRequest) -> HttpResponseBase:
     """Ask a question and get the whole answer in one JSON response."""
     query = parse_query(request)
     manager = get_manager()
@@ -116,13 +117,13 @@ async def chat_simple(request: HttpRequest) -> HttpResponse:
 
 
 @allow("GET")
-async def queue_status(request: HttpRequest) -> HttpResponse:
+async def queue_status(request: HttpRequest) -> HttpResponseBase:
     """Live queue figures."""
     return JsonResponse(get_manager().status())
 
 
 @allow("GET")
-async def request_status(request: HttpRequest, request_id: str) -> HttpResponse:
+async def request_status(request: HttpRequest, request_id: str) -> HttpResponseBase:
     """What happened to one request."""
     data = _lookup(get_manager(), request_id)
     if data is None:
@@ -139,7 +140,7 @@ def _lookup(manager: QueueManager, request_id: str) -> dict[str, Any] | None:
 
 
 @allow("GET")
-async def health(request: HttpRequest) -> HttpResponse:
+async def health(request: HttpRequest) -> HttpResponseBase:
     """Whether this process accepts questions and the workflow is up."""
     manager = get_manager()
     available = await manager.is_available()
@@ -157,6 +158,6 @@ async def health(request: HttpRequest) -> HttpResponse:
     return response
 
 
-async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:
     """Unknown paths under the API answer in JSON too."""
     return json_error(404, "not_found", "No such endpoint.")

@@ -187,12 +187,12 @@ class QueueManager:
                         break
                     yield None
             if record.status.is_terminal:
-                for event in self._terminal_events(ticket):
-                    yield event
+                for final in self._terminal_events(ticket):
+                    yield final
                 return
             yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            async for event in self._process(ticket):
-                yield event
+            async for item in self._process(ticket):
+                yield item
         finally:
             if not record.status.is_terminal:
                 self._finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
@@ -213,8 +213,8 @@ class QueueManager:
             if ticket.interrupt is not None:
                 self._end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
             if record.status.is_terminal:
-                for event in self._terminal_events(ticket):
-                    yield event
+                for final in self._terminal_events(ticket):
+                    yield final
                 return
             left = deadline - time.monotonic()
             if left <= 0:

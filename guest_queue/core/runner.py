@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -62,7 +62,7 @@ async def run_workflow(
         stream = workflow.stream(request)
         closing = contextlib.aclosing(cast(Any, stream)) if hasattr(stream, "aclose") else None
         async with closing or contextlib.nullcontext():
-            async for item in cast(AsyncIterator[WorkflowItem], stream):
+            async for item in stream:
                 await channel.put(item)
         await channel.put(Finished())
     except asyncio.CancelledError:

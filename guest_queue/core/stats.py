@@ -53,7 +53,9 @@ class QueueStats:
         if record.processing_ms is not None and not record.cached:
             self.processing_ms.add(record.processing_ms)
 
-    def estimate_wait_sec(self, position: int, free_slots: int, max_concurrent: int) -> float | None:
+    def estimate_wait_sec(
+        self, position: int, free_slots: int, max_concurrent: int
+    ) -> float | None:
         """Seconds until ``position`` is admitted, from recent processing times."""
         avg = self.processing_ms.value
         if avg is None:

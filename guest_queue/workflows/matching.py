@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 WORD = re.compile(r"\w+", re.UNICODE)
 VIETNAMESE_LETTERS = frozenset(
@@ -19,18 +20,130 @@ VIETNAMESE_LETTERS = frozenset(
 )
 STOPWORDS = {
     "en": frozenset(
-        "a an the is are was be been am do does did i my me we our you your it its to of in on "
-        "at for and or with about this that these those there can could will would should what "
-        "which who whom how why when where if any some please tell know want get".split()
+        [
+            "a",
+            "an",
+            "the",
+            "is",
+            "are",
+            "was",
+            "be",
+            "been",
+            "am",
+            "do",
+            "does",
+            "did",
+            "i",
+            "my",
+            "me",
+            "we",
+            "our",
+            "you",
+            "your",
+            "it",
+            "its",
+            "to",
+            "of",
+            "in",
+            "on",
+            "at",
+            "for",
+            "and",
+            "or",
+            "with",
+            "about",
+            "this",
+            "that",
+            "these",
+            "those",
+            "there",
+            "can",
+            "could",
+            "will",
+            "would",
+            "should",
+            "what",
+            "which",
+            "who",
+            "whom",
+            "how",
+            "why",
+            "when",
+            "where",
+            "if",
+            "any",
+            "some",
+            "please",
+            "tell",
+            "know",
+            "want",
+            "get",
+        ]
     ),
     "vi": frozenset(
-        "là gì có không tôi của bạn các những được cho và thì nào như thế ở một với để về nếu "
-        "sao mình em ạ vậy này đó hay hãy xin cần muốn biết hỏi làm".split()
+        [
+            "là",
+            "gì",
+            "có",
+            "không",
+            "tôi",
+            "của",
+            "bạn",
+            "các",
+            "những",
+            "được",
+            "cho",
+            "và",
+            "thì",
+            "nào",
+            "như",
+            "thế",
+            "ở",
+            "một",
+            "với",
+            "để",
+            "về",
+            "nếu",
+            "sao",
+            "mình",
+            "em",
+            "ạ",
+            "vậy",
+            "này",
+            "đó",
+            "hay",
+            "hãy",
+            "xin",
+            "cần",
+            "muốn",
+            "biết",
+            "hỏi",
+            "làm",
+        ]
     ),
 }
 # Words that mark unaccented Vietnamese ("xet nghiem gen la gi").
 VIETNAMESE_HINTS = frozenset(
-    "la gi khong toi cua duoc nhu nao bao nhieu xet nghiem mau ket qua lay nuoc bot".split()
+    [
+        "la",
+        "gi",
+        "khong",
+        "toi",
+        "cua",
+        "duoc",
+        "nhu",
+        "nao",
+        "bao",
+        "nhieu",
+        "xet",
+        "nghiem",
+        "mau",
+        "ket",
+        "qua",
+        "lay",
+        "nuoc",
+        "bot",
+    ]
 )
 
 
@@ -63,7 +176,7 @@ def features(text: str, language: str) -> list[str]:
             kept.append(word)
     out = [fold(w) for w in kept]
     out += ["~" + w for w in kept if fold(w) != w]
-    out += [f"{fold(a)}_{fold(b)}" for a, b in zip(kept, kept[1:], strict=False)]
+    out += [f"{fold(a)}_{fold(b)}" for a, b in pairwise(kept)]
     return out
 
 

@@ -66,7 +66,7 @@ async def test_stream_is_word_by_word_then_three_suggestions() -> None:
     items = [i async for i in workflow.stream(WorkflowRequest("id", "What is DNA?"))]
     chunks, final = items[:-1], items[-1]
     assert len(chunks) > 20 and all(isinstance(c, str) for c in chunks)
-    assert "".join(chunks).startswith("DNA (deoxyribonucleic acid)")
+    assert "".join(str(c) for c in chunks).startswith("DNA (deoxyribonucleic acid)")
     assert isinstance(final, dict) and final["event"] == "workflow_complete"
     assert len(final["data"]["suggested_questions"]) == 3
     assert await workflow.is_available()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -14,13 +15,19 @@ from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 from .conftest import GateWorkflow, Stream, make_manager, until
 
 
+def lookup(manager: QueueManager, request_id: str) -> dict[str, Any]:
+    found = manager.lookup(request_id)
+    assert found is not None
+    return found
+
+
 def reconciles(manager: QueueManager) -> bool:
     s = manager.status()
     ended = sum(
         s[k]
         for k in ("completed_requests", "failed_requests", "timeout_requests", "cancelled_requests")
     )
-    return s["total_requests"] == ended + s["active_requests"] + s["queue_size"]
+    return bool(s["total_requests"] == ended + s["active_requests"] + s["queue_size"])
 
 
 async def test_a_request_streams_queued_processing_chunks_and_complete(gate: GateWorkflow) -> None:
@@ -33,7 +40,7 @@ async def test_a_request_streams_queued_processing_chunks_and_complete(gate: Gat
     queued = stream.events[0].data
     assert queued["queue_position"] == 1 and queued["queue_size"] == 0
     assert stream.events[-1].data == {"suggested_questions": ["more?"], "cached": False}
-    assert manager.lookup(stream.ticket.request_id)["status"] == "completed"
+    assert lookup(manager, stream.ticket.request_id)["status"] == "completed"
     assert manager.status()["completed_requests"] == 1 and reconciles(manager)
 
 
@@ -66,12 +73,14 @@ async def test_waiters_get_their_new_position_when_the_line_moves(gate: GateWork
     # A waiter leaving from the middle moves those behind it up.
     await waiters[1].disconnect()
     await until(lambda: waiters[2].positions() == [3, 2, 1])
-    assert manager.lookup(waiters[1].ticket.request_id)["status"] == "cancelled"
+    assert lookup(manager, waiters[1].ticket.request_id)["status"] == "cancelled"
     assert reconciles(manager)
 
 
 async def test_position_updates_are_coalesced_to_the_latest_value(gate: GateWorkflow) -> None:
-    manager = make_manager(gate, max_concurrent=1, max_queue_size=100, position_update_interval_sec=0.2)
+    manager = make_manager(
+        gate, max_concurrent=1, max_queue_size=100, position_update_interval_sec=0.2
+    )
     Stream(manager, await manager.submit("head"))
     waiters = [Stream(manager, await manager.submit(f"w{i}")) for i in range(30)]
     await until(lambda: all(w.events for w in waiters))
@@ -163,7 +172,7 @@ async def test_disconnect_while_processing_cancels_the_workflow_and_frees_the_sl
     await first.disconnect()
     await until(lambda: gate.closed == ["first"])
     await until(lambda: gate.started == ["first", "second"])
-    assert manager.lookup(first.ticket.request_id)["status"] == "cancelled"
+    assert lookup(manager, first.ticket.request_id)["status"] == "cancelled"
     gate.open(second.ticket.request_id)
     await second.done()
     assert manager.status()["cancelled_requests"] == 1 and reconciles(manager)
@@ -290,7 +299,7 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     gate.open(head.ticket.request_id)
     assert (await head.done())[-1] == "workflow_complete"
     await asyncio.wait_for(drain, 2)
-    assert manager.lookup(waiter.ticket.request_id)["status"] == "cancelled"
+    assert lookup(manager, waiter.ticket.request_id)["status"] == "cancelled"
     assert gate.started == ["head"]
 
 
@@ -302,7 +311,7 @@ async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkfl
     assert (await stream.done())[-1] == "error"
     assert stream.events[-1].data["code"] == "shutting_down"
     assert gate.closed == ["stuck"]
-    assert manager.lookup(stream.ticket.request_id)["status"] == "cancelled"
+    assert lookup(manager, stream.ticket.request_id)["status"] == "cancelled"
     assert not manager._background and not manager._workflow_tasks
 
 
@@ -319,7 +328,7 @@ async def test_recent_requests_are_bounded() -> None:
         ids.append(stream.ticket.request_id)
     assert len(manager.recent) == 5
     assert manager.lookup(ids[0]) is None
-    assert manager.lookup(ids[-1])["status"] == "completed"
+    assert lookup(manager, ids[-1])["status"] == "completed"
 
 
 async def test_thousands_of_waiters_all_get_their_update(gate: GateWorkflow) -> None:

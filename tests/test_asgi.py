@@ -1,0 +1,140 @@
+"""Through the real ASGI app: disconnects free their place, lifespan runs the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from asgiref.testing import ApplicationCommunicator
+from django.test import override_settings
+
+from genestory.asgi import application
+from guest_queue.runtime import get_manager
+
+
+def chat_scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/guest/chat",
+        "raw_path": b"/api/v1/guest/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+class Client:
+    """One HTTP client of the ASGI app, reading SSE events as they come."""
+
+    def __init__(self, query: str) -> None:
+        body = json.dumps({"query": query}).encode()
+        self.app = ApplicationCommunicator(application, chat_scope(body))
+        self.body = body
+        self.buffer = b""
+
+    async def start(self) -> int:
+        await self.app.send_input({"type": "http.request", "body": self.body, "more_body": False})
+        start = await self.app.receive_output(5)
+        assert start["type"] == "http.response.start"
+        return int(start["status"])
+
+    async def event(self, timeout: float = 5) -> dict[str, Any]:
+        while b"\n\n" not in self.buffer:
+            message = await self.app.receive_output(timeout)
+            self.buffer += message.get("body", b"")
+        raw, self.buffer = self.buffer.split(b"\n\n", 1)
+        if raw.startswith(b":"):
+            return await self.event(timeout)
+        return json.loads(raw[6:])  # type: ignore[no-any-return]
+
+    async def until(self, name: str) -> dict[str, Any]:
+        while True:
+            event = await self.event()
+            if event["event"] == name:
+                return event
+
+    async def disconnect(self) -> None:
+        await self.app.send_input({"type": "http.disconnect"})
+        await self.app.wait(2)
+
+    async def finish(self) -> dict[str, Any]:
+        """Read to the terminal event and let the application return."""
+        event = await self.until("workflow_complete")
+        await self.app.wait(2)
+        return event
+
+
+async def settle(predicate: Any) -> None:
+    async with asyncio.timeout(5):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1)
+async def test_disconnect_while_processing_frees_the_slot_for_the_next() -> None:
+    first, second = Client("sleep=30"), Client("chunks=2")
+    assert await first.start() == 200
+    await first.until("processing")
+    assert await second.start() == 200
+    assert (await second.event())["data"]["queue_position"] == 1
+    await first.disconnect()
+    await second.until("processing")
+    assert (await second.finish())["data"]["cached"] is False
+    manager = get_manager()
+    await settle(lambda: manager.status()["active_requests"] == 0)
+    status = manager.status()
+    assert status["cancelled_requests"] == 1 and status["completed_requests"] == 1
+    assert not manager._workflow_tasks
+
+
+@override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1)
+async def test_disconnect_while_waiting_leaves_the_queue() -> None:
+    head, leaver, last = Client("sleep=0.5"), Client("chunks=1"), Client("chunks=1")
+    await head.start()
+    await head.until("processing")
+    await leaver.start()
+    await last.start()
+    assert (await leaver.event())["data"]["queue_position"] == 1
+    assert (await last.event())["data"]["queue_position"] == 2
+    await leaver.disconnect()
+    manager = get_manager()
+    await settle(lambda: manager.status()["queue_size"] == 1)
+    assert (await last.event())["data"]["queue_position"] == 1
+    await last.finish()
+    await head.finish()
+    status = manager.status()
+    assert status["cancelled_requests"] == 1 and status["completed_requests"] == 2
+
+
+async def test_lifespan_starts_and_drains_the_queue() -> None:
+    lifespan = ApplicationCommunicator(
+        application, {"type": "lifespan", "asgi": {"version": "3.0"}}
+    )
+    await lifespan.send_input({"type": "lifespan.startup"})
+    assert (await lifespan.receive_output(5))["type"] == "lifespan.startup.complete"
+    manager = get_manager()
+    assert manager.loop is asyncio.get_running_loop() and manager._background
+    await lifespan.send_input({"type": "lifespan.shutdown"})
+    assert (await lifespan.receive_output(5))["type"] == "lifespan.shutdown.complete"
+    assert manager.accepting is False and not manager._background
+
+
+@override_settings(GUEST_WORKFLOW="no.such.Workflow")
+async def test_lifespan_reports_a_failed_startup() -> None:
+    lifespan = ApplicationCommunicator(
+        application, {"type": "lifespan", "asgi": {"version": "3.0"}}
+    )
+    await lifespan.send_input({"type": "lifespan.startup"})
+    message = await lifespan.receive_output(5)
+    assert message["type"] == "lifespan.startup.failed"
+    assert "no.such.Workflow" in message["message"] or "No module named" in message["message"]
