@@ -1,0 +1,107 @@
+"""Real servers in subprocesses: uvicorn with lifespan, or daphne without."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server process on a free port, with the environment a site owner would set."""
+
+    def __init__(self, kind: str, env: dict[str, str], tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"{kind}-{self.port}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
+            "DJANGO_SETTINGS_MODULE": "genestory.settings",
+            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "DEBUG": "false",
+            "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+        )
+        if kind == "uvicorn":
+            cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
+            cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+            cmd += ["genestory.asgi:application"]
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, *cmd],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/guest/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    servers: list[Server] = []
+
+    def start(kind: str = "uvicorn", **env: str) -> Server:
+        server = Server(kind, env, tmp_path)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
