@@ -51,7 +51,7 @@ test-django6:
 test: lint test-django5 test-django6
 
 bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/sse_load.py
+	$(BIN)/python -m bench.sse_load
 
 clean:
 	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache

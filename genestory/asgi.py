@@ -12,6 +12,9 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from guest_queue.asgi import SharedSyncThreads  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_application, "lifespan": LifespanHandler()})
+application = ProtocolTypeRouter(
+    {"http": SharedSyncThreads(django_application), "lifespan": LifespanHandler()}
+)

@@ -54,6 +54,7 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: isinstance(v, str) and bool(v.strip()),
         "a non-empty string",
     ),
+    ("E016", "SYNC_THREADS", _int_at_least(1), "an integer >= 1"),
 ]
 
 

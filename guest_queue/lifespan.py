@@ -25,7 +25,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Loose on purpose: Django's, channels' and servers' own ASGI signatures differ in detail.
+ASGIApp = Callable[..., Awaitable[None]]
 
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

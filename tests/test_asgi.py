@@ -138,3 +138,24 @@ async def test_lifespan_reports_a_failed_startup() -> None:
     message = await lifespan.receive_output(5)
     assert message["type"] == "lifespan.startup.failed"
     assert "no.such.Workflow" in message["message"] or "No module named" in message["message"]
+
+
+@override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1, GUEST_SYNC_THREADS=2)
+async def test_waiting_guests_hold_no_threads() -> None:
+    import threading
+
+    head = Client("sleep=30")
+    await head.start()
+    await head.until("processing")
+    baseline = threading.active_count()
+    waiters = [Client("chunks=1") for _ in range(30)]
+    for w in waiters:
+        assert await w.start() == 200
+        await w.event()
+    # Django alone would park one thread per open request; the shared pool holds them all.
+    assert threading.active_count() <= baseline + 2
+    for client in [*waiters, head]:
+        await client.disconnect()
+    manager = get_manager()
+    await settle(lambda: manager.status()["queue_size"] == manager.status()["active_requests"] == 0)
+    assert manager.status()["cancelled_requests"] == 31

@@ -42,6 +42,7 @@ def test_defaults_pass() -> None:
         ("GUEST_AVAILABILITY_CACHE_SEC", 30, "guest_queue.E011"),
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
+        ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
         ("GUEST_WORKFLOW", "guest_queue.conf.GuestQueueSettings", "guest_queue.E015"),
     ],

@@ -220,13 +220,17 @@ class QueueManager:
             if left <= 0:
                 self._end(ticket, Status.TIMEOUT, "timeout", "")
                 continue
-            try:
-                async with asyncio.timeout(min(self.config.heartbeat_sec, left)):
-                    item = await channel.get()
-            except TimeoutError:
-                if time.monotonic() < deadline:
-                    yield None
-                continue
+            if channel.empty():
+                try:
+                    async with asyncio.timeout(min(self.config.heartbeat_sec, left)):
+                        item = await channel.get()
+                except TimeoutError:
+                    if time.monotonic() < deadline:
+                        yield None
+                    continue
+            else:
+                # Chunks already waiting need no timer: most chunks of a fast workflow.
+                item = channel.get_nowait()
             event = self._translate(ticket, item)
             if event is not None:
                 yield event

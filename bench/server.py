@@ -1,0 +1,95 @@
+"""Start a real uvicorn server of the genestory project for a benchmark, and stop it."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raise_fd_limit() -> int:
+    """Allow as many open sockets as the hard limit permits (children inherit it)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BenchServer:
+    """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings."""
+
+    def __init__(self, settings: dict[str, str], workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._tmp = tempfile.TemporaryDirectory(prefix="guest-bench-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GUEST_")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="genestory.settings",
+            DATABASE_URL=f"sqlite:///{self._tmp.name}/db.sqlite3",
+            DEBUG="false",
+            LOG_LEVEL="WARNING",
+            GUEST_BENCHMARK_VIEWS="true",
+        )
+        env.update(settings)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        cmd = [sys.executable, "-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
+        cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+        cmd += ["--backlog", "16384", "--workers", str(workers)]
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/api/v1/guest/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.close()
+        raise RuntimeError("benchmark server did not start")
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process, in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def threads(self) -> int:
+        return len(list(Path(f"/proc/{self.process.pid}/task").iterdir()))
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> BenchServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

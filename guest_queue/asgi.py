@@ -1,0 +1,52 @@
+"""ASGI helpers for sites that serve guest_queue.
+
+Django runs each ASGI request in its own ``ThreadSensitiveContext``: the first
+sync step of a request (the ``request_started`` receivers, any sync middleware)
+starts a thread that then stays parked until the response ends. For a stream
+that waits minutes in the queue, that is one idle OS thread per waiting guest.
+``SharedSyncThreads`` gives the guest API's requests a context backed by a small
+pool of long-lived single-thread executors instead (asgiref's documented
+``ThreadSensitiveContext(executor=...)``), so thousands of waiting guests cost
+no threads at all. Other paths keep Django's per-request threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext
+from django.urls import reverse
+
+from .conf import app_settings
+from .lifespan import ASGIApp, Receive, Scope, Send
+
+
+class SharedSyncThreads:
+    """Wrap Django's ASGI app so guest API requests share ``GUEST_SYNC_THREADS`` threads."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._executors: list[ThreadPoolExecutor] = []
+        self._turn = itertools.count()
+        self._prefix: str | None = None
+
+    def _api_prefix(self) -> str:
+        if self._prefix is None:
+            chat = reverse("guest_queue:chat")
+            self._prefix = chat[: -len("chat")]
+            self._executors = [
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="guest-queue-sync")
+                for _ in range(app_settings.SYNC_THREADS)
+            ]
+        return self._prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._api_prefix()):
+            # Each executor runs one call at a time on one thread, as asgiref requires;
+            # a request keeps the same executor (and thread) from start to end.
+            executor = self._executors[next(self._turn) % len(self._executors)]
+            async with ThreadSensitiveContext(executor=executor):
+                await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
