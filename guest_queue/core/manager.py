@@ -10,19 +10,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from ..workflows.base import Workflow, WorkflowRequest, is_available
+from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
 from .admission import AdmissionQueue, Ticket
+from .availability import AvailabilityProbe
 from .config import QueueConfig
 from .errors import NotAccepting, QueueFull, Refused
 from .records import RecentRequests, RequestRecord, Status
-from .runner import CHANNEL_SIZE, Channel, Failed, Finished, Wake, run_workflow
+from .runner import Channel, run_workflow
 from .stats import QueueStats
+from .stream import DISCONNECTED, RequestStream
 
 logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
-DISCONNECTED = "client_disconnected"
 
 
 class Unavailable(Refused):
@@ -47,8 +48,7 @@ class QueueManager:
         self._listeners: list[Listener] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._workflow_tasks: set[asyncio.Task[None]] = set()
-        self._availability: tuple[float, bool] | None = None
-        self._probe: asyncio.Task[bool] | None = None
+        self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
         self._drain: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
 
@@ -93,7 +93,7 @@ class QueueManager:
 
     async def _drain_requests(self, grace: float) -> None:
         for ticket in list(self.admission.waiting.values()):
-            self._end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+            self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
         if self.admission.active:
             self._idle.clear()
             try:
@@ -107,7 +107,7 @@ class QueueManager:
         # Streams answer an interrupt at once; end any whose stream is gone.
         await asyncio.sleep(0.05 if self.admission.active else 0)
         for ticket in list(self._tickets.values()):
-            self._end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+            self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
         await asyncio.gather(*self._workflow_tasks, return_exceptions=True)
 
     # -- admission --------------------------------------------------------------
@@ -140,180 +140,37 @@ class QueueManager:
 
     async def is_available(self) -> bool:
         """Whether the workflow's service is up, cached for a few seconds."""
-        now = time.monotonic()
-        if self._availability and now - self._availability[0] < self.config.availability_cache_sec:
-            return self._availability[1]
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.ensure_future(self._probe_workflow())
-        return await asyncio.shield(self._probe)
-
-    async def _probe_workflow(self) -> bool:
-        try:
-            async with asyncio.timeout(5):
-                up = await is_available(self.workflow)
-        except Exception:
-            logger.warning("Workflow availability probe failed", exc_info=True)
-            up = False
-        self._availability = (time.monotonic(), up)
-        return up
-
-    def _mark_unavailable(self) -> None:
-        self._availability = (time.monotonic(), False)
+        return await self.availability.check()
 
     # -- streams ------------------------------------------------------------------
 
-    async def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
+    def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket.claimed = True
-        record = ticket.record
-        try:
-            reported = ticket.position
-            yield self._queued_event(ticket)
-            while not ticket.admitted:
-                if record.status.is_terminal:
-                    break
-                if ticket.position != reported:
-                    reported = ticket.position
-                    yield self._queued_event(ticket)
-                    continue
-                ticket.wake.clear()
-                wait_left = self._queue_wait_left(record)
-                try:
-                    async with asyncio.timeout(min(self.config.heartbeat_sec, wait_left)):
-                        await ticket.wake.wait()
-                except TimeoutError:
-                    if self._queue_wait_left(record) <= 0:
-                        self._end(ticket, Status.TIMEOUT, "queue_timeout", "")
-                        break
-                    yield None
-            if record.status.is_terminal:
-                for final in self._terminal_events(ticket):
-                    yield final
-                return
-            yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            async for item in self._process(ticket):
-                yield item
-        finally:
-            if not record.status.is_terminal:
-                self._finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+        return RequestStream(self, ticket).events()
 
-    async def _process(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
+    def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
+        """Run the workflow for an admitted ticket in its own task, feeding ``channel``."""
         record = ticket.record
-        channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         request = WorkflowRequest(request_id=record.request_id, query=record.query)
         task = asyncio.create_task(
-            run_workflow(self.workflow, request, channel, self._mark_unavailable)
+            run_workflow(self.workflow, request, channel, self.availability.mark_down)
         )
         ticket.task = task
         self._workflow_tasks.add(task)
         task.add_done_callback(self._workflow_tasks.discard)
-        assert record.started_mono is not None
-        deadline = record.started_mono + self.config.request_timeout_sec
-        while True:
-            if ticket.interrupt is not None:
-                self._end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
-            if record.status.is_terminal:
-                for final in self._terminal_events(ticket):
-                    yield final
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._end(ticket, Status.TIMEOUT, "timeout", "")
-                continue
-            if channel.empty():
-                try:
-                    async with asyncio.timeout(min(self.config.heartbeat_sec, left)):
-                        item = await channel.get()
-                except TimeoutError:
-                    if time.monotonic() < deadline:
-                        yield None
-                    continue
-            else:
-                # Chunks already waiting need no timer: most chunks of a fast workflow.
-                item = channel.get_nowait()
-            event = self._translate(ticket, item)
-            if event is not None:
-                yield event
-
-    def _translate(self, ticket: Ticket, item: object) -> ev.Event | None:
-        """Turn one workflow item into a client event; terminal items end the ticket."""
-        record = ticket.record
-        if isinstance(item, str):
-            if not item:
-                return None
-            record.add_answer(item)
-            return ev.Event(ev.ANSWER_CHUNK, item)
-        if isinstance(item, Finished):
-            item = {"event": ev.WORKFLOW_COMPLETE, "data": {}}
-        if isinstance(item, Failed):
-            self._end(ticket, Status.FAILED, item.code, item.message)
-            return None
-        if isinstance(item, Wake):
-            return None
-        if not (isinstance(item, dict) and isinstance(item.get("event"), str)):
-            logger.error("Workflow yielded %r for request %s", type(item), record.request_id)
-            self._end(ticket, Status.FAILED, ev.CODE_INTERNAL, "Sorry, something went wrong.")
-            return None
-        name, data = item["event"], item.get("data")
-        if name == ev.ANSWER_CHUNK and isinstance(data, str):
-            return self._translate(ticket, data)
-        if name == ev.WORKFLOW_COMPLETE:
-            payload = dict(data) if isinstance(data, dict) else {}
-            payload.setdefault("suggested_questions", [])
-            payload["cached"] = record.cached
-            ticket.terminal_event = ev.Event(ev.WORKFLOW_COMPLETE, payload)
-            self._finish(ticket, Status.COMPLETED)
-            return None
-        if name == ev.ERROR:
-            message = data.get("error") if isinstance(data, dict) else None
-            self._end(ticket, Status.FAILED, ev.CODE_WORKFLOW_ERROR, str(message or "Error."))
-            return None
-        if name in ev.RESERVED_EVENTS:
-            logger.warning("Workflow emitted reserved event %r; dropped", name)
-            return None
-        return ev.Event(name, data)
-
-    def _terminal_events(self, ticket: Ticket) -> list[ev.Event]:
-        assert ticket.terminal_event is not None
-        if ticket.terminal_event.name == ev.TIMEOUT:
-            return [ev.Event(ev.ANSWER_CHUNK, self.config.timeout_fallback), ticket.terminal_event]
-        return [ticket.terminal_event]
-
-    def _queued_event(self, ticket: Ticket) -> ev.Event:
-        position = max(ticket.position, 1)
-        if ticket.admitted:
-            estimate: float | None = 0.0
-        else:
-            estimate = self.stats.estimate_wait_sec(
-                position, self.admission.free_slots, self.config.max_concurrent
-            )
-        return ev.Event(
-            ev.QUEUED,
-            {
-                "queue_position": position,
-                "queue_size": len(self.admission.waiting),
-                "estimated_wait_sec": estimate,
-            },
-        )
-
-    def _queue_wait_left(self, record: RequestRecord) -> float:
-        limit = self.config.max_queue_wait_sec
-        if not limit:
-            return math.inf
-        return record.created_mono + limit - time.monotonic()
 
     # -- endings ------------------------------------------------------------------
 
     def release(self, ticket: Ticket) -> None:
         """End the request if nothing else did: its client has gone (idempotent)."""
-        self._finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+        self.finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.release, ticket)
 
-    def _end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
+    def end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
         """Finish a ticket with the error or timeout event its stream must still send."""
         if ticket.record.status.is_terminal:
             return
@@ -332,10 +189,10 @@ class QueueManager:
             message = ticket.terminal_event.data["error"]
         else:
             ticket.terminal_event = ev.error_event(code, message)
-        self._finish(ticket, status, code, message)
+        self.finish(ticket, status, code, message)
         ticket.wake.set()
 
-    def _finish(
+    def finish(
         self, ticket: Ticket, status: Status, code: str | None = None, message: str | None = None
     ) -> None:
         """Move the ticket to its final status: once, whatever path gets here first."""
@@ -370,7 +227,7 @@ class QueueManager:
             cutoff = time.monotonic() - limit
             for ticket in [t for t in self._tickets.values() if not t.claimed]:
                 if ticket.record.created_mono < cutoff:
-                    self._finish(ticket, Status.CANCELLED, "abandoned", "Stream never started.")
+                    self.finish(ticket, Status.CANCELLED, "abandoned", "Stream never started.")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

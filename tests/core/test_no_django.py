@@ -5,6 +5,7 @@ import sys
 
 MODULES = [
     "guest_queue.core.admission",
+    "guest_queue.core.availability",
     "guest_queue.core.config",
     "guest_queue.core.consume",
     "guest_queue.core.errors",
@@ -13,6 +14,8 @@ MODULES = [
     "guest_queue.core.records",
     "guest_queue.core.runner",
     "guest_queue.core.stats",
+    "guest_queue.core.stream",
+    "guest_queue.core.translate",
     "guest_queue.workflows.base",
     "guest_queue.workflows.matching",
     "guest_queue.workflows.testing",
