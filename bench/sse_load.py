@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.client import Connection, Result, percentile, run_load
-from bench.server import BenchServer, raise_fd_limit
+from bench.server import BenchServer, pin_client, raise_fd_limit
 
 QUEUE = "/api/v1/guest/chat"
 BARE = "/api/v1/guest/bench/bare"
@@ -50,32 +50,41 @@ def show(name: str, s: dict[str, float]) -> None:
 
 async def compare(
     url: str, clients: int, seconds: float, rounds: int
-) -> dict[str, dict[str, float]]:
-    """Alternate queue and bare runs so drift on the machine hits both alike."""
+) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Alternate queue and bare runs so drift on the machine hits both alike.
+
+    Returns the summaries over all rounds and each round's queue/bare throughput ratio.
+    """
     collected: dict[str, list[Result]] = {"bare": [], "queue": []}
+    ratios = []
     for path in (BARE, QUEUE):  # warm-up
         await run_load(url, path, "warm up", clients, 1.0)
     for _ in range(rounds):
+        counts = {}
         for name, path in (("bare", BARE), ("queue", QUEUE)):
-            collected[name] += await run_load(url, path, "What is DNA?", clients, seconds)
-    return {name: summary(res, seconds * rounds) for name, res in collected.items()}
+            results = await run_load(url, path, "What is DNA?", clients, seconds)
+            collected[name] += results
+            counts[name] = len(results)
+        ratios.append(counts["queue"] / counts["bare"])
+    return {name: summary(res, seconds * rounds) for name, res in collected.items()}, ratios
 
 
 def throughput(clients: int, seconds: float, rounds: int) -> None:
     print(f"throughput: {clients} clients, {rounds} x {seconds:g} s per endpoint")
     settings = {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_MAX_CONCURRENT_REQUESTS": str(clients)}
     with BenchServer(settings) as server:
-        s = asyncio.run(compare(server.url, clients, seconds, rounds))
+        s, ratios = asyncio.run(compare(server.url, clients, seconds, rounds))
     show("bare", s["bare"])
     show("queue", s["queue"])
     ratio = s["queue"]["rps"] / s["bare"]["rps"]
-    print(f"  ratio queue/bare throughput: {ratio:.3f}  (target >= 0.9)")
+    per_round = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"  ratio queue/bare throughput: {ratio:.3f}  (target >= 0.9; per round {per_round})")
 
 
 def latency(seconds: float, rounds: int) -> None:
     print(f"latency: 1 client, {rounds} x {seconds:g} s per endpoint")
     with BenchServer({"GUEST_WORKFLOW": TEN_CHUNKS}) as server:
-        s = asyncio.run(compare(server.url, 1, seconds, rounds))
+        s, _ = asyncio.run(compare(server.url, 1, seconds, rounds))
     show("bare", s["bare"])
     show("queue", s["queue"])
     added = s["queue"]["p50"] - s["bare"]["p50"]
@@ -205,6 +214,7 @@ def main() -> None:
     parser.add_argument("--waiters", type=int, default=10_000)
     args = parser.parse_args()
     raise_fd_limit()
+    pin_client()
     for scenario in args.scenarios:
         if scenario == "throughput":
             throughput(args.clients, args.seconds, args.rounds)

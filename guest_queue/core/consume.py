@@ -14,10 +14,21 @@ if TYPE_CHECKING:
 
 
 async def sse_stream(manager: QueueManager, ticket: Ticket) -> AsyncIterator[bytes]:
-    """The request's events encoded as Server-Sent Events, heartbeats as comments."""
+    """The request's events encoded as Server-Sent Events, heartbeats as comments.
+
+    Events that are ready together (a burst of chunks) go out in one write; an
+    event is never held back waiting for one that is not there yet.
+    """
     request_id = ticket.request_id
-    async for event in manager.events(ticket):
-        yield ev.HEARTBEAT_BYTES if event is None else event.encode(request_id)
+    stream = manager.stream(ticket)
+    pending: list[bytes] = []
+    async for event in stream.events():
+        pending.append(ev.HEARTBEAT_BYTES if event is None else event.encode(request_id))
+        if not stream.more_ready:
+            yield b"".join(pending)
+            pending.clear()
+    if pending:
+        yield b"".join(pending)
 
 
 @dataclass(slots=True)

@@ -148,6 +148,10 @@ class QueueManager:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
         return RequestStream(self, ticket).events()
 
+    def stream(self, ticket: Ticket) -> RequestStream:
+        """The request's stream, for consumers that also ask what is ready to send."""
+        return RequestStream(self, ticket)
+
     def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
         """Run the workflow for an admitted ticket in its own task, feeding ``channel``."""
         record = ticket.record
@@ -167,6 +171,9 @@ class QueueManager:
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
+        # A finished request stays finished: skip waking the loop for the common case.
+        if ticket.record.status.is_terminal:
+            return
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.release, ticket)
 

@@ -26,6 +26,12 @@ class RequestStream:
     def __init__(self, manager: QueueManager, ticket: Ticket) -> None:
         self.manager = manager
         self.ticket = ticket
+        self._channel: Channel | None = None
+
+    @property
+    def more_ready(self) -> bool:
+        """Whether the next event is already waiting, so a writer may hold this one back."""
+        return self._channel is not None and not self._channel.empty()
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
@@ -67,6 +73,7 @@ class RequestStream:
         ticket, manager, config = self.ticket, self.manager, self.manager.config
         record = ticket.record
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
+        self._channel = channel
         manager.start_workflow(ticket, channel)
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
