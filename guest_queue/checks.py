@@ -55,6 +55,11 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         "a non-empty string",
     ),
     ("E016", "SYNC_THREADS", _int_at_least(1), "an integer >= 1"),
+    ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
+    ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
+    ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
+    ("E020", "HISTORY_FLUSH_SEC", _number(0.01, 60), "a number of seconds from 0.01 to 60"),
+    ("E021", "HISTORY_BUFFER_SIZE", _int_at_least(1), "an integer >= 1"),
 ]
 
 
@@ -73,6 +78,11 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     errors.extend(_check_workflow())
+    alias = app_settings.HISTORY_DATABASE
+    if alias not in settings.DATABASES:
+        errors.append(
+            Error(f"GUEST_HISTORY_DATABASE {alias!r} is not in DATABASES.", id="guest_queue.E022")
+        )
     return errors
 
 

@@ -12,11 +12,15 @@ from django.utils.module_loading import import_string
 
 from .conf import app_settings
 from .core.manager import QueueManager
+from .history import HistoryWriter
 from .workflows.base import Workflow
 
 _lock = threading.Lock()
 _manager: QueueManager | None = None
+_history: HistoryWriter | None = None
 _closing: set[asyncio.Task[None]] = set()
+# Writers whose close() was scheduled on a loop that may end before it finishes.
+_unclosed: set[HistoryWriter] = set()
 
 
 def build_workflow() -> Workflow:
@@ -26,31 +30,65 @@ def build_workflow() -> Workflow:
     return workflow
 
 
+def _build() -> tuple[QueueManager, HistoryWriter | None]:
+    manager = QueueManager(app_settings.queue_config(), build_workflow())
+    history = None
+    if app_settings.HISTORY_ENABLED:
+        history = HistoryWriter()
+        manager.add_listener(history.add)
+        manager.add_closer(history.close)
+    return manager, history
+
+
 def get_manager() -> QueueManager:
     """This process's manager; a manager whose event loop has closed is replaced."""
-    global _manager
+    global _manager, _history
     with _lock:
         manager = _manager
         if manager is None or (manager.loop is not None and manager.loop.is_closed()):
-            manager = _manager = QueueManager(app_settings.queue_config(), build_workflow())
+            if _history is not None:
+                _history.abandon()
+            _abandon_unclosed()
+            manager, _history = _build()
+            _manager = manager
         return manager
+
+
+def get_history() -> HistoryWriter | None:
+    """The history writer of this process's manager, when history is enabled."""
+    get_manager()
+    return _history
 
 
 def reset_manager() -> None:
     """Forget the manager so the next request builds one from the current settings."""
-    global _manager
+    global _manager, _history
     with _lock:
         old, _manager = _manager, None
-    if old is not None and old.loop is not None and not old.loop.is_closed():
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is old.loop:
-            # The loop holds tasks only weakly: keep this one until the old manager is closed.
-            task = old.loop.create_task(old.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+        history, _history = _history, None
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if old is not None and old.loop is not None and running is old.loop:
+        # The loop holds tasks only weakly: keep this one until the old manager is closed.
+        task = old.loop.create_task(old.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        if history is not None:
+            _unclosed.add(history)
+            task.add_done_callback(lambda _: _unclosed.discard(history))
+    elif history is not None:
+        history.abandon()
+    if running is None:
+        _abandon_unclosed()
+
+
+def _abandon_unclosed() -> None:
+    """Stop writers whose scheduled close() never ran because their loop ended first."""
+    for history in list(_unclosed):
+        history.abandon()
+        _unclosed.discard(history)
 
 
 @receiver(setting_changed)

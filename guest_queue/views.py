@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -14,10 +15,11 @@ from django.views.decorators.csrf import csrf_exempt
 from .core import events as ev
 from .core.consume import collect
 from .core.errors import Refused
-from .core.manager import QueueManager
+from .history import keyed_hash
+from .models import GuestRequest
 from .requests import BadRequest, parse_query
 from .responses import EventStreamResponse, json_error
-from .runtime import get_manager
+from .runtime import get_history, get_manager
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -56,6 +58,11 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
     return decorator
 
 
+def client_hint(request: HttpRequest) -> str:
+    """A keyed hash of the client's address: lets staff group requests, reveals no IP."""
+    return keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
+
+
 def refused(exc: Refused) -> JsonResponse:
     return json_error(exc.status_code, exc.code, exc.message, retry_after=exc.retry_after)
 
@@ -66,7 +73,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
     query = parse_query(request)
     manager = get_manager()
     try:
-        ticket = await manager.submit(query)
+        ticket = await manager.submit(query, client_hint=client_hint(request))
     except Refused as exc:
         return refused(exc)
     return EventStreamResponse(manager, ticket)
@@ -78,7 +85,7 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
     query = parse_query(request)
     manager = get_manager()
     try:
-        ticket = await manager.submit(query)
+        ticket = await manager.submit(query, client_hint=client_hint(request))
     except Refused as exc:
         return refused(exc)
     try:
@@ -116,27 +123,38 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
     )
 
 
+def _status() -> dict[str, Any]:
+    history = get_history()
+    return {**get_manager().status(), "history_dropped": history.dropped if history else 0}
+
+
 @allow("GET")
 async def queue_status(request: HttpRequest) -> HttpResponseBase:
     """Live queue figures."""
-    return JsonResponse(get_manager().status())
+    return JsonResponse(_status())
 
 
 @allow("GET")
 async def request_status(request: HttpRequest, request_id: str) -> HttpResponseBase:
     """What happened to one request."""
-    data = _lookup(get_manager(), request_id)
-    if data is None:
-        return json_error(404, "not_found", "No such request (it may have expired).")
-    return JsonResponse(data)
-
-
-def _lookup(manager: QueueManager, request_id: str) -> dict[str, Any] | None:
     try:
         canonical = str(uuid.UUID(request_id))
     except ValueError:
-        return None
-    return manager.lookup(canonical)
+        return json_error(404, "not_found", "No such request: malformed id.")
+    data = get_manager().lookup(canonical)
+    history = get_history()
+    if data is None and history is not None:
+        try:
+            rows = GuestRequest.objects.using(history.database)
+            row = await rows.filter(request_id=canonical).afirst()
+        except DatabaseError:
+            return json_error(
+                503, "history_unavailable", "Request history is unavailable.", retry_after=5
+            )
+        data = row.as_status() if row is not None else None
+    if data is None:
+        return json_error(404, "not_found", "No such request (it may have expired).")
+    return JsonResponse(data)
 
 
 @allow("GET")
@@ -148,7 +166,7 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     response = JsonResponse(
         {
             "status": "ok" if healthy else "unavailable",
-            "queue": manager.status(),
+            "queue": _status(),
             "workflow": "available" if available else "unavailable",
         },
         status=200 if healthy else 503,

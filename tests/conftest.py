@@ -46,3 +46,40 @@ async def sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
             message, buffer = buffer.split(b"\n\n", 1)
             if message.startswith(b"data: "):
                 yield json.loads(message[6:])
+
+
+async def asgi_get(path: str) -> tuple[int, dict[str, Any]]:
+    """GET through the project's real ASGI application (not the test client).
+
+    The test client disconnects ``close_old_connections`` from ``request_finished``,
+    so database connections opened by its per-request threads are never closed.
+    """
+    from asgiref.testing import ApplicationCommunicator
+
+    from genestory.asgi import application
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    app = ApplicationCommunicator(application, scope)
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(5)
+    body = b""
+    while True:
+        message = await app.receive_output(5)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await app.wait(5)
+    return int(start["status"]), json.loads(body)

@@ -1,11 +1,33 @@
 """Test settings: the demo project, with every GUEST_* setting at its documented default."""
 
+import os
+import tempfile
+from pathlib import Path
+
+import environ
+
 from genestory.settings import *  # noqa: F403
 from guest_queue.conf import DEFAULTS
 
 # Start from the documented defaults, whatever the shell or a .env file says.
 globals().update(DEFAULTS)
 GUEST_WORKFLOW = "guest_queue.workflows.testing.ScriptedWorkflow"
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "test.sqlite3",
+        # A file, not memory: the history writer uses its own thread and connection,
+        # and the outage tests lock the file from outside.
+        "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"guest_queue_{os.getpid()}.sqlite3")},
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "timeout": 0.2,
+        },
+    }
+}
+# PostgreSQL, when a server is given (CI sets it): the history tests run there too.
+if os.environ.get("GUEST_TEST_DATABASE_URL"):
+    DATABASES["postgres"] = environ.Env.db_url_config(os.environ["GUEST_TEST_DATABASE_URL"])
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

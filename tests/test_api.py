@@ -176,7 +176,7 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
         "queue_size", "active_requests", "max_concurrent_requests", "max_queue_size",
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
         "timeout_requests", "cancelled_requests", "rejected_requests", "cache_hits",
-        "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec",
+        "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
     }  # fmt: skip
     assert body["total_requests"] == body["completed_requests"] == 1
     assert body["max_concurrent_requests"] == 3 and body["max_queue_size"] == 50
@@ -203,6 +203,7 @@ async def test_request_status_shows_the_queue_position(async_client: AsyncClient
     await asyncio.gather(read_stream(running), read_stream(waiting))
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize("request_id", ["not-a-uuid", str(uuid.uuid4()), "../../etc"])
 async def test_unknown_request_is_a_json_404(async_client: AsyncClient, request_id: str) -> None:
     response = await async_client.get(f"/api/v1/guest/queue/request/{request_id}")
@@ -246,6 +247,7 @@ async def test_demo_page_is_served(async_client: AsyncClient) -> None:
     assert b"/api/v1/guest/chat" in response.content
 
 
+@pytest.mark.django_db  # close() sends request_finished, whose receivers touch connections
 async def test_closing_a_stream_that_never_started_releases_its_place() -> None:
     """A client can leave between the view and the first send: close() alone must free the slot."""
     from asgiref.sync import sync_to_async

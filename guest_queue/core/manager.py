@@ -7,7 +7,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..workflows.base import Workflow, WorkflowRequest
@@ -46,6 +46,7 @@ class QueueManager:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tickets: dict[str, Ticket] = {}
         self._listeners: list[Listener] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._workflow_tasks: set[asyncio.Task[None]] = set()
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
@@ -65,6 +66,10 @@ class QueueManager:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""
         self._listeners.append(listener)
+
+    def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await ``closer`` in ``close()``, after the drain (to flush what listeners kept)."""
+        self._closers.append(closer)
 
     def begin_drain(self) -> None:
         """Start draining (idempotent); safe to call from any thread or a signal handler."""
@@ -86,6 +91,11 @@ class QueueManager:
     async def close(self) -> None:
         """Drain, then stop every task the manager owns."""
         await self.drain()
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception:
+                logger.exception("Closing %r failed", closer)
         tasks = [t for t in self._background if t is not self._drain]
         for task in tasks:
             task.cancel()

@@ -1,0 +1,205 @@
+"""Request history: written in the background, pruned, robust to outages, flushed at shutdown.
+
+Runs on SQLite always and on PostgreSQL when GUEST_TEST_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.test import override_settings
+
+from guest_queue.models import GuestRequest
+from guest_queue.runtime import get_history, get_manager, reset_manager
+
+from .conftest import asgi_get
+
+DATABASES = ["default", "postgres"]
+AVAILABLE = ["default", "postgres"] if os.environ.get("GUEST_TEST_DATABASE_URL") else ["default"]
+
+
+@pytest.fixture(params=DATABASES)
+def alias(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
+    if name == "postgres" and not os.environ.get("GUEST_TEST_DATABASE_URL"):
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_DATABASE_URL is required here but not set")
+        pytest.skip("PostgreSQL history tests need GUEST_TEST_DATABASE_URL (CI sets it)")
+    with override_settings(GUEST_HISTORY_DATABASE=name, GUEST_HISTORY_FLUSH_SEC=0.05):
+        reset_manager()
+        yield name
+    # An outage test may have cut this thread's connection: let the teardown flush reconnect.
+    connections[name].close()
+
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=AVAILABLE)
+
+
+async def restart() -> None:
+    """Close this process's manager (flushing its history) and start a new one."""
+    await get_manager().close()
+    reset_manager()
+
+
+async def ask(count: int, query: str = "chunks=1") -> list[str]:
+    """Run ``count`` requests to the end; their ids in order of arrival."""
+    manager = get_manager()
+    ids = []
+    for _ in range(count):
+        ticket = await manager.submit(query, client_hint="c" * 32)
+        async for _event in manager.events(ticket):
+            pass
+        ids.append(ticket.request_id)
+    return ids
+
+
+def rows(alias: str) -> list[GuestRequest]:
+    connections[alias].close()  # an outage test may have cut this thread's connection
+    try:
+        return list(GuestRequest.objects.using(alias).order_by("id"))
+    finally:
+        connections[alias].close()
+
+
+async def wait_for_rows(alias: str, count: int, timeout: float = 10) -> list[GuestRequest]:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await sync_to_async(rows)(alias)
+            if len(found) == count:
+                return found
+            await asyncio.sleep(0.05)
+
+
+async def test_150_requests_leave_the_100_newest_rows(alias: str) -> None:
+    ids = await ask(150)
+    stored = await wait_for_rows(alias, 100)
+    assert [str(r.request_id) for r in stored] == ids[50:]
+    row = stored[-1]
+    assert row.status == "completed" and row.answer_preview == "chunk0 "
+    assert row.query == "chunks=1" and row.query_length == 8 and len(row.query_hash) == 64
+    assert row.client_hash == "c" * 32 and ":" in row.server
+    assert row.wait_ms is not None and row.processing_ms is not None
+    assert row.created_at <= row.started_at <= row.finished_at  # type: ignore[operator]
+
+
+async def test_shutdown_flushes_the_buffer(alias: str) -> None:
+    with override_settings(GUEST_HISTORY_FLUSH_SEC=30):
+        await restart()
+        ids = await ask(5)
+        history = get_history()
+        assert history is not None and history.pending == 5
+        await get_manager().close()
+    stored = await sync_to_async(rows)(alias)
+    assert sorted(str(r.request_id) for r in stored) == sorted(ids)
+
+
+async def test_failed_and_timed_out_requests_are_recorded(alias: str) -> None:
+    with override_settings(GUEST_REQUEST_TIMEOUT_SEC=0.1):
+        await restart()
+        await ask(1, "fail=workflow_error")
+        await ask(1, "sleep=5")
+    stored = await wait_for_rows(alias, 2)
+    assert [(r.status, r.error_code) for r in stored] == [
+        ("failed", "workflow_error"),
+        ("timeout", "timeout"),
+    ]
+    assert stored[0].error_message == "The scripted workflow failed."
+
+
+@override_settings(GUEST_HISTORY_STORE_QUERY=False)
+async def test_questions_can_be_kept_out_of_the_database(alias: str) -> None:
+    await restart()
+    await ask(1, "chunks=1 my private health question")
+    (row,) = await wait_for_rows(alias, 1)
+    assert row.query == "" and row.query_length == 35 and len(row.query_hash) == 64
+
+
+@contextmanager
+def outage(alias: str) -> Iterator[None]:
+    """Make the history database refuse writes for real, then bring it back."""
+    settings_dict = connections[alias].settings_dict
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        # Another process-level connection holds the write lock: "database is locked".
+        locker = sqlite3.connect(settings_dict["NAME"], isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            locker.execute("COMMIT")
+            locker.close()
+        return
+    import psycopg
+
+    name = settings_dict["NAME"]
+    admin_url = os.environ["GUEST_TEST_DATABASE_URL"]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+async def test_outage_loses_no_request_and_history_catches_up(alias: str) -> None:
+    with outage(alias):
+        started = asyncio.get_running_loop().time()
+        ids = await ask(20)
+        # Guests are not slowed down by the database being gone.
+        assert asyncio.get_running_loop().time() - started < 2
+        await asyncio.sleep(0.5)
+        history = get_history()
+        assert history is not None and history.pending == 20 and history.dropped == 0
+    stored = await wait_for_rows(alias, 20, timeout=40)
+    assert sorted(str(r.request_id) for r in stored) == sorted(ids)
+
+
+@override_settings(GUEST_HISTORY_BUFFER_SIZE=5)
+async def test_outage_buffer_is_bounded_and_drops_the_oldest(alias: str) -> None:
+    await restart()
+    with outage(alias):
+        ids = await ask(8)
+        _, status = await asgi_get("/api/v1/guest/queue/status")
+        assert status["history_dropped"] == 3 and status["completed_requests"] == 8
+    stored = await wait_for_rows(alias, 5, timeout=40)
+    assert sorted(str(r.request_id) for r in stored) == sorted(ids[3:])
+
+
+async def test_request_status_falls_back_to_the_database(alias: str) -> None:
+    (request_id,) = await ask(1)
+    await wait_for_rows(alias, 1)
+    await restart()  # memory is empty after a restart
+    status, body = await asgi_get(f"/api/v1/guest/queue/request/{request_id}")
+    assert status == 200 and body["status"] == "completed" and body["request_id"] == request_id
+    assert body["wait_ms"] is not None and body["created_at"]
+    status, body = await asgi_get(f"/api/v1/guest/queue/request/{uuid.uuid4()}")
+    assert status == 404 and body["code"] == "not_found"
+
+
+def test_prune_is_a_single_delete_statement(alias: str) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    make: Callable[[int], GuestRequest] = lambda i: GuestRequest(  # noqa: E731
+        request_id=uuid.uuid4(), status="completed", created_at="2026-01-01T00:00:00Z"
+    )
+    GuestRequest.objects.using(alias).bulk_create([make(i) for i in range(30)])
+    with CaptureQueriesContext(connections[alias]) as queries:
+        deleted = GuestRequest.objects.using(alias).prune(10)
+    control = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")
+    statements = [q["sql"] for q in queries if not q["sql"].upper().startswith(control)]
+    assert deleted == 20 and len(statements) == 1
+    assert statements[0].startswith("DELETE") and "LIMIT 1 OFFSET 9" in statements[0]
+    assert GuestRequest.objects.using(alias).count() == 10
