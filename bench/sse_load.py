@@ -9,6 +9,8 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
   yielding 10 chunks without delay, limit >= clients) vs. a bare async
   StreamingHttpResponse of the same events.           target >= 0.9x
 - latency: one client; added p50 latency of the queue.  target <= 0.3 ms
+- history: queue throughput with the request-history writer on vs. off
+  (two servers, alternating rounds).                    target >= 0.9x
 - waiters: W clients waiting behind a long workflow (limit 1): RSS per waiter
   and how fast all of them hear about a move.   target <= 50 KiB, <= 1 s
 """
@@ -203,11 +205,46 @@ def waiters(count: int) -> None:
         )
 
 
+def history(clients: int, seconds: float, rounds: int) -> None:
+    """Queue throughput with the history writer on and off (two servers, alternating)."""
+    print(f"history: {clients} clients, {rounds} x {seconds:g} s per server")
+    base = {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_MAX_CONCURRENT_REQUESTS": str(clients)}
+    with (
+        BenchServer({**base, "GUEST_HISTORY_ENABLED": "false"}) as off,
+        BenchServer({**base, "GUEST_HISTORY_ENABLED": "true"}) as on,
+    ):
+
+        async def run() -> dict[str, list[Result]]:
+            collected: dict[str, list[Result]] = {"off": [], "on": []}
+            for server in (off, on):
+                await run_load(server.url, QUEUE, "warm up", clients, 1.0)
+            for _ in range(rounds):
+                for name, server in (("off", off), ("on", on)):
+                    collected[name] += await run_load(
+                        server.url, QUEUE, "What is DNA?", clients, seconds
+                    )
+            return collected
+
+        collected = asyncio.run(run())
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{on.url}/api/v1/guest/queue/status") as r:
+            dropped = json.load(r)["history_dropped"]
+    s = {name: summary(res, seconds * rounds) for name, res in collected.items()}
+    show("off", s["off"])
+    show("on", s["on"])
+    ratio = s["on"]["rps"] / s["off"]["rps"]
+    print(f"  ratio history on/off throughput: {ratio:.3f}  (target >= 0.9); dropped {dropped}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("scenarios", nargs="*", default=["throughput", "latency", "waiters"])
+    parser.add_argument(
+        "scenarios", nargs="*", default=["throughput", "latency", "history", "waiters"]
+    )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -220,6 +257,8 @@ def main() -> None:
             throughput(args.clients, args.seconds, args.rounds)
         elif scenario == "latency":
             latency(args.seconds, args.rounds)
+        elif scenario == "history":
+            history(args.clients, args.seconds, args.rounds)
         elif scenario == "waiters":
             waiters(args.waiters)
         else:

@@ -31,10 +31,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}-{self.port}.log"
+        self.db_path = tmp / "db.sqlite3"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
             "DJANGO_SETTINGS_MODULE": "genestory.settings",
-            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            # Long enough that only the shutdown flush can have written the rows.
+            "GUEST_HISTORY_FLUSH_SEC": "30",
             "DEBUG": "false",
             "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,10 @@ async def test_sigterm_drains_then_exits(start_server: ServerFactory) -> None:
     assert code in (0, -signal.SIGTERM), server.output()
     assert "Waiting for application shutdown." in server.output()
     assert "Application shutdown complete." in server.output()
+    # The history buffer was flushed before the process exited.
+    with sqlite3.connect(server.db_path) as db:
+        stored = dict(db.execute("SELECT status, error_code FROM guest_queue_guestrequest"))
+    assert stored == {"completed": "", "cancelled": "shutting_down"}
 
 
 async def test_daphne_without_lifespan_starts_the_queue_lazily(start_server: ServerFactory) -> None:
