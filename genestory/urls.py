@@ -1,9 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
+
+from guest_queue.pages import ChatPage
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="index.html"), name="home"),
+    # The app's own chat page, restyled by templates/genestory/chat.html through its blocks.
+    path("", ChatPage.as_view(template_name="genestory/chat.html"), name="home"),
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/guest/", include("guest_queue.urls")),
 ]

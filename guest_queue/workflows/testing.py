@@ -3,7 +3,8 @@
 ``ScriptedWorkflow`` does what the question tells it, so a test client can
 drive a real server: ``"chunks=10 delay=0.01 suggest=2"``, ``"sleep=5"``,
 ``"fail=workflow_error"``, ``"fail=unavailable"``, ``"fail=crash"``,
-``"fail=workflow_error after=3"``. Words that are not directives are ignored.
+``"fail=workflow_error after=3"``, ``"echo: any text"`` (streams the text after
+``echo:`` word by word). Words that are not directives are ignored.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ class ScriptedWorkflow:
 
     async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
         """Follow the directives in the query."""
-        script = dict(DIRECTIVE.findall(request.query))
+        head, echo, text = request.query.partition("echo:")
+        script = dict(DIRECTIVE.findall(head))
         await asyncio.sleep(float(script.get("sleep", 0)))
+        if echo:
+            for word in re.findall(r"\S+\s*", text.strip()):
+                yield word
+            yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
+            return
         chunks = int(script.get("chunks", 3))
         delay = float(script.get("delay", 0))
         fail_after = int(script.get("after", 0))

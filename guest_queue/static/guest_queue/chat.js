@@ -1,0 +1,239 @@
+// The guest chat: asks the queue API, streams the answer, shows the guest's place in line.
+// Plain ES module, no dependencies. Text from the server is only ever inserted as text.
+
+const urls = JSON.parse(document.getElementById("gq-urls").textContent);
+const strings = JSON.parse(document.getElementById("gq-strings").textContent);
+
+const form = document.getElementById("gq-form");
+const input = document.getElementById("gq-input");
+const send = document.getElementById("gq-send");
+const stop = document.getElementById("gq-stop");
+const conversation = document.getElementById("gq-conversation");
+const queueWidget = document.getElementById("gq-queue");
+
+const STATUS_POLL_MS = 5000;
+let controller = null;
+
+function format(template, values) {
+  return template.replace(/%\((\w+)\)s/g, (_, key) => String(values[key] ?? ""));
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// Paragraphs and simple lists from plain text, built with DOM nodes: no HTML is parsed.
+export function renderText(container, text) {
+  container.replaceChildren();
+  for (const block of text.split(/\n\s*\n/)) {
+    const lines = block.split("\n").filter((line) => line.trim());
+    if (!lines.length) continue;
+    const bullets = lines.every((line) => /^\s*[-*•]\s+/.test(line));
+    const numbers = lines.every((line) => /^\s*\d+[.)]\s+/.test(line));
+    if (bullets || numbers) {
+      const list = el(numbers ? "ol" : "ul");
+      for (const line of lines) list.append(el("li", "", line.replace(/^\s*([-*•]|\d+[.)])\s+/, "")));
+      container.append(list);
+    } else {
+      container.append(el("p", "", lines.join("\n")));
+    }
+  }
+}
+
+function addTurn(question) {
+  const turn = el("li", "gq-turn");
+  const asked = el("div", "gq-question");
+  asked.append(el("span", "gq-who", strings.you), el("p", "", question));
+  const answer = el("div", "gq-answer");
+  const status = el("p", "gq-status");
+  status.setAttribute("role", "status");
+  const body = el("div", "gq-body");
+  body.setAttribute("aria-live", "polite");
+  const extras = el("div", "gq-extras");
+  answer.append(el("span", "gq-who", strings.assistant), status, body, extras);
+  turn.append(asked, answer);
+  conversation.append(turn);
+  turn.scrollIntoView({ block: "end", behavior: "smooth" });
+  return { turn, status, body, extras, text: "" };
+}
+
+function setBusy(busy) {
+  input.disabled = busy;
+  send.disabled = busy;
+  stop.hidden = !busy;
+  if (!busy) input.focus();
+}
+
+function showSuggestions(view, questions) {
+  if (!questions || !questions.length) return;
+  const box = el("div", "gq-suggestions");
+  box.append(el("p", "gq-suggested-label", strings.suggested));
+  for (const question of questions) {
+    const button = el("button", "gq-suggestion", question);
+    button.type = "button";
+    button.addEventListener("click", () => ask(question));
+    box.append(button);
+  }
+  view.extras.append(box);
+}
+
+function showRetry(view, question) {
+  const button = el("button", "gq-retry", strings.retry);
+  button.type = "button";
+  button.addEventListener("click", () => {
+    view.turn.remove();
+    ask(question);
+  });
+  view.extras.append(button);
+}
+
+function handleEvent(view, event) {
+  const data = event.data;
+  switch (event.event) {
+    case "queued": {
+      const position = data.queue_position;
+      const seconds = data.estimated_wait_sec;
+      if (position <= 1 && !seconds) view.status.textContent = strings.next;
+      else if (seconds) view.status.textContent = format(strings.positionEstimate, { position, seconds: Math.ceil(seconds) });
+      else view.status.textContent = format(strings.position, { position });
+      view.status.className = "gq-status gq-waiting";
+      break;
+    }
+    case "processing":
+      view.status.textContent = strings.processing;
+      view.status.className = "gq-status gq-processing";
+      break;
+    case "answer_chunk":
+      view.text += data;
+      renderText(view.body, view.text);
+      break;
+    case "workflow_complete":
+      view.status.textContent = "";
+      view.status.className = "gq-status";
+      showSuggestions(view, data.suggested_questions);
+      return "done";
+    case "timeout":
+      view.status.textContent = strings.timeout;
+      view.status.className = "gq-status gq-warning";
+      return "done";
+    case "error":
+      view.status.textContent = format(strings.error, { message: data.error });
+      view.status.className = "gq-status gq-error";
+      return "failed";
+  }
+  return null;
+}
+
+async function countdown(view, seconds) {
+  for (let left = seconds; left > 0; left--) {
+    view.status.textContent = format(strings.busy, { seconds: left });
+    view.status.className = "gq-status gq-warning";
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (controller?.signal.aborted) return false;
+  }
+  return true;
+}
+
+async function ask(question, view = null) {
+  question = question.trim();
+  if (!question || controller) return;
+  view = view || addTurn(question);
+  controller = new AbortController();
+  setBusy(true);
+  let outcome = null;
+  try {
+    const response = await fetch(urls.chat, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ query: question }),
+      signal: controller.signal,
+    });
+    if (response.status === 429) {
+      const wait = Math.max(1, parseInt(response.headers.get("Retry-After") || "5", 10));
+      if (await countdown(view, wait)) {
+        controller = null;
+        return ask(question, view);
+      }
+      outcome = "stopped";
+    } else if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      view.status.textContent = format(strings.error, { message: body.error || `HTTP ${response.status}` });
+      view.status.className = "gq-status gq-error";
+      outcome = "failed";
+    } else {
+      outcome = await readStream(view, response);
+    }
+  } catch (error) {
+    if (controller?.signal.aborted) {
+      outcome = "stopped";
+    } else {
+      view.status.textContent = strings.connection;
+      view.status.className = "gq-status gq-error";
+      outcome = "failed";
+    }
+  } finally {
+    controller = null;
+    setBusy(false);
+  }
+  if (outcome === "stopped") {
+    view.status.textContent = strings.stopped;
+    view.status.className = "gq-status";
+  }
+  if (outcome === "failed" || outcome === "stopped" || outcome === null) showRetry(view, question);
+}
+
+// The same framing as the seed's reference client: messages end with a blank line,
+// each is one "data:" line of JSON; comments (": keep-alive") are skipped.
+async function readStream(view, response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) return null;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const message = buffer.slice(0, end).trim();
+      buffer = buffer.slice(end + 2);
+      if (!message.startsWith("data:")) continue;
+      const outcome = handleEvent(view, JSON.parse(message.slice(5)));
+      if (outcome) return outcome;
+    }
+  }
+}
+
+async function refreshQueue() {
+  try {
+    const response = await fetch(urls.status, { headers: { Accept: "application/json" } });
+    const status = await response.json();
+    queueWidget.textContent = format(strings.queueWidget, {
+      active: status.active_requests,
+      waiting: status.queue_size,
+    });
+  } catch {
+    queueWidget.textContent = strings.queueUnknown;
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = input.value;
+  input.value = "";
+  ask(question);
+});
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+stop.addEventListener("click", () => controller?.abort());
+// The queue widget polls only while the tab is visible.
+setInterval(() => document.hidden || refreshQueue(), STATUS_POLL_MS);
+document.addEventListener("visibilitychange", () => document.hidden || refreshQueue());
+refreshQueue();
+input.focus();
