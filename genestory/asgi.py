@@ -10,6 +10,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genestory.settings")
 django_application = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
+if settings.DEBUG:
+    # As runserver does: static files from the app directories in development.
+    # In production nginx (or a CDN) serves STATIC_ROOT after collectstatic.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    django_application = ASGIStaticFilesHandler(django_application)
+
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402

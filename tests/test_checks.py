@@ -68,3 +68,11 @@ def test_bad_environment_value_fails_the_start_up_check_not_the_import() -> None
     assert "guest_queue.E001" in result.stderr
     assert "GUEST_MAX_CONCURRENT_REQUESTS must be an integer >= 1, not 'lots'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_setting_can_come_from_the_environment() -> None:
+    from guest_queue.conf import DEFAULTS
+
+    project_settings = (ROOT / "genestory" / "settings.py").read_text()
+    missing = [name for name in DEFAULTS if f'"{name}"' not in project_settings]
+    assert missing == []

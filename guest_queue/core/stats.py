@@ -10,6 +10,7 @@ from .records import RequestRecord, Status
 
 #: How many recent requests the moving averages look at.
 WINDOW = 50
+NO_DATA_GUESS_SEC = 5.0
 
 
 class MovingAverage:
@@ -63,10 +64,15 @@ class QueueStats:
         ahead = max(0, position - free_slots)
         return round(ahead * avg / 1000 / max_concurrent, 1)
 
-    def retry_after(self, max_concurrent: int, fallback_sec: float) -> int:
-        """Seconds until a place in the queue is likely to free up (for ``Retry-After``)."""
+    def retry_after(self, max_concurrent: int, timeout_sec: float) -> int:
+        """Seconds until a place in the queue is likely to free up (for ``Retry-After``).
+
+        From the recent processing time over the slots; before any request has
+        finished, a short guess (at most 5 s) rather than the worst case.
+        """
         avg = self.processing_ms.value
-        per_admission = (avg / 1000 if avg is not None else fallback_sec) / max_concurrent
+        per_request = avg / 1000 if avg is not None else min(timeout_sec, NO_DATA_GUESS_SEC)
+        per_admission = per_request / max_concurrent
         return max(1, min(300, math.ceil(per_admission)))
 
     @property
