@@ -1,4 +1,4 @@
-"""The chat page in a real browser (Debian's Chromium driven by Playwright) against a live server."""
+"""The chat page in a real browser (Debian's Chromium, driven by Playwright), live server."""
 
 from __future__ import annotations
 
