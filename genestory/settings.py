@@ -139,4 +139,18 @@ GUEST_TIMEOUT_FALLBACK = env.str(
 )
 GUEST_DEMO_TOKEN_DELAY_SEC = env_value("GUEST_DEMO_TOKEN_DELAY_SEC", 0.03)
 GUEST_SYNC_THREADS = env_value("GUEST_SYNC_THREADS", 4)
+# For GUEST_WORKFLOW=guest_queue.workflows.openai.OpenAIChatWorkflow:
+GUEST_OPENAI_BASE_URL = env.str("GUEST_OPENAI_BASE_URL", default="https://api.openai.com/v1")
+GUEST_OPENAI_MODEL = env.str("GUEST_OPENAI_MODEL", default="gpt-4o-mini")
+GUEST_OPENAI_API_KEY = env.str("GUEST_OPENAI_API_KEY", default="")
+GUEST_OPENAI_SYSTEM_PROMPT = env.str("GUEST_OPENAI_SYSTEM_PROMPT", default="")
+GUEST_OPENAI_MAX_TOKENS = env_value("GUEST_OPENAI_MAX_TOKENS", 512)
+GUEST_OPENAI_TEMPERATURE = env_value("GUEST_OPENAI_TEMPERATURE", 0.3)
+GUEST_OPENAI_CONNECT_TIMEOUT_SEC = env_value("GUEST_OPENAI_CONNECT_TIMEOUT_SEC", 5)
+GUEST_OPENAI_READ_TIMEOUT_SEC = env_value("GUEST_OPENAI_READ_TIMEOUT_SEC", 30)
+GUEST_OPENAI_SUGGESTIONS = env.str("GUEST_OPENAI_SUGGESTIONS", default="none")
+# Questions separated by "|" (they may contain commas).
+GUEST_OPENAI_FIXED_SUGGESTIONS = [
+    q.strip() for q in env.str("GUEST_OPENAI_FIXED_SUGGESTIONS", default="").split("|") if q.strip()
+]
 GUEST_BENCHMARK_VIEWS = env_value("GUEST_BENCHMARK_VIEWS", False)

@@ -60,6 +60,16 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
     ("E020", "HISTORY_FLUSH_SEC", _number(0.01, 60), "a number of seconds from 0.01 to 60"),
     ("E021", "HISTORY_BUFFER_SIZE", _int_at_least(1), "an integer >= 1"),
+    (
+        "E023",
+        "OPENAI_SUGGESTIONS",
+        lambda v: v in ("none", "completion", "fixed"),
+        "'none', 'completion' or 'fixed'",
+    ),
+    ("E024", "OPENAI_MAX_TOKENS", _int_at_least(1), "an integer >= 1"),
+    ("E025", "OPENAI_TEMPERATURE", _number(0, 2), "a number from 0 to 2"),
+    ("E026", "OPENAI_CONNECT_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    ("E027", "OPENAI_READ_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
 ]
 
 

@@ -1,0 +1,206 @@
+"""A workflow that streams from any OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+Works with vLLM, Ollama, llama.cpp's server, LiteLLM and OpenAI. Failures map
+onto the queue's contract: an unreachable service is ``WorkflowUnavailable``
+(503 before a stream, ``error``/``unavailable`` after); an upstream 429 or 5xx
+is a ``WorkflowError`` carrying the upstream's message, trimmed and scrubbed of
+secrets; a malformed stream is a ``WorkflowError`` too. Cancelling the request
+leaves the ``async with`` blocks, which closes the upstream connection at once,
+so the model server stops generating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
+
+logger = logging.getLogger("guest_queue")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the guest assistant of GeneStory, a genetic testing service. Answer questions "
+    "about genetic testing, DNA and genes, collecting a saliva sample, turnaround times, "
+    "reading a report, and how genetic data is protected. Be accurate, brief and kind. Never "
+    "give medical advice, diagnoses or treatment recommendations: suggest a doctor or a "
+    "genetic counselor instead. Say so when you do not know, and do not invent prices. "
+    "Answer in the language of the question: English or Vietnamese.\n"
+    "Bạn là trợ lý dành cho khách của GeneStory. Trả lời bằng ngôn ngữ của câu hỏi; không "
+    "tư vấn y khoa."
+)
+SUGGEST_PROMPT = (
+    "Suggest three short follow-up questions a guest might ask next, in the language of the "
+    "conversation, one per line, without numbering."
+)
+MAX_ERROR_CHARS = 200
+SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key: str = field(default="", repr=False)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = 512
+    temperature: float = 0.3
+    connect_timeout_sec: float = 5.0
+    read_timeout_sec: float = 30.0
+    suggestions: str = "none"  # "none", "completion" or "fixed"
+    fixed_suggestions: tuple[str, ...] = ()
+
+
+def settings_from_django() -> OpenAISettings:
+    """The workflow's settings from ``GUEST_OPENAI_*`` (read through guest_queue.conf)."""
+    from ..conf import app_settings
+
+    return OpenAISettings(
+        base_url=app_settings.OPENAI_BASE_URL,
+        model=app_settings.OPENAI_MODEL,
+        api_key=app_settings.OPENAI_API_KEY,
+        system_prompt=app_settings.OPENAI_SYSTEM_PROMPT or DEFAULT_SYSTEM_PROMPT,
+        max_tokens=int(app_settings.OPENAI_MAX_TOKENS),
+        temperature=float(app_settings.OPENAI_TEMPERATURE),
+        connect_timeout_sec=float(app_settings.OPENAI_CONNECT_TIMEOUT_SEC),
+        read_timeout_sec=float(app_settings.OPENAI_READ_TIMEOUT_SEC),
+        suggestions=app_settings.OPENAI_SUGGESTIONS,
+        fixed_suggestions=tuple(app_settings.OPENAI_FIXED_SUGGESTIONS),
+    )
+
+
+class OpenAIChatWorkflow:
+    """Streams answers from an OpenAI-compatible chat completions API."""
+
+    def __init__(self, settings: OpenAISettings | None = None) -> None:
+        self.settings = settings or settings_from_django()
+
+    def _client(self) -> httpx.AsyncClient:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
+        timeout = httpx.Timeout(s.read_timeout_sec, connect=s.connect_timeout_sec)
+        return httpx.AsyncClient(
+            base_url=s.base_url.rstrip("/") + "/", headers=headers, timeout=timeout
+        )
+
+    def clean(self, text: str) -> str:
+        """An upstream message fit for a guest: no secrets, one line, short."""
+        if self.settings.api_key:
+            text = text.replace(self.settings.api_key, "***")
+        text = SECRET.sub("***", " ".join(text.split()))
+        return text[:MAX_ERROR_CHARS]
+
+    def _messages(self, query: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.settings.system_prompt},
+            {"role": "user", "content": query},
+        ]
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        """Stream the model's answer, then the suggested questions."""
+        s = self.settings
+        payload = {
+            "model": s.model,
+            "messages": self._messages(request.query),
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "stream": True,
+        }
+        answer: list[str] = []
+        try:
+            async with self._client() as client:
+                async with client.stream("POST", "chat/completions", json=payload) as response:
+                    await self._check_status(response)
+                    async for text in self._deltas(response):
+                        answer.append(text)
+                        yield text
+                suggestions = await self._suggestions(client, request.query, "".join(answer))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise WorkflowUnavailable("The assistant service cannot be reached.") from exc
+        except httpx.TimeoutException as exc:
+            raise WorkflowError("The assistant service took too long to respond.") from exc
+        except httpx.TransportError as exc:
+            raise WorkflowError("The connection to the assistant service was interrupted.") from exc
+        yield {"event": "workflow_complete", "data": {"suggested_questions": suggestions}}
+
+    async def _check_status(self, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            return
+        body = (await response.aread()).decode(errors="replace")
+        try:
+            detail = json.loads(body).get("error", body)
+            message = detail.get("message", "") if isinstance(detail, dict) else str(detail)
+        except (ValueError, AttributeError):
+            message = body
+        status = response.status_code
+        logger.warning("Upstream chat completion failed: HTTP %s %s", status, self.clean(message))
+        if status in (401, 403):
+            raise WorkflowError("The assistant service refused our credentials.")
+        if status == 429:
+            raise WorkflowError(f"The assistant service is busy (429): {self.clean(message)}")
+        raise WorkflowError(f"The assistant service failed ({status}): {self.clean(message)}")
+
+    async def _deltas(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The text deltas of an SSE chat completion stream."""
+        finished = False
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise WorkflowError(
+                        f"The assistant service failed: {self.clean(str(chunk['error']))}"
+                    )
+                choice = chunk["choices"][0] if chunk["choices"] else {}
+                text = (choice.get("delta") or {}).get("content")
+                finished = finished or bool(choice.get("finish_reason"))
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                raise WorkflowError("The assistant service sent a malformed response.") from exc
+            if text:
+                yield text
+        if not finished:
+            raise WorkflowError("The assistant service ended the answer unexpectedly.")
+
+    async def _suggestions(self, client: httpx.AsyncClient, query: str, answer: str) -> list[str]:
+        mode = self.settings.suggestions
+        if mode == "fixed":
+            return list(self.settings.fixed_suggestions)[:3]
+        if mode != "completion" or not answer:
+            return []
+        messages = [
+            *self._messages(query),
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": SUGGEST_PROMPT},
+        ]
+        payload = {"model": self.settings.model, "messages": messages, "max_tokens": 120}
+        try:
+            response = await client.post("chat/completions", json=payload)
+            response.raise_for_status()
+            content = response.json()["choices"][0]["message"]["content"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            logger.warning("Suggested questions could not be generated", exc_info=True)
+            return []
+        lines = [
+            re.sub(r"^\s*([-*•]|\d+[.)])\s*", "", line).strip() for line in content.splitlines()
+        ]
+        return [line for line in lines if line][:3]
+
+    async def is_available(self) -> bool:
+        """Whether ``GET /models`` answers; the queue caches this for a few seconds."""
+        try:
+            async with self._client() as client:
+                response = await client.get("models")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatWorkflow({self.settings.base_url!r}, model={self.settings.model!r})"

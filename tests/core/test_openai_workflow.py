@@ -1,0 +1,127 @@
+"""OpenAIChatWorkflow against a real local server speaking the streaming protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from guest_queue.core.config import QueueConfig
+from guest_queue.core.manager import QueueManager, Unavailable
+from guest_queue.workflows.base import WorkflowError, WorkflowRequest, WorkflowUnavailable
+from guest_queue.workflows.openai import OpenAIChatWorkflow, OpenAISettings
+
+from ..fake_openai import FakeOpenAI
+from .conftest import Stream
+
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    yield server
+    server.stop()
+
+
+def workflow(url: str, **settings: Any) -> OpenAIChatWorkflow:
+    return OpenAIChatWorkflow(OpenAISettings(base_url=url, api_key=KEY, model="m", **settings))
+
+
+async def run(flow: OpenAIChatWorkflow, query: str) -> list[Any]:
+    return [item async for item in flow.stream(WorkflowRequest("rid", query))]
+
+
+async def test_streams_deltas_then_completes(upstream: FakeOpenAI) -> None:
+    items = await run(workflow(upstream.url), "hi")
+    assert items[:3] == ["Hello", " guest", "!"]
+    assert items[3] == {"event": "workflow_complete", "data": {"suggested_questions": []}}
+    sent = upstream.requests[0]
+    assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert sent["body"]["model"] == "m" and sent["body"]["stream"] is True
+    assert sent["body"]["messages"][0]["role"] == "system"
+    assert "GeneStory" in sent["body"]["messages"][0]["content"]
+
+
+async def test_slow_tokens_arrive_one_by_one(upstream: FakeOpenAI) -> None:
+    flow = workflow(upstream.url)
+    loop = asyncio.get_running_loop()
+    times = []
+    async for item in flow.stream(WorkflowRequest("rid", "slow")):
+        if isinstance(item, str):
+            times.append(loop.time())
+    assert len(times) == 3 and times[-1] - times[0] >= 0.3
+
+
+async def test_suggestions_from_a_second_completion_or_a_fixed_list(upstream: FakeOpenAI) -> None:
+    items = await run(workflow(upstream.url, suggestions="completion"), "hi")
+    assert items[-1]["data"]["suggested_questions"] == [
+        "What is a gene?",
+        "How long do results take?",
+        "Is my data safe?",
+    ]
+    fixed = workflow(upstream.url, suggestions="fixed", fixed_suggestions=("A?", "B?"))
+    assert (await run(fixed, "hi"))[-1]["data"]["suggested_questions"] == ["A?", "B?"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("429", "The assistant service is busy (429): Rate limit reached for key ***"),
+        ("500", "The assistant service failed (500): The model crashed ***"),
+        ("malformed", "The assistant service sent a malformed response."),
+        ("fail-mid", "The connection to the assistant service was interrupted."),
+        ("no-done", "The assistant service ended the answer unexpectedly."),
+    ],
+)
+async def test_upstream_failures_become_clean_workflow_errors(
+    upstream: FakeOpenAI, scenario: str, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="guest_queue")
+    with pytest.raises(WorkflowError) as failure:
+        await run(workflow(upstream.url), scenario)
+    assert failure.value.message == expected
+    assert KEY not in caplog.text and "sk-secret" not in caplog.text
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+async def test_refused_connection_is_unavailable() -> None:
+    flow = workflow(closed_port_url())
+    with pytest.raises(WorkflowUnavailable):
+        await run(flow, "hi")
+    assert await flow.is_available() is False
+
+
+async def test_availability_probes_models(upstream: FakeOpenAI) -> None:
+    flow = workflow(upstream.url)
+    assert await flow.is_available() is True
+    upstream.models_status = 503
+    assert await flow.is_available() is False
+
+
+async def test_cancelling_the_request_closes_the_upstream_stream(upstream: FakeOpenAI) -> None:
+    manager = QueueManager(QueueConfig(), workflow(upstream.url))
+    stream = Stream(manager, await manager.submit("endless"))
+    async with asyncio.timeout(5):
+        while stream.names.count("answer_chunk") < 3:
+            await asyncio.sleep(0.01)
+    await stream.disconnect()
+    # The fake server notices on its next write that the connection is gone.
+    assert await asyncio.to_thread(upstream.disconnected.wait, 5)
+    assert manager.status()["cancelled_requests"] == 1
+
+
+async def test_unreachable_service_is_refused_before_the_stream() -> None:
+    manager = QueueManager(QueueConfig(), workflow(closed_port_url()))
+    with pytest.raises(Unavailable):
+        await manager.submit("hi")
