@@ -12,6 +12,7 @@ import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from .cache import CachedAnswer
 from .records import RequestRecord
 
 if TYPE_CHECKING:
@@ -23,10 +24,15 @@ class Ticket:
 
     __slots__ = (
         "admitted",
+        "answer_parts",
+        "cache_key",
         "claimed",
+        "followers",
         "interrupt",
+        "leader",
         "position",
         "record",
+        "replay",
         "task",
         "terminal_event",
         "wake",
@@ -43,6 +49,15 @@ class Ticket:
         self.terminal_event: Event | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        # Answer cache and single flight (all None/empty when the cache is off):
+        self.cache_key: str | None = None
+        #: The whole answer so far, kept only to be cached when it completes.
+        self.answer_parts: list[str] | None = None
+        #: A finished answer this ticket streams instead of running the workflow.
+        self.replay: CachedAnswer | None = None
+        #: The ticket already answering the same question, which this one follows.
+        self.leader: Ticket | None = None
+        self.followers: list[Ticket] = []
 
     @property
     def request_id(self) -> str:
@@ -107,6 +122,9 @@ class AdmissionQueue:
                 ticket.position = position
                 ticket.wake.set()
                 changed += 1
+                for follower in ticket.followers:
+                    follower.position = position
+                    follower.wake.set()
         return changed
 
     async def run_notifier(self) -> None:

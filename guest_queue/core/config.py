@@ -23,3 +23,5 @@ class QueueConfig:
     #: A ticket whose stream has not started this long after admission is released.
     unclaimed_ticket_sec: float = 30.0
     timeout_fallback: str = DEFAULT_TIMEOUT_FALLBACK
+    #: Token-set similarity at which a question counts as already answered; None: exact only.
+    cache_similarity: float | None = None

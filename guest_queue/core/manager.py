@@ -14,10 +14,12 @@ from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
 from .admission import AdmissionQueue, Ticket
 from .availability import AvailabilityProbe
+from .cache import AnswerCache
 from .config import QueueConfig
 from .errors import NotAccepting, QueueFull, Refused
 from .records import RecentRequests, RequestRecord, Status
 from .runner import Channel, run_workflow
+from .sharing import AnswerSharing, serve_from
 from .stats import QueueStats
 from .stream import DISCONNECTED, RequestStream
 
@@ -34,7 +36,9 @@ class Unavailable(Refused):
 class QueueManager:
     """One process's queue: a fixed number of slots in front of one workflow."""
 
-    def __init__(self, config: QueueConfig, workflow: Workflow) -> None:
+    def __init__(
+        self, config: QueueConfig, workflow: Workflow, *, cache: AnswerCache | None = None
+    ) -> None:
         self.config = config
         self.workflow = workflow
         self.admission = AdmissionQueue(
@@ -45,6 +49,13 @@ class QueueManager:
         self.accepting = True
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tickets: dict[str, Ticket] = {}
+        #: Accepted tickets outside the admission queue: cache replays and followers.
+        self._detached: set[Ticket] = set()
+        self.sharing = (
+            AnswerSharing(cache, config.cache_similarity, self._spawn)
+            if cache is not None
+            else None
+        )
         self._listeners: list[Listener] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -128,6 +139,15 @@ class QueueManager:
         if not self.accepting:
             self.stats.rejected += 1
             raise NotAccepting("The server is restarting; please try again.", 5)
+        record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
+        ticket = Ticket(record)
+        if self.sharing is not None:
+            key, hit = await self.sharing.find(query)
+            if hit is not None:
+                serve_from(ticket, hit)
+                return self._accept(ticket, detached=True)
+            if self.accepting and self.sharing.follow(ticket, key):
+                return self._accept(ticket, detached=True)
         if not await self.is_available():
             self.stats.rejected += 1
             raise Unavailable(
@@ -140,13 +160,22 @@ class QueueManager:
                 "Too many guests are asking right now; please try again shortly.",
                 self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
             )
-        record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
-        ticket = Ticket(record)
-        self.admission.enter(ticket)
-        record.arrival_position = ticket.position
-        self._tickets[record.request_id] = ticket
+        self._line_up(ticket)
+        return self._accept(ticket, detached=False)
+
+    def _accept(self, ticket: Ticket, *, detached: bool) -> Ticket:
+        ticket.record.arrival_position = max(ticket.position, 1)
+        self._tickets[ticket.request_id] = ticket
+        if detached:
+            self._detached.add(ticket)
         self.stats.total += 1
         return ticket
+
+    def _line_up(self, ticket: Ticket) -> None:
+        """Queue the ticket for a slot, leading its question when answers are shared."""
+        if self.sharing is not None and ticket.cache_key is not None:
+            self.sharing.lead(ticket)
+        self.admission.enter(ticket)
 
     async def is_available(self) -> bool:
         """Whether the workflow's service is up, cached for a few seconds."""
@@ -221,7 +250,17 @@ class QueueManager:
             record.add_answer(self.config.timeout_fallback)
         self.admission.leave(ticket)
         self._tickets.pop(record.request_id, None)
+        self._detached.discard(ticket)
         self._cancel_task(ticket)
+        if self.sharing is not None:
+            # Followers of a leader that did not complete go back in line themselves.
+            for follower in self.sharing.finished(ticket):
+                if not self.accepting:
+                    self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
+                elif not self.sharing.follow(follower, follower.cache_key or ""):
+                    self._detached.discard(follower)
+                    self._line_up(follower)
+                follower.wake.set()
         self.stats.record_finished(record)
         self.recent.add(record)
         if not self.admission.active:
@@ -258,9 +297,11 @@ class QueueManager:
         """The ``queue/status`` figures; they always add up to ``total_requests``."""
         stats, finished = self.stats, self.stats.finished
         wait, proc = stats.wait_ms.value, stats.processing_ms.value
+        replaying = sum(1 for t in self._detached if t.replay is not None)
+        following = len(self._detached) - replaying
         return {
-            "queue_size": len(self.admission.waiting),
-            "active_requests": len(self.admission.active),
+            "queue_size": len(self.admission.waiting) + following,
+            "active_requests": len(self.admission.active) + replaying,
             "max_concurrent_requests": self.config.max_concurrent,
             "max_queue_size": self.config.max_queue_size,
             "request_timeout_sec": self.config.request_timeout_sec,

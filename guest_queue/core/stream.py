@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import events as ev
 from .admission import Ticket
+from .cache import CachedAnswer
 from .records import Status
 from .runner import CHANNEL_SIZE, Channel
 from .translate import Completed, Ended, translate
@@ -41,7 +42,7 @@ class RequestStream:
         try:
             reported = ticket.position
             yield self._queued_event()
-            while not ticket.admitted:
+            while not ticket.admitted and ticket.replay is None:
                 if record.status.is_terminal:
                     break
                 if ticket.position != reported:
@@ -63,6 +64,10 @@ class RequestStream:
                     yield final
                 return
             yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+            if ticket.replay is not None:
+                for event in self._replay(ticket.replay):
+                    yield event
+                return
             async for item in self._process():
                 yield item
         finally:
@@ -117,7 +122,19 @@ class RequestStream:
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             ticket.record.add_answer(step.data)
+            if ticket.answer_parts is not None:
+                ticket.answer_parts.append(step.data)
         return step
+
+    def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
+        """A finished answer as the events a workflow would have produced."""
+        ticket = self.ticket
+        ticket.record.add_answer(answer.text)
+        payload = {"suggested_questions": list(answer.suggested_questions), "cached": True}
+        ticket.terminal_event = ev.Event(ev.WORKFLOW_COMPLETE, payload)
+        self.manager.finish(ticket, Status.COMPLETED)
+        chunks = [ev.Event(ev.ANSWER_CHUNK, answer.text)] if answer.text else []
+        return [*chunks, ticket.terminal_event]
 
     def _terminal_events(self) -> list[ev.Event]:
         ticket = self.ticket

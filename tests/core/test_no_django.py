@@ -6,6 +6,7 @@ import sys
 MODULES = [
     "guest_queue.core.admission",
     "guest_queue.core.availability",
+    "guest_queue.core.cache",
     "guest_queue.core.config",
     "guest_queue.core.consume",
     "guest_queue.core.errors",
@@ -13,11 +14,13 @@ MODULES = [
     "guest_queue.core.manager",
     "guest_queue.core.records",
     "guest_queue.core.runner",
+    "guest_queue.core.sharing",
     "guest_queue.core.stats",
     "guest_queue.core.stream",
     "guest_queue.core.translate",
     "guest_queue.workflows.base",
     "guest_queue.workflows.matching",
+    "guest_queue.workflows.openai",
     "guest_queue.workflows.testing",
 ]
 

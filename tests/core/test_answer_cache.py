@@ -1,0 +1,158 @@
+"""Cached answers and single flight: common questions never wait for a slot or run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from guest_queue.core.cache import CachedAnswer, question_key
+from guest_queue.core.config import QueueConfig
+from guest_queue.core.manager import QueueManager
+from guest_queue.workflows.base import WorkflowError, WorkflowItem, WorkflowRequest
+
+from .conftest import GateWorkflow, Stream, until
+
+
+class MemoryCache:
+    def __init__(self) -> None:
+        self.data: dict[str, CachedAnswer] = {}
+        self.broken = False
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        if self.broken:
+            raise ConnectionError("cache down")
+        return self.data.get(key)
+
+    async def set(self, key: str, answer: CachedAnswer) -> None:
+        self.data[key] = answer
+
+
+def make(workflow: Any, cache: MemoryCache, **config: Any) -> QueueManager:
+    config.setdefault("position_update_interval_sec", 0.01)
+    return QueueManager(QueueConfig(**config), workflow, cache=cache)
+
+
+def test_question_keys() -> None:
+    assert question_key("What is GeneStory?") == question_key("  what is   genestory ")
+    assert question_key("WHAT IS DNA!!!") == "what is dna"
+    nfd = unicodedata.normalize("NFD", "Xét nghiệm gen là gì?")
+    assert question_key(nfd) == question_key("xét nghiệm gen là gì") == "xét nghiệm gen là gì"
+    assert question_key("bán dữ liệu") != question_key("bạn dữ liệu")
+
+
+async def test_a_cached_answer_streams_at_once_without_a_slot(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    cache.data["what is dna"] = CachedAnswer("DNA is a molecule.", ("What is a gene?",))
+    manager = make(gate, cache, max_concurrent=1, max_queue_size=0)
+    busy = Stream(manager, await manager.submit("slow question"))
+    await until(lambda: gate.started)
+    # The only slot is taken and the queue holds nobody: the cached answer still comes.
+    hit = Stream(manager, await manager.submit("What is DNA?"))
+    names = await hit.done()
+    assert names == ["queued", "processing", "answer_chunk", "workflow_complete"]
+    assert hit.events[0].data["queue_position"] == 1
+    assert hit.events[2].data == "DNA is a molecule."
+    assert hit.events[3].data == {"suggested_questions": ["What is a gene?"], "cached": True}
+    status = manager.status()
+    assert status["cache_hits"] == 1 and status["completed_requests"] == 1
+    found = manager.lookup(hit.ticket.request_id)
+    assert found is not None and found["cached"] is True
+    assert gate.started == ["slow question"]
+    gate.open(busy.ticket.request_id)
+    await busy.done()
+
+
+async def test_only_complete_successful_answers_are_stored() -> None:
+    class Flaky:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            yield "partial "
+            if request.query.startswith("fail"):
+                raise WorkflowError("no")
+            if request.query.startswith("slow"):
+                await asyncio.sleep(10)
+            yield "answer"
+
+    cache = MemoryCache()
+    manager = make(Flaky(), cache, request_timeout_sec=0.2)
+    for query in ("fail now", "slow one", "good one"):
+        await Stream(manager, await manager.submit(query)).done()
+    gone = Stream(manager, await manager.submit("good two"))
+    await gone.disconnect()
+    await asyncio.sleep(0.05)
+    assert list(cache.data) == ["good one"]
+    assert cache.data["good one"] == CachedAnswer("partial answer", ())
+    again = Stream(manager, await manager.submit("Good one?"))
+    await again.done()
+    assert again.events[-1].data["cached"] is True
+
+
+async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    manager = make(gate, cache, max_concurrent=3)
+    streams = [Stream(manager, await manager.submit("Same question?")) for _ in range(3)]
+    await until(lambda: gate.started)
+    await asyncio.sleep(0.05)
+    assert gate.started == ["Same question?"]
+    assert manager.status()["queue_size"] == 2  # the followers wait for the leader
+    gate.open(streams[0].ticket.request_id)
+    for stream in streams:
+        assert (await stream.done())[-1] == "workflow_complete"
+    answers = ["".join(e.data for e in s.events if e.name == "answer_chunk") for s in streams]
+    assert answers == ["Same question?-0 Same question?-1 "] * 3
+    assert [s.events[-1].data["cached"] for s in streams] == [False, True, True]
+    status = manager.status()
+    assert status["cache_hits"] == 2 and status["completed_requests"] == 3
+    assert status["queue_size"] == status["active_requests"] == 0
+
+
+async def test_followers_survive_their_leader_going_away(gate: GateWorkflow) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=2)
+    leader = Stream(manager, await manager.submit("Q"))
+    followers = [Stream(manager, await manager.submit("Q")) for _ in range(2)]
+    await until(lambda: gate.started == ["Q"])
+    await leader.disconnect()
+    # One follower takes over and runs the workflow; the other follows it.
+    await until(lambda: len(gate.started) == 2)
+    await asyncio.sleep(0.05)
+    assert len(gate.started) == 2
+    for request_id in list(gate.gates) + [f.ticket.request_id for f in followers]:
+        gate.open(request_id)
+    for follower in followers:
+        assert (await follower.done())[-1] == "workflow_complete"
+    assert manager.status()["cancelled_requests"] == 1
+    assert manager.status()["completed_requests"] == 2
+
+
+async def test_near_duplicate_questions_share_an_answer_when_enabled() -> None:
+    class Echo:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            yield f"answer to {request.query}"
+
+    cache = MemoryCache()
+    manager = make(Echo(), cache, cache_similarity=0.7)
+    await Stream(manager, await manager.submit("How long do my results take?")).done()
+    await asyncio.sleep(0.01)
+    near = Stream(manager, await manager.submit("how long do results take"))
+    await near.done()
+    assert near.events[-1].data["cached"] is True
+    assert near.events[-2].data == "answer to How long do my results take?"
+    other = Stream(manager, await manager.submit("Is my data safe?"))
+    await other.done()
+    assert other.events[-1].data["cached"] is False
+
+
+async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixture) -> None:
+    class Echo:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            yield "fresh"
+
+    cache = MemoryCache()
+    cache.broken = True
+    manager = make(Echo(), cache)
+    stream = Stream(manager, await manager.submit("anything"))
+    assert (await stream.done())[-1] == "workflow_complete"
+    assert "Answer cache lookup failed" in caplog.text
