@@ -139,6 +139,10 @@ GUEST_TIMEOUT_FALLBACK = env.str(
 )
 GUEST_DEMO_TOKEN_DELAY_SEC = env_value("GUEST_DEMO_TOKEN_DELAY_SEC", 0.03)
 GUEST_SYNC_THREADS = env_value("GUEST_SYNC_THREADS", 4)
+GUEST_CACHE_ENABLED = env_value("GUEST_CACHE_ENABLED", True)
+GUEST_CACHE_ALIAS = env.str("GUEST_CACHE_ALIAS", default="default")
+GUEST_CACHE_TTL_SEC = env_value("GUEST_CACHE_TTL_SEC", 86400)
+GUEST_CACHE_SIMILARITY = env_value("GUEST_CACHE_SIMILARITY", None)
 # For GUEST_WORKFLOW=guest_queue.workflows.openai.OpenAIChatWorkflow:
 GUEST_OPENAI_BASE_URL = env.str("GUEST_OPENAI_BASE_URL", default="https://api.openai.com/v1")
 GUEST_OPENAI_MODEL = env.str("GUEST_OPENAI_MODEL", default="gpt-4o-mini")

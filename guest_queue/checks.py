@@ -70,6 +70,14 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E025", "OPENAI_TEMPERATURE", _number(0, 2), "a number from 0 to 2"),
     ("E026", "OPENAI_CONNECT_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
     ("E027", "OPENAI_READ_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    ("E028", "CACHE_ENABLED", lambda v: isinstance(v, bool), "True or False"),
+    ("E029", "CACHE_TTL_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    (
+        "E030",
+        "CACHE_SIMILARITY",
+        lambda v: v is None or _number(0.1, 1)(v),
+        "None (exact matches only) or a number from 0.1 to 1",
+    ),
 ]
 
 
@@ -92,6 +100,11 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     if alias not in settings.DATABASES:
         errors.append(
             Error(f"GUEST_HISTORY_DATABASE {alias!r} is not in DATABASES.", id="guest_queue.E022")
+        )
+    cache_alias = app_settings.CACHE_ALIAS
+    if app_settings.CACHE_ENABLED is True and cache_alias not in settings.CACHES:
+        errors.append(
+            Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
     return errors
 

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_TIMEOUT_FALLBACK": DEFAULT_TIMEOUT_FALLBACK,
     "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
     "GUEST_SYNC_THREADS": 4,
+    "GUEST_CACHE_ENABLED": True,
+    "GUEST_CACHE_ALIAS": "default",
+    "GUEST_CACHE_TTL_SEC": 86400,
+    "GUEST_CACHE_SIMILARITY": None,
     "GUEST_BENCHMARK_VIEWS": False,
     "GUEST_OPENAI_BASE_URL": "https://api.openai.com/v1",
     "GUEST_OPENAI_MODEL": "gpt-4o-mini",
@@ -68,6 +72,9 @@ class GuestQueueSettings:
             position_update_interval_sec=float(self.POSITION_UPDATE_SEC),
             availability_cache_sec=min(5.0, float(self.AVAILABILITY_CACHE_SEC)),
             timeout_fallback=self.TIMEOUT_FALLBACK,
+            cache_similarity=(
+                float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
+            ),
         )
 
 

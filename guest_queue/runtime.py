@@ -10,6 +10,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from .answer_cache import DjangoAnswerCache
 from .conf import app_settings
 from .core.manager import QueueManager
 from .history import HistoryWriter
@@ -31,7 +32,8 @@ def build_workflow() -> Workflow:
 
 
 def _build() -> tuple[QueueManager, HistoryWriter | None]:
-    manager = QueueManager(app_settings.queue_config(), build_workflow())
+    cache = DjangoAnswerCache() if app_settings.CACHE_ENABLED else None
+    manager = QueueManager(app_settings.queue_config(), build_workflow(), cache=cache)
     history = None
     if app_settings.HISTORY_ENABLED:
         history = HistoryWriter()

@@ -12,6 +12,9 @@ from guest_queue.conf import DEFAULTS
 # Start from the documented defaults, whatever the shell or a .env file says.
 globals().update(DEFAULTS)
 GUEST_WORKFLOW = "guest_queue.workflows.testing.ScriptedWorkflow"
+# Most tests repeat the same scripted questions and expect the workflow to run each
+# time; the answer-cache tests turn the cache on (its documented default) themselves.
+GUEST_CACHE_ENABLED = False
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -30,4 +33,11 @@ DATABASES = {
 if os.environ.get("GUEST_TEST_DATABASE_URL"):
     DATABASES["postgres"] = environ.Env.db_url_config(os.environ["GUEST_TEST_DATABASE_URL"])
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Redis, when a server is given (CI sets it): the answer-cache tests run there too.
+if os.environ.get("GUEST_TEST_REDIS_URL"):
+    CACHES["redis"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ["GUEST_TEST_REDIS_URL"],
+        "KEY_PREFIX": "guest_queue_tests",
+    }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -38,6 +38,8 @@ class Server:
             "DATABASE_URL": f"sqlite:///{self.db_path}",
             # Long enough that only the shutdown flush can have written the rows.
             "GUEST_HISTORY_FLUSH_SEC": "30",
+            # These tests repeat questions and expect each to reach the workflow.
+            "GUEST_CACHE_ENABLED": "false",
             "DEBUG": "false",
             "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,127 @@
+"""The answer cache through Django: local memory always, Redis when GUEST_TEST_REDIS_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.management import call_command
+from django.test import AsyncClient, override_settings
+
+from guest_queue.answer_cache import DjangoAnswerCache
+from guest_queue.core.cache import CachedAnswer, question_key
+from guest_queue.models import GuestRequest
+from guest_queue.runtime import get_manager, reset_manager
+
+SIMPLE = "/api/v1/guest/chat/simple"
+
+
+@pytest.fixture(params=["default", "redis"])
+def cache_alias(request: pytest.FixtureRequest) -> Iterator[str]:
+    alias: str = request.param
+    if alias == "redis" and not os.environ.get("GUEST_TEST_REDIS_URL"):
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_REDIS_URL is required here but not set")
+        pytest.skip("Redis cache tests need GUEST_TEST_REDIS_URL (CI sets it)")
+    caches[alias].clear()  # the tests' own Redis database number: safe to empty
+    with override_settings(GUEST_CACHE_ENABLED=True, GUEST_CACHE_ALIAS=alias):
+        reset_manager()
+        yield alias
+    caches[alias].clear()
+
+
+async def ask(client: AsyncClient, query: str) -> dict[str, object]:
+    response = await client.post(SIMPLE, {"query": query}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_second_asking_is_served_from_the_cache(
+    cache_alias: str, async_client: AsyncClient
+) -> None:
+    first = await ask(async_client, "chunks=3 suggest=1 What is GeneStory?")
+    await asyncio.sleep(0.05)  # the answer is stored in the background
+    second = await ask(async_client, "  CHUNKS=3 suggest=1 what is genestory ")
+    assert first["cached"] is False and second["cached"] is True
+    assert second["answer"] == first["answer"] == "chunk0 chunk1 chunk2 "
+    assert second["suggested_questions"] == ["Follow-up 0?"]
+    assert get_manager().status()["cache_hits"] == 1
+    stored = await DjangoAnswerCache(cache_alias).get(
+        question_key("chunks=3 suggest=1 what is genestory")
+    )
+    assert stored == CachedAnswer("chunk0 chunk1 chunk2 ", ("Follow-up 0?",))
+
+
+async def test_failures_are_not_cached(cache_alias: str, async_client: AsyncClient) -> None:
+    response = await async_client.post(
+        SIMPLE, {"query": "fail=workflow_error"}, content_type="application/json"
+    )
+    assert response.status_code == 502
+    await asyncio.sleep(0.05)
+    assert await DjangoAnswerCache(cache_alias).get(question_key("fail=workflow_error")) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_history_marks_cached_answers(cache_alias: str, async_client: AsyncClient) -> None:
+    await ask(async_client, "chunks=1 history")
+    await asyncio.sleep(0.05)
+    await ask(async_client, "chunks=1 history")
+    await get_manager().close()
+    rows = await sync_to_async(list)(
+        GuestRequest.objects.order_by("id").values_list("cached", flat=True)
+    )
+    assert rows == [False, True]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unreachable_cache_never_fails_a_request(async_client: AsyncClient) -> None:
+    broken = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+    }
+    with override_settings(
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "down": broken,
+        },
+        GUEST_CACHE_ENABLED=True,
+        GUEST_CACHE_ALIAS="down",
+    ):
+        reset_manager()
+        first = await ask(async_client, "chunks=1 anything")
+        second = await ask(async_client, "chunks=1 anything")
+    assert first["cached"] is second["cached"] is False
+
+
+@pytest.mark.django_db
+def test_prewarm_command_fills_the_cache(cache_alias: str, tmp_path: Path) -> None:
+    questions = tmp_path / "questions.txt"
+    questions.write_text("# common questions\nchunks=2 first\n\nchunks=2 second\nchunks=2 FIRST?\n")
+    call_command("guest_queue_prewarm", "--file", str(questions))
+    cache = DjangoAnswerCache(cache_alias)
+    for question in ("chunks=2 first", "chunks=2 second"):
+        stored = asyncio.run(cache.get(question_key(question)))
+        assert stored is not None and stored.text == "chunk0 chunk1 "
+
+
+@pytest.mark.django_db
+def test_prewarm_from_the_demo_knowledge_base(cache_alias: str) -> None:
+    with override_settings(GUEST_WORKFLOW="guest_queue.workflows.demo.DemoWorkflow"):
+        call_command("guest_queue_prewarm", "--demo")
+    stored = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("What is DNA?")))
+    assert stored is not None and stored.text.startswith("DNA (deoxyribonucleic acid)")
+    assert len(stored.suggested_questions) == 3
+    vi = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("Gen là gì?")))
+    assert vi is not None and "protein" in vi.text
