@@ -74,9 +74,11 @@ async def test_history_marks_cached_answers(cache_alias: str, async_client: Asyn
     await asyncio.sleep(0.05)
     await ask(async_client, "chunks=1 history")
     await get_manager().close()
-    rows = await sync_to_async(list)(
-        GuestRequest.objects.order_by("id").values_list("cached", flat=True)
-    )
+
+    def cached_flags() -> list[bool]:
+        return list(GuestRequest.objects.order_by("id").values_list("cached", flat=True))
+
+    rows = await sync_to_async(cached_flags)()
     assert rows == [False, True]
 
 
