@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ END_OF_CHUNKED_BODY = b"0\r\n\r\n"
 class Result:
     started: float
     first_event: float | None = None
+    first_chunk: float | None = None
     finished: float | None = None
     status: int = 0
     body: bytes = b""
@@ -34,6 +36,11 @@ class Result:
     def first_event_ms(self) -> float:
         assert self.first_event is not None
         return (self.first_event - self.started) * 1000
+
+    @property
+    def first_chunk_ms(self) -> float:
+        assert self.first_chunk is not None
+        return (self.first_chunk - self.started) * 1000
 
 
 @dataclass
@@ -80,6 +87,8 @@ class Connection:
                 raise ConnectionError("server closed the stream")
             if result.first_event is None and b"data:" in data:
                 result.first_event = time.perf_counter()
+            if result.first_chunk is None and b'"answer_chunk"' in data:
+                result.first_chunk = time.perf_counter()
             if callable(on_data):
                 on_data(data)
             buffer += data
@@ -100,8 +109,13 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-async def run_load(url: str, path: str, query: str, clients: int, duration: float) -> list[Result]:
-    """``clients`` connections, each sending requests back to back for ``duration`` seconds."""
+async def run_load(
+    url: str, path: str, query: str | Callable[[], str], clients: int, duration: float
+) -> list[Result]:
+    """``clients`` connections, each sending requests back to back for ``duration`` seconds.
+
+    ``query`` is a question, or a function returning a new one for every request.
+    """
     results: list[Result] = []
     stop_at = time.perf_counter() + duration
 
@@ -109,7 +123,7 @@ async def run_load(url: str, path: str, query: str, clients: int, duration: floa
         conn = Connection(url)
         try:
             while time.perf_counter() < stop_at:
-                result = await conn.post_sse(path, query)
+                result = await conn.post_sse(path, query() if callable(query) else query)
                 if result.status != 200:
                     raise RuntimeError(f"HTTP {result.status}: {result.body[:200]!r}")
                 results.append(result)

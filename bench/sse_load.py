@@ -11,6 +11,9 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
 - latency: one client; added p50 latency of the queue.  target <= 0.3 ms
 - history: queue throughput with the request-history writer on vs. off
   (two servers, alternating rounds).                    target >= 0.9x
+- cache: a cached question vs. unique (uncached) ones with a workflow taking
+  1 s, both at N clients; and a cached question's first chunk at 1 client.
+                                            targets >= 20x req/s, <= 5 ms
 - waiters: W clients waiting behind a long workflow (limit 1): RSS per waiter
   and how fast all of them hear about a move.   target <= 50 KiB, <= 1 s
 """
@@ -238,12 +241,57 @@ def history(clients: int, seconds: float, rounds: int) -> None:
     print(f"  ratio history on/off throughput: {ratio:.3f}  (target >= 0.9); dropped {dropped}")
 
 
+def cache(clients: int, seconds: float) -> None:
+    """A cached question against the uncached path, with a workflow that takes 1 s."""
+    print(f"cache: {clients} clients, workflow of 1 s, {seconds:g} s per path")
+    settings = {
+        "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+        "GUEST_MAX_CONCURRENT_REQUESTS": str(clients),
+        "GUEST_CACHE_ENABLED": "true",
+    }
+    counter = iter(range(10**9))
+
+    def unique() -> str:
+        return f"sleep=1 chunks=10 question {next(counter)}"
+
+    common = "sleep=1 chunks=10 a common question"
+    with BenchServer(settings) as server:
+
+        async def run() -> tuple[list[Result], list[Result]]:
+            await run_load(server.url, QUEUE, common, 1, 1.5)  # answered once, now cached
+            uncached = await run_load(server.url, QUEUE, unique, clients, seconds)
+            cached = await run_load(server.url, QUEUE, common, clients, seconds)
+            return uncached, cached
+
+        uncached, cached = asyncio.run(run())
+    for name, results in (("uncached", uncached), ("cached", cached)):
+        chunk = [r.first_chunk_ms for r in results]
+        print(
+            f"  {name:<8} {len(results) / seconds:8.1f} req/s   first chunk p50 "
+            f"{percentile(chunk, 50):8.2f} ms   p99 {percentile(chunk, 99):8.2f} ms"
+        )
+    ratio = len(cached) / max(1, len(uncached))
+    print(f"  ratio cached/uncached throughput: {ratio:.1f}x  (target >= 20x)")
+
+    async def single() -> list[Result]:
+        return await run_load(server_url, QUEUE, common, 1, seconds)
+
+    with BenchServer(settings) as server:
+        server_url = server.url
+        asyncio.run(run_load(server.url, QUEUE, common, 1, 1.5))
+        alone = asyncio.run(single())
+    chunk = [r.first_chunk_ms for r in alone]
+    print(f"  cached, 1 client: first chunk p50 {percentile(chunk, 50):.2f} ms  (target <= 5 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "scenarios", nargs="*", default=["throughput", "latency", "history", "waiters"]
+        "scenarios",
+        nargs="*",
+        default=["throughput", "latency", "history", "cache", "waiters"],
     )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -257,6 +305,8 @@ def main() -> None:
             throughput(args.clients, args.seconds, args.rounds)
         elif scenario == "latency":
             latency(args.seconds, args.rounds)
+        elif scenario == "cache":
+            cache(args.clients, args.seconds)
         elif scenario == "history":
             history(args.clients, args.seconds, args.rounds)
         elif scenario == "waiters":

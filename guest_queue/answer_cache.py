@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 from .conf import app_settings
 from .core.cache import CachedAnswer
@@ -31,8 +32,13 @@ class DjangoAnswerCache:
 
     async def get(self, key: str) -> CachedAnswer | None:
         """The stored answer for a question key, or None (also when the cache is down)."""
+        backend = caches[self.alias]
         try:
-            value = await caches[self.alias].aget(self.storage_key(key))
+            if isinstance(backend, LocMemCache):
+                # In-process memory, no I/O: skip aget's hop to a worker thread.
+                value = backend.get(self.storage_key(key))
+            else:
+                value = await backend.aget(self.storage_key(key))
         except Exception as exc:
             self._outage(exc)
             return None
