@@ -56,6 +56,8 @@ class BenchServer:
             DEBUG="false",
             LOG_LEVEL="WARNING",
             GUEST_BENCHMARK_VIEWS="true",
+            # Scenarios repeat one question: without this they would measure the cache.
+            GUEST_CACHE_ENABLED="false",
         )
         env.update(settings)
         subprocess.run(

@@ -8,6 +8,8 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
 - throughput: N clients sending back to back; the queue endpoint (a workflow
   yielding 10 chunks without delay, limit >= clients) vs. a bare async
   StreamingHttpResponse of the same events.           target >= 0.9x
+  (history off: its cost is the "history" scenario; "throughput-history" runs
+  this comparison with it on)
 - latency: one client; added p50 latency of the queue.  target <= 0.3 ms
 - history: queue throughput with the request-history writer on vs. off
   (two servers, alternating rounds).                    target >= 0.9x
@@ -74,9 +76,16 @@ async def compare(
     return {name: summary(res, seconds * rounds) for name, res in collected.items()}, ratios
 
 
-def throughput(clients: int, seconds: float, rounds: int) -> None:
-    print(f"throughput: {clients} clients, {rounds} x {seconds:g} s per endpoint")
-    settings = {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_MAX_CONCURRENT_REQUESTS": str(clients)}
+def throughput(clients: int, seconds: float, rounds: int, history: str = "false") -> None:
+    """The queue against the bare view; history off unless asked (its cost is measured apart)."""
+    print(
+        f"throughput: {clients} clients, {rounds} x {seconds:g} s per endpoint, history {history}"
+    )
+    settings = {
+        "GUEST_WORKFLOW": TEN_CHUNKS,
+        "GUEST_MAX_CONCURRENT_REQUESTS": str(clients),
+        "GUEST_HISTORY_ENABLED": history,
+    }
     with BenchServer(settings) as server:
         s, ratios = asyncio.run(compare(server.url, clients, seconds, rounds))
     show("bare", s["bare"])
@@ -88,7 +97,7 @@ def throughput(clients: int, seconds: float, rounds: int) -> None:
 
 def latency(seconds: float, rounds: int) -> None:
     print(f"latency: 1 client, {rounds} x {seconds:g} s per endpoint")
-    with BenchServer({"GUEST_WORKFLOW": TEN_CHUNKS}) as server:
+    with BenchServer({"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_HISTORY_ENABLED": "false"}) as server:
         s, _ = asyncio.run(compare(server.url, 1, seconds, rounds))
     show("bare", s["bare"])
     show("queue", s["queue"])
@@ -303,6 +312,8 @@ def main() -> None:
     for scenario in args.scenarios:
         if scenario == "throughput":
             throughput(args.clients, args.seconds, args.rounds)
+        elif scenario == "throughput-history":
+            throughput(args.clients, args.seconds, args.rounds, history="true")
         elif scenario == "latency":
             latency(args.seconds, args.rounds)
         elif scenario == "cache":

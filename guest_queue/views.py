@@ -13,8 +13,10 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from .core import events as ev
+from .core.admission import Ticket
 from .core.consume import collect
 from .core.errors import Refused
+from .core.manager import QueueManager
 from .history import keyed_hash
 from .models import GuestRequest
 from .requests import BadRequest, parse_query
@@ -52,42 +54,36 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 return await view(request, *args, **kwargs)
             except BadRequest as exc:
                 return json_error(exc.status, exc.code, exc.message)
+            except Refused as exc:
+                return json_error(
+                    exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
+                )
 
         return csrf_exempt(wrapper)
 
     return decorator
 
 
-def client_hint(request: HttpRequest) -> str:
-    """A keyed hash of the client's address: lets staff group requests, reveals no IP."""
-    return keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
-
-
-def refused(exc: Refused) -> JsonResponse:
-    return json_error(exc.status_code, exc.code, exc.message, retry_after=exc.retry_after)
+async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
+    """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
+    query = parse_query(request)
+    # A keyed hash of the client's address: lets staff group requests, reveals no IP.
+    hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
+    manager = get_manager()
+    return manager, await manager.submit(query, client_hint=hint)
 
 
 @allow("POST")
 async def chat(request: HttpRequest) -> HttpResponseBase:
     """Ask a question; the answer streams back as Server-Sent Events."""
-    query = parse_query(request)
-    manager = get_manager()
-    try:
-        ticket = await manager.submit(query, client_hint=client_hint(request))
-    except Refused as exc:
-        return refused(exc)
+    manager, ticket = await submit(request)
     return EventStreamResponse(manager, ticket)
 
 
 @allow("POST")
 async def chat_simple(request: HttpRequest) -> HttpResponseBase:
     """Ask a question and get the whole answer in one JSON response."""
-    query = parse_query(request)
-    manager = get_manager()
-    try:
-        ticket = await manager.submit(query, client_hint=client_hint(request))
-    except Refused as exc:
-        return refused(exc)
+    manager, ticket = await submit(request)
     try:
         result = await collect(manager, ticket)
     finally:
