@@ -19,9 +19,9 @@ from .core.errors import Refused
 from .core.manager import QueueManager
 from .history import keyed_hash
 from .models import GuestRequest
-from .requests import BadRequest, parse_query
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
+from .validation import BadRequest, parse_query
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
