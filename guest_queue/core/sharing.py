@@ -10,6 +10,7 @@ no accepted request is lost with the leader.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,6 +20,8 @@ from .cache import AnswerCache, CachedAnswer, NearDuplicates, question_key
 from .records import Status
 
 logger = logging.getLogger("guest_queue")
+
+LOOKUP_TIMEOUT_SEC = 1.0
 
 
 class AnswerSharing:
@@ -41,7 +44,9 @@ class AnswerSharing:
         if self.near is not None:
             key = self.near.match(key) or key
         try:
-            return key, await self.cache.get(key)
+            # A cache that hangs must not hold the guest: answer without it.
+            async with asyncio.timeout(LOOKUP_TIMEOUT_SEC):
+                return key, await self.cache.get(key)
         except Exception:
             logger.warning("Answer cache lookup failed; answering without it", exc_info=True)
             return key, None

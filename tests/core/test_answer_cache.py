@@ -21,10 +21,13 @@ class MemoryCache:
     def __init__(self) -> None:
         self.data: dict[str, CachedAnswer] = {}
         self.broken = False
+        self.hanging = False
 
     async def get(self, key: str) -> CachedAnswer | None:
         if self.broken:
             raise ConnectionError("cache down")
+        if self.hanging:
+            await asyncio.sleep(3600)
         return self.data.get(key)
 
     async def set(self, key: str, answer: CachedAnswer) -> None:
@@ -156,3 +159,17 @@ async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixt
     stream = Stream(manager, await manager.submit("anything"))
     assert (await stream.done())[-1] == "workflow_complete"
     assert "Answer cache lookup failed" in caplog.text
+
+
+async def test_a_hanging_cache_does_not_hold_the_guest() -> None:
+    class Echo:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            yield "fresh"
+
+    cache = MemoryCache()
+    cache.hanging = True
+    manager = make(Echo(), cache)
+    started = asyncio.get_running_loop().time()
+    stream = Stream(manager, await manager.submit("anything"))
+    assert (await stream.done())[-1] == "workflow_complete"
+    assert asyncio.get_running_loop().time() - started < 2
