@@ -74,10 +74,6 @@ class GuestRequest(models.Model):
     def __str__(self) -> str:
         return f"{self.request_id} ({self.status})"
 
-    @property
-    def succeeded(self) -> bool:
-        return self.status == Status.COMPLETED
-
     def as_status(self) -> dict[str, Any]:
         """The ``queue/request/<id>`` shape, for requests no longer in memory."""
         return {

@@ -105,3 +105,14 @@ def test_csv_export_of_selected_rows(admin_client: Client) -> None:
     )
     assert {r["query"] for r in table} == {"'=HYPERLINK(1)", "plain"}  # no formula injection
     assert table[0]["wait_ms"] == "100"
+
+
+def test_queryset_state_filters() -> None:
+    done = make()
+    hit = make(cached=True)
+    failed = make(status="failed")
+    timed_out = make(status="timeout")
+    assert set(GuestRequest.objects.completed()) == {done, hit}
+    assert set(GuestRequest.objects.cached()) == {hit}
+    assert set(GuestRequest.objects.unsuccessful()) == {failed, timed_out}
+    assert GuestRequest.objects.newest_first().first() == timed_out
