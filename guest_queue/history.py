@@ -148,10 +148,6 @@ class HistoryWriter:
             connections[db].close()
         self.written += len(rows)
 
-    def _close_connection(self) -> None:
-        # Runs in the writer thread: ``connections`` gives each thread its own connection.
-        connections[self.database].close()
-
     async def close(self) -> None:
         """Write what is buffered (bounded in time), then stop the writer and its thread."""
         if self._closed:
@@ -173,7 +169,6 @@ class HistoryWriter:
                     self._buffer.clear()
         except TimeoutError:
             logger.error("Request history: %d rows not written at shutdown", len(self._buffer))
-        await loop.run_in_executor(self._executor, self._close_connection)
         self._closed = True
         self._executor.shutdown(wait=False)
 
@@ -184,6 +179,5 @@ class HistoryWriter:
         self._closed = True
         if self._buffer:
             logger.warning("Request history: %d rows abandoned", len(self._buffer))
-        # The writer thread owns a database connection: close it there before the thread ends.
-        self._executor.submit(self._close_connection)
-        self._executor.shutdown(wait=True)
+        # _write closes its connection after every batch: the thread holds nothing to close.
+        self._executor.shutdown(wait=False)

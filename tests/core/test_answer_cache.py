@@ -34,6 +34,11 @@ class MemoryCache:
         self.data[key] = answer
 
 
+class Echo:
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        yield f"answer to {request.query}"
+
+
 def make(workflow: Any, cache: MemoryCache, **config: Any) -> QueueManager:
     config.setdefault("position_update_interval_sec", 0.01)
     return QueueManager(QueueConfig(**config), workflow, cache=cache)
@@ -131,10 +136,6 @@ async def test_followers_survive_their_leader_going_away(gate: GateWorkflow) -> 
 
 
 async def test_near_duplicate_questions_share_an_answer_when_enabled() -> None:
-    class Echo:
-        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
-            yield f"answer to {request.query}"
-
     cache = MemoryCache()
     manager = make(Echo(), cache, cache_similarity=0.7)
     await Stream(manager, await manager.submit("How long do my results take?")).done()
@@ -149,10 +150,6 @@ async def test_near_duplicate_questions_share_an_answer_when_enabled() -> None:
 
 
 async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixture) -> None:
-    class Echo:
-        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
-            yield "fresh"
-
     cache = MemoryCache()
     cache.broken = True
     manager = make(Echo(), cache)
@@ -162,10 +159,6 @@ async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixt
 
 
 async def test_a_hanging_cache_does_not_hold_the_guest() -> None:
-    class Echo:
-        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
-            yield "fresh"
-
     cache = MemoryCache()
     cache.hanging = True
     manager = make(Echo(), cache)
