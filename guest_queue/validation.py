@@ -49,7 +49,7 @@ def parse_query(request: HttpRequest) -> str:
         raise BadRequest(400, "invalid_encoding", "The request body is not valid UTF-8.") from None
     try:
         data: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested thousands deep
         raise BadRequest(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "invalid_json", 'Send a JSON object such as {"query": "..."}.')

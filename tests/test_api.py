@@ -57,6 +57,7 @@ async def test_chat_streams_sse_with_the_documented_framing(async_client: AsyncC
         (json.dumps({"query": "x" * 2001}).encode(), 400, "query_too_long"),
         (json.dumps({"query": "x", "pad": "y" * 70000}).encode(), 413, "body_too_large"),
         (b"", 400, "invalid_json"),
+        (b"[" * 30000 + b"]" * 30000, 400, "invalid_json"),
     ],
 )
 @pytest.mark.parametrize("url", [CHAT, SIMPLE])
