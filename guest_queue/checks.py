@@ -78,6 +78,15 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or _number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
+    ("E032", "QUEUE_BACKEND", lambda v: v in ("local", "redis"), "'local' or 'redis'"),
+    (
+        "E034",
+        "QUEUE_REDIS_PREFIX",
+        lambda v: isinstance(v, str) and bool(v) and not set(v) & set("{} "),
+        "a non-empty string without spaces or braces",
+    ),
+    ("E035", "QUEUE_LEASE_SEC", _number(0.3, 300), "a number of seconds from 0.3 to 300"),
+    ("E036", "QUEUE_REDIS_TIMEOUT_SEC", _number(0.05, 30), "a number of seconds from 0.05 to 30"),
 ]
 
 
@@ -96,6 +105,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     errors.extend(_check_workflow())
+    errors.extend(_check_redis_url())
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
         errors.append(
@@ -107,6 +117,21 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
     return errors
+
+
+def _check_redis_url() -> list[CheckMessage]:
+    if app_settings.QUEUE_BACKEND != "redis":
+        return []
+    url = app_settings.QUEUE_REDIS_URL
+    if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
+        return []
+    return [
+        Error(
+            f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}.",
+            hint="GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
+            id="guest_queue.E033",
+        )
+    ]
 
 
 def _check_workflow() -> list[CheckMessage]:

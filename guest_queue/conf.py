@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_TIMEOUT_FALLBACK": DEFAULT_TIMEOUT_FALLBACK,
     "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
     "GUEST_SYNC_THREADS": 4,
+    "GUEST_QUEUE_BACKEND": "local",
+    "GUEST_QUEUE_REDIS_URL": "",
+    "GUEST_QUEUE_REDIS_PREFIX": "guest_queue",
+    "GUEST_QUEUE_LEASE_SEC": 5,
+    "GUEST_QUEUE_REDIS_TIMEOUT_SEC": 1,
     "GUEST_CACHE_ENABLED": True,
     "GUEST_CACHE_ALIAS": "default",
     "GUEST_CACHE_TTL_SEC": 86400,
@@ -75,6 +80,11 @@ class GuestQueueSettings:
             cache_similarity=(
                 float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
             ),
+            backend=self.QUEUE_BACKEND,
+            redis_url=self.QUEUE_REDIS_URL,
+            redis_prefix=self.QUEUE_REDIS_PREFIX,
+            lease_sec=float(self.QUEUE_LEASE_SEC),
+            redis_timeout_sec=float(self.QUEUE_REDIS_TIMEOUT_SEC),
         )
 
 

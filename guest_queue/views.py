@@ -119,15 +119,16 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
     )
 
 
-def _status() -> dict[str, Any]:
+async def _status(manager: QueueManager) -> dict[str, Any]:
     history = get_history()
-    return {**get_manager().status(), "history_dropped": history.dropped if history else 0}
+    status = await manager.shared_status()
+    return {**status, "history_dropped": history.dropped if history else 0}
 
 
 @allow("GET")
 async def queue_status(request: HttpRequest) -> HttpResponseBase:
-    """Live queue figures."""
-    return JsonResponse(_status())
+    """Live queue figures: the whole queue's, when several processes share it."""
+    return JsonResponse(await _status(get_manager()))
 
 
 @allow("GET")
@@ -158,12 +159,14 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     """Whether this process accepts questions and the workflow is up."""
     manager = get_manager()
     available = await manager.is_available()
-    healthy = available and manager.accepting
+    reachable = await manager.admission.reachable()
+    healthy = available and reachable and manager.accepting
     response = JsonResponse(
         {
             "status": "ok" if healthy else "unavailable",
-            "queue": _status(),
+            "queue": await _status(manager),
             "workflow": "available" if available else "unavailable",
+            "queue_backend": {"name": manager.admission.name, "reachable": reachable},
         },
         status=200 if healthy else 503,
     )

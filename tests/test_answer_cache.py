@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from guest_queue.answer_cache import DjangoAnswerCache
 from guest_queue.core.cache import CachedAnswer, question_key
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_manager, reset_manager
+from tests.services import closed_port
 
 SIMPLE = "/api/v1/guest/chat/simple"
 
@@ -80,12 +80,6 @@ async def test_history_marks_cached_answers(cache_alias: str, async_client: Asyn
 
     rows = await sync_to_async(cached_flags)()
     assert rows == [False, True]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_an_unreachable_cache_never_fails_a_request(async_client: AsyncClient) -> None:

@@ -178,7 +178,9 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
         "timeout_requests", "cancelled_requests", "rejected_requests", "cache_hits",
         "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
+        "backend",
     }  # fmt: skip
+    assert body["backend"] == "local"
     assert body["total_requests"] == body["completed_requests"] == 1
     assert body["max_concurrent_requests"] == 3 and body["max_queue_size"] == 50
     assert body["accepting"] is True

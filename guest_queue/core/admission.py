@@ -1,16 +1,19 @@
 """First-come, first-served admission to a fixed number of slots.
 
-Waiting tickets live in one insertion-ordered dict: joining, leaving from the
-middle and admitting the head are all O(1). Positions are recomputed by one
-notifier task, at most once per interval, so a burst of departures costs
-thousands of waiters one update each rather than one per departure.
+``Admission`` is what the manager relies on; ``LocalAdmission`` keeps the queue
+in this process (``redis_admission.RedisAdmission`` shares one across
+processes). Waiting tickets live in one insertion-ordered dict: joining,
+leaving from the middle and admitting the head are all O(1). Positions are
+recomputed by one notifier task, at most once per interval, so a burst of
+departures costs thousands of waiters one update each rather than one per
+departure.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cache import CachedAnswer
 from .records import RequestRecord
@@ -31,6 +34,7 @@ class Ticket:
         "interrupt",
         "leader",
         "position",
+        "queue_score",
         "record",
         "replay",
         "task",
@@ -41,6 +45,8 @@ class Ticket:
     def __init__(self, record: RequestRecord) -> None:
         self.record = record
         self.position = 0
+        #: The ticket's place in a shared queue (its sort key there), once it has one.
+        self.queue_score: str | None = None
         self.admitted = False
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.
@@ -64,8 +70,14 @@ class Ticket:
         return self.record.request_id
 
 
-class AdmissionQueue:
-    """At most ``max_active`` tickets admitted, at most ``max_waiting`` in line."""
+class Admission:
+    """The slots and the line in front of them, as the manager and the streams see them.
+
+    ``waiting`` and ``active`` hold this process's tickets; ``queue_size`` and
+    ``free_slots`` describe the whole queue (the same thing for a local one).
+    """
+
+    name = "local"
 
     def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
         self.max_active = max_active
@@ -73,18 +85,89 @@ class AdmissionQueue:
         self.update_interval = update_interval
         self.waiting: OrderedDict[str, Ticket] = OrderedDict()
         self.active: dict[str, Ticket] = {}
-        self._dirty = asyncio.Event()
+
+    @property
+    def queue_size(self) -> int:
+        """Tickets waiting in the whole queue."""
+        return len(self.waiting)
+
+    @property
+    def active_count(self) -> int:
+        """Tickets holding a slot in the whole queue."""
+        return len(self.active)
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.max_active - len(self.active))
+        return max(0, self.max_active - self.active_count)
+
+    async def enter(self, ticket: Ticket) -> bool:
+        """Admit or line up a new ticket; False when the line is full."""
+        raise NotImplementedError
+
+    def requeue(self, ticket: Ticket) -> None:
+        """Line up an already accepted ticket again, whatever the line's length."""
+        raise NotImplementedError
+
+    def leave(self, ticket: Ticket) -> None:
+        """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """The background work that keeps positions current; runs until cancelled."""
+        raise NotImplementedError
+
+    async def reachable(self) -> bool:
+        """Whether the queue's shared state can be reached (always, for a local one)."""
+        return True
+
+    async def shared_status(self) -> dict[str, Any] | None:
+        """The whole queue's line, slots and other processes' figures; None for a local one."""
+        return None
+
+    async def close(self) -> None:
+        """Give back what the queue holds outside this process."""
+
+    def _admit(self, ticket: Ticket) -> None:
+        self.active[ticket.request_id] = ticket
+        ticket.record.mark_started()
+        ticket.admitted = True
+        ticket.position = 0
+        ticket.wake.set()
+
+    def _set_position(self, ticket: Ticket, position: int) -> bool:
+        """Give a waiter (and its followers) a new position; True when it changed."""
+        if ticket.position == position:
+            return False
+        ticket.position = position
+        ticket.wake.set()
+        for follower in ticket.followers:
+            follower.position = position
+            follower.wake.set()
+        return True
+
+
+class LocalAdmission(Admission):
+    """This process's own queue: at most ``max_active`` admitted, ``max_waiting`` in line."""
+
+    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
+        super().__init__(max_active, max_waiting, update_interval)
+        self._dirty = asyncio.Event()
 
     def has_room(self) -> bool:
         if not self.waiting and self.free_slots:
             return True
         return len(self.waiting) < self.max_waiting
 
-    def enter(self, ticket: Ticket) -> None:
+    async def enter(self, ticket: Ticket) -> bool:
+        if not self.has_room():
+            return False
+        self.join(ticket)
+        return True
+
+    def requeue(self, ticket: Ticket) -> None:
+        self.join(ticket)
+
+    def join(self, ticket: Ticket) -> None:
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up."""
         if not self.waiting and self.free_slots:
             self._admit(ticket)
@@ -94,7 +177,6 @@ class AdmissionQueue:
         ticket.position = len(self.waiting)
 
     def leave(self, ticket: Ticket) -> None:
-        """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
         rid = ticket.request_id
         if self.waiting.pop(rid, None) is not None:
             self._dirty.set()
@@ -107,27 +189,14 @@ class AdmissionQueue:
             self._admit(ticket)
             self._dirty.set()
 
-    def _admit(self, ticket: Ticket) -> None:
-        self.active[ticket.request_id] = ticket
-        ticket.record.mark_started()
-        ticket.admitted = True
-        ticket.position = 0
-        ticket.wake.set()
-
     def update_positions(self) -> int:
         """Give every waiter its current position; wake those whose position changed."""
         changed = 0
         for position, ticket in enumerate(self.waiting.values(), 1):
-            if ticket.position != position:
-                ticket.position = position
-                ticket.wake.set()
-                changed += 1
-                for follower in ticket.followers:
-                    follower.position = position
-                    follower.wake.set()
+            changed += self._set_position(ticket, position)
         return changed
 
-    async def run_notifier(self) -> None:
+    async def run(self) -> None:
         """Push position changes to waiters, coalesced to one pass per interval."""
         while True:
             await self._dirty.wait()

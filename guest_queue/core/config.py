@@ -25,3 +25,12 @@ class QueueConfig:
     timeout_fallback: str = DEFAULT_TIMEOUT_FALLBACK
     #: Token-set similarity at which a question counts as already answered; None: exact only.
     cache_similarity: float | None = None
+    #: Where the queue lives: "local" (this process) or "redis" (shared by every process).
+    backend: str = "local"
+    redis_url: str = ""
+    #: Prefix of the shared queue's Redis keys: one queue per prefix.
+    redis_prefix: str = "guest_queue"
+    #: Seconds a process's slots and places outlive it (renewed every third of this).
+    lease_sec: float = 5.0
+    #: Seconds any one Redis command may take before Redis counts as unreachable.
+    redis_timeout_sec: float = 1.0

@@ -23,3 +23,10 @@ class QueueFull(Refused):
 class NotAccepting(Refused):
     code = "shutting_down"
     status_code = 503
+
+
+class Unavailable(Refused):
+    """The workflow's service, or the shared queue, cannot be reached."""
+
+    code = "unavailable"
+    status_code = 503

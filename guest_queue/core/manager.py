@@ -12,13 +12,14 @@ from typing import Any
 
 from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
-from .admission import AdmissionQueue, Ticket
+from .admission import Admission, LocalAdmission, Ticket
 from .availability import AvailabilityProbe
 from .cache import AnswerCache
 from .config import QueueConfig
-from .errors import NotAccepting, QueueFull, Refused
+from .errors import NotAccepting, QueueFull, Refused, Unavailable
 from .records import RecentRequests, RequestRecord, Status
 from .runner import Channel, run_workflow
+from .shared_status import merge_status
 from .sharing import AnswerSharing, serve_from
 from .stats import QueueStats
 from .stream import DISCONNECTED, RequestStream
@@ -26,11 +27,6 @@ from .stream import DISCONNECTED, RequestStream
 logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
-
-
-class Unavailable(Refused):
-    code = ev.CODE_UNAVAILABLE
-    status_code = 503
 
 
 class QueueManager:
@@ -41,9 +37,7 @@ class QueueManager:
     ) -> None:
         self.config = config
         self.workflow = workflow
-        self.admission = AdmissionQueue(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
-        )
+        self.admission = self._build_admission()
         self.stats = QueueStats()
         self.recent = RecentRequests(config.history_limit)
         self.accepting = True
@@ -71,8 +65,18 @@ class QueueManager:
         if self.loop is not None:
             return
         self.loop = asyncio.get_running_loop()
-        self._spawn(self.admission.run_notifier())
+        self._spawn(self.admission.run())
         self._spawn(self._release_unclaimed())
+
+    def _build_admission(self) -> Admission:
+        config = self.config
+        if config.backend == "redis":
+            from .redis_admission import RedisAdmission
+
+            return RedisAdmission(config, on_lost=self._lost, snapshot=self._snapshot)
+        return LocalAdmission(
+            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+        )
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""
@@ -102,15 +106,16 @@ class QueueManager:
     async def close(self) -> None:
         """Drain, then stop every task the manager owns."""
         await self.drain()
+        tasks = [t for t in self._background if t is not self._drain]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.admission.close()
         for closer in self._closers:
             try:
                 await closer()
             except Exception:
                 logger.exception("Closing %r failed", closer)
-        tasks = [t for t in self._background if t is not self._drain]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drain_requests(self, grace: float) -> None:
         for ticket in list(self.admission.waiting.values()):
@@ -154,13 +159,18 @@ class QueueManager:
                 "The assistant is temporarily unavailable.",
                 math.ceil(self.config.availability_cache_sec) or 1,
             )
-        if not self.accepting or not self.admission.has_room():
+        try:
+            entered = self.accepting and await self.admission.enter(ticket)
+        except Refused:
+            self.stats.rejected += 1
+            raise
+        if not entered:
             self.stats.rejected += 1
             raise QueueFull(
                 "Too many guests are asking right now; please try again shortly.",
                 self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
             )
-        self._line_up(ticket)
+        self._lead(ticket)
         return self._accept(ticket, detached=False)
 
     def _accept(self, ticket: Ticket, *, detached: bool) -> Ticket:
@@ -171,11 +181,10 @@ class QueueManager:
         self.stats.total += 1
         return ticket
 
-    def _line_up(self, ticket: Ticket) -> None:
-        """Queue the ticket for a slot, leading its question when answers are shared."""
+    def _lead(self, ticket: Ticket) -> None:
+        """A ticket in line for a slot answers its question for identical ones that follow."""
         if self.sharing is not None and ticket.cache_key is not None:
             self.sharing.lead(ticket)
-        self.admission.enter(ticket)
 
     async def is_available(self) -> bool:
         """Whether the workflow's service is up, cached for a few seconds."""
@@ -259,7 +268,8 @@ class QueueManager:
                     self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
                 elif not self.sharing.follow(follower, follower.cache_key or ""):
                     self._detached.discard(follower)
-                    self._line_up(follower)
+                    self._lead(follower)
+                    self.admission.requeue(follower)
                 follower.wake.set()
         self.stats.record_finished(record)
         self.recent.add(record)
@@ -270,6 +280,13 @@ class QueueManager:
                 listener(record)
             except Exception:
                 logger.exception("Request listener failed")
+
+    def _lost(self, ticket: Ticket, message: str) -> None:
+        """The shared queue no longer holds the ticket's place or slot: end it."""
+        if ticket.admitted:
+            # Its slot may already be someone else's: stop the workflow now.
+            self._cancel_task(ticket)
+        self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
 
     def _cancel_task(self, ticket: Ticket) -> None:
         if ticket.task is not None and not ticket.task.done():
@@ -297,8 +314,7 @@ class QueueManager:
         """The ``queue/status`` figures; they always add up to ``total_requests``."""
         stats, finished = self.stats, self.stats.finished
         wait, proc = stats.wait_ms.value, stats.processing_ms.value
-        replaying = sum(1 for t in self._detached if t.replay is not None)
-        following = len(self._detached) - replaying
+        following, replaying = self._detached_counts()
         return {
             "queue_size": len(self.admission.waiting) + following,
             "active_requests": len(self.admission.active) + replaying,
@@ -317,6 +333,23 @@ class QueueManager:
             "accepting": self.accepting,
             "uptime_sec": stats.uptime_sec,
         }
+
+    def _detached_counts(self) -> tuple[int, int]:
+        """Accepted tickets outside the admission queue: (following a leader, replaying)."""
+        replaying = sum(1 for t in self._detached if t.replay is not None)
+        return len(self._detached) - replaying, replaying
+
+    def _snapshot(self) -> dict[str, Any]:
+        """This process's figures, as the other processes sharing the queue read them."""
+        following, replaying = self._detached_counts()
+        return {**self.status(), "following": following, "replaying": replaying}
+
+    async def shared_status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures of the whole queue, however many processes share it."""
+        shared = await self.admission.shared_status()
+        if shared is None:
+            return {**self.status(), "backend": self.admission.name}
+        return merge_status(self._snapshot(), shared, self.admission.name)
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         """What the queue remembers of a request: live, else among the recent ones."""

@@ -159,7 +159,7 @@ class RequestStream:
             ev.QUEUED,
             {
                 "queue_position": position,
-                "queue_size": len(manager.admission.waiting),
+                "queue_size": manager.admission.queue_size,
                 "estimated_wait_sec": estimate,
             },
         )

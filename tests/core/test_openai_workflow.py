@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from guest_queue.core.config import QueueConfig
-from guest_queue.core.manager import QueueManager, Unavailable
+from guest_queue.core.errors import Unavailable
+from guest_queue.core.manager import QueueManager
 from guest_queue.workflows.base import WorkflowError, WorkflowRequest, WorkflowUnavailable
 from guest_queue.workflows.openai import OpenAIChatWorkflow, OpenAISettings
 

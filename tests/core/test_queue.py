@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from guest_queue.core.errors import NotAccepting, QueueFull
-from guest_queue.core.manager import QueueManager, Unavailable
+from guest_queue.core.errors import NotAccepting, QueueFull, Unavailable
+from guest_queue.core.manager import QueueManager
 from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 
 from .conftest import GateWorkflow, Stream, make_manager, until

@@ -1,0 +1,343 @@
+"""One queue shared by every process (and host) that points at the same Redis.
+
+Redis decides admission (``redis_scripts``: each change is one atomic script);
+the workflow runs in the process holding the guest's connection. Every slot
+and place is a lease this process renews every third of ``lease_sec``; when a
+process dies, its leases run out and the line moves on. Processes hear of
+admissions through pub/sub at once; a slow renewal pass (the same third of
+``lease_sec``) also corrects positions and anything a lost message missed.
+
+When Redis cannot be reached new requests are refused at once with 503 (for a
+second after each failure no connection is even tried), requests already
+processing run on, and waiters give up once their leases have run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .admission import Admission, Ticket
+from .config import QueueConfig
+from .errors import Unavailable
+from .redis_scripts import ENTER, LEAVE, STATUS, SYNC
+
+logger = logging.getLogger("guest_queue")
+
+UNREACHABLE = "The queue service is unreachable; please try again shortly."
+#: After a failed command, refuse without trying Redis for this long.
+QUIET_AFTER_FAILURE_SEC = 1.0
+#: Request ids admitted before this process had registered them, kept this many at most.
+EARLY_ADMISSIONS = 256
+#: Removals sent to Redis in one script call at most.
+LEAVE_BATCH = 500
+
+LostCallback = Callable[[Ticket, str], None]
+
+
+class RedisAdmission(Admission):
+    """The shared queue, as seen from this process."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        config: QueueConfig,
+        *,
+        on_lost: LostCallback,
+        snapshot: Callable[[], dict[str, Any]],
+    ) -> None:
+        super().__init__(
+            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+        )
+        self.config = config
+        self._on_lost = on_lost
+        self._snapshot = snapshot
+        self.lease_ms = max(1, round(config.lease_sec * 1000))
+        self.renew_every = config.lease_sec / 3
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        timeout = config.redis_timeout_sec
+        # No retries inside redis-py: a failure must reach the guest as a quick 503.
+        common: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "decode_responses": True,
+        }
+        self.client = Redis.from_url(config.redis_url, socket_timeout=timeout, **common)
+        # Subscriptions sit idle for long stretches: no read timeout on their connection.
+        self._events_client = Redis.from_url(
+            config.redis_url, health_check_interval=max(1, math.ceil(self.renew_every)), **common
+        )
+        tag = "{" + config.redis_prefix + "}"
+        self.keys = [f"{tag}:waiting", f"{tag}:active", f"{tag}:leases", f"{tag}:meta"]
+        self.channel = f"{tag}:events"
+        self.processes_key = f"{tag}:processes"
+        self.process_key_prefix = f"{tag}:process:"
+        self.process_key = self.process_key_prefix + self.process_id
+        self._enter = self.client.register_script(ENTER)
+        self._leave = self.client.register_script(LEAVE)
+        self._sync = self.client.register_script(SYNC)
+        self._status = self.client.register_script(STATUS)
+        self._epoch = ""
+        self._queue_size = 0
+        self._active_count = 0
+        self._leaving: dict[str, None] = {}
+        self._leave_now = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._early: OrderedDict[str, None] = OrderedDict()
+        self._requeues: set[asyncio.Task[None]] = set()
+        self._last_ok = time.monotonic()
+        self._quiet_until = 0.0
+        self._down = False
+        self._closed = False
+
+    # -- what the manager and the streams read ------------------------------------
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue_size
+
+    @property
+    def active_count(self) -> int:
+        return self._active_count
+
+    # -- entering and leaving -------------------------------------------------------
+
+    async def enter(self, ticket: Ticket) -> bool:
+        return await self._join(ticket, force=False)
+
+    def requeue(self, ticket: Ticket) -> None:
+        task = asyncio.get_running_loop().create_task(self._requeue(ticket))
+        self._requeues.add(task)
+        task.add_done_callback(self._requeues.discard)
+
+    async def _requeue(self, ticket: Ticket) -> None:
+        try:
+            await self._join(ticket, force=True)
+        except Unavailable:
+            self._on_lost(ticket, UNREACHABLE)
+
+    async def _join(self, ticket: Ticket, *, force: bool) -> bool:
+        if time.monotonic() < self._quiet_until:
+            raise Unavailable(UNREACHABLE, self._retry_after())
+        rid = ticket.request_id
+        args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
+        reply = await self._run(self._enter, self.keys, [*args, int(force)])
+        status, position, score, epoch, queued, active = reply
+        self._heard(epoch, queued, active)
+        if status < 0:
+            return False
+        if status == 1:
+            self._admit(ticket)
+            ticket.position = 1
+        else:
+            ticket.queue_score = score
+            ticket.position = int(position)
+            self.waiting[rid] = ticket
+            if rid in self._early:
+                del self._early[rid]
+                self._admit_waiting(rid)
+        if ticket.record.status.is_terminal:
+            # The request ended while its place was being taken: give the place back.
+            self.leave(ticket)
+        return True
+
+    def leave(self, ticket: Ticket) -> None:
+        rid = ticket.request_id
+        if self.waiting.pop(rid, None) is None and self.active.pop(rid, None) is None:
+            return
+        self._leaving[rid] = None
+        self._leave_now.set()
+
+    async def _send_leaves(self) -> None:
+        while True:
+            await self._leave_now.wait()
+            self._leave_now.clear()
+            if not self._leaving:
+                continue
+            rids = list(self._leaving)[:LEAVE_BATCH]
+            args = [self.lease_ms, self.max_active, self._epoch, self.channel, *rids]
+            try:
+                epoch, queued, active, admitted = await self._run(self._leave, self.keys, args)
+            except Unavailable:
+                continue  # The next renewal pass tries again.
+            for rid in rids:
+                self._leaving.pop(rid, None)
+            if self._leaving:
+                self._leave_now.set()
+            self._heard(epoch, queued, active)
+            self._admitted(admitted)
+
+    def _admitted(self, rids: list[str]) -> None:
+        """Start this process's requests among those Redis just admitted."""
+        for rid in rids:
+            if not self._admit_waiting(rid):
+                # Perhaps one whose enter() reply has not been read yet.
+                self._early[rid] = None
+                if len(self._early) > EARLY_ADMISSIONS:
+                    self._early.popitem(last=False)
+
+    def _admit_waiting(self, rid: str) -> bool:
+        ticket = self.waiting.pop(rid, None)
+        if ticket is None:
+            return False
+        self._admit(ticket)
+        return True
+
+    # -- background work ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Renew leases, correct positions, and listen for admissions, until cancelled."""
+        helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._send_leaves())]
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.renew_every):
+                        await self._dirty.wait()
+                except TimeoutError:
+                    pass
+                self._dirty.clear()
+                await self._renew()
+                await asyncio.sleep(self.update_interval)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._events_client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self._dirty.set()  # Whatever was published while unsubscribed.
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.renew_every
+                    )
+                    if message is not None:
+                        self._admitted(str(message["data"]).split())
+                        self._dirty.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.renew_every)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _renew(self) -> None:
+        """Renew every lease, learn positions and admissions, publish this process's figures."""
+        if self._leaving:
+            self._leave_now.set()
+        waiting = list(self.waiting.items())
+        args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
+        args += [self.process_id, json.dumps(self._snapshot())]
+        for rid in self.active:
+            args += [rid, "a"]
+        for rid, ticket in waiting:
+            args += [rid, ticket.queue_score]
+        keys = [*self.keys, self.process_key, self.processes_key]
+        try:
+            epoch, queued, active, lost, positions = await self._run(self._sync, keys, args)
+        except Unavailable:
+            if time.monotonic() - self._last_ok > self.config.lease_sec:
+                # Every lease this process held has run out: nobody keeps these places.
+                self._leaving.clear()
+                for ticket in list(self.waiting.values()):
+                    self._on_lost(ticket, UNREACHABLE)
+            return
+        self._heard(epoch, queued, active)
+        for rid in lost:
+            holder = self.active.get(rid)
+            if holder is not None:
+                self._on_lost(holder, "This request's place in the queue expired.")
+        for (rid, ticket), position in zip(waiting, positions, strict=True):
+            if self.waiting.get(rid) is not ticket:
+                continue
+            if position == 0:
+                self._admit_waiting(rid)
+            else:
+                self._set_position(ticket, int(position))
+
+    # -- talking to Redis -----------------------------------------------------------
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_SEC
+            if not self._down:
+                self._down = True
+                logger.warning("Redis queue unreachable (%s); refusing new requests", exc)
+            raise Unavailable(UNREACHABLE, self._retry_after()) from exc
+
+    def _heard(self, epoch: str, queued: int, active: int) -> None:
+        self._epoch = epoch
+        self._queue_size = int(queued)
+        self._active_count = int(active)
+        self._last_ok = time.monotonic()
+        if self._down:
+            self._down = False
+            logger.warning("Redis queue reachable again")
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(self.config.lease_sec))
+
+    async def reachable(self) -> bool:
+        if time.monotonic() < self._quiet_until:
+            return False
+        try:
+            await self.client.ping()  # type: ignore[misc]
+        except (RedisError, OSError):
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_SEC
+            return False
+        return True
+
+    async def shared_status(self) -> dict[str, Any]:
+        """Figures of the whole queue: its line and slots, and every live process's counts."""
+        keys = [self.keys[0], self.keys[1], self.processes_key]
+        try:
+            queued, active, figures = await self._status(
+                keys=keys, args=[self.process_key_prefix, self.process_id]
+            )
+        except (RedisError, OSError):
+            return {"reachable": False}
+        return {
+            "reachable": True,
+            "queue_size": queued,
+            "active_requests": active,
+            "others": [json.loads(f) for f in figures],
+        }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._requeues):
+            task.cancel()
+        try:
+            if self._leaving:
+                args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
+                await self._leave(keys=self.keys, args=[*args, *self._leaving])
+            await self.client.zrem(self.processes_key, self.process_id)
+            await self.client.delete(self.process_key)
+        except (RedisError, OSError):
+            logger.warning(
+                "Could not hand the queue's slots back to Redis; their leases will run out"
+            )
+        await self.client.aclose()
+        await self._events_client.aclose()

@@ -1,0 +1,193 @@
+"""The shared queue's state changes, as Lua scripts: Redis runs each one atomically.
+
+Keys (all under one hash tag, so a Redis Cluster keeps them on one node):
+``waiting`` sorted set request id → arrival score (microseconds of Redis's own
+clock, strictly increasing); ``active`` set of request ids holding a slot;
+``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
+the queue's ``epoch``, ``last_score`` and ``recover_until``.
+
+Every script first drops expired leases (their process died or lost Redis) and
+admits the head of the line into free slots; the ids it admitted are published
+on the queue's channel (an empty message means only positions moved), so the
+processes holding those requests start them at once.
+
+A Redis that lost the queue (restarted without persistence, flushed) starts a
+new epoch. If the caller had seen an older one, processes may still be running
+requests Redis forgot, so admissions pause for one lease period while every
+process re-registers its slots and places (``sync``).
+"""
+
+from __future__ import annotations
+
+PRELUDE = """
+local waiting, active, leases, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now = math.floor(now_us / 1000)
+
+local function int(x)
+  return string.format('%.0f', x)
+end
+
+local function epoch(seen, recover_ms)
+  local current = redis.call('HGET', meta, 'epoch')
+  if not current then
+    current = clock[1] .. '.' .. clock[2]
+    redis.call('HSET', meta, 'epoch', current)
+    if seen ~= '' then
+      redis.call('HSET', meta, 'recover_until', int(now + recover_ms))
+    end
+  end
+  return current
+end
+
+local function recovering()
+  return now < tonumber(redis.call('HGET', meta, 'recover_until') or '0')
+end
+
+local function purge()
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+  for _, rid in ipairs(expired) do
+    redis.call('ZREM', waiting, rid)
+    redis.call('SREM', active, rid)
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  end
+  return #expired > 0
+end
+
+local function admit(max_active)
+  local admitted = {}
+  if recovering() then
+    return admitted
+  end
+  local free = max_active - redis.call('SCARD', active)
+  while free > 0 do
+    local head = redis.call('ZPOPMIN', waiting)
+    if #head == 0 then
+      break
+    end
+    redis.call('SADD', active, head[1])
+    admitted[#admitted + 1] = head[1]
+    free = free - 1
+  end
+  return admitted
+end
+
+local function announce(channel, admitted, moved)
+  if #admitted > 0 or moved then
+    redis.call('PUBLISH', channel, table.concat(admitted, ' '))
+  end
+end
+"""
+
+#: ARGV: request id, lease ms, max active, max waiting, epoch seen, channel, force (1/0).
+#: Returns {status (1 admitted, 0 waiting, -1 full), position, score, epoch, waiting, active}.
+ENTER = (
+    PRELUDE
+    + """
+local rid, lease_ms = ARGV[1], tonumber(ARGV[2])
+local max_active, max_waiting = tonumber(ARGV[3]), tonumber(ARGV[4])
+local current = epoch(ARGV[5], lease_ms)
+local moved = purge()
+announce(ARGV[6], admit(max_active), moved)
+local queued = redis.call('ZCARD', waiting)
+local status, position, score = 0, 0, ''
+if queued == 0 and not recovering() and redis.call('SCARD', active) < max_active then
+  redis.call('SADD', active, rid)
+  status, position = 1, 1
+elseif queued >= max_waiting and ARGV[7] ~= '1' then
+  return {-1, 0, '', current, queued, redis.call('SCARD', active)}
+else
+  local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
+  score = int(math.max(now_us, last + 1))
+  redis.call('HSET', meta, 'last_score', score)
+  redis.call('ZADD', waiting, score, rid)
+  position = queued + 1
+end
+redis.call('ZADD', leases, int(now + lease_ms), rid)
+return {status, position, score, current, redis.call('ZCARD', waiting), redis.call('SCARD', active)}
+"""
+)
+
+#: ARGV: lease ms, max active, epoch seen, channel, request ids to remove...
+#: Returns {epoch, waiting, active, {admitted ids}}.
+LEAVE = (
+    PRELUDE
+    + """
+local current = epoch(ARGV[3], tonumber(ARGV[1]))
+local moved = purge()
+for i = 5, #ARGV do
+  if redis.call('ZREM', waiting, ARGV[i]) == 1 then
+    moved = true
+  end
+  redis.call('SREM', active, ARGV[i])
+  redis.call('ZREM', leases, ARGV[i])
+end
+local admitted = admit(tonumber(ARGV[2]))
+announce(ARGV[4], admitted, moved)
+return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admitted}
+"""
+)
+
+#: KEYS[5]: this process's status key; KEYS[6]: the sorted set of live processes.
+#: ARGV: lease ms, max active, epoch seen, channel, process id, status JSON, then pairs
+#: (request id, "a" for a slot held or the waiting score). Renews every lease, puts back
+#: places Redis lost, reports slots it lost. Returns {epoch, waiting, active, {lost ids},
+#: {position of each waiting pair, 0 once admitted}}.
+SYNC = (
+    PRELUDE
+    + """
+local lease_ms = tonumber(ARGV[1])
+local current = epoch(ARGV[3], lease_ms)
+local moved = purge()
+local expiry = int(now + lease_ms)
+local recover = recovering()
+local lost = {}
+for i = 7, #ARGV, 2 do
+  local rid, score = ARGV[i], ARGV[i + 1]
+  if score == 'a' then
+    if recover or redis.call('SISMEMBER', active, rid) == 1 then
+      redis.call('SADD', active, rid)
+      redis.call('ZADD', leases, expiry, rid)
+    else
+      lost[#lost + 1] = rid
+    end
+  else
+    if redis.call('SISMEMBER', active, rid) == 0 and not redis.call('ZSCORE', waiting, rid) then
+      redis.call('ZADD', waiting, score, rid)
+      moved = true
+    end
+    redis.call('ZADD', leases, expiry, rid)
+  end
+end
+announce(ARGV[4], admit(tonumber(ARGV[2])), moved)
+local positions = {}
+for i = 7, #ARGV, 2 do
+  if ARGV[i + 1] ~= 'a' then
+    local rank = redis.call('ZRANK', waiting, ARGV[i])
+    positions[#positions + 1] = rank and (rank + 1) or 0
+  end
+end
+redis.call('SET', KEYS[5], ARGV[6], 'PX', lease_ms)
+redis.call('ZADD', KEYS[6], expiry, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions}
+"""
+)
+
+#: KEYS: waiting, active, live processes. ARGV: prefix of status keys, this process's id.
+#: Returns {waiting, active, {status JSON of every other live process}}.
+STATUS = """
+local figures = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if id ~= ARGV[2] then
+    local value = redis.call('GET', ARGV[1] .. id)
+    if value then
+      figures[#figures + 1] = value
+    end
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('SCARD', KEYS[2]), figures}
+"""

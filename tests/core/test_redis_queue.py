@@ -1,0 +1,199 @@
+"""One queue shared through the real Redis: several managers stand in for several processes.
+
+Each manager has its own connections, process id and leases, exactly as a
+separate uvicorn worker would; tests/e2e/test_shared_queue.py runs real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from guest_queue.core.errors import QueueFull, Unavailable
+from guest_queue.core.manager import QueueManager
+from guest_queue.core.redis_admission import RedisAdmission
+
+from ..services import closed_port, delete_prefix, redis_prefix, redis_url
+from .conftest import GateWorkflow, Stream, make_manager, until
+
+Factory = Callable[..., QueueManager]
+
+
+@pytest.fixture
+def url() -> str:
+    return redis_url()
+
+
+@pytest.fixture
+async def prefix(url: str) -> AsyncIterator[str]:
+    async for value in redis_prefix(url):
+        yield value
+
+
+@pytest.fixture
+async def shared(url: str, prefix: str) -> AsyncIterator[Factory]:
+    """Managers sharing one queue (one Redis, one key prefix)."""
+    managers: list[QueueManager] = []
+
+    def build(workflow: Any, **config: Any) -> QueueManager:
+        config.setdefault("lease_sec", 1.5)
+        config.setdefault("shutdown_grace_sec", 0)
+        config.setdefault("redis_url", url)
+        manager = make_manager(workflow, backend="redis", redis_prefix=prefix, **config)
+        managers.append(manager)
+        manager.start()
+        return manager
+
+    yield build
+    for manager in managers:
+        await manager.close()
+
+
+def admission(manager: QueueManager) -> RedisAdmission:
+    assert isinstance(manager.admission, RedisAdmission)
+    return manager.admission
+
+
+async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: GateWorkflow) -> None:
+    a, b = shared(gate, max_concurrent=2), shared(gate, max_concurrent=2)
+    streams = [Stream((a, b)[i % 2], await (a, b)[i % 2].submit(f"r{i}")) for i in range(6)]
+    await until(lambda: len(gate.started) == 2)
+    await asyncio.sleep(0.3)  # Long enough for a wrongly admitted third to start.
+    assert gate.started == ["r0", "r1"]
+    # Positions count every process's waiters: r2..r5 are 1..4 wherever they wait.
+    await until(lambda: [s.ticket.position for s in streams[2:]] == [1, 2, 3, 4])
+    for i in range(6):
+        gate.open(streams[i].ticket.request_id)
+        await streams[i].done()
+        await until(lambda i=i: len(gate.started) == min(6, i + 3))
+    assert gate.started == [f"r{i}" for i in range(6)]
+    assert gate.max_running == 2
+    assert all(s.names[-1] == "workflow_complete" for s in streams)
+
+
+async def test_the_line_is_full_for_everyone_at_the_global_size(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    a = shared(gate, max_concurrent=1, max_queue_size=2)
+    b = shared(gate, max_concurrent=1, max_queue_size=2)
+    first = Stream(a, await a.submit("r0"))
+    waiting = [Stream(b, await b.submit("r1")), Stream(a, await a.submit("r2"))]
+    for manager in (a, b):
+        with pytest.raises(QueueFull) as refused:
+            await manager.submit("one too many")
+        assert refused.value.retry_after >= 1
+    assert waiting[1].ticket.position == 2
+    await until(lambda: waiting[1].events and waiting[1].events[0].data["queue_size"] == 2)
+    assert (a.status()["rejected_requests"], b.status()["rejected_requests"]) == (1, 1)
+    # A place frees up: exactly one more fits again.
+    await waiting[0].disconnect()
+    await until(lambda: admission(b).queue_size == 1)
+    third = Stream(b, await b.submit("r3"))
+    await until(lambda: third.ticket.position == 2 and waiting[1].ticket.position == 1)
+    for stream in (first, waiting[1], third):
+        gate.open(stream.ticket.request_id)
+    await first.done()
+    await waiting[1].done()
+    await third.done()
+    assert gate.started == ["r0", "r2", "r3"]
+
+
+async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    a = shared(gate, max_concurrent=1, lease_sec=1.0)
+    b = shared(gate, max_concurrent=1, lease_sec=1.0)
+    Stream(a, await a.submit("holder"))
+    waiter = Stream(b, await b.submit("waiter"))
+    await until(lambda: gate.started == ["holder"])
+    # The process holding the slot stops dead: no renewals, no goodbye to Redis.
+    for task in list(a._background):
+        task.cancel()
+    a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
+    died = time.monotonic()
+    await until(lambda: gate.started == ["holder", "waiter"], timeout=5)
+    assert time.monotonic() - died < 2.0  # Within the lease (1 s) and one renewal pass.
+    gate.open(waiter.ticket.request_id)
+    assert (await waiter.done())[-1] == "workflow_complete"
+
+
+async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> None:
+    manager = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as refused:
+            await manager.submit("anyone?")
+        assert time.monotonic() - started < 1.5
+        assert refused.value.status_code == 503 and refused.value.retry_after >= 1
+    assert not await manager.admission.reachable()
+    status = await manager.shared_status()
+    assert status["queue_reachable"] is False and status["rejected_requests"] == 3
+    assert status["total_requests"] == 0
+
+
+async def test_redis_losing_the_queue_admits_nobody_extra(
+    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    b = shared(gate, max_concurrent=1)
+    holder = Stream(a, await a.submit("holder"))
+    waiter = Stream(b, await b.submit("waiter"))
+    await until(lambda: gate.started == ["holder"])
+    await delete_prefix(url, prefix)  # What a restart without persistence leaves.
+    late = Stream(b, await b.submit("late"))
+    assert not late.ticket.admitted  # The slot Redis forgot is still taken.
+    await asyncio.sleep(1.0)  # Renewals put the holder and the waiter back.
+    assert gate.started == ["holder"]
+    for stream in (holder, waiter, late):
+        gate.open(stream.ticket.request_id)
+    for stream in (holder, waiter, late):
+        assert (await stream.done())[-1] == "workflow_complete"
+    assert gate.started == ["holder", "waiter", "late"] and gate.max_running == 1
+
+
+async def test_status_adds_up_every_process(shared: Factory, gate: GateWorkflow) -> None:
+    a, b = shared(gate), shared(gate)
+    for manager, query in ((a, "x"), (b, "y"), (b, "z")):
+        stream = Stream(manager, await manager.submit(query))
+        gate.open(stream.ticket.request_id)
+        await stream.done()
+    held = Stream(a, await a.submit("held"))
+    await until(lambda: "held" in gate.started)
+
+    async def merged() -> dict[str, Any]:
+        return await a.shared_status()
+
+    deadline = time.monotonic() + 3
+    status = await merged()
+    while status["completed_requests"] != 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        status = await merged()
+    assert status["backend"] == "redis" and status["processes"] == 2
+    assert status["total_requests"] == 4 and status["completed_requests"] == 3
+    assert status["active_requests"] == 1 and status["queue_size"] == 0
+    assert status["process"]["total_requests"] == 2
+    gate.open(held.ticket.request_id)
+    await held.done()
+
+
+async def test_closing_a_process_hands_back_its_places(
+    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    Stream(a, await a.submit("busy"))
+    Stream(a, await a.submit("waiting"))
+    await until(lambda: gate.started == ["busy"])
+    await a.close()
+    client = aioredis.Redis.from_url(url)
+    try:
+        tag = "{" + prefix + "}"
+        assert await client.zcard(f"{tag}:waiting") == 0
+        assert await client.scard(f"{tag}:active") == 0  # type: ignore[misc]
+        assert await client.zcard(f"{tag}:processes") == 0
+    finally:
+        await client.aclose()

@@ -1,0 +1,46 @@
+"""The real services some tests need: their URLs, or a skip (a failure where CI requires them)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+
+def redis_url() -> str:
+    """``GUEST_TEST_REDIS_URL``; skips the test when it is unset (fails when CI requires it)."""
+    url = os.environ.get("GUEST_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_REDIS_URL is required here but not set")
+        pytest.skip("Shared-queue tests need a real Redis: set GUEST_TEST_REDIS_URL (CI sets it)")
+    return url
+
+
+async def delete_prefix(url: str, prefix: str) -> None:
+    """Remove every key of one queue (the tests' keys live under their own prefix)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def redis_prefix(url: str) -> AsyncIterator[str]:
+    """A key prefix of the test's own, emptied after the test."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    await delete_prefix(url, prefix)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
