@@ -43,12 +43,22 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
+        ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
+        ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
+        ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
+        ("GUEST_QUEUE_LEASE_SEC", 0, "guest_queue.E035"),
+        ("GUEST_QUEUE_REDIS_TIMEOUT_SEC", "soon", "guest_queue.E036"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
         ("GUEST_WORKFLOW", "guest_queue.conf.GuestQueueSettings", "guest_queue.E015"),
     ],
 )
 def test_invalid_setting_is_a_check_error(setting: str, value: Any, check_id: str) -> None:
     assert check_ids(**{setting: value}) == {check_id}
+
+
+def test_a_redis_queue_with_a_redis_url_passes() -> None:
+    ids = check_ids(GUEST_QUEUE_BACKEND="redis", GUEST_QUEUE_REDIS_URL="redis://cache:6379/2")
+    assert ids == set()
 
 
 def test_missing_asgi_application_is_a_warning() -> None:

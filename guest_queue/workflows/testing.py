@@ -10,6 +10,7 @@ drive a real server: ``"chunks=10 delay=0.01 suggest=2"``, ``"sleep=5"``,
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator
 
@@ -59,3 +60,38 @@ class TenChunksWorkflow:
         for i in range(10):
             yield f"chunk {i} "
         yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
+
+
+class RedisProbeWorkflow(ScriptedWorkflow):
+    """``ScriptedWorkflow`` that records, in Redis, the order requests start and how many run.
+
+    For tests of a queue shared by several processes: every process's workflow
+    writes to ``GUEST_TEST_PROBE_REDIS_URL`` under ``GUEST_TEST_PROBE_KEY``:
+    ``<key>:started`` (queries in start order), ``<key>:running`` and
+    ``<key>:max_running``.
+    """
+
+    START = """
+    local running = redis.call('INCR', KEYS[2])
+    if running > tonumber(redis.call('GET', KEYS[3]) or '0') then
+      redis.call('SET', KEYS[3], running)
+    end
+    redis.call('RPUSH', KEYS[1], ARGV[1])
+    """
+
+    def __init__(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(os.environ["GUEST_TEST_PROBE_REDIS_URL"])
+        key = os.environ["GUEST_TEST_PROBE_KEY"]
+        self.keys = [f"{key}:started", f"{key}:running", f"{key}:max_running"]
+        self.start = self.client.register_script(self.START)
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        """Count this request as running for as long as the scripted answer takes."""
+        await self.start(keys=self.keys, args=[request.query])
+        try:
+            async for item in super().stream(request):
+                yield item
+        finally:
+            await self.client.decr(self.keys[1])

@@ -1,0 +1,226 @@
+"""Several real uvicorn processes sharing one queue on the real Redis.
+
+A probe workflow in every process records in Redis the order requests start
+and how many run at once, so the limits are checked across processes, not
+inside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis
+
+from ..services import redis_prefix, redis_url
+from .conftest import Server, ServerFactory, free_port
+from .test_servers import names, stream_events
+
+PROBE = "guest_queue.workflows.testing.RedisProbeWorkflow"
+
+
+class Guest:
+    """One guest's stream, read in the background."""
+
+    def __init__(self, client: httpx.AsyncClient, server: Server, query: str) -> None:
+        self.server = server
+        self.events: list[dict[str, Any]] = []
+        self.task = asyncio.ensure_future(stream_events(client, server.url, query, self.events))
+
+    async def reached(self, event: str, timeout: float = 10) -> dict[str, Any]:
+        """The first event of that name, once it has arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in self.events:
+                if item["event"] == event:
+                    return item
+            if self.task.done():
+                self.task.result()
+                break
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no {event!r} event; got {names(self.events)}")
+
+    async def done(self) -> list[str]:
+        await asyncio.wait_for(self.task, 30)
+        return names(self.events)
+
+
+@pytest.fixture
+def url() -> str:
+    return redis_url()
+
+
+@pytest.fixture
+async def prefix(url: str) -> AsyncIterator[str]:
+    async for value in redis_prefix(url):
+        yield value
+
+
+@pytest.fixture
+def probe(url: str, prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def shared_env(url: str, prefix: str, *, queue_url: str = "", **env: str) -> dict[str, str]:
+    """Settings for processes sharing the queue at ``queue_url`` (default: ``url``).
+
+    The probe workflow always writes to ``url``, the Redis that stays up.
+    """
+    return {
+        "GUEST_QUEUE_BACKEND": "redis",
+        "GUEST_QUEUE_REDIS_URL": queue_url or url,
+        "GUEST_QUEUE_REDIS_PREFIX": prefix,
+        "GUEST_QUEUE_LEASE_SEC": "1.5",
+        "GUEST_WORKFLOW": PROBE,
+        "GUEST_TEST_PROBE_REDIS_URL": url,
+        "GUEST_TEST_PROBE_KEY": "{" + prefix + "}:probe",
+        "GUEST_SHUTDOWN_GRACE_SEC": "0",
+        **env,
+    }
+
+
+async def test_three_processes_keep_one_limit_one_line_and_one_size(
+    start_server: ServerFactory, url: str, prefix: str, probe: redis.Redis
+) -> None:
+    env = shared_env(url, prefix, GUEST_MAX_CONCURRENT_REQUESTS="2", GUEST_MAX_QUEUE_SIZE="4")
+    servers = [start_server(**env) for _ in range(3)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        guests = []
+        for i in range(6):
+            guest = Guest(client, servers[i % 3], f"r{i} sleep=1.5 chunks=2")
+            await guest.reached("queued")
+            guests.append(guest)
+        # Positions count every process's waiters, in arrival order.
+        assert [(await g.reached("queued"))["data"]["queue_position"] for g in guests] == [
+            1, 1, 1, 2, 3, 4,
+        ]  # fmt: skip
+        assert (await guests[-1].reached("queued"))["data"]["queue_size"] == 4
+        for server in servers:
+            refused = await client.post(f"{server.url}/api/v1/guest/chat", json={"query": "x"})
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["code"] == "queue_full"
+            assert int(refused.headers["retry-after"]) >= 1
+        status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
+        assert status["backend"] == "redis" and status["queue_size"] == 4
+        assert status["active_requests"] == 2 and status["rejected_requests"] >= 1
+        for guest in guests:
+            events = await guest.done()
+            assert events[-1] == "workflow_complete" and events.count("processing") == 1
+    key = "{" + prefix + "}:probe"
+    started = [q.split()[0] for q in cast(list[str], probe.lrange(f"{key}:started", 0, -1))]
+    assert started == [f"r{i}" for i in range(6)]
+    assert int(cast(str, probe.get(f"{key}:max_running"))) == 2
+
+
+async def test_a_killed_process_gives_its_slot_back_within_the_lease(
+    start_server: ServerFactory, url: str, prefix: str
+) -> None:
+    env = shared_env(url, prefix, GUEST_MAX_CONCURRENT_REQUESTS="1")
+    doomed, survivor = start_server(**env), start_server(**env)
+    async with httpx.AsyncClient(timeout=30) as client:
+        holder = Guest(client, doomed, "holder sleep=60")
+        await holder.reached("processing")
+        waiter = Guest(client, survivor, "waiter chunks=2")
+        await waiter.reached("queued")
+        await asyncio.sleep(0.5)
+        assert "processing" not in names(waiter.events)
+        doomed.process.kill()  # SIGKILL: no drain, no goodbye to Redis.
+        killed = time.monotonic()
+        await waiter.reached("processing", timeout=10)
+        reclaimed = time.monotonic() - killed
+        assert reclaimed < 1.5 + 1.5, f"slot reclaimed after {reclaimed:.1f} s"
+        assert (await waiter.done())[-1] == "workflow_complete"
+        holder.task.cancel()
+        await asyncio.gather(holder.task, return_exceptions=True)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, without persistence: a restart forgets everything."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed: cannot restart a private Redis")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(self.tmp)]
+        self.process = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_down_means_clean_503s_and_service_resumes_after(
+    start_server: ServerFactory, private_redis: PrivateRedis, url: str, prefix: str
+) -> None:
+    env = shared_env(url, prefix, queue_url=private_redis.url, GUEST_MAX_CONCURRENT_REQUESTS="2")
+    servers = [start_server(**env) for _ in range(2)]
+    chat = [f"{s.url}/api/v1/guest/chat/simple" for s in servers]
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.post(chat[0], json={"query": "before"})).status_code == 200
+        in_flight = Guest(client, servers[1], "in-flight sleep=2 chunks=2")
+        await in_flight.reached("processing")
+        private_redis.stop()
+        for endpoint in chat:
+            started = time.monotonic()
+            refused = await client.post(endpoint, json={"query": "while down"})
+            assert time.monotonic() - started < 2.5
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["code"] == "unavailable"
+            assert int(refused.headers["retry-after"]) >= 1
+        health = await client.get(f"{servers[0].url}/api/v1/guest/health")
+        assert health.status_code == 503
+        assert health.json()["queue_backend"] == {"name": "redis", "reachable": False}
+        status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
+        assert status["queue_reachable"] is False
+        # The answer already being written finishes.
+        assert (await in_flight.done())[-1] == "workflow_complete"
+        private_redis.start()
+        deadline = time.monotonic() + 15
+        answers: list[int] = []
+        while time.monotonic() < deadline:
+            answers = [(await client.post(e, json={"query": "after"})).status_code for e in chat]
+            if answers == [200, 200]:
+                break
+            await asyncio.sleep(0.25)
+        assert answers == [200, 200]
+        health = await client.get(f"{servers[1].url}/api/v1/guest/health")
+        assert health.status_code == 200 and health.json()["queue_backend"]["reachable"]
+    for server in servers:
+        assert "Traceback" not in server.output()

@@ -1,0 +1,66 @@
+"""The API on the shared (Redis) queue: same contract, whole-queue figures, clean 503s."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from django.test import AsyncClient, override_settings
+
+from guest_queue.runtime import get_manager
+
+from .services import closed_port, delete_prefix, redis_url
+from .test_api import CHAT, SIMPLE, post
+
+
+@pytest.fixture
+async def shared_queue(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """The redis backend for one test: the real Redis, or the URL the test passes."""
+    given = getattr(request, "param", None)
+    url, prefix = given or redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    with override_settings(
+        GUEST_QUEUE_BACKEND="redis",
+        GUEST_QUEUE_REDIS_URL=url,
+        GUEST_QUEUE_REDIS_PREFIX=prefix,
+        GUEST_SHUTDOWN_GRACE_SEC=0,
+    ):
+        yield
+        await get_manager().close()
+    if not given:
+        await delete_prefix(url, prefix)
+
+
+@pytest.mark.usefixtures("shared_queue")
+async def test_answers_and_reports_the_whole_queue(async_client: AsyncClient) -> None:
+    answer = await post(async_client, SIMPLE, {"query": "chunks=2"})
+    assert answer.status_code == 200 and answer.json()["answer"] == "chunk0 chunk1 "
+    status = (await async_client.get("/api/v1/guest/queue/status")).json()
+    assert status["backend"] == "redis" and status["queue_reachable"] is True
+    assert status["processes"] >= 1 and status["process"]["completed_requests"] == 1
+    assert status["completed_requests"] >= 1 and status["queue_size"] == 0
+    health = await async_client.get("/api/v1/guest/health")
+    assert health.status_code == 200
+    assert health.json()["queue_backend"] == {"name": "redis", "reachable": True}
+
+
+def down_url() -> str:
+    return f"redis://127.0.0.1:{closed_port()}/0"
+
+
+@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True)
+@pytest.mark.usefixtures("shared_queue")
+async def test_unreachable_redis_is_a_json_503_with_retry_after(
+    async_client: AsyncClient,
+) -> None:
+    for url in (CHAT, SIMPLE):
+        response: Any = await post(async_client, url, {"query": "hello"})
+        assert response.status_code == 503
+        assert response.json()["code"] == "unavailable"
+        assert int(response["Retry-After"]) >= 1
+    health = await async_client.get("/api/v1/guest/health")
+    assert health.status_code == 503 and "Retry-After" in health
+    assert health.json()["queue_backend"] == {"name": "redis", "reachable": False}
+    status = (await async_client.get("/api/v1/guest/queue/status")).json()
+    assert status["queue_reachable"] is False and status["rejected_requests"] == 2
