@@ -45,7 +45,7 @@ def pin_client() -> None:
 class BenchServer:
     """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings."""
 
-    def __init__(self, settings: dict[str, str], workers: int = 1) -> None:
+    def __init__(self, settings: dict[str, str], workers: int = 1, *, pin: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="guest-bench-")
@@ -69,7 +69,9 @@ class BenchServer:
         cmd = [sys.executable, "-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
         cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         cmd += ["--backlog", "16384", "--workers", str(workers)]
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, preexec_fn=_pin_server)
+        self.process = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, preexec_fn=_pin_server if pin else None
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

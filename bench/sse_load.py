@@ -18,6 +18,8 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
                                             targets >= 20x req/s, <= 5 ms
 - waiters: W clients waiting behind a long workflow (limit 1): RSS per waiter
   and how fast all of them hear about a move.   target <= 50 KiB, <= 1 s
+- redis-latency, redis-throughput: the shared queue on Redis
+  (GUEST_BENCH_REDIS_URL, default redis://127.0.0.1:6379/14); see bench/redis_queue.py.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from bench import redis_queue
 from bench.client import Connection, Result, percentile, run_load
 from bench.server import BenchServer, pin_client, raise_fd_limit
 
@@ -300,7 +303,15 @@ def main() -> None:
     parser.add_argument(
         "scenarios",
         nargs="*",
-        default=["throughput", "latency", "history", "cache", "waiters"],
+        default=[
+            "throughput",
+            "latency",
+            "history",
+            "cache",
+            "waiters",
+            "redis-latency",
+            "redis-throughput",
+        ],
     )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -322,6 +333,10 @@ def main() -> None:
             history(args.clients, args.seconds, args.rounds)
         elif scenario == "waiters":
             waiters(args.waiters)
+        elif scenario == "redis-latency":
+            redis_queue.latency(args.seconds, args.rounds)
+        elif scenario == "redis-throughput":
+            redis_queue.throughput(args.clients, args.seconds)
         else:
             parser.error(f"unknown scenario {scenario!r}")
 

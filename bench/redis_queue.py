@@ -1,0 +1,110 @@
+"""The shared (Redis) queue against the in-process one, on real uvicorn servers.
+
+- latency: one client, a workflow yielding 10 chunks at once; p50 of the redis
+  backend minus p50 of the local one, servers side by side in the same run
+  (alternating rounds).                                   target <= 2 ms
+- throughput at N clients through the redis backend with 1 and with 2 server
+  processes (``uvicorn --workers``), for
+  * a fast workflow (10 chunks at once, limit N): what a second process adds;
+  * a workflow of 0.1 s limited to 10 at a time: the limit is global, so the
+    second process must not raise throughput (with the local backend it would
+    double, and so would the load on the workflow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from bench.client import Result, percentile, run_load
+from bench.server import BenchServer
+
+QUEUE = "/api/v1/guest/chat"
+TEN_CHUNKS = "guest_queue.workflows.testing.TenChunksWorkflow"
+SCRIPTED = "guest_queue.workflows.testing.ScriptedWorkflow"
+DEFAULT_URL = "redis://127.0.0.1:6379/14"
+
+
+def redis_url() -> str:
+    return os.environ.get("GUEST_BENCH_REDIS_URL", DEFAULT_URL)
+
+
+@contextmanager
+def shared_queue() -> Iterator[dict[str, str]]:
+    """Settings for a queue of this run's own; its keys are removed afterwards."""
+    url, prefix = redis_url(), f"bench-{uuid.uuid4().hex[:8]}"
+    yield {
+        "GUEST_QUEUE_BACKEND": "redis",
+        "GUEST_QUEUE_REDIS_URL": url,
+        "GUEST_QUEUE_REDIS_PREFIX": prefix,
+    }
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def latency(seconds: float, rounds: int) -> None:
+    print(f"redis latency: 1 client, {rounds} x {seconds:g} s per backend")
+    common = {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_HISTORY_ENABLED": "false"}
+    with (
+        shared_queue() as shared,
+        BenchServer(common) as local,
+        BenchServer({**common, **shared}) as remote,
+    ):
+
+        async def run() -> dict[str, list[Result]]:
+            collected: dict[str, list[Result]] = {"local": [], "redis": []}
+            for server in (local, remote):
+                await run_load(server.url, QUEUE, "warm up", 1, 1.0)
+            for _ in range(rounds):
+                for name, server in (("local", local), ("redis", remote)):
+                    collected[name] += await run_load(server.url, QUEUE, "DNA?", 1, seconds)
+            return collected
+
+        collected = asyncio.run(run())
+    p50 = {}
+    for name, results in collected.items():
+        times = [r.latency_ms for r in results]
+        p50[name] = percentile(times, 50)
+        print(
+            f"  {name:<6} {len(results) / (seconds * rounds):8.1f} req/s   p50 {p50[name]:6.2f} ms"
+            f"   p99 {percentile(times, 99):6.2f} ms"
+        )
+    added = p50["redis"] - p50["local"]
+    print(f"  added p50 latency of the redis backend: {added:.3f} ms  (target <= 2 ms)")
+
+
+def throughput(clients: int, seconds: float) -> None:
+    print(f"redis throughput: {clients} clients, {seconds:g} s per run, servers unpinned")
+    cases = [
+        ("fast", {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_MAX_CONCURRENT_REQUESTS": str(clients)}),
+        ("0.1 s, limit 10", {"GUEST_WORKFLOW": SCRIPTED, "GUEST_MAX_CONCURRENT_REQUESTS": "10"}),
+    ]
+    for name, settings in cases:
+        settings = {**settings, "GUEST_HISTORY_ENABLED": "false"}
+        settings["GUEST_MAX_QUEUE_SIZE"] = str(clients)
+        rates = {}
+        for backend in ("redis", "local"):
+            for workers in (1, 2):
+                if backend == "local" and name == "fast":
+                    continue
+                with (
+                    shared_queue() as shared,
+                    BenchServer(
+                        {**settings, **(shared if backend == "redis" else {})}, workers, pin=False
+                    ) as server,
+                ):
+                    query = "sleep=0.1 chunks=10"
+                    asyncio.run(run_load(server.url, QUEUE, query, clients, 1.0))
+                    results = asyncio.run(run_load(server.url, QUEUE, query, clients, seconds))
+                rate = rates[backend, workers] = len(results) / seconds
+                print(f"  {name:<16} {backend:<5} {workers} process(es): {rate:8.1f} req/s")
+        ratio = rates["redis", 2] / rates["redis", 1]
+        print(f"  {name:<16} redis, 2 processes / 1 process: {ratio:.2f}")
