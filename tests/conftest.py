@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from guest_queue.runtime import reset_manager
+
+from .services import PrivateRedis
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +86,11 @@ async def asgi_get(path: str) -> tuple[int, dict[str, Any]]:
             break
     await app.wait(5)
     return int(start["status"]), json.loads(body)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -18,7 +18,7 @@ from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.redis_admission import RedisAdmission
 
-from ..services import closed_port, delete_prefix, redis_prefix, redis_url
+from ..services import PrivateRedis, closed_port, delete_prefix, redis_prefix, redis_url
 from .conftest import GateWorkflow, Stream, make_manager, until
 
 Factory = Callable[..., QueueManager]
@@ -197,3 +197,46 @@ async def test_closing_a_process_hands_back_its_places(
         assert await client.zcard(f"{tag}:processes") == 0
     finally:
         await client.aclose()
+
+
+async def test_a_long_outage_ends_waiters_and_lets_processing_finish(
+    shared: Factory, gate: GateWorkflow, private_redis: PrivateRedis
+) -> None:
+    a = shared(gate, max_concurrent=1, lease_sec=0.9, redis_url=private_redis.url)
+    holder = Stream(a, await a.submit("holder"))
+    waiter = Stream(a, await a.submit("waiter"))
+    await until(lambda: gate.started == ["holder"])
+    private_redis.stop()
+    # Once its lease has run out nobody keeps the waiter's place: it is told so.
+    assert (await waiter.done(timeout=5))[-1] == "error"
+    assert waiter.events[-1].data["code"] == "unavailable"
+    gate.open(holder.ticket.request_id)
+    assert (await holder.done())[-1] == "workflow_complete"
+    with pytest.raises(Unavailable):
+        await a.submit("while down")
+    private_redis.start()
+    await asyncio.sleep(1.1)  # The quiet second after a failure, then Redis is tried again.
+    after = Stream(a, await a.submit("after"))
+    await until(lambda: "after" in gate.started, timeout=5)
+    gate.open(after.ticket.request_id)
+    assert (await after.done())[-1] == "workflow_complete"
+    status = a.status()
+    assert (status["completed_requests"], status["failed_requests"]) == (2, 1)
+    assert status["rejected_requests"] == 1
+
+
+async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
+    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    held = Stream(a, await a.submit("held"))
+    await until(lambda: gate.started == ["held"])
+    # As if this process had stalled past its lease and Redis had given the slot away.
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.srem("{" + prefix + "}:active", held.ticket.request_id)  # type: ignore[misc]
+    finally:
+        await client.aclose()
+    assert (await held.done(timeout=3))[-1] == "error"
+    assert held.events[-1].data["code"] == "unavailable"
+    await until(lambda: gate.closed == ["held"])  # The workflow was stopped, not left running.

@@ -8,19 +8,16 @@ inside one.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 import redis
 
-from ..services import redis_prefix, redis_url
-from .conftest import Server, ServerFactory, free_port
+from ..services import PrivateRedis, redis_prefix, redis_url
+from .conftest import Server, ServerFactory
 from .test_servers import names, stream_events
 
 PROBE = "guest_queue.workflows.testing.RedisProbeWorkflow"
@@ -141,49 +138,6 @@ async def test_a_killed_process_gives_its_slot_back_within_the_lease(
         assert (await waiter.done())[-1] == "workflow_complete"
         holder.task.cancel()
         await asyncio.gather(holder.task, return_exceptions=True)
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, without persistence: a restart forgets everything."""
-
-    def __init__(self, tmp: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed: cannot restart a private Redis")
-        self.binary = binary
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.tmp = tmp
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.tmp)]
-        self.process = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_redis_down_means_clean_503s_and_service_resumes_after(
