@@ -4,8 +4,10 @@
   backend minus p50 of the local one, servers side by side in the same run
   (alternating rounds).                                   target <= 2 ms
 - throughput at N clients through the redis backend with 1 and with 2 server
-  processes (``uvicorn --workers``), for
-  * a fast workflow (10 chunks at once, limit N): what a second process adds;
+  processes (separate servers, clients split evenly, as nginx's least_conn
+  would), for
+  * a fast workflow (10 chunks at once, limit N): what a second process adds
+    (the local backend, run alongside, shows what the machine allows);
   * a workflow of 0.1 s limited to 10 at a time: the limit is global, so the
     second process must not raise throughput (with the local backend it would
     double, and so would the load on the workflow).
@@ -17,7 +19,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import redis
 
@@ -81,30 +83,37 @@ def latency(seconds: float, rounds: int) -> None:
     print(f"  added p50 latency of the redis backend: {added:.3f} ms  (target <= 2 ms)")
 
 
+async def load(urls: list[str], query: str, clients: int, seconds: float) -> int:
+    """``clients`` back-to-back clients split evenly over the servers; requests answered."""
+    shares = [clients // len(urls) + (i < clients % len(urls)) for i in range(len(urls))]
+    runs = await asyncio.gather(
+        *(run_load(url, QUEUE, query, n, seconds) for url, n in zip(urls, shares, strict=True))
+    )
+    return sum(len(results) for results in runs)
+
+
 def throughput(clients: int, seconds: float) -> None:
-    print(f"redis throughput: {clients} clients, {seconds:g} s per run, servers unpinned")
+    print(f"redis throughput: {clients} clients split evenly over the processes, {seconds:g} s")
     cases = [
         ("fast", {"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_MAX_CONCURRENT_REQUESTS": str(clients)}),
         ("0.1 s, limit 10", {"GUEST_WORKFLOW": SCRIPTED, "GUEST_MAX_CONCURRENT_REQUESTS": "10"}),
     ]
-    for name, settings in cases:
-        settings = {**settings, "GUEST_HISTORY_ENABLED": "false"}
-        settings["GUEST_MAX_QUEUE_SIZE"] = str(clients)
+    query = "sleep=0.1 chunks=10"
+    for name, case in cases:
+        settings = {**case, "GUEST_HISTORY_ENABLED": "false", "GUEST_MAX_QUEUE_SIZE": str(clients)}
         rates = {}
         for backend in ("redis", "local"):
-            for workers in (1, 2):
-                if backend == "local" and name == "fast":
-                    continue
-                with (
-                    shared_queue() as shared,
-                    BenchServer(
-                        {**settings, **(shared if backend == "redis" else {})}, workers, pin=False
-                    ) as server,
-                ):
-                    query = "sleep=0.1 chunks=10"
-                    asyncio.run(run_load(server.url, QUEUE, query, clients, 1.0))
-                    results = asyncio.run(run_load(server.url, QUEUE, query, clients, seconds))
-                rate = rates[backend, workers] = len(results) / seconds
-                print(f"  {name:<16} {backend:<5} {workers} process(es): {rate:8.1f} req/s")
-        ratio = rates["redis", 2] / rates["redis", 1]
-        print(f"  {name:<16} redis, 2 processes / 1 process: {ratio:.2f}")
+            for processes in (1, 2):
+                with shared_queue() as shared, ExitStack() as stack:
+                    env = {**settings, **(shared if backend == "redis" else {})}
+                    servers = [
+                        stack.enter_context(BenchServer(env, pin=False)) for _ in range(processes)
+                    ]
+                    urls = [server.url for server in servers]
+                    asyncio.run(load(urls, query, clients, 1.0))
+                    rate = asyncio.run(load(urls, query, clients, seconds)) / seconds
+                rates[backend, processes] = rate
+                print(f"  {name:<16} {backend:<5} {processes} process(es): {rate:8.1f} req/s")
+        for backend in ("redis", "local"):
+            ratio = rates[backend, 2] / rates[backend, 1]
+            print(f"  {name:<16} {backend}, 2 processes / 1 process: {ratio:.2f}")

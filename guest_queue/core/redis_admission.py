@@ -141,7 +141,11 @@ class RedisAdmission(Admission):
         self._heard(epoch, queued, active)
         if status < 0:
             return False
-        if status == 1:
+        if ticket.record.status.is_terminal:
+            # The request ended while its place was being taken: give the place back.
+            self._leaving[rid] = None
+            self._leave_now.set()
+        elif status == 1:
             self._admit(ticket)
             ticket.position = 1
         else:
@@ -151,9 +155,6 @@ class RedisAdmission(Admission):
             if rid in self._early:
                 del self._early[rid]
                 self._admit_waiting(rid)
-        if ticket.record.status.is_terminal:
-            # The request ended while its place was being taken: give the place back.
-            self.leave(ticket)
         return True
 
     def leave(self, ticket: Ticket) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from guest_queue.core.cache import AnswerCache
 from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.redis_admission import RedisAdmission
 
 from ..services import PrivateRedis, closed_port, delete_prefix, redis_prefix, redis_url
 from .conftest import GateWorkflow, Stream, make_manager, until
+from .test_answer_cache import MemoryCache
 
 Factory = Callable[..., QueueManager]
 
@@ -40,11 +42,13 @@ async def shared(url: str, prefix: str) -> AsyncIterator[Factory]:
     """Managers sharing one queue (one Redis, one key prefix)."""
     managers: list[QueueManager] = []
 
-    def build(workflow: Any, **config: Any) -> QueueManager:
+    def build(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
         config.setdefault("lease_sec", 1.5)
         config.setdefault("shutdown_grace_sec", 0)
         config.setdefault("redis_url", url)
         manager = make_manager(workflow, backend="redis", redis_prefix=prefix, **config)
+        if cache is not None:
+            manager = QueueManager(manager.config, workflow, cache=cache)
         managers.append(manager)
         manager.start()
         return manager
@@ -240,3 +244,25 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
     assert (await held.done(timeout=3))[-1] == "error"
     assert held.events[-1].data["code"] == "unavailable"
     await until(lambda: gate.closed == ["held"])  # The workflow was stopped, not left running.
+
+
+async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1)
+    b = shared(gate, max_concurrent=1)
+    leader = Stream(a, await a.submit("Q"))
+    followers = [Stream(a, await a.submit("Q")) for _ in range(2)]
+    other = Stream(b, await b.submit("other"))
+    await until(lambda: gate.started == ["Q"])
+    await leader.disconnect()
+    # The first follower lines up again behind "other", which was in line before it.
+    await until(lambda: gate.started == ["Q", "other"])
+    gate.open(other.ticket.request_id)
+    await until(lambda: len(gate.started) == 3)
+    assert gate.started[2] == "Q" and gate.max_running == 1
+    for request_id in list(gate.gates):
+        gate.open(request_id)
+    for follower in followers:
+        assert (await follower.done())[-1] == "workflow_complete"
+    assert [f.events[-1].data["cached"] for f in followers].count(True) == 1
