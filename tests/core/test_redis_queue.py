@@ -266,3 +266,27 @@ async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
     for follower in followers:
         assert (await follower.done())[-1] == "workflow_complete"
     assert [f.events[-1].data["cached"] for f in followers].count(True) == 1
+
+
+async def test_a_redis_that_never_answers_is_a_quick_503_not_a_hang(shared: Factory) -> None:
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        manager = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{port}/0")
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await manager.submit("hello?")
+        assert time.monotonic() - started < 2.0  # GUEST_QUEUE_REDIS_TIMEOUT_SEC is 1 s.
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await manager.submit("again?")
+        assert time.monotonic() - started < 0.1  # Refused without waiting on Redis again.
+        assert not await manager.admission.reachable()
+        await manager.close()
+    finally:
+        silent.close()
