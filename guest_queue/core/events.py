@@ -50,3 +50,16 @@ class Event:
 
 def error_event(code: str, message: str) -> Event:
     return Event(ERROR, {"error": message, "code": code})
+
+
+def timeout_event(limit: float | None, *, waiting: bool, fallback: str) -> Event:
+    """The ``timeout`` event of a request that waited, or was answered, ``limit`` seconds."""
+    text = "waiting in line" if waiting else "answering"
+    return Event(
+        TIMEOUT,
+        {
+            "error": f"Request timed out after {limit:g} s of {text}.",
+            "timeout_sec": limit,
+            "fallback": fallback,
+        },
+    )

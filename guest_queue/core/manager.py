@@ -18,8 +18,8 @@ from .cache import AnswerCache
 from .config import QueueConfig
 from .errors import NotAccepting, QueueFull, Refused, Unavailable
 from .records import RecentRequests, RequestRecord, Status
+from .reporting import QueueReporting
 from .runner import Channel, run_workflow
-from .shared_status import merge_status
 from .sharing import AnswerSharing, serve_from
 from .stats import QueueStats
 from .stream import DISCONNECTED, RequestStream
@@ -29,7 +29,7 @@ logger = logging.getLogger("guest_queue")
 Listener = Callable[[RequestRecord], None]
 
 
-class QueueManager:
+class QueueManager(QueueReporting):
     """One process's queue: a fixed number of slots in front of one workflow."""
 
     def __init__(
@@ -232,14 +232,8 @@ class QueueManager:
         if status is Status.TIMEOUT:
             waited = code == "queue_timeout"
             limit = self.config.max_queue_wait_sec if waited else self.config.request_timeout_sec
-            text = "waiting in line" if waited else "answering"
-            ticket.terminal_event = ev.Event(
-                ev.TIMEOUT,
-                {
-                    "error": f"Request timed out after {limit:g} s of {text}.",
-                    "timeout_sec": limit,
-                    "fallback": self.config.timeout_fallback,
-                },
+            ticket.terminal_event = ev.timeout_event(
+                limit, waiting=waited, fallback=self.config.timeout_fallback
             )
             message = ticket.terminal_event.data["error"]
         else:
@@ -307,57 +301,3 @@ class QueueManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-    # -- reporting ----------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """The ``queue/status`` figures; they always add up to ``total_requests``."""
-        stats, finished = self.stats, self.stats.finished
-        wait, proc = stats.wait_ms.value, stats.processing_ms.value
-        following, replaying = self._detached_counts()
-        return {
-            "queue_size": len(self.admission.waiting) + following,
-            "active_requests": len(self.admission.active) + replaying,
-            "max_concurrent_requests": self.config.max_concurrent,
-            "max_queue_size": self.config.max_queue_size,
-            "request_timeout_sec": self.config.request_timeout_sec,
-            "total_requests": stats.total,
-            "completed_requests": finished[Status.COMPLETED],
-            "failed_requests": finished[Status.FAILED],
-            "timeout_requests": finished[Status.TIMEOUT],
-            "cancelled_requests": finished[Status.CANCELLED],
-            "rejected_requests": stats.rejected,
-            "cache_hits": stats.cache_hits,
-            "avg_wait_ms": None if wait is None else round(wait, 1),
-            "avg_processing_ms": None if proc is None else round(proc, 1),
-            "accepting": self.accepting,
-            "uptime_sec": stats.uptime_sec,
-        }
-
-    def _detached_counts(self) -> tuple[int, int]:
-        """Accepted tickets outside the admission queue: (following a leader, replaying)."""
-        replaying = sum(1 for t in self._detached if t.replay is not None)
-        return len(self._detached) - replaying, replaying
-
-    def _snapshot(self) -> dict[str, Any]:
-        """This process's figures, as the other processes sharing the queue read them."""
-        following, replaying = self._detached_counts()
-        return {**self.status(), "following": following, "replaying": replaying}
-
-    async def shared_status(self) -> dict[str, Any]:
-        """The ``queue/status`` figures of the whole queue, however many processes share it."""
-        shared = await self.admission.shared_status()
-        if shared is None:
-            return {**self.status(), "backend": self.admission.name}
-        return merge_status(self._snapshot(), shared, self.admission.name)
-
-    def lookup(self, request_id: str) -> dict[str, Any] | None:
-        """What the queue remembers of a request: live, else among the recent ones."""
-        ticket = self._tickets.get(request_id)
-        if ticket is not None:
-            data = ticket.record.as_dict()
-            if not ticket.admitted:
-                data["queue_position"] = ticket.position
-            return data
-        record = self.recent.get(request_id)
-        return None if record is None else record.as_dict()

@@ -1,0 +1,123 @@
+"""What the queue reports: ``queue/status`` figures (this process's or the whole
+shared queue's) and what it knows of one request."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .records import Status
+
+if TYPE_CHECKING:
+    from .admission import Admission, Ticket
+    from .config import QueueConfig
+    from .records import RecentRequests
+    from .stats import QueueStats
+
+#: Figures that add up across processes.
+SUMMED = (
+    "total_requests",
+    "completed_requests",
+    "failed_requests",
+    "timeout_requests",
+    "cancelled_requests",
+    "rejected_requests",
+    "cache_hits",
+)
+#: Averages, weighted by how many requests each process has finished.
+AVERAGED = ("avg_wait_ms", "avg_processing_ms")
+#: Kept only in this process's own part: not part of the shared figures.
+PRIVATE = ("following", "replaying")
+
+
+def merge_status(own: dict[str, Any], shared: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The whole queue's figures, with this process's own under ``process``.
+
+    ``shared`` holds the shared line and slots (``queue_size``, ``active_requests``)
+    and ``others``: the figures every other live process last published (within
+    a third of the lease). Requests that never entered the shared line (cache
+    replays, followers of an identical question) are added from each process.
+    """
+    process = {k: v for k, v in own.items() if k not in PRIVATE}
+    if not shared.get("reachable"):
+        return {**process, "backend": backend, "queue_reachable": False, "process": process}
+    everyone = [own, *shared["others"]]
+    merged = dict(process)
+    for key in SUMMED:
+        merged[key] = sum(int(p.get(key) or 0) for p in everyone)
+    for key in AVERAGED:
+        weighted = [
+            (p[key], p.get("completed_requests") or 1) for p in everyone if p.get(key) is not None
+        ]
+        total = sum(w for _, w in weighted)
+        merged[key] = round(sum(v * w for v, w in weighted) / total, 1) if weighted else None
+    merged["queue_size"] = shared["queue_size"] + sum(p.get("following", 0) for p in everyone)
+    merged["active_requests"] = shared["active_requests"] + sum(
+        p.get("replaying", 0) for p in everyone
+    )
+    merged.update(backend=backend, queue_reachable=True, processes=len(everyone))
+    merged["process"] = process
+    return merged
+
+
+class QueueReporting:
+    """The manager's reporting side: read-only views of its state."""
+
+    config: QueueConfig
+    admission: Admission
+    stats: QueueStats
+    recent: RecentRequests
+    accepting: bool
+    _tickets: dict[str, Ticket]
+    _detached: set[Ticket]
+
+    def status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures; they always add up to ``total_requests``."""
+        stats, finished = self.stats, self.stats.finished
+        wait, proc = stats.wait_ms.value, stats.processing_ms.value
+        following, replaying = self._detached_counts()
+        return {
+            "queue_size": len(self.admission.waiting) + following,
+            "active_requests": len(self.admission.active) + replaying,
+            "max_concurrent_requests": self.config.max_concurrent,
+            "max_queue_size": self.config.max_queue_size,
+            "request_timeout_sec": self.config.request_timeout_sec,
+            "total_requests": stats.total,
+            "completed_requests": finished[Status.COMPLETED],
+            "failed_requests": finished[Status.FAILED],
+            "timeout_requests": finished[Status.TIMEOUT],
+            "cancelled_requests": finished[Status.CANCELLED],
+            "rejected_requests": stats.rejected,
+            "cache_hits": stats.cache_hits,
+            "avg_wait_ms": None if wait is None else round(wait, 1),
+            "avg_processing_ms": None if proc is None else round(proc, 1),
+            "accepting": self.accepting,
+            "uptime_sec": stats.uptime_sec,
+        }
+
+    def _detached_counts(self) -> tuple[int, int]:
+        """Accepted tickets outside the admission queue: (following a leader, replaying)."""
+        replaying = sum(1 for t in self._detached if t.replay is not None)
+        return len(self._detached) - replaying, replaying
+
+    def _snapshot(self) -> dict[str, Any]:
+        """This process's figures, as the other processes sharing the queue read them."""
+        following, replaying = self._detached_counts()
+        return {**self.status(), "following": following, "replaying": replaying}
+
+    async def shared_status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures of the whole queue, however many processes share it."""
+        shared = await self.admission.shared_status()
+        if shared is None:
+            return {**self.status(), "backend": self.admission.name}
+        return merge_status(self._snapshot(), shared, self.admission.name)
+
+    def lookup(self, request_id: str) -> dict[str, Any] | None:
+        """What the queue remembers of a request: live, else among the recent ones."""
+        ticket = self._tickets.get(request_id)
+        if ticket is not None:
+            data = ticket.record.as_dict()
+            if not ticket.admitted:
+                data["queue_position"] = ticket.position
+            return data
+        record = self.recent.get(request_id)
+        return None if record is None else record.as_dict()
