@@ -27,6 +27,8 @@ from .stream import DISCONNECTED, RequestStream
 logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
+#: Longest a cancelled workflow keeps its slot while it cleans up.
+STOP_GRACE_SEC = 5.0
 
 
 class QueueManager(QueueReporting):
@@ -134,7 +136,13 @@ class QueueManager(QueueReporting):
         await asyncio.sleep(0.05 if self.admission.active else 0)
         for ticket in list(self._tickets.values()):
             self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
-        await asyncio.gather(*self._workflow_tasks, return_exceptions=True)
+        # Every workflow has been told to stop; wait for their cleanup, but not forever.
+        if self._workflow_tasks:
+            _, stubborn = await asyncio.wait(self._workflow_tasks, timeout=STOP_GRACE_SEC)
+            for task in stubborn:
+                task.cancel()
+            if stubborn:
+                logger.warning("%d workflow(s) did not stop when cancelled", len(stubborn))
 
     # -- admission --------------------------------------------------------------
 
@@ -251,10 +259,9 @@ class QueueManager(QueueReporting):
         record.mark_finished(status, code, message)
         if status is Status.TIMEOUT and record.started_mono is not None:
             record.add_answer(self.config.timeout_fallback)
-        self.admission.leave(ticket)
         self._tickets.pop(record.request_id, None)
         self._detached.discard(ticket)
-        self._cancel_task(ticket)
+        self._release_slot_when_stopped(ticket)
         if self.sharing is not None:
             # Followers of a leader that did not complete go back in line themselves.
             for follower in self.sharing.finished(ticket):
@@ -267,13 +274,50 @@ class QueueManager(QueueReporting):
                 follower.wake.set()
         self.stats.record_finished(record)
         self.recent.add(record)
-        if not self.admission.active:
-            self._idle.set()
         for listener in self._listeners:
             try:
                 listener(record)
             except Exception:
                 logger.exception("Request listener failed")
+
+    def _release_slot_when_stopped(self, ticket: Ticket) -> None:
+        """Give the ticket's slot (or place) back once its workflow has really stopped.
+
+        A workflow that has completed is left to wind down; any other is
+        cancelled and still runs its cleanup (closing an upstream connection,
+        say). The next request starts only after that, so no more than the
+        limit ever run at once. One that will not stop is cancelled, and its
+        slot given back, after ``STOP_GRACE_SEC``.
+        """
+        task = ticket.task
+        if task is None or task.done():
+            self._release_slot(ticket)
+            return
+        if ticket.record.status is not Status.COMPLETED:
+            task.cancel()
+
+        def overdue() -> None:
+            logger.warning(
+                "Workflow for request %s still running %g s after it was stopped; "
+                "its slot is given back",
+                ticket.request_id,
+                STOP_GRACE_SEC,
+            )
+            task.cancel()
+            self._release_slot(ticket)
+
+        timer = task.get_loop().call_later(STOP_GRACE_SEC, overdue)
+
+        def stopped(_: asyncio.Task[None]) -> None:
+            timer.cancel()
+            self._release_slot(ticket)
+
+        task.add_done_callback(stopped)
+
+    def _release_slot(self, ticket: Ticket) -> None:
+        self.admission.leave(ticket)
+        if not self.admission.active:
+            self._idle.set()
 
     def _lost(self, ticket: Ticket, message: str) -> None:
         """The shared queue no longer holds the ticket's place or slot: end it."""

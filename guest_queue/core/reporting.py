@@ -77,7 +77,9 @@ class QueueReporting:
         following, replaying = self._detached_counts()
         return {
             "queue_size": len(self.admission.waiting) + following,
-            "active_requests": len(self.admission.active) + replaying,
+            # A finished ticket keeps its slot until its workflow has stopped: not counted.
+            "active_requests": replaying
+            + sum(1 for t in self.admission.active.values() if not t.record.status.is_terminal),
             "max_concurrent_requests": self.config.max_concurrent,
             "max_queue_size": self.config.max_queue_size,
             "request_timeout_sec": self.config.request_timeout_sec,

@@ -67,16 +67,18 @@ class RedisProbeWorkflow(ScriptedWorkflow):
 
     For tests of a queue shared by several processes: every process's workflow
     writes to ``GUEST_TEST_PROBE_REDIS_URL`` under ``GUEST_TEST_PROBE_KEY``:
-    ``<key>:started`` (queries in start order), ``<key>:running`` and
-    ``<key>:max_running``.
+    ``<key>:started`` (queries in start order), ``<key>:running`` (the set of
+    request ids running now) and ``<key>:max_running``. Running requests are a
+    set, not a counter, so a request cancelled at any moment is counted right.
     """
 
     START = """
-    local running = redis.call('INCR', KEYS[2])
+    redis.call('SADD', KEYS[2], ARGV[1])
+    local running = redis.call('SCARD', KEYS[2])
     if running > tonumber(redis.call('GET', KEYS[3]) or '0') then
       redis.call('SET', KEYS[3], running)
     end
-    redis.call('RPUSH', KEYS[1], ARGV[1])
+    redis.call('RPUSH', KEYS[1], ARGV[2])
     """
 
     def __init__(self) -> None:
@@ -89,9 +91,9 @@ class RedisProbeWorkflow(ScriptedWorkflow):
 
     async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
         """Count this request as running for as long as the scripted answer takes."""
-        await self.start(keys=self.keys, args=[request.query])
         try:
+            await self.start(keys=self.keys, args=[request.request_id, request.query])
             async for item in super().stream(request):
                 yield item
         finally:
-            await self.client.decr(self.keys[1])
+            await self.client.srem(self.keys[1], request.request_id)  # type: ignore[misc]

@@ -344,3 +344,57 @@ async def test_thousands_of_waiters_all_get_their_update(gate: GateWorkflow) -> 
     for w in reversed(waiters):
         await w.disconnect()
     assert reconciles(manager) and manager.status()["queue_size"] == 0
+
+
+async def test_the_next_request_starts_only_once_a_cancelled_workflow_has_cleaned_up() -> None:
+    events: list[str] = []
+
+    class SlowCleanup:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            events.append(f"start {request.query}")
+            try:
+                yield "chunk "
+                await asyncio.sleep(10)
+            finally:
+                await asyncio.sleep(0.2)  # e.g. closing the upstream connection
+                events.append(f"stopped {request.query}")
+
+    manager = make_manager(SlowCleanup(), max_concurrent=1)
+    first = Stream(manager, await manager.submit("first"))
+    second = Stream(manager, await manager.submit("second"))
+    await until(lambda: events == ["start first"])
+    await first.disconnect()
+    await until(lambda: len(events) == 3)
+    assert events == ["start first", "stopped first", "start second"]
+    await second.disconnect()
+
+
+async def test_a_workflow_that_ignores_cancellation_loses_its_slot_after_a_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from guest_queue.core import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "STOP_GRACE_SEC", 0.3)
+    started: list[str] = []
+
+    class Stubborn:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            started.append(request.query)
+            yield "chunk "
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    if request.query == "second" or len(started) > 1:
+                        raise
+
+    manager = make_manager(Stubborn(), max_concurrent=1)
+    first = Stream(manager, await manager.submit("first"))
+    second = Stream(manager, await manager.submit("second"))
+    await until(lambda: started == ["first"])
+    await first.disconnect()
+    await asyncio.sleep(0.1)
+    assert started == ["first"]  # Still cleaning up (it says): the slot is still its.
+    await until(lambda: started == ["first", "second"], timeout=2)
+    await second.disconnect()
+    await asyncio.wait_for(manager.close(), 2)  # Shutdown does not wait on it forever either.

@@ -178,3 +178,58 @@ async def test_redis_down_means_clean_503s_and_service_resumes_after(
         assert health.status_code == 200 and health.json()["queue_backend"]["reachable"]
     for server in servers:
         assert "Traceback" not in server.output()
+
+
+async def test_chaos_across_processes_leaves_nothing_behind(
+    start_server: ServerFactory, url: str, prefix: str, probe: redis.Redis
+) -> None:
+    """Guests on two processes leaving at random moments, failing and timing out."""
+    import random
+
+    env = shared_env(
+        url,
+        prefix,
+        GUEST_MAX_CONCURRENT_REQUESTS="3",
+        GUEST_MAX_QUEUE_SIZE="40",
+        GUEST_REQUEST_TIMEOUT_SEC="0.5",
+    )
+    servers = [start_server(**env) for _ in range(2)]
+    rng = random.Random(11)
+    queries = ["chunks=3 delay=0.02", "sleep=0.1 chunks=2", "fail=crash", "sleep=2", "chunks=1"]
+    refused = 0
+
+    async def guest(client: httpx.AsyncClient) -> None:
+        nonlocal refused
+        leave_after = rng.choice([None, 0, 1, 2, 3])
+        server = rng.choice(servers)
+        body = {"query": rng.choice(queries)}
+        async with client.stream("POST", f"{server.url}/api/v1/guest/chat", json=body) as r:
+            if r.status_code == 429:
+                refused += 1
+                return
+            assert r.status_code == 200
+            seen = 0
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    seen += 1
+                    if leave_after is not None and seen > leave_after:
+                        return  # the guest closes the tab
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(4):
+            await asyncio.gather(*(guest(client) for _ in range(30)))
+        await asyncio.sleep(1.5)  # Past a renewal: every process has published its figures.
+        status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
+    tag = "{" + prefix + "}"
+    assert probe.zcard(f"{tag}:waiting") == 0 and probe.scard(f"{tag}:active") == 0
+    assert status["queue_size"] == 0 and status["active_requests"] == 0
+    assert status["processes"] == 2
+    ended = sum(
+        status[k]
+        for k in ("completed_requests", "failed_requests", "timeout_requests", "cancelled_requests")
+    )
+    assert status["total_requests"] == ended == 120 - refused
+    assert status["rejected_requests"] == refused
+    assert status["cancelled_requests"] > 0 and status["timeout_requests"] > 0
+    assert int(cast(str, probe.get(f"{tag}:probe:max_running"))) <= 3
+    assert probe.scard(f"{tag}:probe:running") == 0
