@@ -19,6 +19,7 @@ MODULES = [
     "guest_queue.core.runner",
     "guest_queue.core.sharing",
     "guest_queue.core.stats",
+    "guest_queue.core.stopping",
     "guest_queue.core.stream",
     "guest_queue.core.translate",
     "guest_queue.workflows.base",

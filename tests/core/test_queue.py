@@ -372,9 +372,9 @@ async def test_the_next_request_starts_only_once_a_cancelled_workflow_has_cleane
 async def test_a_workflow_that_ignores_cancellation_loses_its_slot_after_a_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from guest_queue.core import manager as manager_module
+    from guest_queue.core import stopping
 
-    monkeypatch.setattr(manager_module, "STOP_GRACE_SEC", 0.3)
+    monkeypatch.setattr(stopping, "STOP_GRACE_SEC", 0.3)
     started: list[str] = []
 
     class Stubborn:

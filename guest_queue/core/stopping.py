@@ -1,0 +1,139 @@
+"""Stopping requests: one at a time (a slot comes back once its workflow has
+really stopped) and all at once (the drain at shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from . import events as ev
+from .admission import Admission, Ticket
+from .config import QueueConfig
+from .records import Status
+
+logger = logging.getLogger("guest_queue")
+
+#: Longest a cancelled workflow keeps its slot while it cleans up.
+STOP_GRACE_SEC = 5.0
+
+
+class QueueStopping:
+    """The manager's stopping side."""
+
+    config: QueueConfig
+    admission: Admission
+    accepting: bool
+    loop: asyncio.AbstractEventLoop | None
+    _tickets: dict[str, Ticket]
+    _background: set[asyncio.Task[Any]]
+    _workflow_tasks: set[asyncio.Task[None]]
+    _closers: list[Callable[[], Awaitable[None]]]
+    _drain: asyncio.Task[None] | None
+    _idle: asyncio.Event
+
+    def end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        raise NotImplementedError
+
+    def begin_drain(self) -> None:
+        """Start draining (idempotent); safe to call from any thread or a signal handler."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self.accepting = False
+            self._drain = self._spawn(self._drain_requests(self.config.shutdown_grace_sec))
+
+    async def drain(self) -> None:
+        """Stop accepting, end waiting streams and give processing ones the grace period."""
+        self._start_drain()
+        assert self._drain is not None
+        await asyncio.shield(self._drain)
+
+    async def close(self) -> None:
+        """Drain, then stop every task the manager owns."""
+        await self.drain()
+        tasks = [t for t in self._background if t is not self._drain]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.admission.close()
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception:
+                logger.exception("Closing %r failed", closer)
+
+    async def _drain_requests(self, grace: float) -> None:
+        for ticket in list(self.admission.waiting.values()):
+            self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+        if self.admission.active:
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                logger.warning("%d request(s) cut off at shutdown", len(self.admission.active))
+        for ticket in list(self.admission.active.values()):
+            ticket.interrupt = ev.CODE_SHUTTING_DOWN
+            self._cancel_task(ticket)
+        # Streams answer an interrupt at once; end any whose stream is gone.
+        await asyncio.sleep(0.05 if self.admission.active else 0)
+        for ticket in list(self._tickets.values()):
+            self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
+        # Every workflow has been told to stop; wait for their cleanup, but not forever.
+        if self._workflow_tasks:
+            _, stubborn = await asyncio.wait(self._workflow_tasks, timeout=STOP_GRACE_SEC)
+            for task in stubborn:
+                task.cancel()
+            if stubborn:
+                logger.warning("%d workflow(s) did not stop when cancelled", len(stubborn))
+
+    def _release_slot_when_stopped(self, ticket: Ticket) -> None:
+        """Give the ticket's slot (or place) back once its workflow has really stopped.
+
+        A workflow that has completed is left to wind down; any other is
+        cancelled and still runs its cleanup (closing an upstream connection,
+        say). The next request starts only after that, so no more than the
+        limit ever run at once. One that will not stop is cancelled, and its
+        slot given back, after ``STOP_GRACE_SEC``.
+        """
+        task = ticket.task
+        if task is None or task.done():
+            self._release_slot(ticket)
+            return
+        if ticket.record.status is not Status.COMPLETED:
+            task.cancel()
+
+        def overdue() -> None:
+            logger.warning(
+                "Workflow for request %s still running %g s after it was stopped; "
+                "its slot is given back",
+                ticket.request_id,
+                STOP_GRACE_SEC,
+            )
+            task.cancel()
+            self._release_slot(ticket)
+
+        timer = task.get_loop().call_later(STOP_GRACE_SEC, overdue)
+
+        def stopped(_: asyncio.Task[None]) -> None:
+            timer.cancel()
+            self._release_slot(ticket)
+
+        task.add_done_callback(stopped)
+
+    def _release_slot(self, ticket: Ticket) -> None:
+        self.admission.leave(ticket)
+        if not self.admission.active:
+            self._idle.set()
+
+    def _cancel_task(self, ticket: Ticket) -> None:
+        if ticket.task is not None and not ticket.task.done():
+            ticket.task.cancel()
