@@ -100,6 +100,9 @@ class RedisAdmission(Admission):
         self._dirty = asyncio.Event()
         self._early: OrderedDict[str, None] = OrderedDict()
         self._requeues: set[asyncio.Task[None]] = set()
+        # A renewal carries the tickets held when it was built: a removal sent while it
+        # is on its way would be undone by it, so the two never overlap.
+        self._in_order = asyncio.Lock()
         self._last_ok = time.monotonic()
         self._quiet_until = 0.0
         self._down = False
@@ -173,7 +176,8 @@ class RedisAdmission(Admission):
             rids = list(self._leaving)[:LEAVE_BATCH]
             args = [self.lease_ms, self.max_active, self._epoch, self.channel, *rids]
             try:
-                epoch, queued, active, admitted = await self._run(self._leave, self.keys, args)
+                async with self._in_order:
+                    epoch, queued, active, admitted = await self._run(self._leave, self.keys, args)
             except Unavailable:
                 continue  # The next renewal pass tries again.
             for rid in rids:
@@ -244,6 +248,10 @@ class RedisAdmission(Admission):
         """Renew every lease, learn positions and admissions, publish this process's figures."""
         if self._leaving:
             self._leave_now.set()
+        async with self._in_order:
+            await self._renew_in_order()
+
+    async def _renew_in_order(self) -> None:
         waiting = list(self.waiting.items())
         args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
         args += [self.process_id, json.dumps(self._snapshot())]

@@ -290,3 +290,33 @@ async def test_a_redis_that_never_answers_is_a_quick_503_not_a_hang(shared: Fact
         await manager.close()
     finally:
         silent.close()
+
+
+async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
+    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+) -> None:
+    a, b = shared(gate, max_concurrent=1), shared(gate, max_concurrent=1)
+    Stream(b, await b.submit("holder"))
+    waiter = Stream(a, await a.submit("waiter"))
+    await until(lambda: gate.started == ["holder"] and waiter.events)
+    queue = admission(a)
+    send = queue._run
+
+    async def slow_renewal(script: Any, keys: list[str], args: list[Any]) -> Any:
+        if script is queue._sync:
+            await asyncio.sleep(0.3)  # A slow network: the renewal is still on its way...
+        return await send(script, keys, args)
+
+    queue._run = slow_renewal  # type: ignore[method-assign]
+    queue._dirty.set()
+    await asyncio.sleep(0.05)
+    await waiter.disconnect()  # ...when the waiter leaves.
+    await asyncio.sleep(0.6)
+    client = aioredis.Redis.from_url(url)
+    try:
+        tag = "{" + prefix + "}"
+        rid = waiter.ticket.request_id
+        assert await client.zscore(f"{tag}:waiting", rid) is None
+        assert not await client.sismember(f"{tag}:active", rid)  # type: ignore[misc]
+    finally:
+        await client.aclose()
