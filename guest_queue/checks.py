@@ -122,16 +122,27 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
 def _check_redis_url() -> list[CheckMessage]:
     if app_settings.QUEUE_BACKEND != "redis":
         return []
+    errors: list[CheckMessage] = []
     url = app_settings.QUEUE_REDIS_URL
-    if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
-        return []
-    return [
-        Error(
-            f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}.",
-            hint="GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
-            id="guest_queue.E033",
+    if not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
+        errors.append(
+            Error(
+                f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}.",
+                hint="GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
+                id="guest_queue.E033",
+            )
         )
-    ]
+    lease, timeout = app_settings.QUEUE_LEASE_SEC, app_settings.QUEUE_REDIS_TIMEOUT_SEC
+    if _number(0)(lease) and _number(0)(timeout) and timeout * 3 >= lease:
+        errors.append(
+            Error(
+                f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third of "
+                f"GUEST_QUEUE_LEASE_SEC ({lease:g}).",
+                hint="Leases are renewed every third of the lease; a slower command loses them.",
+                id="guest_queue.E037",
+            )
+        )
+    return errors
 
 
 def _check_workflow() -> list[CheckMessage]:

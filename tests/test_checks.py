@@ -61,6 +61,16 @@ def test_a_redis_queue_with_a_redis_url_passes() -> None:
     assert ids == set()
 
 
+def test_a_redis_timeout_too_long_for_the_lease_is_an_error() -> None:
+    ids = check_ids(
+        GUEST_QUEUE_BACKEND="redis",
+        GUEST_QUEUE_REDIS_URL="redis://cache:6379/2",
+        GUEST_QUEUE_LEASE_SEC=3,
+        GUEST_QUEUE_REDIS_TIMEOUT_SEC=1,
+    )
+    assert ids == {"guest_queue.E037"}
+
+
 def test_missing_asgi_application_is_a_warning() -> None:
     assert check_ids(ASGI_APPLICATION=None) == {"guest_queue.W001"}
 

@@ -15,6 +15,7 @@ processing run on, and waiters give up once their leases have run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -45,6 +46,8 @@ QUIET_AFTER_FAILURE_SEC = 1.0
 EARLY_ADMISSIONS = 256
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
+#: Longest any step of closing may take: shutdown never hangs on Redis.
+CLOSE_TIMEOUT_SEC = 2.0
 
 LostCallback = Callable[[Ticket, str], None]
 
@@ -209,19 +212,22 @@ class RedisAdmission(Admission):
         """Renew leases, correct positions, and listen for admissions, until cancelled."""
         helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._send_leaves())]
         try:
+            renew_at = time.monotonic() + self.renew_every
             while True:
+                # Whatever wakes it, the pass runs at least every third of the lease.
                 try:
-                    async with asyncio.timeout(self.renew_every):
+                    async with asyncio.timeout(max(0.0, renew_at - time.monotonic())):
                         await self._dirty.wait()
                 except TimeoutError:
                     pass
                 self._dirty.clear()
+                renew_at = time.monotonic() + self.renew_every
                 await self._renew()
                 await asyncio.sleep(self.update_interval)
         finally:
             for task in helpers:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await asyncio.wait(helpers, timeout=CLOSE_TIMEOUT_SEC)
 
     async def _listen(self) -> None:
         delay = 0.1
@@ -242,7 +248,9 @@ class RedisAdmission(Admission):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.renew_every)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _renew(self) -> None:
         """Renew every lease, learn positions and admissions, publish this process's figures."""
@@ -270,6 +278,11 @@ class RedisAdmission(Admission):
                     self._on_lost(ticket, UNREACHABLE)
             return
         self._heard(epoch, queued, active)
+        if lost:
+            logger.warning(
+                "%d slot(s) expired before this process renewed them; stopping their answers",
+                len(lost),
+            )
         for rid in lost:
             holder = self.active.get(rid)
             if holder is not None:
@@ -339,14 +352,17 @@ class RedisAdmission(Admission):
         for task in list(self._requeues):
             task.cancel()
         try:
-            if self._leaving:
-                args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
-                await self._leave(keys=self.keys, args=[*args, *self._leaving])
-            await self.client.zrem(self.processes_key, self.process_id)
-            await self.client.delete(self.process_key)
-        except (RedisError, OSError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                if self._leaving:
+                    args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
+                    await self._leave(keys=self.keys, args=[*args, *self._leaving])
+                await self.client.zrem(self.processes_key, self.process_id)
+                await self.client.delete(self.process_key)
+        except (RedisError, OSError, TimeoutError):
             logger.warning(
                 "Could not hand the queue's slots back to Redis; their leases will run out"
             )
-        await self.client.aclose()
-        await self._events_client.aclose()
+        for client in (self.client, self._events_client):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                    await client.aclose()

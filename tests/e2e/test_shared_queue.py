@@ -77,6 +77,7 @@ def shared_env(url: str, prefix: str, *, queue_url: str = "", **env: str) -> dic
         "GUEST_QUEUE_REDIS_URL": queue_url or url,
         "GUEST_QUEUE_REDIS_PREFIX": prefix,
         "GUEST_QUEUE_LEASE_SEC": "1.5",
+        "GUEST_QUEUE_REDIS_TIMEOUT_SEC": "0.4",
         "GUEST_WORKFLOW": PROBE,
         "GUEST_TEST_PROBE_REDIS_URL": url,
         "GUEST_TEST_PROBE_KEY": "{" + prefix + "}:probe",
@@ -231,5 +232,6 @@ async def test_chaos_across_processes_leaves_nothing_behind(
     assert status["total_requests"] == ended == 120 - refused
     assert status["rejected_requests"] == refused
     assert status["cancelled_requests"] > 0 and status["timeout_requests"] > 0
-    assert int(cast(str, probe.get(f"{tag}:probe:max_running"))) <= 3
+    logs = "\n".join(server.output() for server in servers)
+    assert int(cast(str, probe.get(f"{tag}:probe:max_running"))) <= 3, logs
     assert probe.scard(f"{tag}:probe:running") == 0
