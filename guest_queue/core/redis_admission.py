@@ -15,10 +15,8 @@ processing run on, and waiters give up once their leases have run out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -27,27 +25,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .admission import Admission, Ticket
 from .config import QueueConfig
 from .errors import Unavailable
+from .redis_link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 from .redis_scripts import ENTER, LEAVE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 
-UNREACHABLE = "The queue service is unreachable; please try again shortly."
-#: After a failed command, refuse without trying Redis for this long.
-QUIET_AFTER_FAILURE_SEC = 1.0
 #: Request ids admitted before this process had registered them, kept this many at most.
 EARLY_ADMISSIONS = 256
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
-#: Longest any step of closing may take: shutdown never hangs on Redis.
-CLOSE_TIMEOUT_SEC = 2.0
 
 LostCallback = Callable[[Ticket, str], None]
 
@@ -73,18 +64,8 @@ class RedisAdmission(Admission):
         self.lease_ms = max(1, round(config.lease_sec * 1000))
         self.renew_every = config.lease_sec / 3
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        timeout = config.redis_timeout_sec
-        # No retries inside redis-py: a failure must reach the guest as a quick 503.
-        common: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "decode_responses": True,
-        }
-        self.client = Redis.from_url(config.redis_url, socket_timeout=timeout, **common)
-        # Subscriptions sit idle for long stretches: no read timeout on their connection.
-        self._events_client = Redis.from_url(
-            config.redis_url, health_check_interval=max(1, math.ceil(self.renew_every)), **common
-        )
+        self.link = RedisLink(config)
+        self.client = self.link.client
         tag = "{" + config.redis_prefix + "}"
         self.keys = [f"{tag}:waiting", f"{tag}:active", f"{tag}:leases", f"{tag}:meta"]
         self.channel = f"{tag}:events"
@@ -106,9 +87,6 @@ class RedisAdmission(Admission):
         # A renewal carries the tickets held when it was built: a removal sent while it
         # is on its way would be undone by it, so the two never overlap.
         self._in_order = asyncio.Lock()
-        self._last_ok = time.monotonic()
-        self._quiet_until = 0.0
-        self._down = False
         self._closed = False
 
     # -- what the manager and the streams read ------------------------------------
@@ -138,11 +116,10 @@ class RedisAdmission(Admission):
             self._on_lost(ticket, UNREACHABLE)
 
     async def _join(self, ticket: Ticket, *, force: bool) -> bool:
-        if time.monotonic() < self._quiet_until:
-            raise Unavailable(UNREACHABLE, self._retry_after())
+        self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
-        reply = await self._run(self._enter, self.keys, [*args, int(force)])
+        reply = await self.link.run(self._enter, self.keys, [*args, int(force)])
         status, position, score, epoch, queued, active = reply
         self._heard(epoch, queued, active)
         if status < 0:
@@ -180,7 +157,9 @@ class RedisAdmission(Admission):
             args = [self.lease_ms, self.max_active, self._epoch, self.channel, *rids]
             try:
                 async with self._in_order:
-                    epoch, queued, active, admitted = await self._run(self._leave, self.keys, args)
+                    epoch, queued, active, admitted = await self.link.run(
+                        self._leave, self.keys, args
+                    )
             except Unavailable:
                 continue  # The next renewal pass tries again.
             for rid in rids:
@@ -210,7 +189,10 @@ class RedisAdmission(Admission):
 
     async def run(self) -> None:
         """Renew leases, correct positions, and listen for admissions, until cancelled."""
-        helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._send_leaves())]
+        helpers = [
+            asyncio.create_task(self.link.listen(self.channel, self._heard_of)),
+            asyncio.create_task(self._send_leaves()),
+        ]
         try:
             renew_at = time.monotonic() + self.renew_every
             while True:
@@ -229,28 +211,10 @@ class RedisAdmission(Admission):
                 task.cancel()
             await asyncio.wait(helpers, timeout=CLOSE_TIMEOUT_SEC)
 
-    async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self._events_client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                self._dirty.set()  # Whatever was published while unsubscribed.
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=self.renew_every
-                    )
-                    if message is not None:
-                        self._admitted(str(message["data"]).split())
-                        self._dirty.set()
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.renew_every)
-            finally:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _heard_of(self, message: str) -> None:
+        """A message on the queue's channel: request ids just admitted, or none."""
+        self._admitted(message.split())
+        self._dirty.set()
 
     async def _renew(self) -> None:
         """Renew every lease, learn positions and admissions, publish this process's figures."""
@@ -269,9 +233,9 @@ class RedisAdmission(Admission):
             args += [rid, ticket.queue_score]
         keys = [*self.keys, self.process_key, self.processes_key]
         try:
-            epoch, queued, active, lost, positions = await self._run(self._sync, keys, args)
+            epoch, queued, active, lost, positions = await self.link.run(self._sync, keys, args)
         except Unavailable:
-            if time.monotonic() - self._last_ok > self.config.lease_sec:
+            if time.monotonic() - self.link.last_ok > self.config.lease_sec:
                 # Every lease this process held has run out: nobody keeps these places.
                 self._leaving.clear()
                 for ticket in list(self.waiting.values()):
@@ -297,37 +261,13 @@ class RedisAdmission(Admission):
 
     # -- talking to Redis -----------------------------------------------------------
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_SEC
-            if not self._down:
-                self._down = True
-                logger.warning("Redis queue unreachable (%s); refusing new requests", exc)
-            raise Unavailable(UNREACHABLE, self._retry_after()) from exc
-
     def _heard(self, epoch: str, queued: int, active: int) -> None:
         self._epoch = epoch
         self._queue_size = int(queued)
         self._active_count = int(active)
-        self._last_ok = time.monotonic()
-        if self._down:
-            self._down = False
-            logger.warning("Redis queue reachable again")
-
-    def _retry_after(self) -> int:
-        return max(1, math.ceil(self.config.lease_sec))
 
     async def reachable(self) -> bool:
-        if time.monotonic() < self._quiet_until:
-            return False
-        try:
-            await self.client.ping()  # type: ignore[misc]
-        except (RedisError, OSError):
-            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_SEC
-            return False
-        return True
+        return await self.link.reachable()
 
     async def shared_status(self) -> dict[str, Any]:
         """Figures of the whole queue: its line and slots, and every live process's counts."""
@@ -362,7 +302,4 @@ class RedisAdmission(Admission):
             logger.warning(
                 "Could not hand the queue's slots back to Redis; their leases will run out"
             )
-        for client in (self.client, self._events_client):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
-                    await client.aclose()
+        await self.link.aclose()

@@ -14,6 +14,7 @@ MODULES = [
     "guest_queue.core.manager",
     "guest_queue.core.records",
     "guest_queue.core.redis_admission",
+    "guest_queue.core.redis_link",
     "guest_queue.core.redis_scripts",
     "guest_queue.core.reporting",
     "guest_queue.core.runner",

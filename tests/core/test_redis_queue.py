@@ -301,14 +301,14 @@ async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
     waiter = Stream(a, await a.submit("waiter"))
     await until(lambda: gate.started == ["holder"] and waiter.events)
     queue = admission(a)
-    send = queue._run
+    send = queue.link.run
 
     async def slow_renewal(script: Any, keys: list[str], args: list[Any]) -> Any:
         if script is queue._sync:
             await asyncio.sleep(0.3)  # A slow network: the renewal is still on its way...
         return await send(script, keys, args)
 
-    queue._run = slow_renewal  # type: ignore[method-assign]
+    queue.link.run = slow_renewal  # type: ignore[method-assign]
     queue._dirty.set()
     await asyncio.sleep(0.05)
     await waiter.disconnect()  # ...when the waiter leaves.
