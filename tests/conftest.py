@@ -11,7 +11,7 @@ import pytest
 
 from guest_queue.runtime import reset_manager
 
-from .services import PrivateRedis
+from .services import PrivateRedis, redis_prefix, redis_url
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +94,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_test_url() -> str:
+    """The real Redis the shared-queue tests use (they skip, or fail in CI, without it)."""
+    return redis_url()
+
+
+@pytest.fixture
+async def redis_test_prefix(redis_test_url: str) -> AsyncIterator[str]:
+    """A queue of the test's own on that Redis: its keys are deleted afterwards."""
+    async for prefix in redis_prefix(redis_test_url):
+        yield prefix

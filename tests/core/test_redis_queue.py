@@ -19,7 +19,7 @@ from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.redis_admission import RedisAdmission
 
-from ..services import PrivateRedis, closed_port, delete_prefix, redis_prefix, redis_url
+from ..services import PrivateRedis, closed_port, delete_prefix
 from .conftest import GateWorkflow, Stream, make_manager, until
 from .test_answer_cache import MemoryCache
 
@@ -27,18 +27,7 @@ Factory = Callable[..., QueueManager]
 
 
 @pytest.fixture
-def url() -> str:
-    return redis_url()
-
-
-@pytest.fixture
-async def prefix(url: str) -> AsyncIterator[str]:
-    async for value in redis_prefix(url):
-        yield value
-
-
-@pytest.fixture
-async def shared(url: str, prefix: str) -> AsyncIterator[Factory]:
+async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[Factory]:
     """Managers sharing one queue (one Redis, one key prefix)."""
     managers: list[QueueManager] = []
 
@@ -46,8 +35,8 @@ async def shared(url: str, prefix: str) -> AsyncIterator[Factory]:
         config.setdefault("lease_sec", 1.5)
         config.setdefault("shutdown_grace_sec", 0)
         config.setdefault("redis_timeout_sec", 0.25)
-        config.setdefault("redis_url", url)
-        manager = make_manager(workflow, backend="redis", redis_prefix=prefix, **config)
+        config.setdefault("redis_url", redis_test_url)
+        manager = make_manager(workflow, backend="redis", redis_prefix=redis_test_prefix, **config)
         if cache is not None:
             manager = QueueManager(manager.config, workflow, cache=cache)
         managers.append(manager)
@@ -142,14 +131,16 @@ async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> No
 
 
 async def test_redis_losing_the_queue_admits_nobody_extra(
-    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
 ) -> None:
     a = shared(gate, max_concurrent=1)
     b = shared(gate, max_concurrent=1)
     holder = Stream(a, await a.submit("holder"))
     waiter = Stream(b, await b.submit("waiter"))
     await until(lambda: gate.started == ["holder"])
-    await delete_prefix(url, prefix)  # What a restart without persistence leaves.
+    await delete_prefix(
+        redis_test_url, redis_test_prefix
+    )  # What a restart without persistence leaves.
     late = Stream(b, await b.submit("late"))
     assert not late.ticket.admitted  # The slot Redis forgot is still taken.
     await asyncio.sleep(1.0)  # Renewals put the holder and the waiter back.
@@ -187,16 +178,16 @@ async def test_status_adds_up_every_process(shared: Factory, gate: GateWorkflow)
 
 
 async def test_closing_a_process_hands_back_its_places(
-    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
 ) -> None:
     a = shared(gate, max_concurrent=1)
     Stream(a, await a.submit("busy"))
     Stream(a, await a.submit("waiting"))
     await until(lambda: gate.started == ["busy"])
     await a.close()
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(redis_test_url)
     try:
-        tag = "{" + prefix + "}"
+        tag = "{" + redis_test_prefix + "}"
         assert await client.zcard(f"{tag}:waiting") == 0
         assert await client.scard(f"{tag}:active") == 0  # type: ignore[misc]
         assert await client.zcard(f"{tag}:processes") == 0
@@ -231,15 +222,15 @@ async def test_a_long_outage_ends_waiters_and_lets_processing_finish(
 
 
 async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
-    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
 ) -> None:
     a = shared(gate, max_concurrent=1)
     held = Stream(a, await a.submit("held"))
     await until(lambda: gate.started == ["held"])
     # As if this process had stalled past its lease and Redis had given the slot away.
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(redis_test_url)
     try:
-        await client.srem("{" + prefix + "}:active", held.ticket.request_id)  # type: ignore[misc]
+        await client.srem("{" + redis_test_prefix + "}:active", held.ticket.request_id)  # type: ignore[misc]
     finally:
         await client.aclose()
     assert (await held.done(timeout=3))[-1] == "error"
@@ -294,7 +285,7 @@ async def test_a_redis_that_never_answers_is_a_quick_503_not_a_hang(shared: Fact
 
 
 async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
-    shared: Factory, gate: GateWorkflow, url: str, prefix: str
+    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
 ) -> None:
     a, b = shared(gate, max_concurrent=1), shared(gate, max_concurrent=1)
     Stream(b, await b.submit("holder"))
@@ -313,9 +304,9 @@ async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
     await asyncio.sleep(0.05)
     await waiter.disconnect()  # ...when the waiter leaves.
     await asyncio.sleep(0.6)
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(redis_test_url)
     try:
-        tag = "{" + prefix + "}"
+        tag = "{" + redis_test_prefix + "}"
         rid = waiter.ticket.request_id
         assert await client.zscore(f"{tag}:waiting", rid) is None
         assert not await client.sismember(f"{tag}:active", rid)  # type: ignore[misc]

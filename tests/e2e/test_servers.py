@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from . import chaos
 from .conftest import ROOT, ServerFactory
 
 HERE = Path(__file__).resolve().parent
@@ -150,44 +151,9 @@ async def test_disconnect_over_a_real_socket_frees_the_slot(start_server: Server
 
 async def test_chaos_leaves_no_slot_or_entry_behind(start_server: ServerFactory) -> None:
     """Many guests, some leaving at random moments, some failing or timing out."""
-    import random
-
-    server = start_server(
-        GUEST_MAX_CONCURRENT_REQUESTS="3",
-        GUEST_MAX_QUEUE_SIZE="40",
-        GUEST_REQUEST_TIMEOUT_SEC="0.5",
-    )
-    rng = random.Random(7)
-    queries = ["chunks=3 delay=0.02", "sleep=0.1 chunks=2", "fail=crash", "sleep=2", "chunks=1"]
-    refused = 0
-
-    async def guest(client: httpx.AsyncClient) -> None:
-        nonlocal refused
-        leave_after = rng.choice([None, 0, 1, 2, 3])
-        body = {"query": rng.choice(queries)}
-        async with client.stream("POST", f"{server.url}/api/v1/guest/chat", json=body) as r:
-            if r.status_code == 429:
-                refused += 1
-                return
-            assert r.status_code == 200
-            seen = 0
-            async for line in r.aiter_lines():
-                if line.startswith("data: "):
-                    seen += 1
-                    if leave_after is not None and seen > leave_after:
-                        return  # the guest closes the tab
-
+    server = start_server(**chaos.SETTINGS)
+    refused = await chaos.run_guests([server.url], seed=7)
+    await asyncio.sleep(0.5)
     async with httpx.AsyncClient(timeout=30) as client:
-        for _ in range(4):
-            await asyncio.gather(*(guest(client) for _ in range(30)))
-        await asyncio.sleep(0.5)
         status = (await client.get(f"{server.url}/api/v1/guest/queue/status")).json()
-    assert status["queue_size"] == 0 and status["active_requests"] == 0
-    ended = sum(
-        status[k]
-        for k in ("completed_requests", "failed_requests", "timeout_requests", "cancelled_requests")
-    )
-    assert status["total_requests"] == ended == 120 - refused
-    assert status["rejected_requests"] == refused
-    assert status["cancelled_requests"] > 0 and status["failed_requests"] > 0
-    assert status["timeout_requests"] > 0 and status["completed_requests"] > 0
+    chaos.assert_all_accounted_for(status, refused)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
 import pytest
 import redis
 
-from ..services import PrivateRedis, redis_prefix, redis_url
+from ..services import PrivateRedis
+from . import chaos
 from .conftest import Server, ServerFactory
 from .test_servers import names, stream_events
 
@@ -50,19 +51,8 @@ class Guest:
 
 
 @pytest.fixture
-def url() -> str:
-    return redis_url()
-
-
-@pytest.fixture
-async def prefix(url: str) -> AsyncIterator[str]:
-    async for value in redis_prefix(url):
-        yield value
-
-
-@pytest.fixture
-def probe(url: str, prefix: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(url, decode_responses=True)
+def probe(redis_test_url: str, redis_test_prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_test_url, decode_responses=True)
     yield client
     client.close()
 
@@ -87,9 +77,14 @@ def shared_env(url: str, prefix: str, *, queue_url: str = "", **env: str) -> dic
 
 
 async def test_three_processes_keep_one_limit_one_line_and_one_size(
-    start_server: ServerFactory, url: str, prefix: str, probe: redis.Redis
+    start_server: ServerFactory, redis_test_url: str, redis_test_prefix: str, probe: redis.Redis
 ) -> None:
-    env = shared_env(url, prefix, GUEST_MAX_CONCURRENT_REQUESTS="2", GUEST_MAX_QUEUE_SIZE="4")
+    env = shared_env(
+        redis_test_url,
+        redis_test_prefix,
+        GUEST_MAX_CONCURRENT_REQUESTS="2",
+        GUEST_MAX_QUEUE_SIZE="4",
+    )
     servers = [start_server(**env) for _ in range(3)]
     async with httpx.AsyncClient(timeout=30) as client:
         guests = []
@@ -113,16 +108,16 @@ async def test_three_processes_keep_one_limit_one_line_and_one_size(
         for guest in guests:
             events = await guest.done()
             assert events[-1] == "workflow_complete" and events.count("processing") == 1
-    key = "{" + prefix + "}:probe"
+    key = "{" + redis_test_prefix + "}:probe"
     started = [q.split()[0] for q in cast(list[str], probe.lrange(f"{key}:started", 0, -1))]
     assert started == [f"r{i}" for i in range(6)]
     assert int(cast(str, probe.get(f"{key}:max_running"))) == 2
 
 
 async def test_a_killed_process_gives_its_slot_back_within_the_lease(
-    start_server: ServerFactory, url: str, prefix: str
+    start_server: ServerFactory, redis_test_url: str, redis_test_prefix: str
 ) -> None:
-    env = shared_env(url, prefix, GUEST_MAX_CONCURRENT_REQUESTS="1")
+    env = shared_env(redis_test_url, redis_test_prefix, GUEST_MAX_CONCURRENT_REQUESTS="1")
     doomed, survivor = start_server(**env), start_server(**env)
     async with httpx.AsyncClient(timeout=30) as client:
         holder = Guest(client, doomed, "holder sleep=60")
@@ -142,9 +137,17 @@ async def test_a_killed_process_gives_its_slot_back_within_the_lease(
 
 
 async def test_redis_down_means_clean_503s_and_service_resumes_after(
-    start_server: ServerFactory, private_redis: PrivateRedis, url: str, prefix: str
+    start_server: ServerFactory,
+    private_redis: PrivateRedis,
+    redis_test_url: str,
+    redis_test_prefix: str,
 ) -> None:
-    env = shared_env(url, prefix, queue_url=private_redis.url, GUEST_MAX_CONCURRENT_REQUESTS="2")
+    env = shared_env(
+        redis_test_url,
+        redis_test_prefix,
+        queue_url=private_redis.url,
+        GUEST_MAX_CONCURRENT_REQUESTS="2",
+    )
     servers = [start_server(**env) for _ in range(2)]
     chat = [f"{s.url}/api/v1/guest/chat/simple" for s in servers]
     async with httpx.AsyncClient(timeout=30) as client:
@@ -182,56 +185,21 @@ async def test_redis_down_means_clean_503s_and_service_resumes_after(
 
 
 async def test_chaos_across_processes_leaves_nothing_behind(
-    start_server: ServerFactory, url: str, prefix: str, probe: redis.Redis
+    start_server: ServerFactory, redis_test_url: str, redis_test_prefix: str, probe: redis.Redis
 ) -> None:
     """Guests on two processes leaving at random moments, failing and timing out."""
-    import random
-
-    env = shared_env(
-        url,
-        prefix,
-        GUEST_MAX_CONCURRENT_REQUESTS="3",
-        GUEST_MAX_QUEUE_SIZE="40",
-        GUEST_REQUEST_TIMEOUT_SEC="0.5",
-    )
-    servers = [start_server(**env) for _ in range(2)]
-    rng = random.Random(11)
-    queries = ["chunks=3 delay=0.02", "sleep=0.1 chunks=2", "fail=crash", "sleep=2", "chunks=1"]
-    refused = 0
-
-    async def guest(client: httpx.AsyncClient) -> None:
-        nonlocal refused
-        leave_after = rng.choice([None, 0, 1, 2, 3])
-        server = rng.choice(servers)
-        body = {"query": rng.choice(queries)}
-        async with client.stream("POST", f"{server.url}/api/v1/guest/chat", json=body) as r:
-            if r.status_code == 429:
-                refused += 1
-                return
-            assert r.status_code == 200
-            seen = 0
-            async for line in r.aiter_lines():
-                if line.startswith("data: "):
-                    seen += 1
-                    if leave_after is not None and seen > leave_after:
-                        return  # the guest closes the tab
-
+    servers = [
+        start_server(**shared_env(redis_test_url, redis_test_prefix, **chaos.SETTINGS))
+        for _ in range(2)
+    ]
+    refused = await chaos.run_guests([s.url for s in servers], seed=11)
+    await asyncio.sleep(1.5)  # Past a renewal: every process has published its figures.
     async with httpx.AsyncClient(timeout=30) as client:
-        for _ in range(4):
-            await asyncio.gather(*(guest(client) for _ in range(30)))
-        await asyncio.sleep(1.5)  # Past a renewal: every process has published its figures.
         status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
-    tag = "{" + prefix + "}"
+    tag = "{" + redis_test_prefix + "}"
     assert probe.zcard(f"{tag}:waiting") == 0 and probe.scard(f"{tag}:active") == 0
-    assert status["queue_size"] == 0 and status["active_requests"] == 0
     assert status["processes"] == 2
-    ended = sum(
-        status[k]
-        for k in ("completed_requests", "failed_requests", "timeout_requests", "cancelled_requests")
-    )
-    assert status["total_requests"] == ended == 120 - refused
-    assert status["rejected_requests"] == refused
-    assert status["cancelled_requests"] > 0 and status["timeout_requests"] > 0
+    chaos.assert_all_accounted_for(status, refused)
     logs = "\n".join(server.output() for server in servers)
     assert int(cast(str, probe.get(f"{tag}:probe:max_running"))) <= 3, logs
     assert probe.scard(f"{tag}:probe:running") == 0
