@@ -138,7 +138,7 @@ async def request_status(request: HttpRequest, request_id: str) -> HttpResponseB
         canonical = str(uuid.UUID(request_id))
     except ValueError:
         return json_error(404, "not_found", "No such request: malformed id.")
-    data = get_manager().lookup(canonical)
+    data = await get_manager().find(canonical)
     history = get_history()
     if data is None and history is not None:
         try:

@@ -120,6 +120,10 @@ class Admission:
         """Whether the queue's shared state can be reached (always, for a local one)."""
         return True
 
+    async def locate(self, request_id: str) -> dict[str, Any] | None:
+        """A request live in another process sharing the queue; None for a local queue."""
+        return None
+
     async def shared_status(self) -> dict[str, Any] | None:
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None

@@ -25,7 +25,8 @@ class Status(StrEnum):
         return self not in (Status.QUEUED, Status.PROCESSING)
 
 
-def _iso(ts: float | None) -> str | None:
+def iso(ts: float | None) -> str | None:
+    """A Unix timestamp as an ISO 8601 string in UTC (None stays None)."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
@@ -81,9 +82,9 @@ class RequestRecord:
         return {
             "request_id": self.request_id,
             "status": self.status.value,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
             "wait_ms": self.wait_ms,
             "processing_ms": self.processing_ms,
             "cached": self.cached,

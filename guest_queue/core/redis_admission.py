@@ -30,8 +30,9 @@ from redis.exceptions import RedisError
 from .admission import Admission, Ticket
 from .config import QueueConfig
 from .errors import Unavailable
+from .records import iso as _iso
 from .redis_link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
-from .redis_scripts import ENTER, LEAVE, STATUS, SYNC
+from .redis_scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 
@@ -76,6 +77,7 @@ class RedisAdmission(Admission):
         self._leave = self.client.register_script(LEAVE)
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
+        self._locate = self.client.register_script(LOCATE)
         self._epoch = ""
         self._queue_size = 0
         self._active_count = 0
@@ -268,6 +270,30 @@ class RedisAdmission(Admission):
 
     async def reachable(self) -> bool:
         return await self.link.reachable()
+
+    async def locate(self, request_id: str) -> dict[str, Any] | None:
+        """What the shared queue knows of a request another process holds."""
+        try:
+            found = await self._locate(keys=self.keys[:2], args=[request_id])
+        except (RedisError, OSError):
+            return None
+        if found[0] == 0:
+            return None
+        waiting = found[0] == 1
+        data: dict[str, Any] = {
+            "request_id": request_id,
+            "status": "queued" if waiting else "processing",
+            # The arrival score is Redis's clock in microseconds when the request lined up.
+            "created_at": _iso(int(found[2]) / 1e6) if waiting else None,
+            "started_at": None,
+            "finished_at": None,
+            "wait_ms": None,
+            "processing_ms": None,
+            "cached": False,
+        }
+        if waiting:
+            data["queue_position"] = int(found[1])
+        return data
 
     async def shared_status(self) -> dict[str, Any]:
         """Figures of the whole queue: its line and slots, and every live process's counts."""

@@ -191,3 +191,16 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
 end
 return {redis.call('ZCARD', KEYS[1]), redis.call('SCARD', KEYS[2]), figures}
 """
+
+#: KEYS: waiting, active. ARGV: request id.
+#: Returns {1, position, arrival score} while it waits, {2} while it holds a slot, {0} if neither.
+LOCATE = """
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+if rank then
+  return {1, rank + 1, redis.call('ZSCORE', KEYS[1], ARGV[1])}
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return {2}
+end
+return {0}
+"""

@@ -113,6 +113,10 @@ class QueueReporting:
             return {**self.status(), "backend": self.admission.name}
         return merge_status(self._snapshot(), shared, self.admission.name)
 
+    async def find(self, request_id: str) -> dict[str, Any] | None:
+        """``lookup``, else a request live in another process sharing the queue."""
+        return self.lookup(request_id) or await self.admission.locate(request_id)
+
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         """What the queue remembers of a request: live, else among the recent ones."""
         ticket = self._tickets.get(request_id)

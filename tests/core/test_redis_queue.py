@@ -61,6 +61,12 @@ async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: Ga
     assert gate.started == ["r0", "r1"]
     # Positions count every process's waiters: r2..r5 are 1..4 wherever they wait.
     await until(lambda: [s.ticket.position for s in streams[2:]] == [1, 2, 3, 4])
+    # Either process can say where the other's requests stand.
+    found = await a.find(streams[5].ticket.request_id)
+    assert found is not None and (found["status"], found["queue_position"]) == ("queued", 4)
+    found = await b.find(streams[0].ticket.request_id)
+    assert found is not None and found["status"] == "processing"
+    assert await a.find("no-such-request") is None
     for i in range(6):
         gate.open(streams[i].ticket.request_id)
         await streams[i].done()

@@ -102,6 +102,14 @@ async def test_three_processes_keep_one_limit_one_line_and_one_size(
             assert refused.status_code == 429, refused.text
             assert refused.json()["code"] == "queue_full"
             assert int(refused.headers["retry-after"]) >= 1
+        # Any process can say where any live request stands.
+        last, first = guests[-1].events[0]["request_id"], guests[0].events[0]["request_id"]
+        elsewhere = await client.get(f"{servers[0].url}/api/v1/guest/queue/request/{last}")
+        assert elsewhere.status_code == 200, elsewhere.text
+        assert elsewhere.json()["status"] == "queued"
+        assert elsewhere.json()["queue_position"] == 4 and elsewhere.json()["created_at"]
+        elsewhere = await client.get(f"{servers[1].url}/api/v1/guest/queue/request/{first}")
+        assert elsewhere.json()["status"] == "processing"
         status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
         assert status["backend"] == "redis" and status["queue_size"] == 4
         assert status["active_requests"] == 2 and status["rejected_requests"] >= 1
