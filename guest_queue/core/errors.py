@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .events import CODE_UNAVAILABLE
+
 
 class Refused(Exception):
     """A request was not accepted; ``retry_after`` is a hint in whole seconds."""
@@ -28,5 +30,5 @@ class NotAccepting(Refused):
 class Unavailable(Refused):
     """The workflow's service, or the shared queue, cannot be reached."""
 
-    code = "unavailable"
+    code = CODE_UNAVAILABLE
     status_code = 503

@@ -63,9 +63,9 @@ class RedisAdmission(Admission):
         self._on_lost = on_lost
         self._snapshot = snapshot
         self.lease_ms = max(1, round(config.lease_sec * 1000))
-        self.renew_every = config.lease_sec / 3
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.link = RedisLink(config)
+        self.renew_every = self.link.renew_every
         self.client = self.link.client
         tag = "{" + config.redis_prefix + "}"
         self.keys = [f"{tag}:waiting", f"{tag}:active", f"{tag}:leases", f"{tag}:meta"]
