@@ -15,8 +15,8 @@ from . import events as ev
 from .answers.cache import AnswerCache
 from .answers.sharing import AnswerSharing, serve_from
 from .availability import AvailabilityProbe
+from .backends import backend_class
 from .backends.base import Admission, Ticket
-from .backends.local import LocalAdmission
 from .config import QueueConfig
 from .errors import NotAccepting, QueueFull, Refused, Unavailable
 from .records import RecentRequests, RequestRecord, Status
@@ -71,14 +71,8 @@ class QueueManager(QueueReporting, QueueStopping):
         self._spawn(self._release_unclaimed())
 
     def _build_admission(self) -> Admission:
-        config = self.config
-        if config.backend == "redis":
-            from .backends.redis import RedisAdmission
-
-            return RedisAdmission(config, on_lost=self._lost, snapshot=self._snapshot)
-        return LocalAdmission(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
-        )
+        backend = backend_class(self.config.backend)
+        return backend.create(self.config, on_lost=self._lost, snapshot=self._snapshot)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""
