@@ -115,7 +115,7 @@ async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
     waiter = Stream(b, await b.submit("waiter"))
     await until(lambda: gate.started == ["holder"])
     # The process holding the slot stops dead: no renewals, no goodbye to Redis.
-    for task in list(a._background):
+    for task in list(a.stopper.background):
         task.cancel()
     a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
     died = time.monotonic()

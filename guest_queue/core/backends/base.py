@@ -17,7 +17,7 @@ from ..config import ConfigProblem, QueueConfig
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
-    from ..events import Event
+    from ..endings import Ending
 
 
 class Ticket:
@@ -28,6 +28,7 @@ class Ticket:
         "answer_parts",
         "cache_key",
         "claimed",
+        "ending",
         "followers",
         "interrupt",
         "leader",
@@ -36,7 +37,6 @@ class Ticket:
         "record",
         "replay",
         "task",
-        "terminal_event",
         "wake",
     )
 
@@ -49,8 +49,8 @@ class Ticket:
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.
         self.interrupt: str | None = None
-        #: The event the stream must end with when the queue ended the request itself.
-        self.terminal_event: Event | None = None
+        #: How the request ended, once it has (the first ending wins).
+        self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         # Answer cache and single flight (all None/empty when the cache is off):
