@@ -19,12 +19,12 @@ CHUNKS = 10
 async def _events(request_id: str) -> AsyncIterator[bytes]:
     yield ev.Event(
         ev.QUEUED, {"queue_position": 1, "queue_size": 0, "estimated_wait_sec": None}
-    ).encode(request_id)
-    yield ev.Event(ev.PROCESSING, {"waited_ms": 0}).encode(request_id)
+    ).encode(request_id, 1)
+    yield ev.Event(ev.PROCESSING, {"waited_ms": 0}).encode(request_id, 2)
     for i in range(CHUNKS):
-        yield ev.Event(ev.ANSWER_CHUNK, f"chunk {i} ").encode(request_id)
+        yield ev.Event(ev.ANSWER_CHUNK, f"chunk {i} ").encode(request_id, 3 + i)
     yield ev.Event(ev.WORKFLOW_COMPLETE, {"suggested_questions": [], "cached": False}).encode(
-        request_id
+        request_id, 3 + CHUNKS
     )
 
 

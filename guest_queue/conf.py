@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_ALIAS": "default",
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
+    "GUEST_RESUME_GRACE_SEC": 20,
+    "GUEST_RESUME_LOG_MAX_EVENTS": 2000,
+    "GUEST_RESUME_LOG_MAX_BYTES": 1048576,
 }
 
 
@@ -71,6 +74,9 @@ class GuestQueueSettings:
             cache_similarity=(
                 float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
             ),
+            resume_grace_sec=float(self.RESUME_GRACE_SEC),
+            resume_log_max_events=self.RESUME_LOG_MAX_EVENTS,
+            resume_log_max_bytes=self.RESUME_LOG_MAX_BYTES,
             backend=self.QUEUE_BACKEND,
             backend_options=self.backend_options(),
         )

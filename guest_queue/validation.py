@@ -42,6 +42,11 @@ def read_body(request: HttpRequest) -> bytes:
 
 def parse_query(request: HttpRequest) -> str:
     """The guest's question from a JSON body ``{"query": "..."}``, validated."""
+    return query_from(parse_object(request))
+
+
+def parse_object(request: HttpRequest) -> dict[str, Any]:
+    """The request body as a JSON object (any other body is a 400)."""
     body = read_body(request)
     try:
         text = body.decode("utf-8")
@@ -53,6 +58,11 @@ def parse_query(request: HttpRequest) -> str:
         raise BadRequest(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "invalid_json", 'Send a JSON object such as {"query": "..."}.')
+    return data
+
+
+def query_from(data: dict[str, Any]) -> str:
+    """The ``query`` field of a parsed body, validated."""
     if "query" not in data:
         raise BadRequest(400, "missing_query", 'The field "query" is required.')
     query = data["query"]

@@ -20,8 +20,9 @@ from .core.manager import QueueManager
 from .history import keyed_hash
 from .models import GuestRequest
 from .responses import EventStreamResponse, json_error
+from .resumable import resumable_flag, resumable_response
 from .runtime import get_history, get_manager
-from .validation import BadRequest, parse_query
+from .validation import BadRequest, parse_object, parse_query, query_from
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -64,9 +65,11 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
     return decorator
 
 
-async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
+async def submit(
+    request: HttpRequest, data: dict[str, Any] | None = None
+) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
-    query = parse_query(request)
+    query = query_from(data) if data is not None else parse_query(request)
     # A keyed hash of the client's address: lets staff group requests, reveals no IP.
     hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
     manager = get_manager()
@@ -76,7 +79,11 @@ async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
 @allow("POST")
 async def chat(request: HttpRequest) -> HttpResponseBase:
     """Ask a question; the answer streams back as Server-Sent Events."""
-    manager, ticket = await submit(request)
+    data = parse_object(request)
+    resumable = resumable_flag(data)
+    manager, ticket = await submit(request, data)
+    if resumable:
+        return resumable_response(manager, ticket)
     return EventStreamResponse(manager, ticket)
 
 

@@ -27,6 +27,11 @@ class QueueConfig:
     timeout_fallback: str = DEFAULT_TIMEOUT_FALLBACK
     #: Token-set similarity at which a question counts as already answered; None: exact only.
     cache_similarity: float | None = None
+    #: How long a resumable request outlives its last reader, and its log its terminal event.
+    resume_grace_sec: float = 20.0
+    #: Caps on one resumable request's event log (events, and bytes of their text).
+    resume_log_max_events: int = 2000
+    resume_log_max_bytes: int = 1_048_576
     #: Where the queue lives: "local" (this process), "redis" (shared by every process)
     #: or the dotted path of an ``Admission`` subclass.
     backend: str = "local"

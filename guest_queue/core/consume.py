@@ -22,8 +22,13 @@ async def sse_stream(manager: QueueManager, ticket: Ticket) -> AsyncIterator[byt
     request_id = ticket.request_id
     stream = manager.stream(ticket)
     pending: list[bytes] = []
+    seq = 0
     async for event in stream.events():
-        pending.append(ev.HEARTBEAT_BYTES if event is None else event.encode(request_id))
+        if event is None:
+            pending.append(ev.HEARTBEAT_BYTES)
+        else:
+            seq += 1
+            pending.append(event.encode(request_id, seq))
         if not stream.more_ready:
             yield b"".join(pending)
             pending.clear()

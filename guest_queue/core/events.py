@@ -26,6 +26,10 @@ CODE_WORKFLOW_ERROR: Final = "workflow_error"
 CODE_UNAVAILABLE: Final = "unavailable"
 CODE_SHUTTING_DOWN: Final = "shutting_down"
 CODE_INTERNAL: Final = "internal"
+#: The guest stopped the request on purpose (``POST chat/<id>/cancel``).
+CODE_CANCELLED: Final = "cancelled"
+#: A server closing a resumable stream on purpose asks the client to resume it.
+RECONNECT: Final = "reconnect"
 
 HEARTBEAT_BYTES: Final = b": keep-alive\n\n"
 
@@ -41,11 +45,19 @@ class Event:
     def is_terminal(self) -> bool:
         return self.name in TERMINAL_EVENTS
 
-    def encode(self, request_id: str) -> bytes:
-        """The SSE message for this event: one ``data:`` line and a blank line."""
-        payload = {"event": self.name, "data": self.data, "request_id": request_id}
+    def encode(self, request_id: str, seq: int, *, with_id: bool = False) -> bytes:
+        """The SSE message for this event: one ``data:`` line and a blank line.
+
+        ``seq`` numbers the request's messages from 1; ``with_id`` adds an
+        ``id: <seq>`` line after the data (resumed streams only: the seed's
+        frontend reads a message as a single ``data:`` line).
+        """
+        payload = {"event": self.name, "data": self.data, "request_id": request_id, "seq": seq}
         # ensure_ascii keeps the line free of U+2028 and other separators some parsers split on.
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        line = b"data: " + json.dumps(payload, separators=(",", ":")).encode()
+        if with_id:
+            return line + b"\nid: " + str(seq).encode() + b"\n\n"
+        return line + b"\n\n"
 
 
 def error_event(code: str, message: str) -> Event:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..workflows.base import Workflow, WorkflowRequest
@@ -27,6 +27,7 @@ from .errors import NotAccepting, QueueFull, Refused, Unavailable
 from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporter
+from .resume import Resumable, Resumes
 from .runner import Channel, run_workflow
 from .stats import QueueStats
 from .stopping import QueueStopper
@@ -60,6 +61,7 @@ class QueueManager:
             else None
         )
         self._listeners: list[Listener] = []
+        self.resumes = Resumes(config, self.events, self.stopper.spawn)
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------
@@ -248,7 +250,10 @@ class QueueManager:
         if self.sharing is not None:
             # Followers of a leader that did not complete go back in line themselves.
             for follower in self.sharing.finished(ticket):
-                if not self.accepting:
+                if follower.forwarded_parts:
+                    # It has streamed part of this answer: it cannot start over unseen.
+                    self.finish(follower, _shared_failure(ending))
+                elif not self.accepting:
                     self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
                 elif not self.sharing.follow(follower, follower.cache_key or ""):
                     self.live.detached.discard(follower)
@@ -272,6 +277,29 @@ class QueueManager:
             self.stopper.cancel_task(ticket)
         self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
 
+    def carry_on(self, ticket: Ticket, rest: Coroutine[Any, Any, None]) -> bool:
+        """Run ``rest`` (the answer, for its followers) after the ticket's client left."""
+        if not self.accepting:
+            rest.close()
+            return False
+        self.stopper.spawn(rest)
+        return True
+
+    # -- resumable requests --------------------------------------------------------
+
+    def resumable(self, ticket: Ticket) -> Resumable:
+        """Drive an accepted ticket in the background, so that it survives a disconnect."""
+        return self.resumes.open(ticket)
+
+    def cancel(self, request_id: str) -> Status | None:
+        """End a request on purpose, freeing its place or slot; its status, None if unknown."""
+        ticket = self.live.get(request_id)
+        if ticket is not None:
+            self.end(ticket, Status.CANCELLED, ev.CODE_CANCELLED, "The request was cancelled.")
+            return ticket.record.status
+        record = self.recent.get(request_id)
+        return record.status if record is not None else None
+
     async def _release_unclaimed(self) -> None:
         """Release tickets whose stream never started (the client left before it could)."""
         limit = self.config.unclaimed_ticket_sec
@@ -281,3 +309,11 @@ class QueueManager:
                 self.finish(
                     ticket, Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
                 )
+
+
+def _shared_failure(ending: Ending) -> Ending:
+    """The ending of a follower whose leader stopped after streaming part of its answer."""
+    if ending.event is not None:
+        return ending
+    message = "The answer was interrupted; please ask again."
+    return Ending.failed(ev.CODE_INTERNAL, message, Status.CANCELLED)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
 
 from . import events as ev
 from .answers.cache import CachedAnswer
@@ -47,6 +47,10 @@ class StreamHost(Protocol):
         """End the request (once: the first ending wins)."""
         ...
 
+    def carry_on(self, ticket: Ticket, rest: Coroutine[Any, Any, None]) -> bool:
+        """Run ``rest`` (the answer, for its followers) after the ticket's client left."""
+        ...
+
 
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
@@ -72,6 +76,11 @@ class RequestStream:
             while not ticket.admitted and ticket.replay is None:
                 if record.status.is_terminal:
                     break
+                live = self._from_leader()
+                if live:
+                    for event in live:
+                        yield event
+                    continue
                 if ticket.position != reported:
                     reported = ticket.position
                     yield self._queued_event()
@@ -90,7 +99,8 @@ class RequestStream:
                 for final in self._terminal_events():
                     yield final
                 return
-            yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+            if not ticket.forwarded_parts:
+                yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
             if ticket.replay is not None:
                 for event in self._replay(ticket.replay):
                     yield event
@@ -98,17 +108,61 @@ class RequestStream:
             async for item in self._process():
                 yield item
         finally:
-            if not record.status.is_terminal:
+            if not record.status.is_terminal and not self._carry_on():
                 manager.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
 
+    def _carry_on(self) -> bool:
+        """Keep a running answer going for the followers streaming it: True if it goes on."""
+        channel = self._channel
+        if channel is None or not any(f.forwarded_parts for f in self.ticket.followers):
+            return False
+        return self.manager.carry_on(self.ticket, self._drain_unattended(channel))
+
+    async def _drain_unattended(self, channel: Channel) -> None:
+        """Finish the answer with nobody to send this ticket's own events to."""
+        try:
+            async for _ in self._pump(channel):
+                pass
+        finally:
+            if not self.ticket.record.status.is_terminal:
+                self.manager.finish(
+                    self.ticket,
+                    Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away."),
+                )
+
+    def _from_leader(self) -> list[ev.Event]:
+        """A follower's share of its leader's answer so far: the chunks not yet sent."""
+        ticket = self.ticket
+        leader = ticket.leader
+        parts = leader.answer_parts if leader is not None else None
+        if not parts or len(parts) <= ticket.forwarded_parts:
+            return []
+        fresh = parts[ticket.forwarded_parts :]
+        events = []
+        if not ticket.forwarded_parts:
+            ticket.record.mark_started()
+            events.append(ev.Event(ev.PROCESSING, {"waited_ms": ticket.record.wait_ms}))
+        ticket.forwarded_parts = len(parts)
+        for chunk in fresh:
+            ticket.forwarded_chars += len(chunk)
+            ticket.record.add_answer(chunk)
+            events.append(ev.Event(ev.ANSWER_CHUNK, chunk))
+        return events
+
     async def _process(self) -> AsyncIterator[ev.Event | None]:
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
-        record = ticket.record
+        ticket, manager = self.ticket, self.manager
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         self._channel = channel
         manager.start_workflow(ticket, channel)
+        async for item in self._pump(channel):
+            yield item
+
+    async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
+        """The running workflow's events, to the terminal one."""
+        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        record = ticket.record
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
@@ -148,17 +202,21 @@ class RequestStream:
             ticket.record.add_answer(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
+                for follower in ticket.followers:
+                    follower.wake.set()
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
-        ticket.record.add_answer(answer.text)
+        # A follower that streamed its leader's answer live gets only the rest.
+        rest = answer.text[ticket.forwarded_chars :]
+        ticket.record.add_answer(rest)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
         self.manager.finish(ticket, ending)
         assert ending.event is not None
-        chunks = [ev.Event(ev.ANSWER_CHUNK, answer.text)] if answer.text else []
+        chunks = [ev.Event(ev.ANSWER_CHUNK, rest)] if rest else []
         return [*chunks, ending.event]
 
     def _terminal_events(self) -> list[ev.Event]:

@@ -117,7 +117,9 @@ async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWor
     assert status["queue_size"] == status["active_requests"] == 0
 
 
-async def test_followers_survive_their_leader_going_away(gate: GateWorkflow) -> None:
+async def test_followers_survive_their_leader_going_away_before_any_chunk() -> None:
+    # Once chunks have been streamed live the answer runs on (tests/core/test_live_followers.py).
+    gate = GateWorkflow(chunks=0)
     manager = make(gate, MemoryCache(), max_concurrent=2)
     leader = Stream(manager, await manager.submit("Q"))
     followers = [Stream(manager, await manager.submit("Q")) for _ in range(2)]

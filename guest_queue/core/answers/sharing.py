@@ -106,5 +106,6 @@ def serve_from(ticket: Ticket, answer: CachedAnswer) -> None:
     """Answer the ticket with a finished answer: no slot, no workflow."""
     ticket.replay = answer
     ticket.record.cached = True
-    ticket.record.mark_started()
+    if ticket.record.started_mono is None:  # A follower streaming live has started already.
+        ticket.record.mark_started()
     ticket.wake.set()

@@ -30,6 +30,8 @@ class Ticket:
         "claimed",
         "ending",
         "followers",
+        "forwarded_chars",
+        "forwarded_parts",
         "interrupt",
         "leader",
         "position",
@@ -62,6 +64,9 @@ class Ticket:
         #: The ticket already answering the same question, which this one follows.
         self.leader: Ticket | None = None
         self.followers: list[Ticket] = []
+        #: How much of its leader's answer a follower has streamed live (chunks, characters).
+        self.forwarded_parts = 0
+        self.forwarded_chars = 0
 
     @property
     def request_id(self) -> str:

@@ -1,0 +1,117 @@
+"""A request's events as an append-only log that readers attach to and resume from.
+
+Each event gets the next sequence number (1, 2, 3, …). The log is bounded in
+events and bytes: the oldest events are dropped once it is over either cap,
+but never one the attached reader has not sent yet (the writer waits for it
+instead, as a plain stream waits for a slow client). A reader asking for
+events that were dropped gets ``LogTrimmed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .events import Event
+
+#: What an event costs beside its text: the JSON keys, the request id, the seq.
+EVENT_OVERHEAD_BYTES = 96
+
+
+class LogTrimmed(Exception):
+    """The events a reader asked for are no longer in the log."""
+
+
+def event_size(event: Event) -> int:
+    """Roughly how many bytes the event takes once encoded."""
+    data = event.data
+    return EVENT_OVERHEAD_BYTES + (len(data) if isinstance(data, str) else 160)
+
+
+class EventLog:
+    """The events of one request: numbered, bounded, awaitable."""
+
+    __slots__ = (
+        "_changed",
+        "_entries",
+        "finished",
+        "last_seq",
+        "max_bytes",
+        "max_events",
+        "pinned",
+        "size",
+    )
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._entries: deque[tuple[int, Event, int]] = deque()
+        self.last_seq = 0
+        self.size = 0
+        #: The last seq the attached reader has sent; later events are never dropped.
+        self.pinned: int | None = None
+        #: True once nothing more will be appended (the terminal event is in, or the
+        #: request ended with nobody to tell).
+        self.finished = False
+        self._changed = asyncio.Event()
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest event kept (``last_seq + 1`` when empty)."""
+        return self._entries[0][0] if self._entries else self.last_seq + 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def append(self, event: Event) -> int:
+        """Add the next event; returns its seq."""
+        self.last_seq += 1
+        size = event_size(event)
+        self._entries.append((self.last_seq, event, size))
+        self.size += size
+        self.finished = self.finished or event.is_terminal
+        self._trim()
+        self._notify()
+        return self.last_seq
+
+    @property
+    def full(self) -> bool:
+        """Over a cap with nothing left to drop: the writer should wait for the reader."""
+        return len(self._entries) > self.max_events or self.size > self.max_bytes
+
+    def read_after(self, seq: int) -> list[tuple[int, Event]]:
+        """The events after ``seq``, oldest first; ``LogTrimmed`` if some are gone."""
+        if seq + 1 < self.first_seq:
+            raise LogTrimmed(seq)
+        start = seq + 1 - self.first_seq
+        if start >= len(self._entries):
+            return []
+        return [(s, e) for s, e, _ in list(self._entries)[start:]]
+
+    def pin(self, seq: int | None) -> None:
+        """The attached reader has sent up to ``seq`` (None: nobody is attached)."""
+        self.pinned = seq
+        self._trim()
+        self._notify()
+
+    def close(self) -> None:
+        """Nothing more will be appended."""
+        self.finished = True
+        self._notify()
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change (append, pin, close); take it before awaiting."""
+        return self._changed
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _trim(self) -> None:
+        entries, pinned = self._entries, self.pinned
+        while entries and (len(entries) > self.max_events or self.size > self.max_bytes):
+            seq, _, size = entries[0]
+            if pinned is not None and seq > pinned:
+                return
+            entries.popleft()
+            self.size -= size

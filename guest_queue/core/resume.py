@@ -1,0 +1,178 @@
+"""Resumable requests: a driver task writes the stream into a log, connections read it.
+
+A resumable request is driven by a background task, not by the connection
+that asked it: the task runs the request's stream and appends each event to
+the request's ``EventLog``. Connections are readers of that log, one at a time
+(a newer reader replaces the older one). While nobody reads, a grace timer
+runs; when it fires the request ends as cancelled, exactly as if a plain
+stream's client had gone. A finished log is kept for the same grace period,
+then dropped; the ids of dropped logs are remembered (boundedly) so a late
+resume can be told "expired" rather than "unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from . import events as ev
+from .backends.base import Ticket
+from .config import QueueConfig
+from .eventlog import EventLog, LogTrimmed
+
+logger = logging.getLogger("guest_queue")
+
+#: Ids of dropped logs remembered to answer "expired" (410) rather than "unknown" (404).
+EXPIRED_MEMORY = 10_000
+
+EventSource = Callable[[Ticket], AsyncIterator[ev.Event | None]]
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
+
+
+class LogExpired(Exception):
+    """The request was resumable, but its log is gone."""
+
+
+class Resumable:
+    """One resumable request: its ticket, its log, the task driving it, who reads it."""
+
+    __slots__ = ("driver", "log", "reader", "ticket", "timer")
+
+    def __init__(self, ticket: Ticket, log: EventLog) -> None:
+        self.ticket = ticket
+        self.log = log
+        self.driver: asyncio.Task[Any] | None = None
+        #: The attached reader's token; None while nobody reads.
+        self.reader: object | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.ticket.request_id
+
+
+class Resumes:
+    """This process's resumable requests by id."""
+
+    def __init__(self, config: QueueConfig, source: EventSource, spawn: Spawn) -> None:
+        self.config = config
+        self._source = source
+        self._spawn = spawn
+        self.by_id: dict[str, Resumable] = {}
+        self._expired: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def open(self, ticket: Ticket) -> Resumable:
+        """Start driving an accepted ticket in the background; nobody reads it yet."""
+        log = EventLog(self.config.resume_log_max_events, self.config.resume_log_max_bytes)
+        res = Resumable(ticket, log)
+        self.by_id[ticket.request_id] = res
+        res.driver = self._spawn(self._drive(res))
+        self._start_grace(res)
+        return res
+
+    def get(self, request_id: str) -> Resumable:
+        """The live or recently finished request; ``LogExpired`` or ``KeyError`` if not."""
+        res = self.by_id.get(request_id)
+        if res is not None:
+            return res
+        if request_id in self._expired:
+            raise LogExpired(request_id)
+        raise KeyError(request_id)
+
+    async def read(self, res: Resumable, after: int, *, with_ids: bool) -> AsyncIterator[bytes]:
+        """The log's messages after ``after`` as SSE, then live ones, to the terminal event.
+
+        Attaching replaces any other reader (its stream ends); leaving starts
+        the grace timer. Idle readers get heartbeats.
+        """
+        token = object()
+        self._attach(res, token, after)
+        log, request_id, cursor = res.log, res.request_id, after
+        heartbeat = self.config.heartbeat_sec
+        try:
+            while res.reader is token:
+                try:
+                    entries = log.read_after(cursor)
+                except LogTrimmed:
+                    return
+                if entries:
+                    cursor = entries[-1][0]
+                    yield b"".join(e.encode(request_id, s, with_id=with_ids) for s, e in entries)
+                    if res.reader is token:
+                        log.pin(cursor)
+                    if entries[-1][1].is_terminal:
+                        return
+                    continue
+                if log.finished:
+                    return
+                changed = log.changed()
+                try:
+                    async with asyncio.timeout(heartbeat):
+                        await changed.wait()
+                except TimeoutError:
+                    yield ev.HEARTBEAT_BYTES
+        finally:
+            if res.reader is token:
+                self._detach(res)
+
+    def _attach(self, res: Resumable, token: object, after: int) -> None:
+        res.reader = token
+        if res.timer is not None and not res.log.finished:
+            res.timer.cancel()
+            res.timer = None
+        # Wakes the reader this one replaces: it sees it is no longer the reader.
+        res.log.pin(after)
+
+    def _detach(self, res: Resumable) -> None:
+        res.reader = None
+        res.log.pin(None)
+        if not res.log.finished:
+            self._start_grace(res)
+
+    def _start_grace(self, res: Resumable) -> None:
+        if res.timer is not None:
+            res.timer.cancel()
+        loop = asyncio.get_running_loop()
+        res.timer = loop.call_later(self.config.resume_grace_sec, self._expire, res)
+
+    def _expire(self, res: Resumable) -> None:
+        """Nobody came back in time (or the finished log has been kept long enough)."""
+        res.timer = None
+        if res.driver is not None and not res.driver.done():
+            # The stream's own cleanup ends the request as cancelled: the client has gone.
+            res.driver.cancel()
+        self._drop(res)
+
+    def _drop(self, res: Resumable) -> None:
+        if self.by_id.get(res.request_id) is res:
+            del self.by_id[res.request_id]
+            self._expired[res.request_id] = None
+            while len(self._expired) > EXPIRED_MEMORY:
+                self._expired.popitem(last=False)
+        res.log.close()
+
+    async def _drive(self, res: Resumable) -> None:
+        log = res.log
+        try:
+            async for event in self._source(res.ticket):
+                if event is None:
+                    continue
+                log.append(event)
+                while log.full and res.reader is not None:
+                    # The attached reader is behind by a whole log: wait for it.
+                    await log.changed().wait()
+        except Exception:
+            logger.exception("Driving resumable request %s failed", res.request_id)
+        finally:
+            log.close()
+            if self.by_id.get(res.request_id) is res:
+                # Keep the finished log for the grace period, for late resumes.
+                with contextlib.suppress(RuntimeError):
+                    self._start_grace(res)

@@ -1,0 +1,76 @@
+"""HTTP glue for resumable requests: resume a stream, cancel a request."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from .core.eventlog import LogTrimmed
+from .core.resume import LogExpired, Resumable
+from .responses import json_error
+from .resumable import event_stream
+from .runtime import get_manager
+from .validation import BadRequest
+from .views import allow
+
+#: Longest ``Last-Event-ID`` / ``after`` value read (a seq never gets near it).
+MAX_SEQ_DIGITS = 12
+
+
+def _after(request: HttpRequest) -> int:
+    """Where to resume: ``Last-Event-ID`` (what ``EventSource`` sends) wins over ``?after=``."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.GET.get("after", "0")
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_SEQ_DIGITS:
+        raise BadRequest(
+            400, "invalid_after", "Last-Event-ID or after must be a whole number (a seq)."
+        )
+    return int(raw)
+
+
+def _canonical(request_id: str) -> str | None:
+    try:
+        return str(uuid.UUID(request_id))
+    except ValueError:
+        return None
+
+
+@allow("GET")
+async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase:
+    """Re-attach to a resumable request: the events after the given seq, then live ones."""
+    after = _after(request)
+    canonical = _canonical(request_id)
+    if canonical is None:
+        return json_error(404, "not_found", "No such request: malformed id.")
+    manager = get_manager()
+    try:
+        res: Resumable = manager.resumes.get(canonical)
+    except LogExpired:
+        return json_error(410, "log_expired", "This request's events have expired.")
+    except KeyError:
+        return json_error(404, "not_found", "No such resumable request (it may have expired).")
+    if after > res.log.last_seq:
+        raise BadRequest(400, "invalid_after", f"No event {after} has been sent yet.")
+    try:
+        res.log.read_after(after)
+    except LogTrimmed:
+        return json_error(
+            410, "log_trimmed", "The events after this one are no longer kept; ask again."
+        )
+    return event_stream(manager.resumes.read(res, after, with_ids=True))
+
+
+@allow("POST")
+async def chat_cancel(request: HttpRequest, request_id: str) -> HttpResponseBase:
+    """Stop a request on purpose: its place or slot is freed at once."""
+    canonical = _canonical(request_id)
+    if canonical is None:
+        return json_error(404, "not_found", "No such request: malformed id.")
+    status = get_manager().cancel(canonical)
+    if status is None:
+        return json_error(404, "not_found", "No such request (it may have expired).")
+    return JsonResponse({"request_id": canonical, "status": status.value})

@@ -1,0 +1,222 @@
+"""Resumable requests: a disconnect keeps the place, a resume gets exactly what was missed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from guest_queue.core.backends.base import Ticket
+from guest_queue.core.eventlog import EventLog, LogTrimmed
+from guest_queue.core.events import Event
+from guest_queue.core.manager import QueueManager
+from guest_queue.core.resume import LogExpired, Resumable
+
+from .conftest import GateWorkflow, make_manager, until
+
+
+class Reader:
+    """One connection reading a resumable request's log, as a server would drive it."""
+
+    def __init__(self, manager: QueueManager, res: Resumable, after: int = 0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.ids: list[int] = []
+        self.heartbeats = 0
+        self._gen = manager.resumes.read(res, after, with_ids=True)
+        self.task = asyncio.ensure_future(self._consume())
+
+    async def _consume(self) -> None:
+        async for part in self._gen:
+            for message in part.decode().split("\n\n"):
+                if message.startswith(":"):
+                    self.heartbeats += 1
+                elif message:
+                    data, id_line = message.split("\n")
+                    self.events.append(json.loads(data[len("data: ") :]))
+                    self.ids.append(int(id_line[len("id: ") :]))
+
+    @property
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+    @property
+    def seqs(self) -> list[int]:
+        return [e["seq"] for e in self.events]
+
+    async def disconnect(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def done(self, timeout: float = 5) -> list[str]:
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        return self.names
+
+
+async def resumable(manager: QueueManager, query: str) -> tuple[Ticket, Resumable]:
+    ticket = await manager.submit(query)
+    return ticket, manager.resumable(ticket)
+
+
+def chunks(reader: Reader) -> str:
+    return "".join(e["data"] for e in reader.events if e["event"] == "answer_chunk")
+
+
+async def test_a_waiting_guest_comes_back_to_the_same_place(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1, resume_grace_sec=5)
+    first, res_first = await resumable(manager, "first")
+    await until(lambda: gate.started == ["first"])
+    middle, res_middle = await resumable(manager, "middle")
+    last, res_last = await resumable(manager, "last")
+    readers = [Reader(manager, r) for r in (res_first, res_middle, res_last)]
+    await until(lambda: readers[1].names == ["queued"])
+    assert readers[1].events[0]["data"]["queue_position"] == 1
+    await readers[1].disconnect()
+    await asyncio.sleep(0.1)
+    assert middle.position == 1 and manager.status()["queue_size"] == 2
+    back = Reader(manager, res_middle, after=readers[1].seqs[-1])
+    gate.open(first.request_id)
+    await until(lambda: "processing" in back.names)
+    assert gate.started == ["first", "middle"]  # first come, first served, place kept
+    gate.open(middle.request_id)
+    gate.open(last.request_id)
+    assert (await back.done())[-1] == "workflow_complete"
+    assert [*readers[1].seqs, *back.seqs] == list(range(1, len(readers[1].seqs + back.seqs) + 1))
+    assert back.ids == back.seqs
+    await readers[2].done()
+    assert gate.started == ["first", "middle", "last"]
+    assert manager.status()["completed_requests"] == 3
+
+
+async def test_a_resume_while_processing_gets_exactly_the_missed_events() -> None:
+    release = asyncio.Event()
+
+    class Chunky:
+        async def stream(self, request: Any) -> Any:
+            for i in range(3):
+                yield f"a{i} "
+            await release.wait()
+            for i in range(3):
+                yield f"b{i} "
+            yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
+
+    manager = make_manager(Chunky(), resume_grace_sec=5)
+    _ticket, res = await resumable(manager, "q")
+    reader = Reader(manager, res)
+    await until(lambda: chunks(reader) == "a0 a1 a2 ")
+    await reader.disconnect()
+    release.set()
+    await until(lambda: res.log.finished)
+    seen = reader.seqs[-1]
+    back = Reader(manager, res, after=seen)
+    await back.done()
+    assert chunks(reader) + chunks(back) == "a0 a1 a2 b0 b1 b2 "
+    assert back.seqs == list(range(seen + 1, seen + 1 + len(back.seqs)))
+    assert back.names[-1] == "workflow_complete"
+    assert [*reader.names, *back.names].count("workflow_complete") == 1
+    assert manager.status()["completed_requests"] == 1
+
+
+async def test_nobody_coming_back_cancels_and_frees_after_the_grace(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1, resume_grace_sec=0.2)
+    running, res_running = await resumable(manager, "running")
+    _waiting, res_waiting = await resumable(manager, "waiting")
+    readers = [Reader(manager, res_running), Reader(manager, res_waiting)]
+    await until(lambda: gate.started == ["running"] and readers[1].names == ["queued"])
+    for reader in readers:
+        await reader.disconnect()
+    await asyncio.sleep(0.1)
+    assert manager.status()["active_requests"] == 1 and manager.status()["queue_size"] == 1
+    await until(lambda: manager.status()["cancelled_requests"] == 2)
+    await until(lambda: manager.status()["active_requests"] == 0)
+    assert manager.status()["queue_size"] == 0
+    await until(lambda: gate.closed == ["running"])  # the workflow was stopped
+    assert gate.started == ["running"]
+    with pytest.raises(LogExpired):
+        manager.resumes.get(running.request_id)
+    with pytest.raises(KeyError):
+        manager.resumes.get("00000000-0000-4000-8000-000000000000")
+
+
+async def test_a_finished_log_is_kept_for_the_grace_then_expires(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, resume_grace_sec=0.3)
+    ticket, res = await resumable(manager, "q")
+    gate.open(ticket.request_id)
+    await until(lambda: res.log.finished)
+    late = Reader(manager, manager.resumes.get(ticket.request_id), after=2)
+    assert (await late.done())[-1] == "workflow_complete"
+    await asyncio.sleep(0.4)
+    with pytest.raises(LogExpired):
+        manager.resumes.get(ticket.request_id)
+    assert manager.status()["completed_requests"] == 1
+
+
+async def test_a_newer_reader_replaces_the_older(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, resume_grace_sec=5)
+    ticket, res = await resumable(manager, "q")
+    old = Reader(manager, res)
+    await until(lambda: chunks(old) == "q-0 q-1 ")
+    new = Reader(manager, res, after=1)
+    await old.done(timeout=1)  # its stream ended at once
+    gate.open(ticket.request_id)
+    await new.done()
+    assert new.seqs[0] == 2 and new.names[-1] == "workflow_complete"
+    assert ticket.record.status.value == "completed"
+
+
+async def test_cancel_frees_a_place_or_a_slot_at_once(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1, resume_grace_sec=5)
+    running, res_running = await resumable(manager, "running")
+    waiting, res_waiting = await resumable(manager, "waiting")
+    readers = [Reader(manager, res_running), Reader(manager, res_waiting)]
+    await until(lambda: gate.started == ["running"])
+    assert manager.cancel(waiting.request_id) is not None
+    assert manager.status()["queue_size"] == 0
+    await readers[1].done()
+    assert readers[1].events[-1]["data"]["code"] == "cancelled"
+    assert manager.cancel(running.request_id) is not None
+    await readers[0].done()
+    assert readers[0].events[-1]["data"]["code"] == "cancelled"
+    await until(lambda: manager.status()["active_requests"] == 0)
+    assert gate.closed == ["running"]
+    assert manager.status()["cancelled_requests"] == 2
+    # Cancelling again changes nothing; an unknown id is None.
+    assert manager.cancel(running.request_id) is not None
+    assert manager.status()["cancelled_requests"] == 2
+    assert manager.cancel("00000000-0000-4000-8000-000000000000") is None
+
+
+async def test_an_attached_reader_gets_an_answer_longer_than_the_log() -> None:
+    class Long:
+        async def stream(self, request: Any) -> Any:
+            for i in range(200):
+                yield f"{i} "
+
+    manager = make_manager(Long(), resume_log_max_events=16, resume_grace_sec=5)
+    _ticket, res = await resumable(manager, "q")
+    reader = Reader(manager, res)
+    await reader.done()
+    assert chunks(reader) == "".join(f"{i} " for i in range(200))
+    assert reader.seqs == list(range(1, 204))
+    assert len(res.log) <= 16
+    with pytest.raises(LogTrimmed):
+        res.log.read_after(0)
+
+
+def test_the_log_trims_the_oldest_unless_the_reader_still_needs_them() -> None:
+    log = EventLog(max_events=3, max_bytes=10_000)
+    for i in range(5):
+        log.append(Event("answer_chunk", str(i)))
+    assert log.first_seq == 3 and [s for s, _ in log.read_after(2)] == [3, 4, 5]
+    with pytest.raises(LogTrimmed):
+        log.read_after(1)
+    log.pin(5)
+    log.append(Event("answer_chunk", "x"))
+    log.pin(4)
+    for _ in range(3):
+        log.append(Event("answer_chunk", "y"))
+    assert log.full and log.first_seq == 5  # seq 5 on are kept for the reader
+    log.pin(None)
+    assert len(log) == 3
+    assert not log.full
