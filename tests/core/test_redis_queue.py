@@ -248,8 +248,10 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
 
 
 async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
-    shared: Factory, gate: GateWorkflow
+    shared: Factory,
 ) -> None:
+    # Before any chunk: once chunks were streamed live, the answer runs on for them.
+    gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1)
     b = shared(gate, max_concurrent=1)
     leader = Stream(a, await a.submit("Q"))
