@@ -28,6 +28,9 @@ def test_defaults_pass() -> None:
     ("setting", "value", "check_id"),
     [
         ("GUEST_MAX_CONCURRENT_REQUESTS", 0, "guest_queue.E001"),
+        ("GUEST_RESUME_GRACE_SEC", 0, "guest_queue.E080"),
+        ("GUEST_RESUME_LOG_MAX_EVENTS", 8, "guest_queue.E081"),
+        ("GUEST_RESUME_LOG_MAX_BYTES", "1M", "guest_queue.E082"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", "three", "guest_queue.E001"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", True, "guest_queue.E001"),
         ("GUEST_MAX_QUEUE_SIZE", -1, "guest_queue.E002"),

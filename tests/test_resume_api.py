@@ -100,7 +100,9 @@ class Connection:
 
 
 def ask(query: str, **extra: Any) -> Connection:
-    return Connection("POST", CHAT, json.dumps({"query": query, "resumable": True, **extra}).encode())
+    return Connection(
+        "POST", CHAT, json.dumps({"query": query, "resumable": True, **extra}).encode()
+    )
 
 
 def resume(request_id: str, last_event_id: int | None = None, after: str = "") -> Connection:
@@ -135,7 +137,9 @@ async def test_a_dropped_processing_stream_resumes_without_loss_or_duplicates() 
     back = resume(first["request_id"], last_event_id=first["seq"])
     assert await back.start() == 200
     rest = await back.rest()
-    assert all(m.split("\n")[1] == f"id: {e['seq']}" for m, e in zip(back.messages, rest, strict=True))
+    assert all(
+        m.split("\n")[1] == f"id: {e['seq']}" for m, e in zip(back.messages, rest, strict=True)
+    )
     assert [e["seq"] for e in rest] == list(range(first["seq"] + 1, first["seq"] + 1 + len(rest)))
     text = first["data"] + "".join(e["data"] for e in rest if e["event"] == "answer_chunk")
     assert text == "".join(f"chunk{i} " for i in range(6))
@@ -190,7 +194,7 @@ async def test_resume_errors_are_json(async_client: AsyncClient) -> None:
     response = await async_client.post(
         CHAT, {"query": "sleep=1", "resumable": True}, content_type="application/json"
     )
-    events = response.streaming_content.__aiter__()
+    events = response.streaming_content.__aiter__()  # type: ignore[attr-defined]
     first = json.loads((await anext(events))[6:].split(b"\n")[0])
     request_id = first["request_id"]
     for bad in ("x", "-1", "1.5", "99"):
@@ -204,7 +208,7 @@ async def test_resume_errors_are_json(async_client: AsyncClient) -> None:
     assert bad_flag.status_code == 400 and bad_flag.json()["code"] == "invalid_resumable"
     cancel = await async_client.post(f"{CHAT}/{request_id}/cancel")
     assert cancel.json() == {"request_id": request_id, "status": "cancelled"}
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()
 
 
 async def test_a_newer_attachment_closes_the_older() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .conftest import ROOT, ServerFactory
+from .netcut import NetCut
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("GUEST_TEST_ARTIFACTS", ROOT / "artifacts"))
@@ -223,3 +224,51 @@ def test_vietnamese_interface(start_server: ServerFactory, new_page: Any) -> Non
     shot(page, "chat-vietnamese")
     page.get_by_label("Ngôn ngữ").select_option("en")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+EVENT_SOURCE_SCRIPT = """async () => {
+  const response = await fetch('/api/v1/guest/chat', {
+    method: 'POST', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({query: 'chunks=30 delay=0.1', resumable: true}),
+  });
+  const reader = response.body.getReader();
+  const {value} = await reader.read();
+  const first = JSON.parse(new TextDecoder().decode(value).split('\\n')[0].slice(6));
+  reader.cancel();  // the POST connection goes; the request lives on
+  window.got = [first];
+  window.opens = 0;
+  const source = new EventSource(
+    `/api/v1/guest/chat/${first.request_id}/events?after=${first.seq}`);
+  source.onopen = () => { window.opens += 1; };
+  source.onmessage = (m) => {
+    const event = JSON.parse(m.data);
+    window.got.push(event);
+    if (['workflow_complete', 'error', 'timeout'].includes(event.event)) source.close();
+  };
+}"""
+
+
+def test_event_source_resumes_by_itself_when_the_network_drops(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server(GUEST_RESUME_GRACE_SEC="30")
+    relay = NetCut(server.port)
+    page = new_page()
+    page.goto(relay.url)
+    page.evaluate(EVENT_SOURCE_SCRIPT)
+    page.wait_for_function("window.got.filter(e => e.event === 'answer_chunk').length >= 3")
+    # The network drops: offline, and the open stream broken (offline alone leaves it be).
+    page.context.set_offline(True)
+    relay.cut()
+    time.sleep(1)
+    page.context.set_offline(False)
+    page.wait_for_function(
+        "window.got.length && window.got[window.got.length - 1].event === 'workflow_complete'",
+        timeout=20000,
+    )
+    got = page.evaluate("window.got")
+    assert page.evaluate("window.opens") >= 2  # it did reconnect
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))  # nothing lost or twice
+    text = "".join(e["data"] for e in got if e["event"] == "answer_chunk")
+    assert text == "".join(f"chunk{i} " for i in range(30))
+    relay.close()
