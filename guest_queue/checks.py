@@ -61,6 +61,7 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E080", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
     ("E081", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
     ("E082", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
+    ("E083", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
     ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),

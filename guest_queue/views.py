@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from .chat_input import history_of, language_of
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
@@ -22,7 +23,7 @@ from .models import GuestRequest
 from .responses import EventStreamResponse, json_error
 from .resumable import resumable_flag, resumable_response
 from .runtime import get_history, get_manager
-from .validation import BadRequest, parse_object, parse_query, query_from
+from .validation import BadRequest, parse_object, query_from
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -69,11 +70,15 @@ async def submit(
     request: HttpRequest, data: dict[str, Any] | None = None
 ) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
-    query = query_from(data) if data is not None else parse_query(request)
+    if data is None:
+        data = parse_object(request)
+    query, language, history = query_from(data), language_of(data, request), history_of(data)
     # A keyed hash of the client's address: lets staff group requests, reveals no IP.
     hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
     manager = get_manager()
-    return manager, await manager.submit(query, client_hint=hint)
+    return manager, await manager.submit(
+        query, client_hint=hint, language=language, history=history
+    )
 
 
 @allow("POST")

@@ -15,3 +15,11 @@ class DownWorkflow:
 
     async def is_available(self) -> bool:
         return False
+
+
+class ContextEcho:
+    """Answers with what it was told beside the question: the language and earlier turns."""
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        turns = "|".join(f"{role}:{content}" for role, content in request.history)
+        yield f"lang={request.language} turns={turns}"

@@ -127,15 +127,27 @@ class QueueManager:
 
     # -- admission --------------------------------------------------------------
 
-    async def submit(self, query: str, *, client_hint: str | None = None) -> Ticket:
-        """Accept a request or raise a ``Refused`` subclass saying why not."""
+    async def submit(
+        self,
+        query: str,
+        *,
+        client_hint: str | None = None,
+        language: str | None = None,
+        history: tuple[tuple[str, str], ...] = (),
+    ) -> Ticket:
+        """Accept a request or raise a ``Refused`` subclass saying why not.
+
+        ``language`` and ``history`` (earlier turns) go to the workflow; a
+        question with history is never answered from the cache or shared.
+        """
         self.start()
         if not self.accepting:
             self.stats.rejected += 1
             raise NotAccepting("The server is restarting; please try again.", 5)
         record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
         ticket = Ticket(record)
-        if self.sharing is not None:
+        ticket.language, ticket.history = language, history
+        if self.sharing is not None and not history:
             key, hit = await self.sharing.find(query)
             if hit is not None:
                 serve_from(ticket, hit)
@@ -201,7 +213,12 @@ class QueueManager:
     def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
         """Run the workflow for an admitted ticket in its own task, feeding ``channel``."""
         record = ticket.record
-        request = WorkflowRequest(request_id=record.request_id, query=record.query)
+        request = WorkflowRequest(
+            request_id=record.request_id,
+            query=record.query,
+            language=ticket.language,
+            history=ticket.history,
+        )
         task = asyncio.create_task(
             run_workflow(self.workflow, request, channel, self.availability.mark_down)
         )

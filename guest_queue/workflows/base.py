@@ -19,8 +19,12 @@ class WorkflowRequest:
 
     request_id: str
     query: str
+    #: The guest's language (a short tag such as ``vi`` or ``en-US``), when known.
     language: str | None = None
     client_id: str | None = None
+    #: Earlier turns of the conversation, oldest first: ``(role, content)`` with role
+    #: ``"user"`` or ``"assistant"``.
+    history: tuple[tuple[str, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

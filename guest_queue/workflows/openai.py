@@ -140,9 +140,12 @@ class OpenAIChatWorkflow:
         text = SECRET.sub("***", " ".join(text.split()))
         return text[:MAX_ERROR_CHARS]
 
-    def _messages(self, query: str) -> list[dict[str, str]]:
+    def _messages(
+        self, query: str, history: tuple[tuple[str, str], ...] = ()
+    ) -> list[dict[str, str]]:
         return [
             {"role": "system", "content": self.settings.system_prompt},
+            *({"role": role, "content": content} for role, content in history),
             {"role": "user", "content": query},
         ]
 
@@ -151,7 +154,7 @@ class OpenAIChatWorkflow:
         s = self.settings
         payload = {
             "model": s.model,
-            "messages": self._messages(request.query),
+            "messages": self._messages(request.query, request.history),
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
             "stream": True,

@@ -48,6 +48,15 @@ async def test_streams_deltas_then_completes(upstream: FakeOpenAI) -> None:
     assert "GeneStory" in sent["body"]["messages"][0]["content"]
 
 
+async def test_earlier_turns_are_sent_as_messages(upstream: FakeOpenAI) -> None:
+    history = (("user", "What is DNA?"), ("assistant", "A molecule."))
+    request = WorkflowRequest("rid", "hi", language="vi", history=history)
+    items = [item async for item in workflow(upstream.url).stream(request)]
+    assert items[0] == "Hello"
+    messages = upstream.requests[0]["body"]["messages"]
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [*history, ("user", "hi")]
+
+
 async def test_slow_tokens_arrive_one_by_one(upstream: FakeOpenAI) -> None:
     flow = workflow(upstream.url)
     loop = asyncio.get_running_loop()

@@ -32,7 +32,9 @@ class Ticket:
         "followers",
         "forwarded_chars",
         "forwarded_parts",
+        "history",
         "interrupt",
+        "language",
         "leader",
         "position",
         "queue_score",
@@ -67,6 +69,9 @@ class Ticket:
         #: How much of its leader's answer a follower has streamed live (chunks, characters).
         self.forwarded_parts = 0
         self.forwarded_chars = 0
+        #: What the workflow gets beside the question: the guest's language, earlier turns.
+        self.language: str | None = None
+        self.history: tuple[tuple[str, str], ...] = ()
 
     @property
     def request_id(self) -> str:

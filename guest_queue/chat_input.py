@@ -1,0 +1,69 @@
+"""The optional fields of a ``POST chat`` body beside the question: language and history."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.http import HttpRequest
+
+from .conf import app_settings
+from .validation import BadRequest
+
+#: A short language tag: "vi", "en", "en-US", "zh-Hant-TW".
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}")
+ROLES = frozenset({"user", "assistant"})
+
+
+def language_of(data: dict[str, Any], request: HttpRequest) -> str | None:
+    """The body's ``"language"``, else the first tag of ``Accept-Language`` (if it is one)."""
+    value = data.get("language")
+    if value is not None:
+        if not isinstance(value, str) or not LANGUAGE_TAG.fullmatch(value):
+            raise BadRequest(
+                400, "invalid_language", 'The field "language" must be a tag such as "vi".'
+            )
+        return value
+    header = request.headers.get("Accept-Language", "")
+    first = header.split(",", 1)[0].split(";", 1)[0].strip()
+    return first if LANGUAGE_TAG.fullmatch(first) else None
+
+
+def history_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The body's ``"history"``: earlier turns ``[{"role", "content"}]``, bounded."""
+    value = data.get("history")
+    if value is None:
+        return ()
+    turns: int = app_settings.MAX_HISTORY_TURNS
+    chars: int = app_settings.MAX_QUERY_CHARS
+    if not isinstance(value, list) or len(value) > turns:
+        raise BadRequest(
+            400, "invalid_history", f'The field "history" must be a list of at most {turns} turns.'
+        )
+    history = []
+    for turn in value:
+        if not (
+            isinstance(turn, dict)
+            and set(turn) == {"role", "content"}
+            and turn["role"] in ROLES
+            and isinstance(turn["content"], str)
+            and 0 < len(turn["content"]) <= chars
+            and "\x00" not in turn["content"]
+            and _encodable(turn["content"])
+        ):
+            raise BadRequest(
+                400,
+                "invalid_history",
+                'Each turn of "history" must be {"role": "user" or "assistant", '
+                f'"content": text of at most {chars} characters}}.',
+            )
+        history.append((turn["role"], turn["content"]))
+    return tuple(history)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
