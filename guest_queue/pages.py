@@ -8,6 +8,8 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.generic import TemplateView
 
+from .conf import app_settings
+
 
 def ui_strings() -> dict[str, str]:
     """Texts the page's script shows, translated into the request's language."""
@@ -20,6 +22,7 @@ def ui_strings() -> dict[str, str]:
         "timeout": _("This took too long, so the answer was cut short."),
         "error": _("Something went wrong: %(message)s"),
         "connection": _("The connection was lost."),
+        "reconnecting": _("Reconnecting…"),
         "busy": _("Many guests are asking right now. Retrying in %(seconds)s s…"),
         "retry": _("Try again"),
         "you": _("You"),
@@ -40,6 +43,9 @@ class ChatPage(TemplateView):
         context["guest_queue_urls"] = {
             "chat": reverse("guest_queue:chat"),
             "status": reverse("guest_queue:queue-status"),
+            # How much conversation the page may send back with a question.
+            "maxHistoryTurns": app_settings.MAX_HISTORY_TURNS,
+            "maxChars": app_settings.MAX_QUERY_CHARS,
         }
         context["guest_queue_strings"] = ui_strings()
         return context

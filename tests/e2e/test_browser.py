@@ -272,3 +272,39 @@ def test_event_source_resumes_by_itself_when_the_network_drops(
     text = "".join(e["data"] for e in got if e["event"] == "answer_chunk")
     assert text == "".join(f"chunk{i} " for i in range(30))
     relay.close()
+
+
+def test_the_page_reconnects_and_shows_the_whole_answer_once(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1")
+    relay = NetCut(server.port)
+    page = new_page()
+    page.goto(relay.url)
+    ask(page, "chunks=30 delay=0.1")
+    body = page.locator(".gq-body").last
+    expect(body).to_contain_text("chunk3 ")
+    page.context.set_offline(True)
+    relay.cut()
+    expect(page.locator(".gq-status").last).to_have_text("Reconnecting…")
+    time.sleep(1)
+    page.context.set_offline(False)
+    expected = " ".join(f"chunk{i}" for i in range(30))
+    expect(body).to_have_text(expected, timeout=20000)
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.locator(".gq-retry")).to_have_count(0)
+    relay.close()
+
+
+def test_a_follow_up_question_carries_the_conversation(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server(GUEST_WORKFLOW="tests.workflows.ContextEcho")
+    page = new_page()
+    page.goto(server.url)
+    ask(page, "first question")
+    expect(page.locator(".gq-body").last).to_have_text("lang=en turns=")
+    ask(page, "second question")
+    expect(page.locator(".gq-body").last).to_have_text(
+        "lang=en turns=user:first question|assistant:lang=en turns="
+    )

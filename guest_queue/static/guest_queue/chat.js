@@ -12,7 +12,12 @@ const conversation = document.getElementById("gq-conversation");
 const queueWidget = document.getElementById("gq-queue");
 
 const STATUS_POLL_MS = 5000;
+// A dropped connection is resumed with these pauses (the server keeps the request ~20 s).
+const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
 let controller = null;
+let current = null; // the turn being answered: its request id lets Stop cancel it
+// Earlier turns, sent with each question so the assistant can follow the conversation.
+const history = [];
 
 function format(template, values) {
   return template.replace(/%\((\w+)\)s/g, (_, key) => String(values[key] ?? ""));
@@ -57,7 +62,7 @@ function addTurn(question) {
   turn.append(asked, answer);
   conversation.append(turn);
   turn.scrollIntoView({ block: "end", behavior: "smooth" });
-  return { turn, status, body, extras, text: "" };
+  return { turn, status, body, extras, text: "", requestId: null, seq: 0, shown: null };
 }
 
 function setBusy(busy) {
@@ -90,7 +95,26 @@ function showRetry(view, question) {
   view.extras.append(button);
 }
 
+function setStatus(view, text, className) {
+  view.status.textContent = text;
+  view.status.className = className;
+}
+
 function handleEvent(view, event) {
+  // A resumed stream may repeat nothing, but never show an event twice anyway.
+  if (event.seq !== undefined) {
+    if (event.seq <= view.seq) return null;
+    view.seq = event.seq;
+  }
+  view.requestId = event.request_id || view.requestId;
+  const outcome = applyEvent(view, event);
+  if (event.event === "queued" || event.event === "processing") {
+    view.shown = [view.status.textContent, view.status.className];
+  }
+  return outcome;
+}
+
+function applyEvent(view, event) {
   const data = event.data;
   switch (event.event) {
     case "queued": {
@@ -142,13 +166,19 @@ async function ask(question, view = null) {
   if (!question || controller) return;
   view = view || addTurn(question);
   controller = new AbortController();
+  current = view;
   setBusy(true);
   let outcome = null;
   try {
     const response = await fetch(urls.chat, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ query: question }),
+      body: JSON.stringify({
+        query: question,
+        resumable: true,
+        language: document.documentElement.lang || undefined,
+        history: history.length ? history : undefined,
+      }),
       signal: controller.signal,
     });
     if (response.status === 429) {
@@ -164,7 +194,12 @@ async function ask(question, view = null) {
       view.status.className = "gq-status gq-error";
       outcome = "failed";
     } else {
-      outcome = await readStream(view, response);
+      outcome = await readStream(view, response).catch(() => null);
+      if (!outcome && !controller.signal.aborted && view.requestId) outcome = await reconnect(view);
+      if (!outcome && !controller.signal.aborted) {
+        setStatus(view, strings.connection, "gq-status gq-error");
+        outcome = "failed";
+      }
     }
   } catch (error) {
     if (controller?.signal.aborted) {
@@ -175,14 +210,50 @@ async function ask(question, view = null) {
       outcome = "failed";
     }
   } finally {
+    if (controller?.signal.aborted) outcome = "stopped";
     controller = null;
+    current = null;
     setBusy(false);
   }
+  if (outcome === "done") remember(question, view.text);
   if (outcome === "stopped") {
     view.status.textContent = strings.stopped;
     view.status.className = "gq-status";
   }
   if (outcome === "failed" || outcome === "stopped" || outcome === null) showRetry(view, question);
+}
+
+// Re-attach to the request after a dropped connection: the events after the last one shown.
+async function reconnect(view) {
+  let attempt = 0;
+  while (attempt < RECONNECT_DELAYS_MS.length) {
+    setStatus(view, strings.reconnecting, "gq-status gq-warning");
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAYS_MS[attempt]));
+    if (controller.signal.aborted) return "stopped";
+    attempt += 1;
+    try {
+      const url = `${urls.chat}/${encodeURIComponent(view.requestId)}/events?after=${view.seq}`;
+      const response = await fetch(url, { signal: controller.signal });
+      if (response.status === 404 || response.status === 410) return null; // it is gone
+      if (!response.ok) continue;
+      if (view.shown) setStatus(view, ...view.shown);
+      const seen = view.seq;
+      const outcome = await readStream(view, response);
+      if (outcome) return outcome;
+      if (view.seq > seen) attempt = 0; // it got somewhere: start the pauses over
+    } catch {
+      if (controller.signal.aborted) return "stopped";
+    }
+  }
+  return null;
+}
+
+function remember(question, answer) {
+  const max = urls.maxHistoryTurns ?? 20;
+  const chars = urls.maxChars ?? 2000;
+  history.push({ role: "user", content: question.slice(0, chars) });
+  if (answer.trim()) history.push({ role: "assistant", content: answer.slice(0, chars) });
+  history.splice(0, Math.max(0, history.length - max));
 }
 
 // The same framing as the seed's reference client: messages end with a blank line,
@@ -200,7 +271,8 @@ async function readStream(view, response) {
       const message = buffer.slice(0, end).trim();
       buffer = buffer.slice(end + 2);
       if (!message.startsWith("data:")) continue;
-      const outcome = handleEvent(view, JSON.parse(message.slice(5)));
+      // A resumed stream adds an "id:" line after the data line.
+      const outcome = handleEvent(view, JSON.parse(message.split("\n")[0].slice(5)));
       if (outcome) return outcome;
     }
   }
@@ -231,7 +303,14 @@ input.addEventListener("keydown", (event) => {
     form.requestSubmit();
   }
 });
-stop.addEventListener("click", () => controller?.abort());
+// Closing the connection no longer stops a resumable request: cancel it on purpose.
+stop.addEventListener("click", () => {
+  const requestId = current?.requestId;
+  controller?.abort();
+  if (requestId) {
+    fetch(`${urls.chat}/${encodeURIComponent(requestId)}/cancel`, { method: "POST" }).catch(() => {});
+  }
+});
 // The queue widget polls only while the tab is visible.
 setInterval(() => document.hidden || refreshQueue(), STATUS_POLL_MS);
 document.addEventListener("visibilitychange", () => document.hidden || refreshQueue());
