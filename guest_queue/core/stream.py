@@ -51,8 +51,8 @@ class StreamHost(Protocol):
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
 
-    def __init__(self, manager: StreamHost, ticket: Ticket) -> None:
-        self.manager = manager
+    def __init__(self, host: StreamHost, ticket: Ticket) -> None:
+        self.host = host
         self.ticket = ticket
         self._channel: Channel | None = None
 
@@ -63,7 +63,7 @@ class RequestStream:
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         ticket.claimed = True
         record = ticket.record
         try:
@@ -83,7 +83,7 @@ class RequestStream:
                         await ticket.wake.wait()
                 except TimeoutError:
                     if self._queue_wait_left() <= 0:
-                        manager.end(ticket, Status.TIMEOUT, "queue_timeout", "")
+                        host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
                         break
                     yield None
             if record.status.is_terminal:
@@ -99,28 +99,28 @@ class RequestStream:
                 yield item
         finally:
             if not record.status.is_terminal:
-                manager.finish(
+                host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
 
     async def _process(self) -> AsyncIterator[ev.Event | None]:
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         record = ticket.record
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         self._channel = channel
-        manager.start_workflow(ticket, channel)
+        host.start_workflow(ticket, channel)
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
             if ticket.interrupt is not None:
-                manager.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+                host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
             if record.status.is_terminal:
                 for final in self._terminal_events():
                     yield final
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                manager.end(ticket, Status.TIMEOUT, "timeout", "")
+                host.end(ticket, Status.TIMEOUT, "timeout", "")
                 continue
             if channel.empty():
                 try:
@@ -139,10 +139,10 @@ class RequestStream:
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         step = translate(item)
         if isinstance(step, Ending):
-            manager.finish(ticket, step.with_cached(ticket.record.cached))
+            host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             ticket.record.add_answer(step.data)
@@ -156,7 +156,7 @@ class RequestStream:
         ticket.record.add_answer(answer.text)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
-        self.manager.finish(ticket, ending)
+        self.host.finish(ticket, ending)
         assert ending.event is not None
         chunks = [ev.Event(ev.ANSWER_CHUNK, answer.text)] if answer.text else []
         return [*chunks, ending.event]
@@ -165,28 +165,28 @@ class RequestStream:
         ending = self.ticket.ending
         assert ending is not None and ending.event is not None
         if ending.event.name == ev.TIMEOUT:
-            return [ev.Event(ev.ANSWER_CHUNK, self.manager.config.timeout_fallback), ending.event]
+            return [ev.Event(ev.ANSWER_CHUNK, self.host.config.timeout_fallback), ending.event]
         return [ending.event]
 
     def _queued_event(self) -> ev.Event:
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
         if ticket.admitted:
             estimate: float | None = 0.0
         else:
-            estimate = manager.estimate_wait_sec(position)
+            estimate = host.estimate_wait_sec(position)
         return ev.Event(
             ev.QUEUED,
             {
                 "queue_position": position,
-                "queue_size": manager.queue_size,
+                "queue_size": host.queue_size,
                 "estimated_wait_sec": estimate,
             },
         )
 
     def _queue_wait_left(self) -> float:
         record = self.ticket.record
-        limit = self.manager.config.max_queue_wait_sec
+        limit = self.host.config.max_queue_wait_sec
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()
