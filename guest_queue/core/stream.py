@@ -55,8 +55,8 @@ class StreamHost(Protocol):
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
 
-    def __init__(self, manager: StreamHost, ticket: Ticket) -> None:
-        self.manager = manager
+    def __init__(self, host: StreamHost, ticket: Ticket) -> None:
+        self.host = host
         self.ticket = ticket
         self._channel: Channel | None = None
 
@@ -67,7 +67,7 @@ class RequestStream:
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         ticket.claimed = True
         record = ticket.record
         try:
@@ -92,7 +92,7 @@ class RequestStream:
                         await ticket.wake.wait()
                 except TimeoutError:
                     if self._queue_wait_left() <= 0:
-                        manager.end(ticket, Status.TIMEOUT, "queue_timeout", "")
+                        host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
                         break
                     yield None
             if record.status.is_terminal:
@@ -109,7 +109,7 @@ class RequestStream:
                 yield item
         finally:
             if not record.status.is_terminal and not self._carry_on():
-                manager.finish(
+                host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
 
@@ -118,7 +118,7 @@ class RequestStream:
         channel = self._channel
         if channel is None or not any(f.forwarded_parts for f in self.ticket.followers):
             return False
-        return self.manager.carry_on(self.ticket, self._drain_unattended(channel))
+        return self.host.carry_on(self.ticket, self._drain_unattended(channel))
 
     async def _drain_unattended(self, channel: Channel) -> None:
         """Finish the answer with nobody to send this ticket's own events to."""
@@ -127,7 +127,7 @@ class RequestStream:
                 pass
         finally:
             if not self.ticket.record.status.is_terminal:
-                self.manager.finish(
+                self.host.finish(
                     self.ticket,
                     Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away."),
                 )
@@ -152,29 +152,29 @@ class RequestStream:
         return events
 
     async def _process(self) -> AsyncIterator[ev.Event | None]:
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         self._channel = channel
-        manager.start_workflow(ticket, channel)
+        host.start_workflow(ticket, channel)
         async for item in self._pump(channel):
             yield item
 
     async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
         """The running workflow's events, to the terminal one."""
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         record = ticket.record
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
             if ticket.interrupt is not None:
-                manager.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+                host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
             if record.status.is_terminal:
                 for final in self._terminal_events():
                     yield final
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                manager.end(ticket, Status.TIMEOUT, "timeout", "")
+                host.end(ticket, Status.TIMEOUT, "timeout", "")
                 continue
             if channel.empty():
                 try:
@@ -193,10 +193,10 @@ class RequestStream:
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         step = translate(item)
         if isinstance(step, Ending):
-            manager.finish(ticket, step.with_cached(ticket.record.cached))
+            host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             ticket.record.add_answer(step.data)
@@ -214,7 +214,7 @@ class RequestStream:
         ticket.record.add_answer(rest)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
-        self.manager.finish(ticket, ending)
+        self.host.finish(ticket, ending)
         assert ending.event is not None
         chunks = [ev.Event(ev.ANSWER_CHUNK, rest)] if rest else []
         return [*chunks, ending.event]
@@ -223,28 +223,28 @@ class RequestStream:
         ending = self.ticket.ending
         assert ending is not None and ending.event is not None
         if ending.event.name == ev.TIMEOUT:
-            return [ev.Event(ev.ANSWER_CHUNK, self.manager.config.timeout_fallback), ending.event]
+            return [ev.Event(ev.ANSWER_CHUNK, self.host.config.timeout_fallback), ending.event]
         return [ending.event]
 
     def _queued_event(self) -> ev.Event:
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
         if ticket.admitted:
             estimate: float | None = 0.0
         else:
-            estimate = manager.estimate_wait_sec(position)
+            estimate = host.estimate_wait_sec(position)
         return ev.Event(
             ev.QUEUED,
             {
                 "queue_position": position,
-                "queue_size": manager.queue_size,
+                "queue_size": host.queue_size,
                 "estimated_wait_sec": estimate,
             },
         )
 
     def _queue_wait_left(self) -> float:
         record = self.ticket.record
-        limit = self.manager.config.max_queue_wait_sec
+        limit = self.host.config.max_queue_wait_sec
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()

@@ -25,7 +25,7 @@ def backend_class(name: str) -> type[Admission]:
     path = SHORT_NAMES.get(name, name)
     module_path, _, attribute = path.rpartition(".")
     if not module_path:
-        raise ImportError(f"{name!r} is neither 'local', 'redis' nor a dotted path")
+        raise ImportError("not a dotted path")
     try:
         found = getattr(import_module(module_path), attribute)
     except AttributeError as exc:
