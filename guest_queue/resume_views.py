@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from .core.eventlog import LogTrimmed
-from .core.resume import LogExpired, Resumable
+from .core.resume import LogExpired, Resumable, read_shared
 from .responses import json_error
 from .resumable import event_stream
 from .runtime import get_manager
@@ -47,12 +47,24 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
     if canonical is None:
         return json_error(404, "not_found", "No such request: malformed id.")
     manager = get_manager()
+    expired = json_error(410, "log_expired", "This request's events have expired.")
     try:
         res: Resumable = manager.resumes.get(canonical)
     except LogExpired:
-        return json_error(410, "log_expired", "This request's events have expired.")
+        return expired
     except KeyError:
-        return json_error(404, "not_found", "No such resumable request (it may have expired).")
+        shared = manager.resumes.shared
+        state = await shared.state(canonical) if shared is not None else None
+        if state is None:
+            return json_error(404, "not_found", "No such resumable request (it may have expired).")
+        if state != "live":
+            return expired
+        # Another process drives it: read its log from the shared queue's Redis.
+        heartbeat = manager.config.heartbeat_sec
+        assert shared is not None
+        return event_stream(
+            read_shared(shared, canonical, after, with_ids=True, heartbeat=heartbeat)
+        )
     if after > res.log.last_seq:
         raise BadRequest(400, "invalid_after", f"No event {after} has been sent yet.")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Protocol
 
 from .events import Event
 
@@ -115,3 +116,29 @@ class EventLog:
                 return
             entries.popleft()
             self.size -= size
+
+
+class SharedLogs(Protocol):
+    """Where a shared queue keeps resumable requests' logs, so any process can read them.
+
+    The process driving a request appends; readers on any process read after a seq
+    and block for new events. ``None`` from ``state`` means never seen.
+    """
+
+    def append(self, request_id: str, seq: int, event: Event) -> None:
+        """Add the event (in the background, in order; a failure is logged, not raised)."""
+
+    def touch(self, request_id: str) -> None:
+        """Keep a log whose request is still alive (waiting long) from expiring."""
+
+    async def state(self, request_id: str) -> str | None:
+        """``"live"`` (its log is there), ``"expired"`` (it was), or None (unknown)."""
+
+    async def read(self, request_id: str, after: int, block_sec: float) -> list[tuple[int, Event]]:
+        """The events after ``after``, waiting up to ``block_sec`` for some; trimmed → error."""
+
+    async def attach(self, request_id: str, ttl_sec: float) -> None:
+        """Say a reader on some process is attached, for ``ttl_sec``."""
+
+    async def attached(self, request_id: str) -> bool:
+        """Whether a reader on any process said it is attached (and has not lapsed)."""

@@ -61,7 +61,9 @@ class QueueManager:
             else None
         )
         self._listeners: list[Listener] = []
-        self.resumes = Resumes(config, self.events, self.stopper.spawn)
+        self.resumes = Resumes(
+            config, self.events, self.stopper.spawn, self.admission.shared_logs()
+        )
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------

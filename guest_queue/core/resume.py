@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -22,12 +23,14 @@ from typing import Any
 from . import events as ev
 from .backends.base import Ticket
 from .config import QueueConfig
-from .eventlog import EventLog, LogTrimmed
+from .eventlog import EventLog, LogTrimmed, SharedLogs
 
 logger = logging.getLogger("guest_queue")
 
 #: Ids of dropped logs remembered to answer "expired" (410) rather than "unknown" (404).
 EXPIRED_MEMORY = 10_000
+#: A reader on another process says it is attached for this long, renewing it as it reads.
+REMOTE_ATTACH_SEC = 4.0
 
 EventSource = Callable[[Ticket], AsyncIterator[ev.Event | None]]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
@@ -58,10 +61,18 @@ class Resumable:
 class Resumes:
     """This process's resumable requests by id."""
 
-    def __init__(self, config: QueueConfig, source: EventSource, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        config: QueueConfig,
+        source: EventSource,
+        spawn: Spawn,
+        shared: SharedLogs | None = None,
+    ) -> None:
         self.config = config
         self._source = source
         self._spawn = spawn
+        #: Where every process can read the logs (a shared queue), if anywhere.
+        self.shared = shared
         self.by_id: dict[str, Resumable] = {}
         self._expired: OrderedDict[str, None] = OrderedDict()
 
@@ -145,6 +156,25 @@ class Resumes:
     def _expire(self, res: Resumable) -> None:
         """Nobody came back in time (or the finished log has been kept long enough)."""
         res.timer = None
+        if self.shared is not None and not res.log.finished:
+            # The guest may have come back through another process: ask before ending it.
+            self._spawn(self._expire_unless_attached(res))
+            return
+        self._end(res)
+
+    async def _expire_unless_attached(self, res: Resumable) -> None:
+        assert self.shared is not None
+        try:
+            attached = await self.shared.attached(res.request_id)
+        except Exception:
+            logger.warning("Could not ask Redis whether request %s is read", res.request_id)
+            attached = False
+        if attached and not res.log.finished:
+            self._start_grace(res)
+        elif res.reader is None and res.timer is None:
+            self._end(res)
+
+    def _end(self, res: Resumable) -> None:
         if res.driver is not None and not res.driver.done():
             # The stream's own cleanup ends the request as cancelled: the client has gone.
             res.driver.cancel()
@@ -161,10 +191,15 @@ class Resumes:
     async def _drive(self, res: Resumable) -> None:
         log = res.log
         try:
+            shared, request_id = self.shared, res.request_id
             async for event in self._source(res.ticket):
                 if event is None:
+                    if shared is not None:
+                        shared.touch(request_id)
                     continue
-                log.append(event)
+                seq = log.append(event)
+                if shared is not None:
+                    shared.append(request_id, seq, event)
                 while log.full and res.reader is not None:
                     # The attached reader is behind by a whole log: wait for it.
                     await log.changed().wait()
@@ -176,3 +211,35 @@ class Resumes:
                 # Keep the finished log for the grace period, for late resumes.
                 with contextlib.suppress(RuntimeError):
                     self._start_grace(res)
+
+
+async def read_shared(
+    shared: SharedLogs, request_id: str, after: int, *, with_ids: bool, heartbeat: float
+) -> AsyncIterator[bytes]:
+    """A request another process drives: its log's messages from Redis, then live ones.
+
+    The reader says it is attached (so the driving process does not end the
+    request at the end of its grace), and ends at the terminal event, or when
+    the log is gone (the request's process died and its log expired).
+    """
+    cursor = after
+    block = min(heartbeat, REMOTE_ATTACH_SEC / 2)
+    quiet_since = time.monotonic()
+    while True:
+        await shared.attach(request_id, REMOTE_ATTACH_SEC)
+        try:
+            entries = await shared.read(request_id, cursor, block)
+        except LogTrimmed:
+            return
+        if entries:
+            quiet_since = time.monotonic()
+            cursor = entries[-1][0]
+            yield b"".join(e.encode(request_id, s, with_id=with_ids) for s, e in entries)
+            if entries[-1][1].is_terminal:
+                return
+            continue
+        if time.monotonic() - quiet_since >= heartbeat:
+            quiet_since = time.monotonic()
+            if await shared.state(request_id) != "live":
+                return
+            yield ev.HEARTBEAT_BYTES

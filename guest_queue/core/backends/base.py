@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
 from ..config import ConfigProblem, QueueConfig
+from ..eventlog import SharedLogs
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
@@ -156,6 +157,10 @@ class Admission(ABC):
 
     async def shared_status(self) -> dict[str, Any] | None:
         """The whole queue's line, slots and other processes' figures; None for a local one."""
+        return None
+
+    def shared_logs(self) -> SharedLogs | None:
+        """Where every process can read resumable requests' logs; None: this process only."""
         return None
 
     async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)

@@ -32,6 +32,7 @@ from ...errors import Unavailable
 from ...records import iso as _iso
 from ..base import Admission, LostCallback, Snapshot, Ticket
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
+from .logs import RedisLogs
 from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
@@ -85,6 +86,7 @@ class RedisAdmission(Admission):
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
         self._locate = self.client.register_script(LOCATE)
+        self.logs = RedisLogs(self.client, tag, config, options.timeout_sec)
         self._epoch = ""
         self._queue_size = 0
         self._active_count = 0
@@ -278,6 +280,10 @@ class RedisAdmission(Admission):
     async def reachable(self) -> bool:
         return await self.link.reachable()
 
+    def shared_logs(self) -> RedisLogs:
+        """Resumable requests' logs, in Redis Streams: a resume works on any process."""
+        return self.logs
+
     async def locate(self, request_id: str) -> dict[str, Any] | None:
         """What the shared queue knows of a request another process holds."""
         try:
@@ -324,6 +330,7 @@ class RedisAdmission(Admission):
         self._closed = True
         for task in list(self._requeues):
             task.cancel()
+        await self.logs.close()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
                 if self._leaving:

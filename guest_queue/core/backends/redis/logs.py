@@ -1,0 +1,150 @@
+"""Resumable requests' logs in Redis Streams, so a resume on any process finds them.
+
+One stream per request (``{prefix}:log:<id>``), entry ids ``<seq>-0``, capped
+with ``XADD MAXLEN ~``; its TTL is refreshed on every append and is the resume
+grace once the terminal event is in (a small ``logdone`` key then remembers
+the id for an hour, so a late resume gets "expired", not "unknown").
+Appends are written in order by one background task, pipelined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ...config import QueueConfig
+from ...eventlog import LogTrimmed
+from ...events import Event
+
+logger = logging.getLogger("guest_queue")
+
+#: How long the id of a finished, expired log is remembered (to answer 410, not 404).
+DONE_MEMORY_SEC = 3600
+#: Margin on a live log's TTL beyond the longest the request may still take.
+LIVE_TTL_MARGIN_SEC = 60
+
+
+class RedisLogs:
+    """The ``SharedLogs`` of a Redis-backed queue."""
+
+    def __init__(self, client: Redis, tag: str, config: QueueConfig, timeout_sec: float) -> None:
+        self.client = client
+        # A blocking read must end well within the client's read timeout.
+        self.max_block_sec = timeout_sec / 2
+        self.tag = tag
+        self.max_events = config.resume_log_max_events
+        self.grace_ms = max(1, round(config.resume_grace_sec * 1000))
+        wait = config.max_queue_wait_sec or 0
+        live = config.resume_grace_sec + config.request_timeout_sec + wait + LIVE_TTL_MARGIN_SEC
+        self.live_ms = round(live * 1000)
+        self._pending: list[tuple[str, int, Event | None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def _key(self, request_id: str) -> str:
+        return f"{self.tag}:log:{request_id}"
+
+    def _done_key(self, request_id: str) -> str:
+        return f"{self.tag}:logdone:{request_id}"
+
+    def _attached_key(self, request_id: str) -> str:
+        return f"{self.tag}:attached:{request_id}"
+
+    # -- writing (the process driving the request) -------------------------------
+
+    def append(self, request_id: str, seq: int, event: Event) -> None:
+        """Queue the event for the writer task (started on first use)."""
+        self._pending.append((request_id, seq, event))
+        self._kick()
+
+    def touch(self, request_id: str) -> None:
+        """Refresh a live log's TTL (a guest waiting long without a new event)."""
+        self._pending.append((request_id, 0, None))
+        self._kick()
+
+    def _kick(self) -> None:
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for request_id, seq, event in batch:
+                        self._queue(pipe, request_id, seq, event)
+                    await pipe.execute()
+            except (RedisError, OSError):
+                logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
+
+    def _queue(self, pipe: Any, request_id: str, seq: int, event: Event | None) -> None:
+        key = self._key(request_id)
+        if event is None:
+            pipe.pexpire(key, self.live_ms)
+            return
+        entry = json.dumps({"event": event.name, "data": event.data}, separators=(",", ":"))
+        pipe.xadd(key, {"e": entry}, id=f"{seq}-0", maxlen=self.max_events, approximate=True)
+        if event.is_terminal:
+            pipe.pexpire(key, self.grace_ms)
+            pipe.set(self._done_key(request_id), 1, ex=DONE_MEMORY_SEC)
+        else:
+            pipe.pexpire(key, self.live_ms)
+
+    async def close(self) -> None:
+        """Write what is pending, then stop the writer."""
+        if self._writer is not None:
+            self._wake.set()
+            await asyncio.sleep(0)
+            self._writer.cancel()
+            with contextlib.suppress(BaseException):
+                await self._writer
+
+    # -- reading (any process) ------------------------------------------------------
+
+    async def state(self, request_id: str) -> str | None:
+        exists, done = await asyncio.gather(
+            self.client.exists(self._key(request_id)),
+            self.client.exists(self._done_key(request_id)),
+        )
+        if exists:
+            return "live"
+        return "expired" if done else None
+
+    async def read(self, request_id: str, after: int, block_sec: float) -> list[tuple[int, Event]]:
+        key = self._key(request_id)
+        found = await self.client.xrange(key, min=f"{after + 1}-0", max="+", count=500)
+        if not found:
+            block_ms = max(1, math.floor(min(block_sec, self.max_block_sec) * 1000))
+            reply = await self.client.xread({key: f"{after}-0"}, count=500, block=block_ms)
+            found = reply[0][1] if reply else []
+        entries = [(int(str(i).split("-")[0]), self._event(f)) for i, f in found]
+        if entries and entries[0][0] > after + 1:
+            raise LogTrimmed(after)
+        if not entries and after > 0:
+            first = await self.client.xrange(key, count=1)
+            if first and int(str(first[0][0]).split("-")[0]) > after + 1:
+                raise LogTrimmed(after)
+        return entries
+
+    @staticmethod
+    def _event(fields: dict[Any, Any]) -> Event:
+        raw = json.loads(fields["e"])
+        return Event(raw["event"], raw["data"])
+
+    async def attach(self, request_id: str, ttl_sec: float) -> None:
+        await self.client.set(self._attached_key(request_id), 1, px=max(1, round(ttl_sec * 1000)))
+
+    async def attached(self, request_id: str) -> bool:
+        return bool(await self.client.exists(self._attached_key(request_id)))
