@@ -59,6 +59,15 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             return json_error(404, "not_found", "No such resumable request (it may have expired).")
         if state != "live":
             return expired
+        if not manager.accepting:
+            # Draining: another process should serve (and perhaps adopt) it.
+            return json_error(
+                503, "shutting_down", "The server is restarting; resume again.", retry_after=1
+            )
+        adopted = await manager.adopt(canonical)
+        if adopted is not None:
+            # Its process was drained for a deploy: this one drives it now, same place.
+            return event_stream(manager.resumes.read(adopted, after, with_ids=True))
         # Another process drives it: read its log from the shared queue's Redis.
         heartbeat = manager.config.heartbeat_sec
         assert shared is not None

@@ -37,6 +37,11 @@ logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
 
+#: ``Ticket.interrupt`` of a waiting request handed to another process at a drain.
+HANDED_OFF = "handed_off"
+#: How soon a client whose stream a draining process closed should resume it.
+HAND_OFF_RETRY_MS = 250
+
 
 class QueueManager:
     """One process's queue: a fixed number of slots in front of one workflow."""
@@ -64,6 +69,7 @@ class QueueManager:
         self.resumes = Resumes(
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
         )
+        self.stopper.before_drain = self._hand_off
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------
@@ -258,7 +264,7 @@ class QueueManager:
     def finish(self, ticket: Ticket, ending: Ending) -> None:
         """End the request: once, whatever path gets here first (its ending is the first)."""
         record = ticket.record
-        if record.status.is_terminal:
+        if record.status.is_terminal or ticket.interrupt == HANDED_OFF:
             return
         ticket.ending = ending
         record.mark_finished(ending.status, ending.code, ending.message)
@@ -309,6 +315,42 @@ class QueueManager:
     def resumable(self, ticket: Ticket) -> Resumable:
         """Drive an accepted ticket in the background, so that it survives a disconnect."""
         return self.resumes.open(ticket)
+
+    async def adopt(self, request_id: str) -> Resumable | None:
+        """Drive a resumable request a draining process handed off; None if there is none."""
+        shared = self.resumes.shared
+        if shared is None or not self.accepting:
+            return None
+        ticket = await self.admission.adopt(request_id)
+        if ticket is None:
+            return None
+        try:
+            earlier = await shared.read(request_id, 0, 0.001)
+        except Exception:
+            earlier = []
+        ticket.record.arrival_position = max(ticket.position, 1)
+        self.live.add(ticket, detached=False)
+        self.stats.total += 1
+        return self.resumes.open(ticket, earlier)
+
+    async def _hand_off(self) -> None:
+        """Draining: leave waiting resumable requests' places to the other processes."""
+        if self.resumes.shared is None:
+            return
+        waiting = [
+            t
+            for t in self.admission.waiting.values()
+            if t.request_id in self.resumes.by_id and not t.record.status.is_terminal
+        ]
+        if not waiting:
+            return
+        handed = await self.admission.hand_off(waiting, self.config.resume_grace_sec)
+        for ticket in handed:
+            ticket.interrupt = HANDED_OFF
+            self.live.remove(ticket)
+            self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
+        if handed:
+            logger.info("%d waiting request(s) left to the other processes", len(handed))
 
     def cancel(self, request_id: str) -> Status | None:
         """End a request on purpose, freeing its place or slot; its status, None if unknown."""

@@ -79,9 +79,15 @@ class Resumes:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def open(self, ticket: Ticket) -> Resumable:
-        """Start driving an accepted ticket in the background; nobody reads it yet."""
+    def open(self, ticket: Ticket, earlier: list[tuple[int, ev.Event]] | None = None) -> Resumable:
+        """Start driving an accepted ticket in the background; nobody reads it yet.
+
+        ``earlier``: the events another process already sent (an adopted request).
+        """
         log = EventLog(self.config.resume_log_max_events, self.config.resume_log_max_bytes)
+        for seq, event in earlier or ():
+            log.last_seq = seq - 1
+            log.append(event)
         res = Resumable(ticket, log)
         self.by_id[ticket.request_id] = res
         res.driver = self._spawn(self._drive(res))
@@ -132,6 +138,22 @@ class Resumes:
         finally:
             if res.reader is token:
                 self._detach(res)
+
+    def hand_off(self, request_id: str, retry_ms: int) -> None:
+        """Another process will drive this request: tell its reader to reconnect, let go."""
+        res = self.by_id.pop(request_id, None)
+        if res is None:
+            return
+        reconnect = ev.Event(ev.RECONNECT, {"retry_ms": retry_ms})
+        seq = res.log.append(reconnect)
+        if self.shared is not None:
+            self.shared.append(request_id, seq, reconnect)
+        res.log.close()
+        if res.timer is not None:
+            res.timer.cancel()
+            res.timer = None
+        if res.driver is not None:
+            res.driver.cancel()
 
     def _attach(self, res: Resumable, token: object, after: int) -> None:
         res.reader = token

@@ -40,6 +40,8 @@ class QueueStopper:
         self.workflow_tasks: set[asyncio.Task[None]] = set()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._drain: asyncio.Task[None] | None = None
+        #: Awaited when the drain begins, before waiting requests are ended.
+        self.before_drain: Callable[[], Awaitable[None]] | None = None
         self._idle = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -90,6 +92,11 @@ class QueueStopper:
                 logger.exception("Closing %r failed", closer)
 
     async def _drain_requests(self, grace: float) -> None:
+        if self.before_drain is not None:
+            try:
+                await self.before_drain()
+            except Exception:
+                logger.exception("Preparing the drain failed")
         for ticket in list(self.admission.waiting.values()):
             self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
         if self.admission.active:

@@ -8,7 +8,7 @@ from typing import Any
 
 from guest_queue.core.resume import read_shared
 
-from .conftest import until
+from .conftest import GateWorkflow, Stream, until
 from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
@@ -89,3 +89,41 @@ async def until_state(manager: Any, request_id: str, state: str) -> None:
     async with asyncio.timeout(5):
         while await manager.resumes.shared.state(request_id) != state:
             await asyncio.sleep(0.05)
+
+
+async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = [await a.submit(f"w{i}") for i in range(3)]
+    readers = [Reader(a, a.resumable(t)) for t in waiting]
+    behind = Stream(b, await b.submit("behind"))  # in line after them, on the other process
+    await until(lambda: all(r.names == ["queued"] for r in readers))
+    a.begin_drain()
+    for reader in readers:
+        # Not ended: told to reconnect, and the stream closes.
+        assert (await reader.done())[-1] == "reconnect"
+    assert a.status()["cancelled_requests"] == 0
+    resumed: list[Reader] = []
+    for ticket, reader in zip(waiting, readers, strict=True):
+        res = await b.adopt(ticket.request_id)
+        assert res is not None and res.ticket.position == len(resumed) + 1
+        resumed.append(Reader(b, res, after=reader.seqs[-1]))
+    assert await b.adopt(waiting[0].request_id) is None  # adopted once only
+    gate.open(running.request_id)
+    for ticket, old, reader in zip(waiting, readers, resumed, strict=True):
+        gate.open(ticket.request_id)
+        assert (await reader.done())[-1] == "workflow_complete"
+        # The same request, numbered on from where the guest was: nothing twice.
+        assert reader.seqs == list(range(old.seqs[-1] + 1, old.seqs[-1] + 1 + len(reader.seqs)))
+        assert {e["request_id"] for e in reader.events} == {ticket.request_id}
+    await until(lambda: "behind" in gate.started)
+    gate.open(behind.ticket.request_id)
+    await behind.done()
+    assert gate.started == ["running", "w0", "w1", "w2", "behind"]
+    assert b.status()["completed_requests"] == 4

@@ -159,6 +159,14 @@ class Admission(ABC):
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None
 
+    async def hand_off(self, tickets: list[Ticket], grace_sec: float) -> list[Ticket]:
+        """Leave waiting tickets' places for another process to adopt; those handed off."""
+        return []
+
+    async def adopt(self, request_id: str) -> Ticket | None:
+        """Take over a request another process handed off; None if there is none."""
+        return None
+
     def shared_logs(self) -> SharedLogs | None:
         """Where every process can read resumable requests' logs; None: this process only."""
         return None

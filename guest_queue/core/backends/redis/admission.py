@@ -31,6 +31,7 @@ from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...records import iso as _iso
 from ..base import Admission, LostCallback, Snapshot, Ticket
+from .handoff import ADOPT, HAND_OFF, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
 from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
@@ -86,6 +87,9 @@ class RedisAdmission(Admission):
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
         self._locate = self.client.register_script(LOCATE)
+        self.tag = tag
+        self._hand_off = self.client.register_script(HAND_OFF)
+        self._adopt = self.client.register_script(ADOPT)
         self.logs = RedisLogs(self.client, tag, config, options.timeout_sec)
         self._epoch = ""
         self._queue_size = 0
@@ -279,6 +283,41 @@ class RedisAdmission(Admission):
 
     async def reachable(self) -> bool:
         return await self.link.reachable()
+
+    async def hand_off(self, tickets: list[Ticket], grace_sec: float) -> list[Ticket]:
+        """Leave the tickets' places (leases kept for ``grace_sec``) for another process."""
+        by_id = {t.request_id: t for t in tickets if self.waiting.get(t.request_id) is t}
+        if not by_id:
+            return []
+        keys = [self.keys[0], self.keys[2]]
+        args: list[Any] = [max(1, round(grace_sec * 1000))]
+        for rid, ticket in by_id.items():
+            keys.append(f"{self.tag}:handoff:{rid}")
+            args += [rid, handoff_json(ticket)]
+        async with self._in_order:
+            handed = await self.link.run(self._hand_off, keys, args)
+            for rid in handed:
+                # No longer renewed nor given back by this process.
+                self.waiting.pop(rid, None)
+        return [by_id[rid] for rid in handed]
+
+    async def adopt(self, request_id: str) -> Ticket | None:
+        """Take over a handed-off request: same place in line (or its slot, if admitted)."""
+        keys = [*self.keys[:3], f"{self.tag}:handoff:{request_id}"]
+        async with self._in_order:
+            reply = await self.link.run(self._adopt, keys, [request_id, self.lease_ms])
+            if reply is None:
+                return None
+            data, where, score, rank = reply
+            ticket = adopted_ticket(request_id, data)
+            if where == "a":
+                self._admit(ticket)
+            else:
+                ticket.queue_score = score
+                ticket.position = int(rank)
+                self.waiting[request_id] = ticket
+        self._dirty.set()
+        return ticket
 
     def shared_logs(self) -> RedisLogs:
         """Resumable requests' logs, in Redis Streams: a resume works on any process."""

@@ -1,0 +1,93 @@
+"""Handing waiting resumable requests from a draining process to the others.
+
+A process draining for a deploy does not end its waiting resumable requests:
+it leaves their places in the shared line, keeps their leases for the resume
+grace, and writes what another process needs to drive them (the question and
+its context) under ``{prefix}:handoff:<id>``. When the guest resumes through
+another process, that process adopts the request (atomically, so only one
+does): same score, same place in line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ...backends.base import Ticket
+from ...records import RequestRecord
+
+#: KEYS: waiting, leases, then one handoff key per request.
+#: ARGV: grace ms, then per request: id, its hand-off JSON.
+HAND_OFF = """
+local waiting, leases = KEYS[1], KEYS[2]
+local clock = redis.call('TIME')
+local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
+local grace_ms = tonumber(ARGV[1])
+local handed = {}
+for i = 2, #ARGV, 2 do
+  local rid = ARGV[i]
+  if redis.call('ZSCORE', waiting, rid) then
+    redis.call('ZADD', leases, string.format('%.0f', now + grace_ms), rid)
+    local key = KEYS[3 + (i - 2) / 2]
+    redis.call('SET', key, ARGV[i + 1], 'PX', grace_ms)
+    handed[#handed + 1] = rid
+  end
+end
+return handed
+"""
+
+#: KEYS: waiting, active, leases, the request's handoff key. ARGV: id, lease ms.
+#: Returns nil, or {hand-off JSON, "w" + score and 1-based rank, or "a" (admitted)}.
+ADOPT = """
+local waiting, active, leases, key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rid = ARGV[1]
+local data = redis.call('GET', key)
+if not data then
+  return nil
+end
+local clock = redis.call('TIME')
+local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
+local score = redis.call('ZSCORE', waiting, rid)
+local admitted = redis.call('SISMEMBER', active, rid) == 1
+if not score and not admitted then
+  return nil
+end
+redis.call('DEL', key)
+redis.call('ZADD', leases, string.format('%.0f', now + tonumber(ARGV[2])), rid)
+if admitted then
+  return {data, 'a', '', 0}
+end
+return {data, 'w', score, redis.call('ZRANK', waiting, rid) + 1}
+"""
+
+
+def handoff_json(ticket: Ticket) -> str:
+    """What another process needs to drive the request."""
+    record = ticket.record
+    return json.dumps(
+        {
+            "query": record.query,
+            "client_hint": record.client_hint,
+            "language": ticket.language,
+            "history": [list(turn) for turn in ticket.history],
+            "created_at": record.created_at,
+        }
+    )
+
+
+def adopted_ticket(request_id: str, data: str) -> Ticket:
+    """The request rebuilt from its hand-off, as this process's own ticket."""
+    raw: dict[str, Any] = json.loads(data)
+    record = RequestRecord(
+        request_id=request_id, query=str(raw["query"]), client_hint=raw.get("client_hint")
+    )
+    created_at = raw.get("created_at")
+    if isinstance(created_at, int | float):
+        # Keep the wait the guest has already done (the monotonic clock is this process's).
+        record.created_at = float(created_at)
+        record.created_mono = time.monotonic() - max(0.0, time.time() - created_at)
+    ticket = Ticket(record)
+    ticket.language = raw.get("language")
+    ticket.history = tuple((str(r), str(c)) for r, c in raw.get("history") or ())
+    return ticket
