@@ -175,6 +175,7 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     return response
 
 
+@csrf_exempt
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:
-    """Unknown paths under the API answer in JSON too."""
+    """Unknown paths under the API answer in JSON too, whatever the method."""
     return json_error(404, "not_found", "No such endpoint.")

@@ -98,9 +98,13 @@ async def test_wrong_method_is_a_json_405(async_client: AsyncClient, method: str
     assert response["Allow"] in ("GET", "POST")
 
 
-async def test_unknown_api_path_is_a_json_404(async_client: AsyncClient) -> None:
-    response = await async_client.get("/api/v1/guest/nope")
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+async def test_unknown_api_path_is_a_json_404(method: str) -> None:
+    # A client that enforces CSRF as a browser's request would meet it: no HTML 403.
+    client = AsyncClient(enforce_csrf_checks=True)
+    response = await getattr(client, method)("/api/v1/guest/nope", content_type="text/plain")
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": "No such endpoint.", "code": "not_found"}
 
 
