@@ -40,8 +40,24 @@ def read_body(request: HttpRequest) -> bytes:
     return body
 
 
+def require_json(request: HttpRequest) -> None:
+    """Refuse a body that is not ``application/json`` (any parameters, any case) with 415.
+
+    ``text/plain`` and form bodies are "simple" requests that browsers send across
+    sites without a CORS preflight: accepting them would let any third-party page
+    make its visitors' browsers fill the queue. ``application/json`` needs a
+    preflight, which the site's CORS policy (none by default) refuses.
+    """
+    # Django lower-cases the type and drops its parameters (``; charset=utf-8``).
+    if request.content_type != "application/json":
+        raise BadRequest(
+            415, "unsupported_media_type", "Send the request body as application/json."
+        )
+
+
 def parse_query(request: HttpRequest) -> str:
     """The guest's question from a JSON body ``{"query": "..."}``, validated."""
+    require_json(request)
     body = read_body(request)
     try:
         text = body.decode("utf-8")

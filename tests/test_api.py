@@ -98,6 +98,44 @@ async def test_wrong_method_is_a_json_405(async_client: AsyncClient, method: str
     assert response["Allow"] in ("GET", "POST")
 
 
+@pytest.mark.parametrize("url", [CHAT, SIMPLE])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        "application/json-patch+json",
+        "text/json",
+        "",
+    ],
+)
+async def test_a_post_body_must_be_json(
+    async_client: AsyncClient, url: str, content_type: str
+) -> None:
+    # text/plain and forms need no CORS preflight: a third-party page could post these.
+    body = json.dumps({"query": "chunks=1"}).encode()
+    response = await async_client.generic("POST", url, body, content_type=content_type)
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert get_manager().stats.total == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON;Charset=UTF-8"],
+)
+async def test_json_with_or_without_a_charset_is_accepted(
+    async_client: AsyncClient, content_type: str
+) -> None:
+    body = json.dumps({"query": "chunks=1"}).encode()
+    response = await async_client.generic("POST", SIMPLE, body, content_type=content_type)
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed"
+
+
 @pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
 async def test_unknown_api_path_is_a_json_404(method: str) -> None:
     # A client that enforces CSRF as a browser's request would meet it: no HTML 403.
