@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.http import HttpRequest
 
 from .conf import app_settings
+
+# Refused, not removed: C0/C1 controls other than tab and newline (terminal escapes,
+# NUL, carriage returns that forge log and CSV lines) and the bidi embeddings and
+# overrides U+202A-202E, U+2066-2069 (text that reads differently than it is stored,
+# "Trojan Source"). No person types them; silently removing them would hand the
+# workflow something other than what was sent, and the client would never know.
+FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class BadRequest(Exception):
@@ -81,16 +89,16 @@ def parse_query(request: HttpRequest) -> str:
     query = data["query"]
     if not isinstance(query, str):
         raise BadRequest(400, "invalid_query", 'The field "query" must be a string.')
+    if FORBIDDEN.search(query) or not _encodable(query):
+        raise BadRequest(
+            400, "invalid_query", "The query contains characters that are not allowed."
+        )
     query = query.strip()
     if not query:
         raise BadRequest(400, "empty_query", 'The field "query" must not be empty.')
     limit: int = app_settings.MAX_QUERY_CHARS
     if len(query) > limit:
         raise BadRequest(400, "query_too_long", f"The query exceeds {limit} characters.")
-    if "\x00" in query or not _encodable(query):
-        raise BadRequest(
-            400, "invalid_query", "The query contains characters that are not allowed."
-        )
     return query
 
 

@@ -98,6 +98,32 @@ async def test_wrong_method_is_a_json_405(async_client: AsyncClient, method: str
     assert response["Allow"] in ("GET", "POST")
 
 
+@pytest.mark.parametrize(
+    "char",
+    [
+        *map(chr, [0x00, 0x01, 0x07, 0x08, 0x0B, 0x0C, 0x0D, 0x1B, 0x1C, 0x1F, 0x7F]),
+        *map(chr, [0x80, 0x85, 0x9B, 0x9F]),  # C1, including NEL and CSI
+        *map(chr, [0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]),
+    ],
+)
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+async def test_control_and_bidi_override_characters_are_refused(
+    async_client: AsyncClient, char: str, where: str
+) -> None:
+    text = {"start": char + "what is dna", "middle": f"what {char}is dna", "end": "dna" + char}
+    response = await post(async_client, SIMPLE, {"query": "echo: " + text[where]})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_query"
+    # Refused, not cleaned: nothing reached the workflow, the history or its CSV export.
+    assert get_manager().stats.total == 0
+
+
+async def test_tabs_and_newlines_are_allowed(async_client: AsyncClient) -> None:
+    response = await post(async_client, SIMPLE, {"query": "echo: line one\n\tline two"})
+    assert response.status_code == 200
+    assert response.json()["answer"] == "line one\n\tline two"
+
+
 @pytest.mark.parametrize("url", [CHAT, SIMPLE])
 @pytest.mark.parametrize(
     "content_type",
