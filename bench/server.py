@@ -54,6 +54,7 @@ class BenchServer:
             DJANGO_SETTINGS_MODULE="genestory.settings",
             DATABASE_URL=f"sqlite:///{self._tmp.name}/db.sqlite3",
             DEBUG="false",
+            SECRET_KEY="benchmark-only-" + "x" * 50,
             LOG_LEVEL="WARNING",
             GUEST_BENCHMARK_VIEWS="true",
             # Scenarios repeat one question: without this they would measure the cache.

@@ -106,7 +106,7 @@ def test_a_1_gib_upload_is_refused_without_being_read(
     spool = tmp_path / "spool"
     spool.mkdir()
     # Django spools bodies past 2.5 MB to TMPDIR: point it somewhere this test watches.
-    server = start_server("uvicorn", TMPDIR=str(spool), SECRET_KEY="e2e-" + "k" * 60)
+    server = start_server("uvicorn", TMPDIR=str(spool))
     assert httpx.get(f"{server.url}/api/v1/guest/health").status_code == 200
     before = rss(server.process.pid)
     started = time.monotonic()
