@@ -180,6 +180,5 @@ GUEST_OPENAI_SUGGESTIONS = env.str("GUEST_OPENAI_SUGGESTIONS", default="none")
 GUEST_OPENAI_FIXED_SUGGESTIONS = [
     q.strip() for q in env.str("GUEST_OPENAI_FIXED_SUGGESTIONS", default="").split("|") if q.strip()
 ]
-GUEST_BENCHMARK_VIEWS = env_value("GUEST_BENCHMARK_VIEWS", False)
 # A key of its own for the keyed hashes of questions, client addresses and cache keys.
 GUEST_HASH_KEY = env.str("GUEST_HASH_KEY", default="") or None

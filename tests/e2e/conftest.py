@@ -43,7 +43,7 @@ class Server:
             "DEBUG": "false",
             # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
             "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
-            "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+            "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
             **env,
         }
