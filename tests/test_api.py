@@ -162,11 +162,12 @@ async def test_json_with_or_without_a_charset_is_accepted(
     assert response.json()["status"] == "completed"
 
 
+@pytest.mark.parametrize("path", ["nope", "%0A", "chat%0A", "x/%0D%0Ay", "%E2%80%AE"])
 @pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
-async def test_unknown_api_path_is_a_json_404(method: str) -> None:
+async def test_unknown_api_path_is_a_json_404(method: str, path: str) -> None:
     # A client that enforces CSRF as a browser's request would meet it: no HTML 403.
     client = AsyncClient(enforce_csrf_checks=True)
-    response = await getattr(client, method)("/api/v1/guest/nope", content_type="text/plain")
+    response = await getattr(client, method)(f"/api/v1/guest/{path}", content_type="text/plain")
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": "No such endpoint.", "code": "not_found"}
