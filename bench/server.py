@@ -54,6 +54,7 @@ class BenchServer:
             DJANGO_SETTINGS_MODULE="bench.settings",
             DATABASE_URL=f"sqlite:///{self._tmp.name}/db.sqlite3",
             DEBUG="false",
+            SECRET_KEY="benchmark-only-" + "x" * 50,
             LOG_LEVEL="WARNING",
             # Scenarios repeat one question: without this they would measure the cache.
             GUEST_CACHE_ENABLED="false",

@@ -10,6 +10,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genestory.settings")
 django_application = get_asgi_application()
 
+from genestory.checks import require_passing_checks  # noqa: E402
+
+# Invalid GUEST_* values, or the demo SECRET_KEY with DEBUG off, stop the start-up here.
+require_passing_checks()
+
 from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:

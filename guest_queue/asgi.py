@@ -8,6 +8,10 @@ that waits minutes in the queue, that is one idle OS thread per waiting guest.
 pool of long-lived single-thread executors instead (asgiref's documented
 ``ThreadSensitiveContext(executor=...)``), so thousands of waiting guests cost
 no threads at all. Other paths keep Django's per-request threads.
+
+It also enforces ``GUEST_MAX_BODY_BYTES`` on the API's requests before Django
+reads their bodies (see ``body_limit``): installing this wrapper in the site's
+``asgi.py`` is what spares the server a 1 GiB upload.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import ThreadSensitiveContext
 from django.urls import reverse
 
+from .body_limit import read_within_limit
 from .conf import app_settings
 from .lifespan import ASGIApp, Receive, Scope, Send
 
@@ -43,6 +48,11 @@ class SharedSyncThreads:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self._api_prefix()):
+            # GUEST_MAX_BODY_BYTES before Django reads (and spools) the whole body.
+            limited = await read_within_limit(scope, receive, send)
+            if limited is None:
+                return
+            receive = limited
             # Each executor runs one call at a time on one thread, as asgiref requires;
             # a request keeps the same executor (and thread) from start to end.
             executor = self._executors[next(self._turn) % len(self._executors)]

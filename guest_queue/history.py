@@ -10,8 +10,6 @@ backoff, logs once per outage, and catches up when the database is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import socket
@@ -21,21 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 
 from .conf import app_settings
 from .core.records import RequestRecord
+from .hashing import QUERY, keyed_hash
 
 logger = logging.getLogger("guest_queue")
 
 MAX_BACKOFF_SEC = 30.0
 FLUSH_TIMEOUT_SEC = 10.0
-
-
-def keyed_hash(text: str) -> str:
-    """HMAC-SHA-256 of ``text`` under the site's SECRET_KEY: comparable, not reversible."""
-    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def _when(ts: float | None) -> datetime | None:
@@ -76,7 +69,8 @@ class HistoryWriter:
             "request_id": uuid.UUID(record.request_id),
             "status": record.status.value,
             "error_code": (record.error_code or "")[:64],
-            "error_message": (record.error_message or "")[:500],
+            # The error text and the answer often restate the question: kept only with it.
+            "error_message": (record.error_message or "")[:500] if self.store_query else "",
             "cached": record.cached,
             "arrival_position": record.arrival_position,
             "created_at": _when(record.created_at),
@@ -86,8 +80,8 @@ class HistoryWriter:
             "processing_ms": record.processing_ms,
             "query": record.query if self.store_query else "",
             "query_length": len(record.query),
-            "query_hash": keyed_hash(record.query),
-            "answer_preview": record.answer_preview[:500],
+            "query_hash": keyed_hash(QUERY, record.query),
+            "answer_preview": record.answer_preview[:500] if self.store_query else "",
             "client_hash": record.client_hint or "",
             "server": self.server,
         }

@@ -10,5 +10,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
-    re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"),
+    # [\s\S], not ".": a path may end in a decoded %0A, which "." does not match.
+    re_path(r"^(?P<path>[\s\S]*)$", views.not_found, name="not-found"),
 ]

@@ -17,7 +17,7 @@ from .core.backends.base import Ticket
 from .core.consume import collect
 from .core.errors import Refused
 from .core.manager import QueueManager
-from .history import keyed_hash
+from .hashing import CLIENT, keyed_hash
 from .models import GuestRequest
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
@@ -68,7 +68,7 @@ async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
     query = parse_query(request)
     # A keyed hash of the client's address: lets staff group requests, reveals no IP.
-    hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
+    hint = keyed_hash(CLIENT, request.META.get("REMOTE_ADDR") or "")[:32]
     manager = get_manager()
     return manager, await manager.submit(query, client_hint=hint)
 
@@ -175,6 +175,7 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     return response
 
 
+@csrf_exempt
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:
-    """Unknown paths under the API answer in JSON too."""
+    """Unknown paths under the API answer in JSON too, whatever the method."""
     return json_error(404, "not_found", "No such endpoint.")

@@ -41,6 +41,8 @@ class Server:
             # These tests repeat questions and expect each to reach the workflow.
             "GUEST_CACHE_ENABLED": "false",
             "DEBUG": "false",
+            # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
+            "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
             "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
             **env,
