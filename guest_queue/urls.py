@@ -11,6 +11,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
+    path("health/live", views.health_live, name="health-live"),
 ]
 
 if app_settings.BENCHMARK_VIEWS:

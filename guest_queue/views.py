@@ -175,6 +175,16 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     return response
 
 
+@allow("GET")
+async def health_live(request: HttpRequest) -> HttpResponseBase:
+    """Liveness: this process and its event loop answer, whatever the workflow's state.
+
+    Touches neither the workflow nor the queue backend: a model or Redis outage
+    must make the readiness probe (``health``) fail, never get the process restarted.
+    """
+    return JsonResponse({"status": "ok"})
+
+
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:
     """Unknown paths under the API answer in JSON too."""
     return json_error(404, "not_found", "No such endpoint.")
