@@ -1,4 +1,4 @@
-"""Probes: ``health`` is readiness (fails when the guest cannot be served), ``health/live`` liveness."""
+"""Probes: `health` is readiness (can the guest be served?), `health/live` liveness."""
 
 from __future__ import annotations
 
