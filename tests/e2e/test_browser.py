@@ -239,7 +239,9 @@ def test_queue_widget_agrees_with_the_guests_own_place(
     expect(first.locator(".gq-status").last).to_have_text("Writing an answer…")
     expect(first.locator("#gq-queue")).to_have_text("1 answering · 0 waiting", timeout=1500)
     ask(second, "chunks=1")
-    expect(second.locator(".gq-status").last).to_have_text(re.compile("next in line|number 1 in line"))
+    expect(second.locator(".gq-status").last).to_have_text(
+        re.compile("next in line|number 1 in line")
+    )
     expect(widget).to_have_text("1 answering · 1 waiting", timeout=1500)
     shot(second, "chat-queue-widget")
     expect(second.locator(".gq-body").last).to_have_text("chunk0", timeout=15000)
