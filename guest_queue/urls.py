@@ -12,6 +12,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
     path("health/live", views.health_live, name="health-live"),
+    path("openapi.json", views.openapi, name="openapi"),
 ]
 
 if app_settings.BENCHMARK_VIEWS:
@@ -19,4 +20,5 @@ if app_settings.BENCHMARK_VIEWS:
 
     urlpatterns.append(path("bench/bare", bench_views.bare_stream, name="bench-bare"))
 
-urlpatterns.append(re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"))
+# [\s\S]: a path may hold an encoded newline, which "." would not match (an HTML 404).
+urlpatterns.append(re_path(r"^(?P<path>[\s\S]*)\Z", views.not_found, name="not-found"))
