@@ -226,13 +226,17 @@ function renderQueue() {
   });
 }
 
-// Called on each of the guest's own queue events: show them at once, then ask for the rest.
+// Called on each of the guest's own queue events: show them at once; when the guest moves
+// from waiting to answered to done (not on every step forward in line), ask for the rest.
 function setOwnPlace(active, waiting) {
+  const moved = active !== ownPlace.active || (waiting > 0) !== (ownPlace.waiting > 0);
   ownPlace.active = active;
   ownPlace.waiting = waiting;
-  ownChanges += 1;
   renderQueue();
-  refreshQueue();
+  if (moved) {
+    ownChanges += 1;
+    refreshQueue();
+  }
 }
 
 async function refreshQueue() {
