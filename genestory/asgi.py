@@ -19,7 +19,7 @@ from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:
     # As runserver does: static files from the app directories in development.
-    # In production nginx (or a CDN) serves STATIC_ROOT after collectstatic.
+    # In production ServeStatic (a middleware, see settings) serves collectstatic's STATIC_ROOT.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_application = ASGIStaticFilesHandler(django_application)

@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "genestory",
+    "servestatic",
     "guest_queue",
 ]
 
@@ -135,6 +136,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if not DEBUG:
+    # Serves collectstatic's files from memory-indexed STATIC_ROOT (async: no thread hop);
+    # other paths pass straight on. With DEBUG, genestory.asgi serves the app directories.
+    MIDDLEWARE.insert(1, "servestatic.middleware.ServeStaticMiddleware")
 
 ROOT_URLCONF = "genestory.urls"
 ASGI_APPLICATION = "genestory.asgi.application"
@@ -174,6 +180,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# collectstatic writes content-hashed, gzip-compressed copies (brotli too if installed); ServeStatic
+# serves those with a one-year immutable Cache-Control (the page links the hashed names).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "genestory.storage.StaticStorage"},
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

@@ -8,8 +8,9 @@ from functools import wraps
 from typing import Any
 
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from .core import events as ev
@@ -21,6 +22,7 @@ from .hashing import CLIENT, keyed_hash
 from .models import GuestRequest
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
+from .schema import openapi_json
 from .validation import BadRequest, parse_query
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -173,6 +175,23 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     if not healthy:
         response["Retry-After"] = "5"
     return response
+
+
+@allow("GET")
+async def health_live(request: HttpRequest) -> HttpResponseBase:
+    """Liveness: this process and its event loop answer, whatever the workflow's state.
+
+    Touches neither the workflow nor the queue backend: a model or Redis outage
+    must make the readiness probe (``health``) fail, never get the process restarted.
+    """
+    return JsonResponse({"status": "ok"})
+
+
+@allow("GET")
+async def openapi(request: HttpRequest) -> HttpResponseBase:
+    """The OpenAPI 3.1 document of this API."""
+    prefix = reverse("guest_queue:openapi")[: -len("openapi.json")]
+    return HttpResponse(openapi_json(prefix), content_type="application/json")
 
 
 @csrf_exempt

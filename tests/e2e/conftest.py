@@ -27,8 +27,8 @@ def free_port() -> int:
 class Server:
     """A server process on a free port, with the environment a site owner would set."""
 
-    def __init__(self, kind: str, env: dict[str, str], tmp: Path) -> None:
-        self.port = free_port()
+    def __init__(self, kind: str, env: dict[str, str], tmp: Path, port: int = 0) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}-{self.port}.log"
         self.db_path = tmp / "db.sqlite3"
@@ -53,21 +53,23 @@ class Server:
             env=self.env,
             check=True,
         )
-        if kind == "uvicorn":
-            cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
-            cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        else:
-            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-            cmd += ["genestory.asgi:application"]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *cmd],
+            [sys.executable, *self.command(kind)],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         self._wait_ready()
+
+    def command(self, kind: str) -> list[str]:
+        """The server's arguments after ``python``."""
+        if kind == "uvicorn":
+            cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
+            return [*cmd, "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        return [*cmd, "genestory.asgi:application"]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
