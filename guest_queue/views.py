@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from .asgi import note_ticket
 from .core import events as ev
 from .core.admission import Ticket
 from .core.consume import collect
@@ -70,7 +71,9 @@ async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     # A keyed hash of the client's address: lets staff group requests, reveals no IP.
     hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
     manager = get_manager()
-    return manager, await manager.submit(query, client_hint=hint)
+    ticket = await manager.submit(query, client_hint=hint)
+    note_ticket(manager, ticket)
+    return manager, ticket
 
 
 @allow("POST")

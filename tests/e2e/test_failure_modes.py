@@ -1,0 +1,62 @@
+"""Failure modes against real servers: clients that vanish, hanging databases, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import struct
+import time
+from typing import Any
+
+import httpx
+
+from .conftest import ServerFactory
+
+API = "/api/v1/guest"
+
+
+async def post_then_reset(port: int, query: str, delay: float) -> None:
+    """Send a whole chat POST, wait ``delay`` seconds, then reset the connection (no FIN)."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"query": query}).encode()
+    head = (
+        f"POST {API}/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    await asyncio.sleep(delay)
+    sock: socket.socket = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def queue_figures(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    response = await client.get(f"{url}{API}/queue/status")
+    figures: dict[str, Any] = response.json()
+    return figures
+
+
+async def test_clients_that_reset_before_the_first_byte_free_their_places(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="2", GUEST_MAX_QUEUE_SIZE="500")
+    rng = random.Random(11)
+    # Staggered: a reset that reaches the server before it has read the request
+    # discards the request (Linux drops unread data on RST), so nothing would be tested.
+    resets = []
+    for i in range(200):
+        delay = rng.uniform(0, 0.02)
+        resets.append(asyncio.ensure_future(post_then_reset(server.port, f"sleep=5 n={i}", delay)))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*resets)
+    last_reset = time.monotonic()
+    async with httpx.AsyncClient(timeout=5) as client:
+        figures = await queue_figures(client, server.url)
+        assert figures["total_requests"] > 0  # the resets did reach the queue
+        while figures["queue_size"] or figures["active_requests"]:
+            assert time.monotonic() - last_reset < 2.0, figures
+            await asyncio.sleep(0.05)
+            figures = await queue_figures(client, server.url)
