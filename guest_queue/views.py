@@ -7,7 +7,6 @@ from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -19,7 +18,7 @@ from .core.consume import collect
 from .core.errors import Refused
 from .core.manager import QueueManager
 from .history import keyed_hash
-from .models import GuestRequest
+from .history_lookup import HistoryUnavailable, find_in_history
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
 from .validation import BadRequest, parse_query
@@ -145,13 +144,11 @@ async def request_status(request: HttpRequest, request_id: str) -> HttpResponseB
     history = get_history()
     if data is None and history is not None:
         try:
-            rows = GuestRequest.objects.using(history.database)
-            row = await rows.filter(request_id=canonical).afirst()
-        except DatabaseError:
+            data = await find_in_history(history.database, canonical)
+        except HistoryUnavailable:
             return json_error(
                 503, "history_unavailable", "Request history is unavailable.", retry_after=5
             )
-        data = row.as_status() if row is not None else None
     if data is None:
         return json_error(404, "not_found", "No such request (it may have expired).")
     return JsonResponse(data)

@@ -8,11 +8,17 @@ import random
 import socket
 import struct
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
+
+from tests.services import database_url
 
 from .conftest import ServerFactory
+from .db_proxy import HangingProxy
 
 API = "/api/v1/guest"
 
@@ -60,3 +66,36 @@ async def test_clients_that_reset_before_the_first_byte_free_their_places(
             assert time.monotonic() - last_reset < 2.0, figures
             await asyncio.sleep(0.05)
             figures = await queue_figures(client, server.url)
+
+
+@pytest.fixture
+def db_proxy() -> Iterator[HangingProxy]:
+    proxy = HangingProxy(database_url())
+    yield proxy
+    proxy.close()
+
+
+async def test_a_hanging_history_database_does_not_stall_chat(
+    start_server: ServerFactory, db_proxy: HangingProxy
+) -> None:
+    server = start_server(DATABASE_URL=db_proxy.url, GUEST_HISTORY_LOOKUP_TIMEOUT_SEC="1")
+    db_proxy.hang()
+    async with httpx.AsyncClient(timeout=15) as client:
+
+        async def look_up() -> tuple[httpx.Response, float]:
+            began = time.monotonic()
+            response = await client.get(f"{server.url}{API}/queue/request/{uuid.uuid4()}")
+            return response, time.monotonic() - began
+
+        async def chat(i: int) -> httpx.Response:
+            await asyncio.sleep(0.2)  # after the lookups have taken what they take
+            return await client.post(f"{server.url}{API}/chat/simple", json={"query": f"n={i}"})
+
+        lookups = [look_up() for _ in range(12)]
+        results = await asyncio.gather(*lookups, *(chat(i) for i in range(4)))
+    for response, took in results[:12]:  # type: ignore[misc]
+        assert response.status_code == 503 and took < 5
+        assert response.json()["code"] == "history_unavailable"
+        assert response.headers["retry-after"]
+    for response in results[12:]:
+        assert response.status_code == 200 and response.json()["status"] == "completed"
