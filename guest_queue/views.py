@@ -124,7 +124,11 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
 async def _status(manager: QueueManager) -> dict[str, Any]:
     history = get_history()
     status = await manager.shared_status()
-    return {**status, "history_dropped": history.dropped if history else 0}
+    return {
+        **status,
+        "history_dropped": history.dropped if history else 0,
+        "history_rejected": history.rejected if history else 0,
+    }
 
 
 @allow("GET")

@@ -24,6 +24,7 @@ from .sharing import AnswerSharing, serve_from
 from .stats import QueueStats
 from .stopping import QueueStopping
 from .stream import DISCONNECTED, RequestStream
+from .supervise import supervised
 
 logger = logging.getLogger("guest_queue")
 
@@ -66,8 +67,8 @@ class QueueManager(QueueReporting, QueueStopping):
         if self.loop is not None:
             return
         self.loop = asyncio.get_running_loop()
-        self._spawn(self.admission.run())
-        self._spawn(self._release_unclaimed())
+        self._spawn(supervised("queue admission", self.admission.run))
+        self._spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
 
     def _build_admission(self) -> Admission:
         config = self.config

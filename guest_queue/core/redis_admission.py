@@ -33,6 +33,7 @@ from .errors import Unavailable
 from .records import iso as _iso
 from .redis_link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 from .redis_scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
+from .supervise import supervised
 
 logger = logging.getLogger("guest_queue")
 
@@ -192,8 +193,10 @@ class RedisAdmission(Admission):
     async def run(self) -> None:
         """Renew leases, correct positions, and listen for admissions, until cancelled."""
         helpers = [
-            asyncio.create_task(self.link.listen(self.channel, self._heard_of)),
-            asyncio.create_task(self._send_leaves()),
+            asyncio.create_task(
+                supervised("redis listener", lambda: self.link.listen(self.channel, self._heard_of))
+            ),
+            asyncio.create_task(supervised("redis leaves", self._send_leaves)),
         ]
         try:
             renew_at = time.monotonic() + self.renew_every

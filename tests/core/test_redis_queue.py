@@ -318,3 +318,32 @@ async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
         assert not await client.sismember(f"{tag}:active", rid)  # type: ignore[misc]
     finally:
         await client.aclose()
+
+
+async def test_a_failing_renewal_pass_is_restarted_and_places_are_kept(
+    shared: Factory, gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    redis_admission = admission(a)
+    real = redis_admission._renew
+    failures = [RuntimeError("a bug in the renewal pass")]
+
+    async def flaky() -> None:
+        if failures:
+            raise failures.pop()
+        await real()
+
+    redis_admission._renew = flaky  # type: ignore[method-assign]
+    first = Stream(a, await a.submit("first"))
+    waiter = Stream(a, await a.submit("waiter"))
+    await until(lambda: not failures)
+    # Three leases' time: without renewals both places would have expired by now.
+    await asyncio.sleep(3 * a.config.lease_sec)
+    waiting_key, active_key = redis_admission.keys[:2]
+    client = redis_admission.client
+    assert await client.zscore(waiting_key, waiter.ticket.request_id) is not None
+    assert await client.sismember(active_key, first.ticket.request_id)  # type: ignore[misc]
+    assert "'queue admission' died; restarting" in caplog.text
+    gate.open(first.ticket.request_id)
+    gate.open(waiter.ticket.request_id)
+    await waiter.done()
