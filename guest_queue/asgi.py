@@ -26,7 +26,7 @@ from asgiref.sync import ThreadSensitiveContext
 from django.urls import reverse
 
 from .conf import app_settings
-from .core.admission import Ticket
+from .core.backends.base import Ticket
 from .core.manager import QueueManager
 from .lifespan import ASGIApp, Receive, Scope, Send
 

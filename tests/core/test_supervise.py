@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from guest_queue.core.admission import LocalAdmission
+from guest_queue.core.backends.local import LocalAdmission
 
 from .conftest import GateWorkflow, Stream, make_manager, until
 
