@@ -171,6 +171,7 @@ async def health(request: HttpRequest) -> HttpResponseBase:
             "queue": await _status(manager),
             "workflow": "available" if available else "unavailable",
             "queue_backend": {"name": manager.admission.name, "reachable": reachable},
+            "warnings": manager.warnings,
         },
         status=200 if healthy else 503,
     )

@@ -54,6 +54,7 @@ class QueueManager(QueueReporting, QueueStopping):
             else None
         )
         self._listeners: list[Listener] = []
+        self._warnings: list[str] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._workflow_tasks: set[asyncio.Task[None]] = set()
@@ -80,6 +81,15 @@ class QueueManager(QueueReporting, QueueStopping):
         return LocalAdmission(
             config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
         )
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems of the set-up found at start-up (Redis eviction, several local queues)."""
+        return [*self.admission.warnings, *self._warnings]
+
+    def add_warning(self, warning: str) -> None:
+        """Report a set-up problem in ``warnings`` (the caller logs it)."""
+        self._warnings.append(warning)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""
