@@ -1,4 +1,6 @@
 # make run  — serve the demo on http://127.0.0.1:8000 (SQLite, local memory cache, demo workflow)
+# make serve — the same under uvicorn as in production: lifespan on, shutdown bounded
+#             (--timeout-graceful-shutdown: a client trickling a body cannot hold a restart)
 # make test — lint, type-check and run the whole suite (Django 5.2 on Python 3.11, and Django 6.x
 #             on Python >= 3.12 when such an interpreter can be found)
 
@@ -12,7 +14,7 @@ VENV_NEW := .venv-django6
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint test-django5 test-django6 bench clean
+.PHONY: run serve test lint test-django5 test-django6 bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,11 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt pyproject.toml | $
 run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+serve: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python -m uvicorn genestory.asgi:application --lifespan on --host $(HOST) --port $(PORT) \
+		--timeout-graceful-shutdown 40
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -37,7 +37,6 @@ from .threads import in_daemon_thread
 logger = logging.getLogger("guest_queue")
 
 MAX_BACKOFF_SEC = 30.0
-FLUSH_TIMEOUT_SEC = 10.0
 #: Times a row alone may be refused before it is dropped.
 MAX_ROW_TRIES = 3
 #: The database cannot be reached or its connection broke: every row waits for it.
@@ -63,6 +62,7 @@ class HistoryWriter:
         self.keep: int = app_settings.HISTORY_LIMIT
         self.store_query: bool = app_settings.HISTORY_STORE_QUERY
         self.database: str = app_settings.HISTORY_DATABASE
+        self.flush_timeout = float(app_settings.HISTORY_FLUSH_TIMEOUT_SEC)
         self.server = f"{socket.gethostname()}:{os.getpid()}"[:128]
         self.dropped = 0
         self.rejected = 0
@@ -223,7 +223,7 @@ class HistoryWriter:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
-            async with asyncio.timeout(FLUSH_TIMEOUT_SEC):
+            async with asyncio.timeout(self.flush_timeout):
                 while self._buffer:
                     batch = list(self._buffer)
                     try:

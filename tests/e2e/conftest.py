@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: uvicorn's --timeout-graceful-shutdown, as docs/failure-modes.md documents it: the drain's
+#: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5) and a margin.
+GRACEFUL_SHUTDOWN_SEC = 40
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +30,9 @@ def free_port() -> int:
 class Server:
     """A server process on a free port, with the environment a site owner would set."""
 
-    def __init__(self, kind: str, env: dict[str, str], tmp: Path) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str], tmp: Path, graceful_sec: int = GRACEFUL_SHUTDOWN_SEC
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}-{self.port}.log"
@@ -54,6 +59,7 @@ class Server:
         if kind == "uvicorn":
             cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
             cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+            cmd += ["--timeout-graceful-shutdown", str(graceful_sec)]
         else:
             cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
             cmd += ["genestory.asgi:application"]
@@ -102,8 +108,10 @@ ServerFactory = Callable[..., Server]
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     servers: list[Server] = []
 
-    def start(kind: str = "uvicorn", **env: str) -> Server:
-        server = Server(kind, env, tmp_path)
+    def start(
+        kind: str = "uvicorn", *, graceful_sec: int = GRACEFUL_SHUTDOWN_SEC, **env: str
+    ) -> Server:
+        server = Server(kind, env, tmp_path, graceful_sec)
         servers.append(server)
         return server
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
+import signal
 import socket
 import struct
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ import pytest
 
 from tests.services import database_url
 
-from .conftest import ServerFactory
+from .conftest import Server, ServerFactory
 from .db_proxy import HangingProxy
 
 API = "/api/v1/guest"
@@ -100,3 +103,45 @@ async def test_a_hanging_history_database_does_not_stall_chat(
         assert response.headers["retry-after"]
     for response in chatted:
         assert response.status_code == 200 and response.json()["status"] == "completed"
+
+
+def stop_and_time(server: Server) -> float:
+    """SIGTERM the server; how long it took to exit (at most 60 s, then it is killed)."""
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(60)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+        return math.inf
+    return time.monotonic() - began
+
+
+async def test_a_client_trickling_a_body_cannot_hold_a_restart(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(graceful_sec=2)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST {API}/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    took = await asyncio.to_thread(stop_and_time, server)
+    writer.close()
+    assert took < 2 + 5, server.output()
+
+
+async def test_the_history_flush_at_exit_is_bounded_when_the_database_hangs(
+    start_server: ServerFactory, db_proxy: HangingProxy
+) -> None:
+    server = start_server(DATABASE_URL=db_proxy.url, GUEST_HISTORY_FLUSH_TIMEOUT_SEC="2")
+    async with httpx.AsyncClient(timeout=15) as client:
+        answer = await client.post(f"{server.url}{API}/chat/simple", json={"query": "chunks=1"})
+        assert answer.status_code == 200  # its history row waits in the buffer (flush 30 s)
+    db_proxy.hang()
+    took = await asyncio.to_thread(stop_and_time, server)
+    assert took < 2 + 6, server.output()
+    assert "1 rows not written at shutdown" in server.output()
