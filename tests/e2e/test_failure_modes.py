@@ -145,3 +145,22 @@ async def test_the_history_flush_at_exit_is_bounded_when_the_database_hangs(
     took = await asyncio.to_thread(stop_and_time, server)
     assert took < 2 + 6, server.output()
     assert "1 rows not written at shutdown" in server.output()
+
+
+async def test_a_second_local_queue_of_the_same_site_is_reported(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server()
+    second = start_server()
+    async with httpx.AsyncClient(timeout=10) as client:
+        first_health = (await client.get(f"{first.url}{API}/health")).json()
+        second_health = (await client.get(f"{second.url}{API}/health")).json()
+        assert first_health["warnings"] == []
+        (warning,) = second_health["warnings"]
+        assert f"pid {first.process.pid}" in warning
+        assert "one worker per queue" in warning and "GUEST_QUEUE_BACKEND='redis'" in warning
+        assert warning in second.output()
+        # The lock goes with the process that held it: a process started after it is alone.
+        first.stop()
+        third = start_server()
+        assert (await client.get(f"{third.url}{API}/health")).json()["warnings"] == []
