@@ -6,7 +6,7 @@ table is pruned after each batch. While the database is down or locked the
 writer keeps a bounded buffer (oldest dropped first, counted), retries with
 backoff, logs once per outage, and catches up when the database is back.
 
-A batch the database refuses for any other reason (a NUL character on
+Every error is caught. A batch refused for its data (a NUL character on
 PostgreSQL, say) is written row by row: the rows it accepts go in, and a row
 refused ``MAX_ROW_TRIES`` times is dropped (logged, counted as ``rejected``)
 rather than blocking every row behind it. Writes run on daemon threads, so a
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 
 from .conf import app_settings
 from .core.records import RequestRecord
@@ -39,8 +39,9 @@ logger = logging.getLogger("guest_queue")
 MAX_BACKOFF_SEC = 30.0
 #: Times a row alone may be refused before it is dropped.
 MAX_ROW_TRIES = 3
-#: The database cannot be reached or its connection broke: every row waits for it.
-OUTAGE = (OperationalError, InterfaceError)
+#: Errors about the rows themselves (bad data: a NUL character on PostgreSQL, say). Any
+#: other error (connection lost, table missing, a bug) keeps every row buffered for a retry.
+ROW_REFUSED = (DataError, IntegrityError, ValueError, TypeError)
 
 
 def keyed_hash(text: str) -> str:
@@ -113,7 +114,8 @@ class HistoryWriter:
 
     def _trim(self) -> None:
         while len(self._buffer) > self.buffer_limit:
-            self._buffer.popleft()
+            row = self._buffer.popleft()
+            self._tries.pop(row["request_id"], None)
             self.dropped += 1
 
     async def _run(self) -> None:
@@ -184,18 +186,14 @@ class HistoryWriter:
             try:
                 self._insert(rows)
                 return []
-            except OUTAGE:
-                raise
-            except Exception:
+            except ROW_REFUSED:
                 if len(rows) == 1:
                     return rows
             refused = []
             for row in rows:
                 try:
                     self._insert([row])
-                except OUTAGE:
-                    raise
-                except Exception:
+                except ROW_REFUSED:
                     refused.append(row)
             return refused
         finally:
