@@ -7,14 +7,17 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
+from ..config import ConfigProblem, QueueConfig
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
-    from ..events import Event
+    from ..endings import Ending
 
 
 class Ticket:
@@ -25,6 +28,7 @@ class Ticket:
         "answer_parts",
         "cache_key",
         "claimed",
+        "ending",
         "followers",
         "interrupt",
         "leader",
@@ -33,7 +37,6 @@ class Ticket:
         "record",
         "replay",
         "task",
-        "terminal_event",
         "wake",
     )
 
@@ -46,8 +49,8 @@ class Ticket:
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.
         self.interrupt: str | None = None
-        #: The event the stream must end with when the queue ended the request itself.
-        self.terminal_event: Event | None = None
+        #: How the request ended, once it has (the first ending wins).
+        self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         # Answer cache and single flight (all None/empty when the cache is off):
@@ -65,14 +68,36 @@ class Ticket:
         return self.record.request_id
 
 
-class Admission:
+#: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
+LostCallback = Callable[[Ticket, str], None]
+#: This process's ``queue/status`` figures, for backends that publish them to the others.
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class Admission(ABC):
     """The slots and the line in front of them, as the manager and the streams see them.
 
     ``waiting`` and ``active`` hold this process's tickets; ``queue_size`` and
     ``free_slots`` describe the whole queue (the same thing for a local one).
+
+    A backend is chosen by ``QueueConfig.backend``: a short name or the dotted path
+    of a subclass (see ``backends.backend_class``). It is built by ``create`` and
+    validates its own ``QueueConfig.backend_options`` in ``check``.
     """
 
     name = "local"
+
+    @classmethod
+    def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
+        """The backend for ``config``; ``on_lost`` and ``snapshot`` serve shared backends."""
+        return cls(
+            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+        )
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """What is wrong with ``options`` (``QueueConfig.backend_options``) for this backend."""
+        return []
 
     def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
         self.max_active = max_active
@@ -97,21 +122,21 @@ class Admission:
     def free_slots(self) -> int:
         return max(0, self.max_active - self.active_count)
 
+    @abstractmethod
     async def enter(self, ticket: Ticket) -> bool:
         """Admit or line up a new ticket; False when the line is full."""
-        raise NotImplementedError
 
+    @abstractmethod
     def requeue(self, ticket: Ticket) -> None:
         """Line up an already accepted ticket again, whatever the line's length."""
-        raise NotImplementedError
 
+    @abstractmethod
     def leave(self, ticket: Ticket) -> None:
         """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def run(self) -> None:
         """The background work that keeps positions current; runs until cancelled."""
-        raise NotImplementedError
 
     async def reachable(self) -> bool:
         """Whether the queue's shared state can be reached (always, for a local one)."""
@@ -125,7 +150,7 @@ class Admission:
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
         """Give back what the queue holds outside this process."""
 
     def _admit(self, ticket: Ticket) -> None:
