@@ -247,6 +247,7 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
         "timeout_requests", "cancelled_requests", "rejected_requests", "cache_hits",
         "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
+        "history_rejected",
         "backend",
     }  # fmt: skip
     assert body["backend"] == "local"

@@ -245,3 +245,40 @@ def test_prune_is_a_single_delete_statement(alias: str) -> None:
     assert deleted == 20 and len(statements) == 1
     assert statements[0].startswith("DELETE") and "LIMIT 1 OFFSET 9" in statements[0]
     assert GuestRequest.objects.using(alias).count() == 10
+
+
+async def test_a_row_the_database_always_refuses_is_dropped_not_blocking(alias: str) -> None:
+    if alias != "postgres":
+        pytest.skip("SQLite stores a NUL character; PostgreSQL refuses it")
+    poison = (await ask(1, "chunks=1 a\x00b"))[0]
+    ids = await ask(3)
+    stored = await wait_for_rows(alias, 3)
+    assert sorted(str(r.request_id) for r in stored) == sorted(ids)
+    async with asyncio.timeout(10):
+        while (await asgi_get("/api/v1/guest/queue/status"))[1]["history_rejected"] != 1:
+            await asyncio.sleep(0.05)
+    history = get_history()
+    assert history is not None and history.pending == 0
+    assert poison not in {str(r.request_id) for r in await sync_to_async(rows)(alias)}
+
+
+async def test_an_interface_error_does_not_stop_the_writer(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import InterfaceError
+    from django.db.models.query import QuerySet
+
+    real = QuerySet.bulk_create
+    failures = [InterfaceError("connection already closed")]
+
+    def flaky(self: QuerySet[GuestRequest], *args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(QuerySet, "bulk_create", flaky)
+    first = await ask(2)
+    await asyncio.sleep(0.3)
+    later = await ask(2)
+    stored = await wait_for_rows(alias, 4)
+    assert sorted(str(r.request_id) for r in stored) == sorted(first + later)

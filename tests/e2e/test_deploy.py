@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from guest_queue.history import keyed_hash
+from guest_queue.hashing import CLIENT, keyed_hash
 
 from .conftest import ROOT, Server, free_port
 from .test_servers import names, stream_events
@@ -216,7 +216,7 @@ async def test_guest_address_reaches_the_app_through_proxy_headers(
     finally:
         db.close()
     assert row is not None, "the request never reached the history table"
-    assert row[0] == keyed_hash("127.0.0.5")[:32]
+    assert row[0] == keyed_hash(CLIENT, "127.0.0.5")[:32]
 
 
 async def process_figures(client: httpx.AsyncClient, worker: Server) -> dict[str, Any]:
