@@ -89,6 +89,8 @@ class Resumes:
             log.last_seq = seq - 1
             log.append(event)
         res = Resumable(ticket, log)
+        # Its driver is its stream: whatever happens to the HTTP request, it has started.
+        ticket.claimed = True
         self.by_id[ticket.request_id] = res
         res.driver = self._spawn(self._drive(res))
         self._start_grace(res)
