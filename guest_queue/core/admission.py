@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .cache import CachedAnswer
+from .fairness import ClientHolds
 from .records import RequestRecord
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ class Ticket:
         "claimed",
         "followers",
         "interrupt",
+        "_position",
         "leader",
-        "position",
+        "moved",
         "queue_score",
         "record",
         "replay",
@@ -44,7 +46,7 @@ class Ticket:
 
     def __init__(self, record: RequestRecord) -> None:
         self.record = record
-        self.position = 0
+        self._position = 0
         #: The ticket's place in a shared queue (its sort key there), once it has one.
         self.queue_score: str | None = None
         self.admitted = False
@@ -55,6 +57,9 @@ class Ticket:
         self.terminal_event: Event | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        #: Set when this ticket's position changes: its followers wait on it (one event
+        #: for all of them, so a move costs the same however many follow).
+        self.moved = asyncio.Event()
         # Answer cache and single flight (all None/empty when the cache is off):
         self.cache_key: str | None = None
         #: The whole answer so far, kept only to be cached when it completes.
@@ -63,11 +68,34 @@ class Ticket:
         self.replay: CachedAnswer | None = None
         #: The ticket already answering the same question, which this one follows.
         self.leader: Ticket | None = None
-        self.followers: list[Ticket] = []
+        #: Insertion-ordered, so a follower leaves in O(1) and the first one leads next.
+        self.followers: dict[Ticket, None] = {}
 
     @property
     def request_id(self) -> str:
         return self.record.request_id
+
+    @property
+    def client(self) -> str:
+        """The opaque id of the client that asked (empty when unknown)."""
+        return self.record.client_hint or ""
+
+    @property
+    def position(self) -> int:
+        """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
+        leader = self.leader
+        if leader is not None:
+            return max(leader._position, 1)
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
+
+    @property
+    def wake_event(self) -> asyncio.Event:
+        """What the ticket's stream waits on: its leader's moves while following, else its own."""
+        return self.leader.moved if self.leader is not None else self.wake
 
 
 class Admission:
@@ -79,10 +107,13 @@ class Admission:
 
     name = "local"
 
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
+    def __init__(
+        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+    ) -> None:
         self.max_active = max_active
         self.max_waiting = max_waiting
         self.update_interval = update_interval
+        self.max_per_client = max_per_client
         self.waiting: OrderedDict[str, Ticket] = OrderedDict()
         self.active: dict[str, Ticket] = {}
 
@@ -100,9 +131,19 @@ class Admission:
     def free_slots(self) -> int:
         return max(0, self.max_active - self.active_count)
 
-    async def enter(self, ticket: Ticket) -> bool:
-        """Admit or line up a new ticket; False when the line is full."""
+    async def enter(self, ticket: Ticket) -> str | None:
+        """Admit or line up a new ticket; else the refusal's code (``queue_full``,
+        ``client_limit``: the ticket's client already has its cap of requests open)."""
         raise NotImplementedError
+
+    async def hold(self, ticket: Ticket) -> bool:
+        """Count a ticket that takes no place (a follower, a cache replay) against its
+        client; False when the client is at its cap. ``leave`` releases it."""
+        raise NotImplementedError
+
+    def client_count(self, client: str) -> int | None:
+        """Requests the client has open, when this process knows it (None: ask Redis)."""
+        return None
 
     def requeue(self, ticket: Ticket) -> None:
         """Line up an already accepted ticket again, whatever the line's length."""
@@ -139,22 +180,24 @@ class Admission:
         ticket.wake.set()
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
-        """Give a waiter (and its followers) a new position; True when it changed."""
+        """Give a waiter a new position; True when it changed. Its followers read the
+        position from it and wait on its ``moved`` event: none of them is visited."""
         if ticket.position == position:
             return False
         ticket.position = position
         ticket.wake.set()
-        for follower in ticket.followers:
-            follower.position = position
-            follower.wake.set()
+        ticket.moved.set()
         return True
 
 
 class LocalAdmission(Admission):
     """This process's own queue: at most ``max_active`` admitted, ``max_waiting`` in line."""
 
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
-        super().__init__(max_active, max_waiting, update_interval)
+    def __init__(
+        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+    ) -> None:
+        super().__init__(max_active, max_waiting, update_interval, max_per_client)
+        self.clients = ClientHolds(max_per_client)
         self._dirty = asyncio.Event()
 
     def has_room(self) -> bool:
@@ -162,11 +205,21 @@ class LocalAdmission(Admission):
             return True
         return len(self.waiting) < self.max_waiting
 
-    async def enter(self, ticket: Ticket) -> bool:
+    async def enter(self, ticket: Ticket) -> str | None:
+        # A client at its cap is told so even when the line is full too: it is what it can fix.
+        if not self.clients.hold(ticket.client, ticket.request_id):
+            return "client_limit"
         if not self.has_room():
-            return False
+            self.clients.release(ticket.request_id)
+            return "queue_full"
         self.join(ticket)
-        return True
+        return None
+
+    async def hold(self, ticket: Ticket) -> bool:
+        return self.clients.hold(ticket.client, ticket.request_id)
+
+    def client_count(self, client: str) -> int | None:
+        return self.clients.count(client)
 
     def requeue(self, ticket: Ticket) -> None:
         self.join(ticket)
@@ -182,6 +235,7 @@ class LocalAdmission(Admission):
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
+        self.clients.release(rid)
         if self.waiting.pop(rid, None) is not None:
             self._dirty.set()
         elif self.active.pop(rid, None) is not None:
