@@ -117,6 +117,10 @@ LOGGING = {
 # guest_queue: every setting can come from the environment; see the README for each default.
 GUEST_MAX_CONCURRENT_REQUESTS = env_value("GUEST_MAX_CONCURRENT_REQUESTS", 3)
 GUEST_MAX_QUEUE_SIZE = env_value("GUEST_MAX_QUEUE_SIZE", 50)
+# Fair share: open requests per client (0 = no cap), who a client is, an optional rate.
+GUEST_MAX_REQUESTS_PER_CLIENT = env_value("GUEST_MAX_REQUESTS_PER_CLIENT", 3)
+GUEST_CLIENT_KEY = env.str("GUEST_CLIENT_KEY", default="") or None
+GUEST_RATE_LIMIT = env.str("GUEST_RATE_LIMIT", default="") or None
 GUEST_REQUEST_TIMEOUT_SEC = env_value("GUEST_REQUEST_TIMEOUT_SEC", 60)
 GUEST_MAX_QUEUE_WAIT_SEC = env_value("GUEST_MAX_QUEUE_WAIT_SEC", None)
 GUEST_WORKFLOW = env.str("GUEST_WORKFLOW", default="guest_queue.workflows.demo.DemoWorkflow")

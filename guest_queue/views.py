@@ -12,13 +12,14 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from .clients import client_id
 from .core import events as ev
 from .core.admission import Ticket
 from .core.consume import collect
-from .core.errors import Refused
+from .core.errors import RateLimited, Refused
 from .core.manager import QueueManager
-from .history import keyed_hash
 from .models import GuestRequest
+from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
 from .validation import BadRequest, parse_query
@@ -67,10 +68,13 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
 async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
     query = parse_query(request)
-    # A keyed hash of the client's address: lets staff group requests, reveals no IP.
-    hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
+    # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
+    client = client_id(request)
     manager = get_manager()
-    return manager, await manager.submit(query, client_hint=hint)
+    wait = await over_rate(client)
+    if wait is not None:
+        raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
+    return manager, await manager.submit(query, client_hint=client)
 
 
 @allow("POST")

@@ -27,13 +27,13 @@ class Ticket:
     """A request's place in the queue, shared by the queue and the request's stream."""
 
     __slots__ = (
+        "_position",
         "admitted",
         "answer_parts",
         "cache_key",
         "claimed",
         "followers",
         "interrupt",
-        "_position",
         "leader",
         "moved",
         "queue_score",
