@@ -40,6 +40,8 @@ class Server:
             "GUEST_HISTORY_FLUSH_SEC": "30",
             # These tests repeat questions and expect each to reach the workflow.
             "GUEST_CACHE_ENABLED": "false",
+            # And they ask many at once from one address (test_fair_share sets its cap).
+            "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
             "DEBUG": "false",
             "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
