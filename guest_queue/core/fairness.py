@@ -5,7 +5,7 @@ hash of its address, or whatever ``GUEST_CLIENT_KEY`` returns); the queue never
 sees an address. Each open request holds one unit of its client's allowance
 from acceptance until it has left the queue (slot or place given back), and
 releasing is idempotent, so a request that ends several ways at once is
-released once. ``redis_scripts`` keeps the same count in Redis for a shared
+released once. ``backends.redis.scripts`` keeps the same count in Redis for a shared
 queue.
 """
 

@@ -43,7 +43,7 @@ class Server:
             # And they ask many at once from one address (test_fair_share sets its cap).
             "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
             "DEBUG": "false",
-            "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+            "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

@@ -66,9 +66,7 @@ async def test_a_flood_from_one_address_holds_at_most_the_cap_and_others_get_thr
     start_server: ServerFactory,
 ) -> None:
     cap, answer_sec = 3, 0.3
-    server = start_server(
-        GUEST_MAX_CONCURRENT_REQUESTS="1", GUEST_MAX_REQUESTS_PER_CLIENT=str(cap)
-    )
+    server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1", GUEST_MAX_REQUESTS_PER_CLIENT=str(cap))
     async with client("127.0.0.2") as flooder_http, client("127.0.0.3") as guest_http:
         flood = Streams(flooder_http, server)
         stop = asyncio.Event()
