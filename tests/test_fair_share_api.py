@@ -29,7 +29,7 @@ class ElsewhereClient(AsyncClient):
     """A test client on another address (the ASGI scope's ``client``)."""
 
     def _base_scope(self, **request: Any) -> dict[str, Any]:
-        scope: dict[str, Any] = super()._base_scope(**request)
+        scope: dict[str, Any] = super()._base_scope(**request)  # type: ignore[misc]
         scope["client"] = ["203.0.113.9", 40000]
         return scope
 
