@@ -32,7 +32,11 @@ ID_CHARS = 32
 
 def address_key(request: HttpRequest) -> str:
     """The client's address; IPv6 as its /64 network, IPv4-mapped IPv6 as IPv4."""
-    address = str(request.META.get("REMOTE_ADDR") or "")
+    return key_of_address(str(request.META.get("REMOTE_ADDR") or ""))
+
+
+def key_of_address(address: str) -> str:
+    """``address_key`` for an address string (as an ASGI scope's ``client`` holds it)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -70,4 +74,9 @@ def client_key(request: HttpRequest) -> str:
 
 def client_id(request: HttpRequest) -> str:
     """The opaque id of the request's client: a keyed hash of its key, never the address."""
-    return keyed_hash("client:" + client_key(request))[:ID_CHARS]
+    return id_of_key(client_key(request))
+
+
+def id_of_key(key: str) -> str:
+    """The opaque id for a client key."""
+    return keyed_hash("client:" + key)[:ID_CHARS]

@@ -108,7 +108,7 @@ class QueueManager(QueueReporting, QueueStopping):
         # Cheap first look (local queue only): a flooding client costs no cache lookup.
         held, cap = self.admission.client_count(ticket.client), self.config.max_per_client
         if cap > 0 and held is not None and held >= cap:
-            raise self.refuse(self._client_limited())
+            raise self.refuse(self.client_limited())
         try:
             if self.sharing is not None:
                 detached = await self._share(ticket, query)
@@ -139,7 +139,7 @@ class QueueManager(QueueReporting, QueueStopping):
         if hit is None and self.sharing.full:
             raise self._refusal("queue_full")
         if not await self.admission.hold(ticket):
-            raise self._client_limited()
+            raise self.client_limited()
         if hit is not None:
             serve_from(ticket, hit)
             return True
@@ -153,7 +153,7 @@ class QueueManager(QueueReporting, QueueStopping):
 
     def _refusal(self, code: str) -> Refused:
         if code == ClientLimited.code:
-            return self._client_limited()
+            return self.client_limited()
         if code == NotAccepting.code:
             return NotAccepting("The server is restarting; please try again.", 5)
         return QueueFull(
@@ -161,7 +161,8 @@ class QueueManager(QueueReporting, QueueStopping):
             self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
         )
 
-    def _client_limited(self) -> ClientLimited:
+    def client_limited(self) -> ClientLimited:
+        """The refusal for a client already at its cap (not yet counted)."""
         cap = self.config.max_per_client
         return ClientLimited(
             f"You already have {cap} question{'s' if cap != 1 else ''} open; "
