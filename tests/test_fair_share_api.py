@@ -203,3 +203,34 @@ def test_staff_see_the_clients_that_asked_most_in_the_period(admin_client: Clien
     assert b"?client_hash=" + b"a" * 32 in period.content
     one = admin_client.get(url, {"client_hash": "a" * 32})
     assert one.status_code == 200 and one.context["cl"].result_count == 5
+
+
+async def status_without_a_body(client: tuple[str, int]) -> int:
+    """POST to the real ASGI app and send no body: only the guard can answer that."""
+    from asgiref.testing import ApplicationCommunicator
+
+    from genestory.asgi import application
+
+    from .test_asgi import chat_scope
+
+    app = ApplicationCommunicator(application, {**chat_scope(b'{"query": "x"}'), "client": client})
+    start = await app.receive_output(5)
+    await app.wait(2)
+    return int(start["status"])
+
+
+@override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1, GUEST_MAX_CONCURRENT_REQUESTS=1)
+async def test_a_client_at_its_cap_is_refused_before_django_runs() -> None:
+    from .test_asgi import Client as AsgiClient
+
+    held = AsgiClient("sleep=0.5 chunks=1")
+    assert await held.start() == 200
+    # No request body is sent: only a refusal from the scope alone can answer.
+    assert await status_without_a_body(("127.0.0.1", 50001)) == 429
+    manager = get_manager()
+    assert manager.status()["rejected_client_limit"] == 1
+    await held.finish()
+    # Below the cap again: the request goes on to Django (which waits for the body).
+    other = AsgiClient("chunks=1")
+    assert await other.start() == 200
+    await other.finish()
