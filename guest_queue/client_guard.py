@@ -1,4 +1,5 @@
-"""Refuse a client already at its cap before Django runs: refusals that cost almost nothing.
+"""Around Django, for the per-client cap: refuse a client already at its cap before
+Django runs, and release a request Django accepted but dropped.
 
 The per-client cap holds without this guard: the view refuses the request with
 the same ``429 client_limit``. But a flooding client re-sends each refusal at
@@ -8,11 +9,20 @@ guest's request waits behind. This ASGI wrapper answers such a request from
 the scope alone — no body read, no middleware — when the answer is certain:
 the default client key (the address), and a queue that keeps its counts in
 this process (``GUEST_QUEUE_BACKEND=local``). Anything else goes on to Django.
+
+Django drops a response without closing it when the client disconnects while
+the response passes back through the middleware (``ASGIHandler.handle``
+cancels the task and skips ``response.close()``). The request was accepted:
+it would hold its client's allowance, and perhaps a slot, until the manager's
+sweep of unclaimed tickets (30 s). The guard releases every request accepted
+during the ASGI call whose stream never started, as soon as Django returns.
 """
 
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from django.urls import reverse
 
@@ -20,6 +30,22 @@ from .clients import id_of_key, key_of_address
 from .conf import app_settings
 from .lifespan import ASGIApp, Receive, Scope, Send
 from .runtime import get_manager
+
+if TYPE_CHECKING:
+    from .core.backends.base import Ticket
+    from .core.manager import QueueManager
+
+#: Requests accepted during the current ASGI call, when a guard wraps it.
+_accepted: ContextVar[list[tuple[QueueManager, Ticket]] | None] = ContextVar(
+    "guest_queue_accepted", default=None
+)
+
+
+def track(manager: QueueManager, ticket: Ticket) -> None:
+    """Note a request accepted by this ASGI call, so the guard can release it if dropped."""
+    accepted = _accepted.get()
+    if accepted is not None:
+        accepted.append((manager, ticket))
 
 
 class ClientCapGuard:
@@ -38,13 +64,23 @@ class ClientCapGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
-            and scope.get("method") == "POST"
-            and scope["path"] in self._question_paths()
-            and await self._refused(scope, send)
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope["path"] not in self._question_paths()
         ):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if await self._refused(scope, send):
+            return
+        accepted: list[tuple[QueueManager, Ticket]] = []
+        token = _accepted.set(accepted)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _accepted.reset(token)
+            for manager, ticket in accepted:
+                if not ticket.claimed:
+                    manager.release(ticket)
 
     async def _refused(self, scope: Scope, send: Send) -> bool:
         cap = app_settings.MAX_REQUESTS_PER_CLIENT

@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from .client_guard import track
 from .clients import client_id
 from .core import events as ev
 from .core.backends.base import Ticket
@@ -74,7 +75,9 @@ async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     wait = await over_rate(client)
     if wait is not None:
         raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
-    return manager, await manager.submit(query, client_hint=client)
+    ticket = await manager.submit(query, client_hint=client)
+    track(manager, ticket)
+    return manager, ticket
 
 
 @allow("POST")

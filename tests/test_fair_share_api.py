@@ -234,3 +234,32 @@ async def test_a_client_at_its_cap_is_refused_before_django_runs() -> None:
     other = AsgiClient("chunks=1")
     assert await other.start() == 200
     await other.finish()
+
+
+@override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1)
+async def test_a_request_django_drops_without_closing_is_released_at_once() -> None:
+    """Django skips ``response.close()`` when the client leaves during the middleware's
+    response phase; the guard releases what the call accepted but never streamed."""
+    from guest_queue.client_guard import ClientCapGuard, track
+
+    from .test_asgi import chat_scope
+
+    manager = get_manager()
+
+    async def django_dropping_the_response(scope: Any, receive: Any, send: Any) -> None:
+        ticket = await manager.submit("chunks=1", client_hint=client_id(request_from("1.2.3.4")))
+        track(manager, ticket)  # what the view does; then the response is dropped
+
+    guard = ClientCapGuard(django_dropping_the_response)
+
+    async def no_body() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def ignore(message: Any) -> None:
+        pass
+
+    for _ in range(3):  # were it leaked, the second would be refused (cap 1)
+        await guard({**chat_scope(b""), "client": ("1.2.3.4", 1)}, no_body, ignore)
+    status = manager.status()
+    assert status["total_requests"] == status["cancelled_requests"] == 3
+    assert manager.admission.client_count(client_id(request_from("1.2.3.4"))) == 0
