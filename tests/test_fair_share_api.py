@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -263,3 +265,20 @@ async def test_a_request_django_drops_without_closing_is_released_at_once() -> N
     status = manager.status()
     assert status["total_requests"] == status["cancelled_requests"] == 3
     assert manager.admission.client_count(client_id(request_from("1.2.3.4"))) == 0
+
+
+async def test_the_rate_is_counted_in_a_shared_redis_cache(async_client: AsyncClient) -> None:
+    if not os.environ.get("GUEST_TEST_REDIS_URL"):
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_REDIS_URL is required here but not set")
+        pytest.skip("Redis cache tests need GUEST_TEST_REDIS_URL (CI sets it)")
+    shared = caches["redis"]
+    shared.clear()  # the tests' own Redis database number: safe to empty
+    with override_settings(GUEST_RATE_LIMIT="2/1h", GUEST_CACHE_ALIAS="redis"):
+        codes = [(await post(async_client, SIMPLE, {"query": "chunks=1"})) for _ in range(3)]
+        assert [r.status_code for r in codes] == [200, 200, 429]
+        window = int(time.time() // 3600)
+        key = f"guest_queue:rate:3600:{window}:{client_id(request_from('127.0.0.1'))}"
+        # What another process sharing the cache would read: this client's count.
+        assert await shared.aget(key) == 3
+    shared.clear()
