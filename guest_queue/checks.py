@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
+from .core.backends import backend_class
+from .core.config import ConfigProblem
 from .ratelimit import parse_rate
 
 
@@ -61,16 +64,6 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
     ("E020", "HISTORY_FLUSH_SEC", _number(0.01, 60), "a number of seconds from 0.01 to 60"),
     ("E021", "HISTORY_BUFFER_SIZE", _int_at_least(1), "an integer >= 1"),
-    (
-        "E023",
-        "OPENAI_SUGGESTIONS",
-        lambda v: v in ("none", "completion", "fixed"),
-        "'none', 'completion' or 'fixed'",
-    ),
-    ("E024", "OPENAI_MAX_TOKENS", _int_at_least(1), "an integer >= 1"),
-    ("E025", "OPENAI_TEMPERATURE", _number(0, 2), "a number from 0 to 2"),
-    ("E026", "OPENAI_CONNECT_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
-    ("E027", "OPENAI_READ_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
     ("E028", "CACHE_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E029", "CACHE_TTL_SEC", _number(0, strict=True), "a number of seconds > 0"),
     (
@@ -79,7 +72,6 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or _number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
-    ("E032", "QUEUE_BACKEND", lambda v: v in ("local", "redis"), "'local' or 'redis'"),
     (
         "E034",
         "QUEUE_REDIS_PREFIX",
@@ -114,7 +106,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             )
     errors.extend(_check_workflow())
     errors.extend(_check_client_key())
-    errors.extend(_check_redis_url())
+    errors.extend(_check_backend())
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
         errors.append(
@@ -129,30 +121,28 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     return errors
 
 
-def _check_redis_url() -> list[CheckMessage]:
-    if app_settings.QUEUE_BACKEND != "redis":
-        return []
-    errors: list[CheckMessage] = []
-    url = app_settings.QUEUE_REDIS_URL
-    if not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
-        errors.append(
+def _errors(problems: Sequence[ConfigProblem]) -> list[CheckMessage]:
+    return [Error(p.message, hint=p.hint or None, id=f"guest_queue.{p.id}") for p in problems]
+
+
+def _check_backend() -> list[CheckMessage]:
+    """The backend is a short name or an Admission subclass; it checks its own options."""
+    name = app_settings.QUEUE_BACKEND
+    try:
+        backend = backend_class(name) if isinstance(name, str) else None
+    except (ImportError, TypeError) as exc:
+        backend, reason = None, f" ({exc})"
+    else:
+        reason = ""
+    if backend is None:
+        return [
             Error(
-                f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}.",
-                hint="GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
-                id="guest_queue.E033",
+                "GUEST_QUEUE_BACKEND must be 'local', 'redis' or the dotted path of an "
+                f"Admission subclass, not {name!r}{reason}.",
+                id="guest_queue.E032",
             )
-        )
-    lease, timeout = app_settings.QUEUE_LEASE_SEC, app_settings.QUEUE_REDIS_TIMEOUT_SEC
-    if _number(0)(lease) and _number(0)(timeout) and timeout * 3 >= lease:
-        errors.append(
-            Error(
-                f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third of "
-                f"GUEST_QUEUE_LEASE_SEC ({lease:g}).",
-                hint="Leases are renewed every third of the lease; a slower command loses them.",
-                id="guest_queue.E037",
-            )
-        )
-    return errors
+        ]
+    return _errors(backend.check(app_settings.backend_options()))
 
 
 def _check_client_key() -> list[CheckMessage]:
@@ -177,6 +167,7 @@ def _check_client_key() -> list[CheckMessage]:
 
 
 def _check_workflow() -> list[CheckMessage]:
+    """The workflow imports, streams, and accepts GUEST_WORKFLOW_OPTIONS (which it checks)."""
     path = app_settings.WORKFLOW
     try:
         workflow_class = import_string(path)
@@ -184,7 +175,26 @@ def _check_workflow() -> list[CheckMessage]:
         return [Error(f"GUEST_WORKFLOW {path!r} cannot be imported: {exc}", id="guest_queue.E014")]
     if not callable(getattr(workflow_class, "stream", None)):
         return [Error(f"GUEST_WORKFLOW {path!r} has no stream() method.", id="guest_queue.E015")]
-    return []
+    options = app_settings.WORKFLOW_OPTIONS
+    if not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
+        return [
+            Error(
+                f"GUEST_WORKFLOW_OPTIONS must be a dict of keyword arguments, not {options!r}.",
+                id="guest_queue.E040",
+            )
+        ]
+    try:
+        inspect.signature(workflow_class).bind(**options)
+    except TypeError as exc:
+        return [
+            Error(
+                f"GUEST_WORKFLOW_OPTIONS does not fit {path}: {exc}.",
+                hint="Its keys are the keyword arguments of the workflow's constructor.",
+                id="guest_queue.E040",
+            )
+        ]
+    check = getattr(workflow_class, "check", None)
+    return _errors(check(options)) if callable(check) else []
 
 
 @register(Tags.compatibility)

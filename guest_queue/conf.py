@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_REQUEST_TIMEOUT_SEC": 60,
     "GUEST_MAX_QUEUE_WAIT_SEC": None,
     "GUEST_WORKFLOW": "guest_queue.workflows.demo.DemoWorkflow",
+    #: Keyword arguments for the workflow's constructor (each workflow documents its own).
+    "GUEST_WORKFLOW_OPTIONS": {},
     "GUEST_HISTORY_LIMIT": 100,
     "GUEST_HISTORY_ENABLED": True,
     "GUEST_HISTORY_STORE_QUERY": True,
@@ -42,16 +44,6 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_ALIAS": "default",
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
-    "GUEST_OPENAI_BASE_URL": "https://api.openai.com/v1",
-    "GUEST_OPENAI_MODEL": "gpt-4o-mini",
-    "GUEST_OPENAI_API_KEY": "",
-    "GUEST_OPENAI_SYSTEM_PROMPT": "",
-    "GUEST_OPENAI_MAX_TOKENS": 512,
-    "GUEST_OPENAI_TEMPERATURE": 0.3,
-    "GUEST_OPENAI_CONNECT_TIMEOUT_SEC": 5,
-    "GUEST_OPENAI_READ_TIMEOUT_SEC": 30,
-    "GUEST_OPENAI_SUGGESTIONS": "none",
-    "GUEST_OPENAI_FIXED_SUGGESTIONS": [],
 }
 
 
@@ -84,11 +76,17 @@ class GuestQueueSettings:
                 float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
             ),
             backend=self.QUEUE_BACKEND,
-            redis_url=self.QUEUE_REDIS_URL,
-            redis_prefix=self.QUEUE_REDIS_PREFIX,
-            lease_sec=float(self.QUEUE_LEASE_SEC),
-            redis_timeout_sec=float(self.QUEUE_REDIS_TIMEOUT_SEC),
+            backend_options=self.backend_options(),
         )
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options only the queue backend reads (today: the shared queue's Redis)."""
+        return {
+            "url": self.QUEUE_REDIS_URL,
+            "prefix": self.QUEUE_REDIS_PREFIX,
+            "lease_sec": self.QUEUE_LEASE_SEC,
+            "timeout_sec": self.QUEUE_REDIS_TIMEOUT_SEC,
+        }
 
 
 app_settings = GuestQueueSettings()

@@ -27,7 +27,7 @@ _unclosed: set[HistoryWriter] = set()
 def build_workflow() -> Workflow:
     """Instantiate the configured workflow class (once per manager)."""
     workflow_class = import_string(app_settings.WORKFLOW)
-    workflow: Workflow = workflow_class()
+    workflow: Workflow = workflow_class(**app_settings.WORKFLOW_OPTIONS)
     return workflow
 
 

@@ -116,3 +116,10 @@ def test_queryset_state_filters() -> None:
     assert set(GuestRequest.objects.cached()) == {hit}
     assert set(GuestRequest.objects.unsuccessful()) == {failed, timed_out}
     assert GuestRequest.objects.newest_first().first() == timed_out
+
+
+def test_every_status_of_the_queue_is_a_choice_of_the_history() -> None:
+    from guest_queue.core.records import Status
+
+    field = GuestRequest._meta.get_field("status")
+    assert {value for value, _ in field.choices or []} == {s.value for s in Status}

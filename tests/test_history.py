@@ -69,18 +69,21 @@ def rows(alias: str) -> list[GuestRequest]:
         connections[alias].close()
 
 
-async def wait_for_rows(alias: str, count: int, timeout: float = 10) -> list[GuestRequest]:
+async def wait_for_rows(
+    alias: str, count: int, timeout: float = 10, *, last: str | None = None
+) -> list[GuestRequest]:
+    """``count`` rows (the newest being request ``last``, when given: batches land one by one)."""
     async with asyncio.timeout(timeout):
         while True:
             found = await sync_to_async(rows)(alias)
-            if len(found) == count:
+            if len(found) == count and (last is None or str(found[-1].request_id) == last):
                 return found
             await asyncio.sleep(0.05)
 
 
 async def test_150_requests_leave_the_100_newest_rows(alias: str) -> None:
     ids = await ask(150)
-    stored = await wait_for_rows(alias, 100)
+    stored = await wait_for_rows(alias, 100, last=ids[-1])
     assert [str(r.request_id) for r in stored] == ids[50:]
     row = stored[-1]
     assert row.status == "completed" and row.answer_preview == "chunk0 "

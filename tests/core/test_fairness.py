@@ -216,7 +216,7 @@ async def test_a_dead_process_stops_counting_against_its_clients_within_the_leas
         pass
 
     a.admission._renew_in_order = no_renewal  # type: ignore[attr-defined]
-    for task in list(a._background):
+    for task in list(a.stopper.background):
         task.cancel()
     a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
     died = time.monotonic()

@@ -32,11 +32,14 @@ async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[F
     managers: list[QueueManager] = []
 
     def build(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
-        config.setdefault("lease_sec", 1.5)
+        options = {
+            "lease_sec": config.pop("lease_sec", 1.5),
+            "timeout_sec": config.pop("redis_timeout_sec", 0.25),
+            "url": config.pop("redis_url", redis_test_url),
+            "prefix": redis_test_prefix,
+        }
         config.setdefault("shutdown_grace_sec", 0)
-        config.setdefault("redis_timeout_sec", 0.25)
-        config.setdefault("redis_url", redis_test_url)
-        manager = make_manager(workflow, backend="redis", redis_prefix=redis_test_prefix, **config)
+        manager = make_manager(workflow, backend="redis", backend_options=options, **config)
         if cache is not None:
             manager = QueueManager(manager.config, workflow, cache=cache)
         managers.append(manager)
@@ -112,7 +115,7 @@ async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
     waiter = Stream(b, await b.submit("waiter"))
     await until(lambda: gate.started == ["holder"])
     # The process holding the slot stops dead: no renewals, no goodbye to Redis.
-    for task in list(a._background):
+    for task in list(a.stopper.background):
         task.cancel()
     a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
     died = time.monotonic()

@@ -111,9 +111,7 @@ class AnswerSharing:
         record = ticket.record
         if record.status is not Status.COMPLETED or ticket.answer_parts is None:
             return followers
-        suggested = ()
-        if ticket.terminal_event is not None and isinstance(ticket.terminal_event.data, dict):
-            suggested = tuple(ticket.terminal_event.data.get("suggested_questions") or ())
+        suggested = ticket.ending.suggested_questions if ticket.ending is not None else ()
         answer = CachedAnswer("".join(ticket.answer_parts), suggested)
         self._spawn(self._store(key, answer))
         for follower in followers:

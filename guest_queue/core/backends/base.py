@@ -7,14 +7,17 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
+from ..config import ConfigProblem, QueueConfig
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
-    from ..events import Event
+    from ..endings import Ending
 
 
 class Ticket:
@@ -26,6 +29,7 @@ class Ticket:
         "answer_parts",
         "cache_key",
         "claimed",
+        "ending",
         "followers",
         "interrupt",
         "leader",
@@ -34,7 +38,6 @@ class Ticket:
         "record",
         "replay",
         "task",
-        "terminal_event",
         "wake",
     )
 
@@ -47,8 +50,8 @@ class Ticket:
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.
         self.interrupt: str | None = None
-        #: The event the stream must end with when the queue ended the request itself.
-        self.terminal_event: Event | None = None
+        #: How the request ended, once it has (the first ending wins).
+        self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         #: Set when this ticket's position changes: its followers wait on it (one event
@@ -92,14 +95,39 @@ class Ticket:
         return self.leader.moved if self.leader is not None else self.wake
 
 
-class Admission:
+#: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
+LostCallback = Callable[[Ticket, str], None]
+#: This process's ``queue/status`` figures, for backends that publish them to the others.
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class Admission(ABC):
     """The slots and the line in front of them, as the manager and the streams see them.
 
     ``waiting`` and ``active`` hold this process's tickets; ``queue_size`` and
     ``free_slots`` describe the whole queue (the same thing for a local one).
+
+    A backend is chosen by ``QueueConfig.backend``: a short name or the dotted path
+    of a subclass (see ``backends.backend_class``). It is built by ``create`` and
+    validates its own ``QueueConfig.backend_options`` in ``check``.
     """
 
     name = "local"
+
+    @classmethod
+    def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
+        """The backend for ``config``; ``on_lost`` and ``snapshot`` serve shared backends."""
+        return cls(
+            config.max_concurrent,
+            config.max_queue_size,
+            config.position_update_interval_sec,
+            config.max_per_client,
+        )
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """What is wrong with ``options`` (``QueueConfig.backend_options``) for this backend."""
+        return []
 
     def __init__(
         self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
@@ -125,31 +153,31 @@ class Admission:
     def free_slots(self) -> int:
         return max(0, self.max_active - self.active_count)
 
+    @abstractmethod
     async def enter(self, ticket: Ticket) -> str | None:
         """Admit or line up a new ticket; else the refusal's code (``queue_full``,
         ``client_limit``: the ticket's client already has its cap of requests open)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def hold(self, ticket: Ticket) -> bool:
         """Count a ticket that takes no place (a follower, a cache replay) against its
         client; False when the client is at its cap. ``leave`` releases it."""
-        raise NotImplementedError
 
     def client_count(self, client: str) -> int | None:
         """Requests the client has open, when this process knows it (None: ask Redis)."""
         return None
 
+    @abstractmethod
     def requeue(self, ticket: Ticket) -> None:
         """Line up an already accepted ticket again, whatever the line's length."""
-        raise NotImplementedError
 
+    @abstractmethod
     def leave(self, ticket: Ticket) -> None:
         """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def run(self) -> None:
         """The background work that keeps positions current; runs until cancelled."""
-        raise NotImplementedError
 
     async def reachable(self) -> bool:
         """Whether the queue's shared state can be reached (always, for a local one)."""
@@ -163,7 +191,7 @@ class Admission:
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
         """Give back what the queue holds outside this process."""
 
     def _admit(self, ticket: Ticket) -> None:

@@ -22,16 +22,16 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from ...config import QueueConfig
+from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...records import iso as _iso
-from ..base import Admission, Ticket
-from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
+from ..base import Admission, LostCallback, Snapshot, Ticket
+from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
@@ -41,20 +41,26 @@ EARLY_ADMISSIONS = 256
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
 
-LostCallback = Callable[[Ticket, str], None]
-
 
 class RedisAdmission(Admission):
     """The shared queue, as seen from this process."""
 
     name = "redis"
 
+    @classmethod
+    def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
+        return cls(config, on_lost=on_lost, snapshot=snapshot)
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        return RedisOptions.problems(options)
+
     def __init__(
         self,
         config: QueueConfig,
         *,
         on_lost: LostCallback,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Snapshot,
     ) -> None:
         super().__init__(
             config.max_concurrent,
@@ -65,12 +71,13 @@ class RedisAdmission(Admission):
         self.config = config
         self._on_lost = on_lost
         self._snapshot = snapshot
-        self.lease_ms = max(1, round(config.lease_sec * 1000))
+        self.options = options = RedisOptions(**config.backend_options)
+        self.lease_ms = max(1, round(options.lease_sec * 1000))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.link = RedisLink(config)
+        self.link = RedisLink(options)
         self.renew_every = self.link.renew_every
         self.client = self.link.client
-        tag = "{" + config.redis_prefix + "}"
+        tag = "{" + options.prefix + "}"
         self.keys = [
             f"{tag}:waiting",
             f"{tag}:active",
@@ -278,7 +285,7 @@ class RedisAdmission(Admission):
         try:
             epoch, queued, active, lost, positions = await self.link.run(self._sync, keys, args)
         except Unavailable:
-            if time.monotonic() - self.link.last_ok > self.config.lease_sec:
+            if time.monotonic() - self.link.last_ok > self.options.lease_sec:
                 # Every lease this process held has run out: nobody keeps these places.
                 self._leaving.clear()
                 for ticket in list(self.waiting.values()):
