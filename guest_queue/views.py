@@ -13,13 +13,14 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from .asgi import note_ticket
+from .clients import client_id
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
-from .core.errors import Refused
+from .core.errors import RateLimited, Refused
 from .core.manager import QueueManager
-from .hashing import CLIENT, keyed_hash
 from .history_lookup import HistoryUnavailable, find_in_history
+from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
 from .schema import openapi_json
@@ -69,10 +70,13 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
 async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
     query = parse_query(request)
-    # A keyed hash of the client's address: lets staff group requests, reveals no IP.
-    hint = keyed_hash(CLIENT, request.META.get("REMOTE_ADDR") or "")[:32]
+    # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
+    client = client_id(request)
     manager = get_manager()
-    ticket = await manager.submit(query, client_hint=hint)
+    wait = await over_rate(client)
+    if wait is not None:
+        raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
+    ticket = await manager.submit(query, client_hint=client)
     note_ticket(manager, ticket)
     return manager, ticket
 

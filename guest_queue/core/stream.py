@@ -76,11 +76,14 @@ class RequestStream:
                     reported = ticket.position
                     yield self._queued_event()
                     continue
-                ticket.wake.clear()
+                # A follower waits on its leader's event, shared by all its followers.
+                # Clearing it is safe: each stream checks what it waits for just before.
+                wake = ticket.wake_event
+                wake.clear()
                 wait_left = self._queue_wait_left()
                 try:
                     async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                        await ticket.wake.wait()
+                        await wake.wait()
                 except TimeoutError:
                     if self._queue_wait_left() <= 0:
                         host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
