@@ -27,8 +27,13 @@ if settings.DEBUG:
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402
+from guest_queue.client_guard import ClientCapGuard  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
 application = ProtocolTypeRouter(
-    {"http": SharedSyncThreads(django_application), "lifespan": LifespanHandler()}
+    {
+        # A client at its cap is refused before Django runs (docs/fair-share.md).
+        "http": ClientCapGuard(SharedSyncThreads(django_application)),
+        "lifespan": LifespanHandler(),
+    }
 )

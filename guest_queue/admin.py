@@ -6,7 +6,7 @@ import csv
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -55,6 +55,21 @@ def summary(queryset: QuerySet[GuestRequest]) -> dict[str, Any]:
     }
 
 
+def top_clients(queryset: QuerySet[GuestRequest], limit: int = 10) -> list[dict[str, Any]]:
+    """The client hashes with the most requests in ``queryset``, with how theirs ended."""
+    rows = (
+        queryset.exclude(client_hash="")
+        .values("client_hash")
+        .annotate(
+            requests=Count("id"),
+            completed=Count("id", filter=Q(status="completed")),
+            cancelled=Count("id", filter=Q(status="cancelled")),
+        )
+        .order_by("-requests", "client_hash")[:limit]
+    )
+    return list(rows)
+
+
 if TYPE_CHECKING:
     BaseAdmin = admin.ModelAdmin[GuestRequest]
 else:
@@ -67,7 +82,7 @@ class GuestRequestAdmin(BaseAdmin):
         "request_id", "status", "cached", "created_at", "wait_ms", "processing_ms", "question",
     ]  # fmt: skip
     list_filter = ["status", "cached", "created_at"]
-    search_fields = ["request_id", "query"]
+    search_fields = ["request_id", "query", "client_hash"]
     date_hierarchy = "created_at"
     list_per_page = 50
     actions = ["export_csv"]
@@ -129,4 +144,8 @@ class GuestRequestAdmin(BaseAdmin):
         if isinstance(response, TemplateResponse):
             response.context_data = response.context_data or {}
             response.context_data["history_summary"] = summary(GuestRequest.objects.all())
+            changelist = response.context_data.get("cl")
+            if changelist is not None:
+                # Over the rows the filters select: pick the period with the date filters.
+                response.context_data["top_clients"] = top_clients(changelist.queryset)
         return response

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from .conf import app_settings
 from .core.backends import backend_class
 from .core.config import ConfigProblem
+from .ratelimit import parse_rate
 
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
@@ -91,6 +92,13 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ),
     ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
     ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
+    ("E070", "MAX_REQUESTS_PER_CLIENT", _int_at_least(0), "an integer >= 0 (0: no cap)"),
+    (
+        "E071",
+        "RATE_LIMIT",
+        lambda v: v is None or v == "" or parse_rate(v) is not None,
+        "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
+    ),
 ]
 
 
@@ -109,6 +117,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     errors.extend(_check_workflow())
+    errors.extend(_check_client_key())
     errors.extend(_check_backend())
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
@@ -116,7 +125,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             Error(f"GUEST_HISTORY_DATABASE {alias!r} is not in DATABASES.", id="guest_queue.E022")
         )
     cache_alias = app_settings.CACHE_ALIAS
-    if app_settings.CACHE_ENABLED is True and cache_alias not in settings.CACHES:
+    uses_cache = app_settings.CACHE_ENABLED is True or bool(app_settings.RATE_LIMIT)
+    if uses_cache and cache_alias not in settings.CACHES:
         errors.append(
             Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
@@ -145,6 +155,27 @@ def _check_backend() -> list[CheckMessage]:
             )
         ]
     return _errors(backend.check(app_settings.backend_options()))
+
+
+def _check_client_key() -> list[CheckMessage]:
+    path = app_settings.CLIENT_KEY
+    if path is None or path == "":
+        return []
+    try:
+        function = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        return [
+            Error(f"GUEST_CLIENT_KEY {path!r} cannot be imported: {exc}", id="guest_queue.E072")
+        ]
+    if not callable(function):
+        return [
+            Error(
+                f"GUEST_CLIENT_KEY must be the dotted path of a function (request) -> str, "
+                f"not {path!r}.",
+                id="guest_queue.E072",
+            )
+        ]
+    return []
 
 
 def _check_workflow() -> list[CheckMessage]:

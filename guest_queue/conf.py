@@ -11,6 +11,9 @@ from .core.config import DEFAULT_TIMEOUT_FALLBACK, QueueConfig
 DEFAULTS: dict[str, Any] = {
     "GUEST_MAX_CONCURRENT_REQUESTS": 3,
     "GUEST_MAX_QUEUE_SIZE": 50,
+    "GUEST_MAX_REQUESTS_PER_CLIENT": 3,
+    "GUEST_CLIENT_KEY": None,
+    "GUEST_RATE_LIMIT": None,
     "GUEST_REQUEST_TIMEOUT_SEC": 60,
     "GUEST_MAX_QUEUE_WAIT_SEC": None,
     "GUEST_WORKFLOW": "guest_queue.workflows.demo.DemoWorkflow",
@@ -65,6 +68,7 @@ class GuestQueueSettings:
         return QueueConfig(
             max_concurrent=self.MAX_CONCURRENT_REQUESTS,
             max_queue_size=self.MAX_QUEUE_SIZE,
+            max_per_client=self.MAX_REQUESTS_PER_CLIENT,
             request_timeout_sec=float(self.REQUEST_TIMEOUT_SEC),
             max_queue_wait_sec=(
                 float(self.MAX_QUEUE_WAIT_SEC) if self.MAX_QUEUE_WAIT_SEC else None

@@ -24,6 +24,10 @@ def ui_strings() -> dict[str, str]:
         "connection": _("The connection was lost."),
         "reconnecting": _("Reconnecting…"),
         "busy": _("Many guests are asking right now. Retrying in %(seconds)s s…"),
+        "clientLimit": _(
+            "You already have several questions waiting for an answer. Retrying in %(seconds)s s…"
+        ),
+        "rateLimited": _("You are asking very often. Please wait %(seconds)s s…"),
         "retry": _("Try again"),
         "you": _("You"),
         "assistant": _("Assistant"),

@@ -14,13 +14,14 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .asgi import note_ticket
 from .chat_input import history_of, language_of
+from .clients import client_id
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
-from .core.errors import Refused
+from .core.errors import RateLimited, Refused
 from .core.manager import QueueManager
-from .hashing import CLIENT, keyed_hash
 from .history_lookup import HistoryUnavailable, find_in_history
+from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
 from .resumable import resumable_flag, resumable_response
 from .runtime import get_history, get_manager
@@ -75,10 +76,13 @@ async def submit(
     if data is None:
         data = parse_object(request)
     query, language, history = query_from(data), language_of(data, request), history_of(data)
-    # A keyed hash of the client's address: lets staff group requests, reveals no IP.
-    hint = keyed_hash(CLIENT, request.META.get("REMOTE_ADDR") or "")[:32]
+    # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
+    client = client_id(request)
     manager = get_manager()
-    ticket = await manager.submit(query, client_hint=hint, language=language, history=history)
+    wait = await over_rate(client)
+    if wait is not None:
+        raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
+    ticket = await manager.submit(query, client_hint=client, language=language, history=history)
     note_ticket(manager, ticket)
     return manager, ticket
 

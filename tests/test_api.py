@@ -234,7 +234,7 @@ async def test_full_queue_is_a_429_with_retry_after(async_client: AsyncClient) -
     assert int(refused["Retry-After"]) >= 1
     await asyncio.gather(read_stream(running), read_stream(waiting))
     status = get_manager().status()
-    assert status["rejected_requests"] == 1
+    assert status["rejected_requests"] == status["rejected_queue_full"] == 1
     assert status["total_requests"] == 2 and status["completed_requests"] == 2
 
 
@@ -245,7 +245,8 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
     assert set(body) == {
         "queue_size", "active_requests", "max_concurrent_requests", "max_queue_size",
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
-        "timeout_requests", "cancelled_requests", "rejected_requests", "cache_hits",
+        "timeout_requests", "cancelled_requests", "rejected_requests", "rejected_queue_full",
+        "rejected_client_limit", "rejected_rate_limited", "max_requests_per_client", "cache_hits",
         "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
         "history_rejected",
         "backend",

@@ -140,7 +140,10 @@ async def test_lifespan_reports_a_failed_startup() -> None:
     assert "no.such.Workflow" in message["message"] or "No module named" in message["message"]
 
 
-@override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1, GUEST_SYNC_THREADS=2)
+# Thirty guests from one test address: no per-client cap here.
+@override_settings(
+    GUEST_MAX_CONCURRENT_REQUESTS=1, GUEST_SYNC_THREADS=2, GUEST_MAX_REQUESTS_PER_CLIENT=0
+)
 async def test_waiting_guests_hold_no_threads() -> None:
     import threading
 

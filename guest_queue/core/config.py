@@ -15,6 +15,8 @@ DEFAULT_TIMEOUT_FALLBACK = (
 class QueueConfig:
     max_concurrent: int = 3
     max_queue_size: int = 50
+    #: Requests one client may have open at once (waiting, processing, following); 0: no cap.
+    max_per_client: int = 3
     request_timeout_sec: float = 60.0
     max_queue_wait_sec: float | None = None
     heartbeat_sec: float = 15.0

@@ -23,7 +23,7 @@ from .backends import backend_class
 from .backends.base import Ticket
 from .config import QueueConfig
 from .endings import Ending
-from .errors import NotAccepting, QueueFull, Refused, Unavailable
+from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
 from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporter
@@ -62,7 +62,7 @@ class QueueManager:
             config, self.admission, self.stats, self.recent, self.live, lambda: self.accepting
         )
         self.sharing = (
-            AnswerSharing(cache, config.cache_similarity, self.stopper.spawn)
+            AnswerSharing(cache, config.cache_similarity, self.stopper.spawn, config.max_queue_size)
             if cache is not None
             else None
         )
@@ -156,42 +156,84 @@ class QueueManager:
     ) -> Ticket:
         """Accept a request or raise a ``Refused`` subclass saying why not.
 
-        ``language`` and ``history`` (earlier turns) go to the workflow; a
-        question with history is never answered from the cache or shared.
+        ``client_hint`` is the opaque id of the client asking: its open requests
+        (waiting, processing, following a leader or replaying a cached answer)
+        are capped at ``max_per_client``. ``language`` and ``history`` (earlier
+        turns) go to the workflow; a question with history is never answered
+        from the cache nor shared.
         """
         self.start()
         if not self.accepting:
-            self.stats.rejected += 1
-            raise NotAccepting("The server is restarting; please try again.", 5)
+            raise self.refuse(NotAccepting("The server is restarting; please try again.", 5))
         record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
         ticket = Ticket(record)
         ticket.language, ticket.history = language, history
-        if self.sharing is not None and not history:
-            key, hit = await self.sharing.find(query)
-            if hit is not None:
-                serve_from(ticket, hit)
-                return self._accept(ticket, detached=True)
-            if self.accepting and self.sharing.follow(ticket, key):
-                return self._accept(ticket, detached=True)
-        if not await self.is_available():
-            self.stats.rejected += 1
-            raise Unavailable(
-                "The assistant is temporarily unavailable.",
-                math.ceil(self.config.availability_cache_sec) or 1,
-            )
+        # Cheap first look (local queue only): a flooding client costs no cache lookup.
+        held, cap = self.admission.client_count(ticket.client), self.config.max_per_client
+        if cap > 0 and held is not None and held >= cap:
+            raise self.refuse(self.client_limited())
         try:
-            entered = self.accepting and await self.admission.enter(ticket)
-        except Refused:
-            self.stats.rejected += 1
-            raise
-        if not entered:
-            self.stats.rejected += 1
-            raise QueueFull(
-                "Too many guests are asking right now; please try again shortly.",
-                self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
-            )
+            if self.sharing is not None and not history:
+                detached = await self._share(ticket, query)
+                if detached:
+                    return self._accept(ticket, detached=True)
+            if not await self.is_available():
+                raise Unavailable(
+                    "The assistant is temporarily unavailable.",
+                    math.ceil(self.config.availability_cache_sec) or 1,
+                )
+            refusal = await self.admission.enter(ticket) if self.accepting else "shutting_down"
+        except Refused as exc:
+            self.admission.leave(ticket)  # Gives back a hold taken for it (idempotent).
+            raise self.refuse(exc) from None
+        if refusal is not None:
+            self.admission.leave(ticket)
+            raise self.refuse(self._refusal(refusal))
         self._lead(ticket)
         return self._accept(ticket, detached=False)
+
+    async def _share(self, ticket: Ticket, query: str) -> bool:
+        """Answer from the cache or follow an identical question; False: it must queue."""
+        assert self.sharing is not None
+        key, hit = await self.sharing.find(query)
+        ticket.cache_key = key
+        if key is None:
+            return False  # Not to be shared (hidden characters): answered on its own.
+        if hit is None and (not self.accepting or self.sharing.leader_of(key) is None):
+            return False
+        if hit is None and self.sharing.full:
+            raise self._refusal("queue_full")
+        if not await self.admission.hold(ticket):
+            raise self.client_limited()
+        if hit is not None:
+            serve_from(ticket, hit)
+            return True
+        # The leader may have finished while the hold was taken: then queue (still held).
+        return self.accepting and self.sharing.follow(ticket, key)
+
+    def refuse(self, refusal: Refused) -> Refused:
+        """Count a refusal (by its code) and hand it back to be raised."""
+        self.stats.reject(refusal.code)
+        return refusal
+
+    def _refusal(self, code: str) -> Refused:
+        if code == ClientLimited.code:
+            return self.client_limited()
+        if code == NotAccepting.code:
+            return NotAccepting("The server is restarting; please try again.", 5)
+        return QueueFull(
+            "Too many guests are asking right now; please try again shortly.",
+            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+        )
+
+    def client_limited(self) -> ClientLimited:
+        """The refusal for a client already at its cap (not yet counted)."""
+        cap = self.config.max_per_client
+        return ClientLimited(
+            f"You already have {cap} question{'s' if cap != 1 else ''} open; "
+            "please wait for an answer before asking more.",
+            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+        )
 
     def _accept(self, ticket: Ticket, *, detached: bool) -> Ticket:
         ticket.record.arrival_position = max(ticket.position, 1)

@@ -20,8 +20,13 @@ SUMMED = (
     "timeout_requests",
     "cancelled_requests",
     "rejected_requests",
+    "rejected_queue_full",
+    "rejected_client_limit",
+    "rejected_rate_limited",
     "cache_hits",
 )
+#: Refusal codes counted on their own in ``queue/status`` (as ``rejected_<code>``).
+REJECTION_CODES = ("queue_full", "client_limit", "rate_limited")
 #: Averages, weighted by how many requests each process has finished.
 AVERAGED = ("avg_wait_ms", "avg_processing_ms")
 #: Kept only in this process's own part: not part of the shared figures.
@@ -96,6 +101,8 @@ class QueueReporter:
             "timeout_requests": finished[Status.TIMEOUT],
             "cancelled_requests": finished[Status.CANCELLED],
             "rejected_requests": stats.rejected,
+            **{f"rejected_{c}": stats.rejected_by_code.get(c, 0) for c in REJECTION_CODES},
+            "max_requests_per_client": self.config.max_per_client,
             "cache_hits": stats.cache_hits,
             "avg_wait_ms": None if wait is None else round(wait, 1),
             "avg_processing_ms": None if proc is None else round(proc, 1),

@@ -85,11 +85,14 @@ class RequestStream:
                     reported = ticket.position
                     yield self._queued_event()
                     continue
-                ticket.wake.clear()
+                # A follower waits on its leader's event, shared by all its followers.
+                # Clearing it is safe: each stream checks what it waits for just before.
+                wake = ticket.wake_event
+                wake.clear()
                 wait_left = self._queue_wait_left()
                 try:
                     async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                        await ticket.wake.wait()
+                        await wake.wait()
                 except TimeoutError:
                     if self._queue_wait_left() <= 0:
                         host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
@@ -202,8 +205,8 @@ class RequestStream:
             ticket.record.add_answer(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
-                for follower in ticket.followers:
-                    follower.wake.set()
+                if ticket.followers:
+                    ticket.moved.set()  # followers stream it live
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:

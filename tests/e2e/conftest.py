@@ -51,6 +51,8 @@ class Server:
             "GUEST_HISTORY_FLUSH_SEC": "30",
             # These tests repeat questions and expect each to reach the workflow.
             "GUEST_CACHE_ENABLED": "false",
+            # And they ask many at once from one address (test_fair_share sets its cap).
+            "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
             "DEBUG": "false",
             # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
             "SECRET_KEY": "e2e-tests-only-" + "x" * 50,

@@ -6,6 +6,10 @@ leader) instead of starting the workflow again: when the leader completes,
 every follower streams its answer; if it fails, times out or is cancelled, the
 followers go back in line on their own (the first becomes the new leader), so
 no accepted request is lost with the leader.
+
+Followers take no place in line, but they are bounded: at most
+``max_followers`` at once in this process (the queue's size), each one
+counted against its client's cap like any other open request.
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ class AnswerSharing:
         cache: AnswerCache,
         similarity: float | None,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
+        max_followers: int,
     ) -> None:
         self.cache = cache
         self.near = NearDuplicates(similarity) if similarity else None
         self.inflight: dict[str, Ticket] = {}
+        self.max_followers = max_followers
+        #: Tickets following a leader right now, in this process.
+        self.following = 0
         self._spawn = spawn
 
     async def find(self, query: str) -> tuple[str | None, CachedAnswer | None]:
@@ -53,6 +61,16 @@ class AnswerSharing:
             logger.warning("Answer cache lookup failed; answering without it", exc_info=True)
             return key, None
 
+    def leader_of(self, key: str) -> Ticket | None:
+        """The ticket answering ``key`` right now, if any."""
+        leader = self.inflight.get(key)
+        return None if leader is None or leader.record.status.is_terminal else leader
+
+    @property
+    def full(self) -> bool:
+        """Whether new requests may follow no more leaders (already accepted ones still may)."""
+        return self.following >= self.max_followers
+
     def follow(self, ticket: Ticket, key: str | None) -> bool:
         """Make the ticket follow the request already answering ``key``, if there is one.
 
@@ -61,12 +79,12 @@ class AnswerSharing:
         if key is None:
             return False
         ticket.cache_key = key
-        leader = self.inflight.get(key)
-        if leader is None or leader.record.status.is_terminal:
+        leader = self.leader_of(key)
+        if leader is None:
             return False
         ticket.leader = leader
-        ticket.position = max(leader.position, 1)
-        leader.followers.append(ticket)
+        leader.followers[ticket] = None
+        self.following += 1
         return True
 
     def lead(self, ticket: Ticket) -> None:
@@ -77,18 +95,26 @@ class AnswerSharing:
 
     def finished(self, ticket: Ticket) -> list[Ticket]:
         """Settle a finished ticket; returns followers that must go back in line."""
-        if ticket.leader is not None:
-            if ticket in ticket.leader.followers:
-                ticket.leader.followers.remove(ticket)
+        leader = ticket.leader
+        if leader is not None:
+            if ticket in leader.followers:
+                del leader.followers[ticket]
+                self.following -= 1
             ticket.leader = None
+            # Its stream may be waiting on the leader's event: wake it (and, harmlessly, the
+            # other followers) so it sees how it ended.
+            leader.moved.set()
             return []
         key = ticket.cache_key
         if key is None or self.inflight.get(key) is not ticket:
             return []
         del self.inflight[key]
-        followers, ticket.followers = ticket.followers, []
+        followers, ticket.followers = list(ticket.followers), {}
+        self.following -= len(followers)
         for follower in followers:
             follower.leader = None
+        # Streams of the followers wait on this event: each goes on with its own from now.
+        ticket.moved.set()
         record = ticket.record
         if record.status is not Status.COMPLETED or ticket.answer_parts is None:
             return followers

@@ -25,6 +25,7 @@ class Ticket:
     """A request's place in the queue, shared by the queue and the request's stream."""
 
     __slots__ = (
+        "_position",
         "admitted",
         "answer_parts",
         "cache_key",
@@ -37,7 +38,7 @@ class Ticket:
         "interrupt",
         "language",
         "leader",
-        "position",
+        "moved",
         "queue_score",
         "record",
         "replay",
@@ -47,7 +48,7 @@ class Ticket:
 
     def __init__(self, record: RequestRecord) -> None:
         self.record = record
-        self.position = 0
+        self._position = 0
         #: The ticket's place in a shared queue (its sort key there), once it has one.
         self.queue_score: str | None = None
         self.admitted = False
@@ -58,6 +59,9 @@ class Ticket:
         self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        #: Set when this ticket's position changes: its followers wait on it (one event
+        #: for all of them, so a move costs the same however many follow).
+        self.moved = asyncio.Event()
         # Answer cache and single flight (all None/empty when the cache is off):
         self.cache_key: str | None = None
         #: The whole answer so far, kept only to be cached when it completes.
@@ -66,7 +70,8 @@ class Ticket:
         self.replay: CachedAnswer | None = None
         #: The ticket already answering the same question, which this one follows.
         self.leader: Ticket | None = None
-        self.followers: list[Ticket] = []
+        #: Insertion-ordered, so a follower leaves in O(1) and the first one leads next.
+        self.followers: dict[Ticket, None] = {}
         #: How much of its leader's answer a follower has streamed live (chunks, characters).
         self.forwarded_parts = 0
         self.forwarded_chars = 0
@@ -77,6 +82,28 @@ class Ticket:
     @property
     def request_id(self) -> str:
         return self.record.request_id
+
+    @property
+    def client(self) -> str:
+        """The opaque id of the client that asked (empty when unknown)."""
+        return self.record.client_hint or ""
+
+    @property
+    def position(self) -> int:
+        """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
+        leader = self.leader
+        if leader is not None:
+            return max(leader._position, 1)
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
+
+    @property
+    def wake_event(self) -> asyncio.Event:
+        """What the ticket's stream waits on: its leader's moves while following, else its own."""
+        return self.leader.moved if self.leader is not None else self.wake
 
 
 #: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
@@ -102,7 +129,10 @@ class Admission(ABC):
     def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
         """The backend for ``config``; ``on_lost`` and ``snapshot`` serve shared backends."""
         return cls(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+            config.max_concurrent,
+            config.max_queue_size,
+            config.position_update_interval_sec,
+            config.max_per_client,
         )
 
     @classmethod
@@ -110,10 +140,13 @@ class Admission(ABC):
         """What is wrong with ``options`` (``QueueConfig.backend_options``) for this backend."""
         return []
 
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
+    def __init__(
+        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+    ) -> None:
         self.max_active = max_active
         self.max_waiting = max_waiting
         self.update_interval = update_interval
+        self.max_per_client = max_per_client
         self.waiting: OrderedDict[str, Ticket] = OrderedDict()
         self.active: dict[str, Ticket] = {}
         #: Problems of the set-up found at start-up, shown in ``health``.
@@ -134,8 +167,18 @@ class Admission(ABC):
         return max(0, self.max_active - self.active_count)
 
     @abstractmethod
-    async def enter(self, ticket: Ticket) -> bool:
-        """Admit or line up a new ticket; False when the line is full."""
+    async def enter(self, ticket: Ticket) -> str | None:
+        """Admit or line up a new ticket; else the refusal's code (``queue_full``,
+        ``client_limit``: the ticket's client already has its cap of requests open)."""
+
+    @abstractmethod
+    async def hold(self, ticket: Ticket) -> bool:
+        """Count a ticket that takes no place (a follower, a cache replay) against its
+        client; False when the client is at its cap. ``leave`` releases it."""
+
+    def client_count(self, client: str) -> int | None:
+        """Requests the client has open, when this process knows it (None: ask Redis)."""
+        return None
 
     @abstractmethod
     def requeue(self, ticket: Ticket) -> None:
@@ -184,12 +227,11 @@ class Admission(ABC):
         ticket.wake.set()
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
-        """Give a waiter (and its followers) a new position; True when it changed."""
+        """Give a waiter a new position; True when it changed. Its followers read the
+        position from it and wait on its ``moved`` event: none of them is visited."""
         if ticket.position == position:
             return False
         ticket.position = position
         ticket.wake.set()
-        for follower in ticket.followers:
-            follower.position = position
-            follower.wake.set()
+        ticket.moved.set()
         return True

@@ -162,9 +162,13 @@ function applyEvent(view, event) {
   return null;
 }
 
-async function countdown(view, seconds) {
+// What a 429 says while the guest waits, by its code (the line is full by default).
+const WAIT_MESSAGES = { client_limit: "clientLimit", rate_limited: "rateLimited" };
+
+async function countdown(view, seconds, code) {
+  const message = strings[WAIT_MESSAGES[code]] || strings.busy;
   for (let left = seconds; left > 0; left--) {
-    view.status.textContent = format(strings.busy, { seconds: left });
+    view.status.textContent = format(message, { seconds: left });
     view.status.className = "gq-status gq-warning";
     await new Promise((resolve) => setTimeout(resolve, 1000));
     if (controller?.signal.aborted) return false;
@@ -194,7 +198,8 @@ async function ask(question, view = null) {
     });
     if (response.status === 429) {
       const wait = Math.max(1, parseInt(response.headers.get("Retry-After") || "5", 10));
-      if (await countdown(view, wait)) {
+      const refusal = await response.json().catch(() => ({}));
+      if (await countdown(view, wait, refusal.code)) {
         controller = null;
         return ask(question, view);
       }

@@ -35,7 +35,7 @@ from ..base import Admission, LostCallback, Snapshot, Ticket
 from .handoff import ADOPT, HAND_OFF, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
-from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
+from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 
@@ -67,7 +67,10 @@ class RedisAdmission(Admission):
         snapshot: Snapshot,
     ) -> None:
         super().__init__(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+            config.max_concurrent,
+            config.max_queue_size,
+            config.position_update_interval_sec,
+            config.max_per_client,
         )
         self.config = config
         self._on_lost = on_lost
@@ -79,12 +82,20 @@ class RedisAdmission(Admission):
         self.renew_every = self.link.renew_every
         self.client = self.link.client
         tag = "{" + options.prefix + "}"
-        self.keys = [f"{tag}:waiting", f"{tag}:active", f"{tag}:leases", f"{tag}:meta"]
+        self.keys = [
+            f"{tag}:waiting",
+            f"{tag}:active",
+            f"{tag}:leases",
+            f"{tag}:meta",
+            f"{tag}:owners",
+            f"{tag}:clients",
+        ]
         self.channel = f"{tag}:events"
         self.processes_key = f"{tag}:processes"
         self.process_key_prefix = f"{tag}:process:"
         self.process_key = self.process_key_prefix + self.process_id
         self._enter = self.client.register_script(ENTER)
+        self._hold = self.client.register_script(HOLD)
         self._leave = self.client.register_script(LEAVE)
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
@@ -100,6 +111,9 @@ class RedisAdmission(Admission):
         self._leave_now = asyncio.Event()
         self._dirty = asyncio.Event()
         self._early: OrderedDict[str, None] = OrderedDict()
+        #: This process's tickets counted against their client without a place (followers,
+        #: cache replays): their leases are renewed like the others'.
+        self.held: dict[str, Ticket] = {}
         self._requeues: set[asyncio.Task[None]] = set()
         # A renewal carries the tickets held when it was built: a removal sent while it
         # is on its way would be undone by it, so the two never overlap.
@@ -118,8 +132,25 @@ class RedisAdmission(Admission):
 
     # -- entering and leaving -------------------------------------------------------
 
-    async def enter(self, ticket: Ticket) -> bool:
-        return await self._join(ticket, force=False)
+    async def enter(self, ticket: Ticket) -> str | None:
+        status = await self._join(ticket, force=False)
+        return {-1: "queue_full", -2: "client_limit"}.get(status)
+
+    async def hold(self, ticket: Ticket) -> bool:
+        if self.max_per_client <= 0 or not ticket.client or ticket.request_id in self.held:
+            return True
+        self.link.refuse_if_quiet()
+        rid = ticket.request_id
+        args = [rid, self.lease_ms, self.max_active, self._epoch, self.channel]
+        reply = await self.link.run(
+            self._hold, self.keys, [*args, ticket.client, self.max_per_client]
+        )
+        held, epoch, queued, active = reply
+        self._heard(epoch, queued, active)
+        if not held:
+            return False
+        self.held[rid] = ticket
+        return True
 
     def requeue(self, ticket: Ticket) -> None:
         task = asyncio.get_running_loop().create_task(self._requeue(ticket))
@@ -132,15 +163,19 @@ class RedisAdmission(Admission):
         except Unavailable:
             self._on_lost(ticket, UNREACHABLE)
 
-    async def _join(self, ticket: Ticket, *, force: bool) -> bool:
+    async def _join(self, ticket: Ticket, *, force: bool) -> int:
+        """Enter the shared line; the script's status (negative: refused)."""
         self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
-        reply = await self.link.run(self._enter, self.keys, [*args, int(force)])
+        args += [int(force), ticket.client, self.max_per_client]
+        reply = await self.link.run(self._enter, self.keys, args)
         status, position, score, epoch, queued, active = reply
         self._heard(epoch, queued, active)
         if status < 0:
-            return False
+            return int(status)
+        # Held without a place until now (a follower lining up): renewed as waiting or active.
+        self.held.pop(rid, None)
         if ticket.record.status.is_terminal:
             # The request ended while its place was being taken: give the place back.
             self._leaving[rid] = None
@@ -155,11 +190,15 @@ class RedisAdmission(Admission):
             if rid in self._early:
                 del self._early[rid]
                 self._admit_waiting(rid)
-        return True
+        return int(status)
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
-        if self.waiting.pop(rid, None) is None and self.active.pop(rid, None) is None:
+        if (
+            self.waiting.pop(rid, None) is None
+            and self.active.pop(rid, None) is None
+            and self.held.pop(rid, None) is None
+        ):
             return
         self._leaving[rid] = None
         self._leave_now.set()
@@ -247,10 +286,12 @@ class RedisAdmission(Admission):
         waiting = list(self.waiting.items())
         args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
         args += [self.process_id, json.dumps(self._snapshot())]
-        for rid in self.active:
-            args += [rid, "a"]
+        for rid, ticket in self.active.items():
+            args += [rid, "a", ticket.client]
+        for rid, ticket in self.held.items():
+            args += [rid, "h", ticket.client]
         for rid, ticket in waiting:
-            args += [rid, ticket.queue_score]
+            args += [rid, ticket.queue_score, ticket.client]
         keys = [*self.keys, self.process_key, self.processes_key]
         try:
             epoch, queued, active, lost, positions = await self.link.run(self._sync, keys, args)
