@@ -23,6 +23,7 @@ class ResumingGuest:
         self.servers = servers
         self.events: list[dict[str, Any]] = []
         self.resumes: list[int] = []  # which server each resume went to
+        self.tries: list[tuple[int, object]] = []
         self.query = query
         self.task: asyncio.Task[None] | None = None
 
@@ -61,6 +62,7 @@ class ResumingGuest:
             url = f"{server.url}/api/v1/guest/chat/{request_id}/events"
             try:
                 async with self.client.stream("GET", url, params={"after": self.seq}) as r:
+                    self.tries.append((index, r.status_code))
                     if r.status_code != 200:
                         await r.aread()
                         assert r.status_code == 503, (r.status_code, r.text)
@@ -69,7 +71,8 @@ class ResumingGuest:
                     self.resumes.append(index)
                     if await self._read(r):
                         return
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
+                self.tries.append((index, repr(exc)))
                 await asyncio.sleep(0.1)
         raise AssertionError(f"never finished: {[e['event'] for e in self.events]}")
 
