@@ -91,7 +91,7 @@ async def chat_cancel(request: HttpRequest, request_id: str) -> HttpResponseBase
     canonical = _canonical(request_id)
     if canonical is None:
         return json_error(404, "not_found", "No such request: malformed id.")
-    status = get_manager().cancel(canonical)
+    status = await get_manager().cancel_anywhere(canonical)
     if status is None:
         return json_error(404, "not_found", "No such request (it may have expired).")
     return JsonResponse({"request_id": canonical, "status": status.value})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from .events import Event
@@ -142,3 +143,9 @@ class SharedLogs(Protocol):
 
     async def attached(self, request_id: str) -> bool:
         """Whether a reader on any process said it is attached (and has not lapsed)."""
+
+    async def cancel(self, request_id: str) -> None:
+        """Ask every process to cancel the request (the one holding it does)."""
+
+    async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
+        """Call ``on_cancel`` with each request id any process asked to cancel; runs forever."""

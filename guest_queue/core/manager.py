@@ -8,6 +8,7 @@ tasks and the drain, ``sharing`` the answer cache and single flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import uuid
@@ -93,6 +94,10 @@ class QueueManager:
         self.stopper.loop = asyncio.get_running_loop()
         self.stopper.spawn(supervised("queue admission", self.admission.run))
         self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
+        shared = self.resumes.shared
+        if shared is not None:
+            listen = functools.partial(shared.listen_cancels, self._cancel_heard)
+            self.stopper.spawn(supervised("cancel listener", listen))
 
     @property
     def warnings(self) -> list[str]:
@@ -413,6 +418,24 @@ class QueueManager:
             return ticket.record.status
         record = self.recent.get(request_id)
         return record.status if record is not None else None
+
+    async def cancel_anywhere(self, request_id: str) -> Status | None:
+        """``cancel``, also for a request another process sharing the queue holds."""
+        status = self.cancel(request_id)
+        shared = self.resumes.shared
+        if status is not None or shared is None:
+            return status
+        found = await self.find(request_id)
+        if found is None:
+            return None
+        if found.get("status") in ("queued", "processing"):
+            await shared.cancel(request_id)
+            return Status.CANCELLED
+        return Status(found["status"])
+
+    def _cancel_heard(self, request_id: str) -> None:
+        if self.live.get(request_id) is not None:
+            self.cancel(request_id)
 
     async def _release_unclaimed(self) -> None:
         """Release tickets whose stream never started (the client left before it could)."""

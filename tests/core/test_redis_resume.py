@@ -127,3 +127,22 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
     await behind.done()
     assert gate.started == ["running", "w0", "w1", "w2", "behind"]
     assert b.status()["completed_requests"] == 4
+
+
+async def test_a_cancel_through_another_process_ends_the_request_at_once(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    b = shared(gate, max_concurrent=1)
+    running = Stream(a, await a.submit("running"))
+    waiting = Stream(a, await a.submit("waiting"))
+    await until(lambda: gate.started == ["running"])
+    await asyncio.sleep(0.2)  # both processes listen
+    assert (await b.cancel_anywhere(running.ticket.request_id)) is not None
+    assert (await running.done())[-1] == "error"
+    assert running.events[-1].data["code"] == "cancelled"
+    await until(lambda: gate.started == ["running", "waiting"])  # its slot was freed
+    assert await b.cancel_anywhere("00000000-0000-4000-8000-000000000000") is None
+    gate.open(waiting.ticket.request_id)
+    await waiting.done()

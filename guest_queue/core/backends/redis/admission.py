@@ -103,7 +103,7 @@ class RedisAdmission(Admission):
         self.tag = tag
         self._hand_off = self.client.register_script(HAND_OFF)
         self._adopt = self.client.register_script(ADOPT)
-        self.logs = RedisLogs(self.client, tag, config, options.timeout_sec)
+        self.logs = RedisLogs(self.link, tag, config, options.timeout_sec)
         self._epoch = ""
         self._queue_size = 0
         self._active_count = 0

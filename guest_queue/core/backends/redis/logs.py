@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 from ...config import QueueConfig
 from ...eventlog import LogTrimmed
 from ...events import Event
+from .link import RedisLink
 
 logger = logging.getLogger("guest_queue")
 
@@ -34,8 +36,10 @@ LIVE_TTL_MARGIN_SEC = 60
 class RedisLogs:
     """The ``SharedLogs`` of a Redis-backed queue."""
 
-    def __init__(self, client: Redis, tag: str, config: QueueConfig, timeout_sec: float) -> None:
-        self.client = client
+    def __init__(self, link: RedisLink, tag: str, config: QueueConfig, timeout_sec: float) -> None:
+        self.link = link
+        self.client: Redis = link.client
+        self.cancels = f"{tag}:cancels"
         # A blocking read must end well within the client's read timeout.
         self.max_block_sec = timeout_sec / 2
         self.tag = tag
@@ -148,3 +152,13 @@ class RedisLogs:
 
     async def attached(self, request_id: str) -> bool:
         return bool(await self.client.exists(self._attached_key(request_id)))
+
+    async def cancel(self, request_id: str) -> None:
+        await self.client.publish(self.cancels, request_id)
+
+    async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
+        def heard(message: str) -> None:
+            if message:  # "" only says the subscription was (re)made
+                on_cancel(message)
+
+        await self.link.listen(self.cancels, heard)
