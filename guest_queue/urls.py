@@ -10,5 +10,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
+    path("metrics", views.metrics_endpoint, name="metrics"),
     re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"),
 ]

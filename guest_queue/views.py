@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
@@ -55,6 +56,7 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
             except BadRequest as exc:
                 return json_error(exc.status, exc.code, exc.message)
             except Refused as exc:
+                metrics.count_rejected(exc.code)
                 return json_error(
                     exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
                 )
@@ -173,6 +175,12 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     if not healthy:
         response["Retry-After"] = "5"
     return response
+
+
+@allow("GET")
+async def metrics_endpoint(request: HttpRequest) -> HttpResponseBase:
+    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.metrics``)."""
+    return await metrics.metrics_view(request, get_manager())
 
 
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:

@@ -53,6 +53,9 @@ def test_defaults_pass() -> None:
         ("GUEST_WORKFLOW_OPTIONS", {"speed": 2}, "guest_queue.E040"),
         ("GUEST_WORKFLOW_OPTIONS", ["token_delay"], "guest_queue.E040"),
         ("GUEST_QUEUE_BACKEND", "guest_queue.core.records.Status", "guest_queue.E032"),
+        ("GUEST_METRICS_ENABLED", "yes", "guest_queue.E082"),
+        ("GUEST_METRICS_TOKEN", 12345, "guest_queue.E081"),
+        ("GUEST_METRICS_TOKEN", "", "guest_queue.E081"),
     ],
 )
 def test_invalid_setting_is_a_check_error(setting: str, value: Any, check_id: str) -> None:
