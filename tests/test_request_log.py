@@ -1,0 +1,70 @@
+"""One structured log line per finished request, without the guest's words."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.test import AsyncClient
+
+from guest_queue.history import keyed_hash
+
+SIMPLE = "/api/v1/guest/chat/simple"
+FIELDS = {
+    "request_id",
+    "outcome",
+    "code",
+    "wait_ms",
+    "processing_ms",
+    "first_chunk_ms",
+    "cached",
+    "client",
+}
+
+
+def request_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "guest_queue.requests"]
+
+
+async def ask(client: AsyncClient, query: str) -> dict[str, object]:
+    response = await client.post(
+        SIMPLE, data=json.dumps({"query": query}), content_type="application/json"
+    )
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_a_finished_request_logs_one_line_with_its_fields(
+    async_client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="guest_queue.requests")
+    secret = "echo: my private medical question"
+    body = await ask(async_client, secret)
+    [line] = request_lines(caplog)
+    assert line.levelno == logging.INFO
+    assert line.getMessage() == f"request {body['request_id']} completed"
+    fields = {name: getattr(line, name) for name in FIELDS}
+    assert fields["request_id"] == body["request_id"]
+    assert fields["outcome"] == "completed" and fields["code"] is None
+    assert fields["wait_ms"] == body["wait_ms"]
+    assert fields["processing_ms"] == body["processing_ms"]
+    assert isinstance(fields["first_chunk_ms"], int)
+    assert 0 <= fields["first_chunk_ms"] <= fields["wait_ms"] + fields["processing_ms"] + 1
+    assert fields["cached"] is False
+    # The keyed hash of the client's address (the test client's is 127.0.0.1), not the address.
+    assert fields["client"] == keyed_hash("127.0.0.1")[:32]
+    # Neither the question nor the answer, in the message or in any field.
+    for value in [line.getMessage(), *map(str, vars(line).values())]:
+        assert "private" not in value and "medical" not in value
+
+
+async def test_a_failure_logs_its_outcome_and_code(
+    async_client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="guest_queue.requests")
+    body = await ask(async_client, "fail=workflow_error")
+    [line] = request_lines(caplog)
+    assert line.getMessage() == f"request {body['request_id']} failed (workflow_error)"
+    assert line.outcome == "failed" and line.code == "workflow_error"
+    assert line.first_chunk_ms is None
