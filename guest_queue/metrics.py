@@ -113,13 +113,24 @@ class _Metrics:
             buckets=FIRST_CHUNK_BUCKETS,
             registry=reg,
         )
-        # Multiprocess mode only: each process's own queue figures, summed over live ones.
-        self.gauges = {
-            name: prometheus_client.Gauge(
-                name, text, namespace=NAMESPACE, registry=None, multiprocess_mode="livesum"
-            )
-            for name, text in GAUGES.items()
-        }
+        self._gauges: dict[str, prometheus_client.Gauge] | None = None
+
+    @property
+    def gauges(self) -> dict[str, prometheus_client.Gauge]:
+        """Multiprocess mode with local queues only: each process's own figures, summed.
+
+        Created on first use: in multiprocess mode a gauge exists for every process
+        (in the shared directory) from its creation, and a shared queue's gauges
+        come from the queue itself instead.
+        """
+        if self._gauges is None:
+            self._gauges = {
+                name: prometheus_client.Gauge(
+                    name, text, namespace=NAMESPACE, registry=None, multiprocess_mode="livesum"
+                )
+                for name, text in GAUGES.items()
+            }
+        return self._gauges
 
 
 _metrics: _Metrics | None = None

@@ -52,7 +52,9 @@ def count(found: dict[Any, float], histogram: str) -> float:
 
 
 async def post(client: AsyncClient, url: str, query: str) -> Any:
-    return await client.post(url, data=json.dumps({"query": query}), content_type="application/json")
+    return await client.post(
+        url, data=json.dumps({"query": query}), content_type="application/json"
+    )
 
 
 async def test_the_endpoint_is_a_json_404_when_metrics_are_off(async_client: AsyncClient) -> None:
@@ -93,7 +95,9 @@ async def test_gauges_show_the_line_and_refusals_carry_their_code(
     assert during[("guest_queue_active", ())] == 1
     assert during[("guest_queue_waiting", ())] == 1
     assert during[("guest_queue_slots", ())] == 1
-    assert outcome(during, "rejected", "queue_full") == outcome(before, "rejected", "queue_full") + 1
+    assert (
+        outcome(during, "rejected", "queue_full") == outcome(before, "rejected", "queue_full") + 1
+    )
     await asyncio.gather(read_stream(running), read_stream(waiting))
     after = await scrape(async_client)
     assert outcome(after, "completed") == outcome(before, "completed") + 2
