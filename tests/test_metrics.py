@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.test import AsyncClient, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
