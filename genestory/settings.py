@@ -156,12 +156,22 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"guest_queue": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")}},
 }
+# LOG_FORMAT=json: one JSON object per line, the request log's fields as keys
+# (needs python-json-logger, which the demo does not install: docs/metrics.md).
+if env.str("LOG_FORMAT", "text") == "json":
+    LOGGING["formatters"] = {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    }
+    LOGGING["handlers"]["console"]["formatter"] = "json"
 
 # guest_queue: every setting of guest_queue.conf.DEFAULTS can come from the environment,
 # read as the type of its default; the defaults themselves live only there.

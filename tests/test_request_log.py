@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.test import AsyncClient
 
 from guest_queue.history import keyed_hash
 
+ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = "/api/v1/guest/chat/simple"
 FIELDS = {
     "request_id",
@@ -69,3 +74,36 @@ async def test_a_failure_logs_its_outcome_and_code(
     fields = vars(line)
     assert fields["outcome"] == "failed" and fields["code"] == "workflow_error"
     assert fields["first_chunk_ms"] is None
+
+
+def test_the_demo_logs_json_lines_with_the_fields_as_keys() -> None:
+    """LOG_FORMAT=json (python-json-logger, a dev requirement only): each field is a key."""
+    pytest.importorskip("pythonjsonlogger")
+    script = """
+import django
+django.setup()
+from guest_queue.core.records import RequestRecord, Status
+from guest_queue.request_log import log_finished
+record = RequestRecord(request_id="r-1", query="secret words", client_hint="abc")
+record.mark_started()
+record.add_chunk("answer words")
+record.mark_finished(Status.COMPLETED, None, None)
+log_finished(record)
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "genestory.settings", "LOG_FORMAT": "json"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [json.loads(text) for text in done.stderr.splitlines() if text.startswith("{")]
+    assert line["message"] == "request r-1 completed"
+    assert line["name"] == "guest_queue.requests" and line["levelname"] == "INFO"
+    assert {k: line[k] for k in ("request_id", "outcome", "code", "cached", "client")} == {
+        "request_id": "r-1",
+        "outcome": "completed",
+        "code": None,
+        "cached": False,
+        "client": "abc",
+    }
+    assert isinstance(line["first_chunk_ms"], int) and isinstance(line["processing_ms"], int)
+    assert "secret" not in done.stderr and "answer words" not in done.stderr
