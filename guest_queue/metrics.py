@@ -17,7 +17,7 @@ import hmac
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -172,13 +172,19 @@ def observe(record: RequestRecord) -> None:
         m.first_chunk.observe(max(0.0, record.first_chunk_mono - record.created_mono))
 
 
+class DropCounter(Protocol):
+    """What the metrics read of the history writer."""
+
+    @property
+    def dropped(self) -> int: ...
+
+
 class ManagerMetrics:
     """Feeds one manager's finished requests (and history drops) into the metrics."""
 
-    def __init__(self, manager: QueueManager, dropped: Any = None) -> None:
+    def __init__(self, manager: QueueManager, history: DropCounter | None = None) -> None:
         self.manager = manager
-        #: The history writer (anything with a ``dropped`` count), if any.
-        self.history = dropped
+        self.history = history
         self._dropped_seen = 0
         self._refresher: asyncio.Task[None] | None = None
 
@@ -194,7 +200,7 @@ class ManagerMetrics:
         m = _get()
         if m is None or self.history is None:
             return
-        dropped = int(self.history.dropped)
+        dropped = self.history.dropped
         if dropped > self._dropped_seen:
             m.history_dropped.inc(dropped - self._dropped_seen)
             self._dropped_seen = dropped
@@ -236,7 +242,7 @@ def _gauge_values(figures: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def attach(manager: QueueManager, history: Any = None) -> None:
+def attach(manager: QueueManager, history: DropCounter | None = None) -> None:
     """Hook a new manager into the metrics, when they are enabled."""
     if not enabled():
         return
@@ -312,10 +318,15 @@ def authorized(request: HttpRequest) -> bool:
     return hmac.compare_digest(given.strip().encode(), str(token).encode())
 
 
+_reported_missing = False
+
+
 async def metrics_view(request: HttpRequest, manager: QueueManager) -> HttpResponseBase:
     """The ``metrics`` endpoint's answer (the view in ``views`` checks the method)."""
+    global _reported_missing
     if not enabled():
-        if app_settings.METRICS_ENABLED is True:
+        if app_settings.METRICS_ENABLED is True and not _reported_missing:
+            _reported_missing = True
             logger.error(
                 "GUEST_METRICS_ENABLED is on but prometheus_client is not installed: "
                 'install "django-guest-queue[prometheus]".'

@@ -84,6 +84,11 @@ async def test_two_workers_sharing_a_multiprocess_directory_add_up(
         assert (await holder.done())[-1] == "workflow_complete"
         found = await scrape(client, servers[1])
         assert requests(found, "completed") == n + 1
+        # A worker that stops leaves the gauges' sum; what it counted stays counted.
+        servers[0].stop()
+        found = await eventually(client, servers[1], lambda f: gauge(f, "slots") == 1)
+        assert gauge(found, "slots") == 1
+        assert requests(found, "completed") == n + 1
 
 
 async def test_with_the_shared_queue_the_gauges_are_the_whole_queue(
