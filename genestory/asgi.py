@@ -10,11 +10,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genestory.settings")
 django_application = get_asgi_application()
 
+from genestory.checks import require_passing_checks  # noqa: E402
+
+# Invalid GUEST_* values, or the demo SECRET_KEY with DEBUG off, stop the start-up here.
+require_passing_checks()
+
 from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:
     # As runserver does: static files from the app directories in development.
-    # In production nginx (or a CDN) serves STATIC_ROOT after collectstatic.
+    # In production ServeStatic (a middleware, see settings) serves collectstatic's STATIC_ROOT.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_application = ASGIStaticFilesHandler(django_application)

@@ -54,7 +54,10 @@ def env_value(name: str, default: Any) -> Any:
 
 def guest_queue_settings() -> dict[str, Any]:
     """Every guest_queue setting, from the environment or else its default."""
-    return {name: env_value(name, default) for name, default in DEFAULTS.items()}
+    settings = {name: env_value(name, default) for name, default in DEFAULTS.items()}
+    # A key made of digits is still text, not a number.
+    settings["GUEST_HASH_KEY"] = env.str("GUEST_HASH_KEY", default="") or None
+    return settings
 
 
 OPENAI_WORKFLOW = "guest_queue.workflows.openai.OpenAIChatWorkflow"
@@ -89,10 +92,26 @@ def openai_options() -> dict[str, Any]:
     return options
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-genestory-demo-only-change-me")
+# The demo's key: with DEBUG=false it is a system-check error (genestory.E001), so a
+# production server never starts with it. Set SECRET_KEY in the environment.
+DEMO_SECRET_KEY = "django-insecure-genestory-demo-only-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=DEMO_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS in production (docs/security.md lists the values `check --deploy` wants). Off by
+# default so that `make run` works over plain http on 127.0.0.1.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a TLS-terminating proxy that sets it, e.g. "HTTP_X_FORWARDED_PROTO,https".
+SECURE_PROXY_SSL_HEADER = env.tuple("SECURE_PROXY_SSL_HEADER", default=None)
+# Paths (regexes, no leading slash) left on http by SECURE_SSL_REDIRECT: a load balancer's probes.
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -102,6 +121,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "genestory",
+    "servestatic",
     "guest_queue",
 ]
 
@@ -115,6 +136,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if not DEBUG:
+    # Serves collectstatic's files from memory-indexed STATIC_ROOT (async: no thread hop);
+    # other paths pass straight on. With DEBUG, genestory.asgi serves the app directories.
+    MIDDLEWARE.insert(1, "servestatic.middleware.ServeStaticMiddleware")
 
 ROOT_URLCONF = "genestory.urls"
 ASGI_APPLICATION = "genestory.asgi.application"
@@ -154,6 +180,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# collectstatic writes content-hashed, gzip-compressed copies (brotli too if installed); ServeStatic
+# serves those with a one-year immutable Cache-Control (the page links the hashed names).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "genestory.storage.StaticStorage"},
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING: dict[str, Any] = {

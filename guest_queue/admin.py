@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from .models import GuestRequest
+from .validation import FORBIDDEN
 
 CSV_FIELDS = [
     "request_id", "status", "error_code", "error_message", "cached", "arrival_position",
@@ -20,8 +21,12 @@ CSV_FIELDS = [
 
 
 def _csv_cell(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    # Questions with these are refused; a workflow's answer or error text may hold them.
+    value = FORBIDDEN.sub("\ufffd", value)
     # Spreadsheets run cells that start with these as formulas: neutralise guest text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 

@@ -80,6 +80,14 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ),
     ("E035", "QUEUE_LEASE_SEC", _number(0.3, 300), "a number of seconds from 0.3 to 300"),
     ("E036", "QUEUE_REDIS_TIMEOUT_SEC", _number(0.05, 30), "a number of seconds from 0.05 to 30"),
+    (
+        "E061",
+        "HASH_KEY",
+        lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
+        "None (use SECRET_KEY) or a string of at least 32 characters",
+    ),
+    ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
+    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
     ("E082", "METRICS_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     (
         "E081",

@@ -10,6 +10,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
+    path("health/live", views.health_live, name="health-live"),
+    path("openapi.json", views.openapi, name="openapi"),
     path("metrics", views.metrics_endpoint, name="metrics"),
-    re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"),
+    # [\s\S], not ".": a path may hold an encoded newline, which "." does not match.
+    re_path(r"^(?P<path>[\s\S]*)\Z", views.not_found, name="not-found"),
 ]

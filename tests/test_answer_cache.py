@@ -121,3 +121,15 @@ def test_prewarm_from_the_demo_knowledge_base(cache_alias: str) -> None:
     assert len(stored.suggested_questions) == 3
     vi = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("Gen là gì?")))
     assert vi is not None and "protein" in vi.text
+
+
+def test_storage_keys_are_keyed_hashes_of_the_question() -> None:
+    import hashlib
+
+    key = question_key("What is my BRCA1 result?")
+    stored = DjangoAnswerCache.storage_key(key)
+    # Not an unkeyed hash: whoever reads the cache cannot confirm a guessed question.
+    assert hashlib.sha256(key.encode()).hexdigest() not in stored
+    with override_settings(GUEST_HASH_KEY="another key for the keyed hashes, 48 chars long"):
+        assert DjangoAnswerCache.storage_key(key) != stored
+    assert DjangoAnswerCache.storage_key(key) == stored

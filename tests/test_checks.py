@@ -49,6 +49,8 @@ def test_defaults_pass() -> None:
         ("GUEST_QUEUE_LEASE_SEC", 0, "guest_queue.E035"),
         ("GUEST_QUEUE_REDIS_TIMEOUT_SEC", "soon", "guest_queue.E036"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
+        ("GUEST_HASH_KEY", "short", "guest_queue.E061"),
+        ("GUEST_HASH_KEY", 12345678901234567890123456789012345, "guest_queue.E061"),
         ("GUEST_WORKFLOW", "guest_queue.conf.GuestQueueSettings", "guest_queue.E015"),
         ("GUEST_WORKFLOW_OPTIONS", {"speed": 2}, "guest_queue.E040"),
         ("GUEST_WORKFLOW_OPTIONS", ["token_delay"], "guest_queue.E040"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.test import AsyncClient
 
-from guest_queue.history import keyed_hash
+from guest_queue.hashing import CLIENT, keyed_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = "/api/v1/guest/chat/simple"
@@ -58,7 +58,7 @@ async def test_a_finished_request_logs_one_line_with_its_fields(
     assert 0 <= fields["first_chunk_ms"] <= fields["wait_ms"] + fields["processing_ms"] + 1
     assert fields["cached"] is False
     # The keyed hash of the client's address (the test client's is 127.0.0.1), not the address.
-    assert fields["client"] == keyed_hash("127.0.0.1")[:32]
+    assert fields["client"] == keyed_hash(CLIENT, "127.0.0.1")[:32]
     # Neither the question nor the answer, in the message or in any field.
     for value in [line.getMessage(), *map(str, vars(line).values())]:
         assert "private" not in value and "medical" not in value

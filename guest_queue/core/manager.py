@@ -31,6 +31,7 @@ from .runner import Channel, run_workflow
 from .stats import QueueStats
 from .stopping import QueueStopper
 from .stream import DISCONNECTED, RequestStream
+from .supervise import supervised
 
 logger = logging.getLogger("guest_queue")
 
@@ -60,6 +61,7 @@ class QueueManager:
             else None
         )
         self._listeners: list[Listener] = []
+        self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------
@@ -79,8 +81,17 @@ class QueueManager:
         if self.stopper.loop is not None:
             return
         self.stopper.loop = asyncio.get_running_loop()
-        self.stopper.spawn(self.admission.run())
-        self.stopper.spawn(self._release_unclaimed())
+        self.stopper.spawn(supervised("queue admission", self.admission.run))
+        self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems of the set-up found at start-up (Redis eviction, several local queues)."""
+        return [*self.admission.warnings, *self._warnings]
+
+    def add_warning(self, warning: str) -> None:
+        """Report a set-up problem in ``warnings`` (the caller logs it)."""
+        self._warnings.append(warning)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""

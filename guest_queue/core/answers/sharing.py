@@ -17,7 +17,7 @@ from typing import Any
 
 from ..backends.base import Ticket
 from ..records import Status
-from .cache import AnswerCache, CachedAnswer, NearDuplicates, question_key
+from .cache import AnswerCache, CachedAnswer, NearDuplicates, cacheable, question_key
 
 logger = logging.getLogger("guest_queue")
 
@@ -38,8 +38,10 @@ class AnswerSharing:
         self.inflight: dict[str, Ticket] = {}
         self._spawn = spawn
 
-    async def find(self, query: str) -> tuple[str, CachedAnswer | None]:
-        """The question's key, and its cached answer if there is one."""
+    async def find(self, query: str) -> tuple[str | None, CachedAnswer | None]:
+        """The question's key (None: not to be shared), and its cached answer if there is one."""
+        if not cacheable(query):
+            return None, None
         key = question_key(query)
         if self.near is not None:
             key = self.near.match(key) or key
@@ -51,8 +53,13 @@ class AnswerSharing:
             logger.warning("Answer cache lookup failed; answering without it", exc_info=True)
             return key, None
 
-    def follow(self, ticket: Ticket, key: str) -> bool:
-        """Make the ticket follow the request already answering ``key``, if there is one."""
+    def follow(self, ticket: Ticket, key: str | None) -> bool:
+        """Make the ticket follow the request already answering ``key``, if there is one.
+
+        A ticket without a key is answered on its own and its answer is not stored.
+        """
+        if key is None:
+            return False
         ticket.cache_key = key
         leader = self.inflight.get(key)
         if leader is None or leader.record.status.is_terminal:

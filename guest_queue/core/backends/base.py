@@ -105,6 +105,8 @@ class Admission(ABC):
         self.update_interval = update_interval
         self.waiting: OrderedDict[str, Ticket] = OrderedDict()
         self.active: dict[str, Ticket] = {}
+        #: Problems of the set-up found at start-up, shown in ``health``.
+        self.warnings: list[str] = []
 
     @property
     def queue_size(self) -> int:

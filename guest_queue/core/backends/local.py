@@ -67,6 +67,7 @@ class LocalAdmission(Admission):
         """Push position changes to waiters, coalesced to one pass per interval."""
         while True:
             await self._dirty.wait()
-            self._dirty.clear()
             self.update_positions()
+            # Cleared once done: a pass that failed is run again when the task restarts.
+            self._dirty.clear()
             await asyncio.sleep(self.update_interval)

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...records import iso as _iso
+from ...supervise import supervised
 from ..base import Admission, LostCallback, Snapshot, Ticket
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
@@ -38,6 +39,7 @@ logger = logging.getLogger("guest_queue")
 
 #: Request ids admitted before this process had registered them, kept this many at most.
 EARLY_ADMISSIONS = 256
+EVICTION_WARNING = "Redis's maxmemory-policy can evict keys"
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
 
@@ -198,9 +200,12 @@ class RedisAdmission(Admission):
 
     async def run(self) -> None:
         """Renew leases, correct positions, and listen for admissions, until cancelled."""
+        await self.check_eviction()
         helpers = [
-            asyncio.create_task(self.link.listen(self.channel, self._heard_of)),
-            asyncio.create_task(self._send_leaves()),
+            asyncio.create_task(
+                supervised("redis listener", lambda: self.link.listen(self.channel, self._heard_of))
+            ),
+            asyncio.create_task(supervised("redis leaves", self._send_leaves)),
         ]
         try:
             renew_at = time.monotonic() + self.renew_every
@@ -269,6 +274,31 @@ class RedisAdmission(Admission):
                 self._set_position(ticket, int(position))
 
     # -- talking to Redis -----------------------------------------------------------
+
+    async def check_eviction(self) -> None:
+        """Warn when Redis may evict the queue's keys to make room (a policy shared with a cache).
+
+        ``allkeys-*`` evicts any key; ``volatile-*`` evicts keys that have a TTL, and every
+        key of the queue has one (so nothing lingers after the last process). Only
+        ``noeviction`` (or no ``maxmemory`` at all) keeps a guest's place from vanishing.
+        """
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                config = await self.client.config_get("maxmemory*")
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.info("Could not read Redis's maxmemory-policy (%s); not checked", exc)
+            return
+        policy = str(config.get("maxmemory-policy", "noeviction"))
+        limit = int(config.get("maxmemory", 0) or 0)
+        self.warnings = [w for w in self.warnings if not w.startswith(EVICTION_WARNING)]
+        if policy != "noeviction" and limit > 0:
+            warning = (
+                f"{EVICTION_WARNING} ({policy}, maxmemory {limit} bytes): it may evict the "
+                "queue's keys, every one of which has a TTL, and lose guests' places. Set "
+                "maxmemory-policy noeviction, or give the queue a Redis of its own."
+            )
+            self.warnings.append(warning)
+            logger.warning("%s", warning)
 
     def _heard(self, epoch: str, queued: int, active: int) -> None:
         self._epoch = epoch

@@ -6,6 +6,11 @@ clock, strictly increasing); ``active`` set of request ids holding a slot;
 ``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
 the queue's ``epoch``, ``last_score`` and ``recover_until``.
 
+Every key expires (``keep``): each script that writes pushes the expiry of the
+queue's keys to 100 leases (at least a minute) ahead, and every live process runs one
+each third of a lease, so the keys live exactly as long as some process uses
+them and nothing lingers once every process is gone.
+
 Every script first drops expired leases (their process died or lost Redis) and
 admits the head of the line into free slots; the ids it admitted are published
 on the queue's channel (an empty message means only positions moved), so the
@@ -27,6 +32,14 @@ local now = math.floor(now_us / 1000)
 
 local function int(x)
   return string.format('%.0f', x)
+end
+
+-- The queue's keys (and ``extra``, if given) expire when no process has written for a while.
+local function keep(lease_ms, extra)
+  local ms = math.max(lease_ms * 100, 60000)
+  for _, key in ipairs({waiting, active, leases, meta, extra}) do
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 
 local function epoch(seen, recover_ms)
@@ -98,6 +111,7 @@ if queued == 0 and not recovering() and redis.call('SCARD', active) < max_active
   redis.call('SADD', active, rid)
   status, position = 1, 1
 elseif queued >= max_waiting and ARGV[7] ~= '1' then
+  keep(lease_ms)
   return {-1, 0, '', current, queued, redis.call('SCARD', active)}
 else
   local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
@@ -107,6 +121,7 @@ else
   position = queued + 1
 end
 redis.call('ZADD', leases, int(now + lease_ms), rid)
+keep(lease_ms)
 return {status, position, score, current, redis.call('ZCARD', waiting), redis.call('SCARD', active)}
 """
 )
@@ -127,6 +142,7 @@ for i = 5, #ARGV do
 end
 local admitted = admit(tonumber(ARGV[2]))
 announce(ARGV[4], admitted, moved)
+keep(tonumber(ARGV[1]))
 return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admitted}
 """
 )
@@ -173,6 +189,7 @@ end
 redis.call('SET', KEYS[5], ARGV[6], 'PX', lease_ms)
 redis.call('ZADD', KEYS[6], expiry, ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+keep(lease_ms, KEYS[6])
 return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions}
 """
 )
