@@ -269,6 +269,15 @@ if INSTALLED:
             for name, text in GAUGES.items():
                 yield GaugeMetricFamily(f"{NAMESPACE}_{name}", text, value=self.values[name])
 
+    class _Collected(Collector):
+        """Another registry's metrics, re-collected into the per-scrape registry."""
+
+        def __init__(self, source: CollectorRegistry) -> None:
+            self.source = source
+
+        def collect(self) -> Iterator[Metric]:
+            yield from self.source.collect()
+
 
 async def exposition(manager: QueueManager) -> bytes:
     """The metrics in Prometheus's text format, as this scrape sees them."""
@@ -292,18 +301,6 @@ async def exposition(manager: QueueManager) -> bytes:
         registry.register(_QueueGauges(figures))
     data: bytes = prometheus_client.generate_latest(registry)
     return data
-
-
-if INSTALLED:
-
-    class _Collected(Collector):
-        """Another registry's metrics, re-collected into the per-scrape registry."""
-
-        def __init__(self, source: CollectorRegistry) -> None:
-            self.source = source
-
-        def collect(self) -> Iterator[Metric]:
-            yield from self.source.collect()
 
 
 def authorized(request: HttpRequest) -> bool:
