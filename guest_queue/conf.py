@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
     "GUEST_HASH_KEY": None,
+    "GUEST_METRICS_ENABLED": False,
+    "GUEST_METRICS_TOKEN": None,
 }
 
 

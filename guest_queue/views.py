@@ -12,6 +12,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .asgi import note_ticket
 from .clients import client_id
 from .core import events as ev
@@ -58,6 +59,7 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
             except BadRequest as exc:
                 return json_error(exc.status, exc.code, exc.message)
             except Refused as exc:
+                metrics.count_rejected(exc.code)
                 return json_error(
                     exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
                 )
@@ -184,6 +186,12 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     if not healthy:
         response["Retry-After"] = "5"
     return response
+
+
+@allow("GET")
+async def metrics_endpoint(request: HttpRequest) -> HttpResponseBase:
+    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.metrics``)."""
+    return await metrics.metrics_view(request, get_manager())
 
 
 @allow("GET")

@@ -148,7 +148,7 @@ class RequestStream:
             host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
-            ticket.record.add_answer(step.data)
+            ticket.record.add_chunk(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
         return step
@@ -156,7 +156,7 @@ class RequestStream:
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
-        ticket.record.add_answer(answer.text)
+        ticket.record.add_chunk(answer.text)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
         self.host.finish(ticket, ending)

@@ -123,7 +123,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     def start(
         kind: str = "uvicorn", *, graceful_sec: int = GRACEFUL_SHUTDOWN_SEC, **env: str
     ) -> Server:
-        server = Server(kind, env, tmp_path, graceful_sec)
+        server = Server(kind, env, tmp_path, graceful_sec=graceful_sec)
         servers.append(server)
         return server
 
