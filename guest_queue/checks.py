@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .conf import app_settings
 from .core.backends import backend_class
 from .core.config import ConfigProblem
@@ -99,6 +100,13 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or v == "" or parse_rate(v) is not None,
         "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
     ),
+    ("E082", "METRICS_ENABLED", lambda v: isinstance(v, bool), "True or False"),
+    (
+        "E081",
+        "METRICS_TOKEN",
+        lambda v: v is None or (isinstance(v, str) and bool(v.strip()) and v == v.strip()),
+        "None (no token) or a non-empty string without surrounding spaces",
+    ),
 ]
 
 
@@ -116,6 +124,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                     id=f"guest_queue.{code}",
                 )
             )
+    errors.extend(_check_metrics())
     errors.extend(_check_workflow())
     errors.extend(_check_client_key())
     errors.extend(_check_backend())
@@ -131,6 +140,19 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
     return errors
+
+
+def _check_metrics() -> list[CheckMessage]:
+    """Metrics turned on need the ``prometheus`` extra."""
+    if app_settings.METRICS_ENABLED is not True or metrics.available():
+        return []
+    return [
+        Error(
+            "GUEST_METRICS_ENABLED is on but prometheus_client is not installed.",
+            hint='Install "django-guest-queue[prometheus]", or turn GUEST_METRICS_ENABLED off.',
+            id="guest_queue.E080",
+        )
+    ]
 
 
 def _errors(problems: Sequence[ConfigProblem]) -> list[CheckMessage]:

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_RESUME_LOG_MAX_BYTES": 1048576,
     "GUEST_MAX_HISTORY_TURNS": 20,
     "GUEST_HASH_KEY": None,
+    "GUEST_METRICS_ENABLED": False,
+    "GUEST_METRICS_TOKEN": None,
 }
 
 

@@ -11,6 +11,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from . import metrics, request_log
 from .answer_cache import DjangoAnswerCache
 from .conf import app_settings
 from .core.manager import QueueManager
@@ -48,6 +49,9 @@ def _build() -> tuple[QueueManager, HistoryWriter | None]:
         history = HistoryWriter()
         manager.add_listener(history.add)
         manager.add_closer(history.close)
+    # Operations: one log line per finished request, and the Prometheus metrics if enabled.
+    manager.add_listener(request_log.log_finished)
+    metrics.attach(manager, history)
     return manager, history
 
 

@@ -12,6 +12,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .asgi import note_ticket
 from .chat_input import history_of, language_of
 from .clients import client_id
@@ -60,6 +61,7 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
             except BadRequest as exc:
                 return json_error(exc.status, exc.code, exc.message)
             except Refused as exc:
+                metrics.count_rejected(exc.code)
                 return json_error(
                     exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
                 )
@@ -194,6 +196,12 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     if not healthy:
         response["Retry-After"] = "5"
     return response
+
+
+@allow("GET")
+async def metrics_endpoint(request: HttpRequest) -> HttpResponseBase:
+    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.metrics``)."""
+    return await metrics.metrics_view(request, get_manager())
 
 
 @allow("GET")

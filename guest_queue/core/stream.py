@@ -150,7 +150,7 @@ class RequestStream:
         ticket.forwarded_parts = len(parts)
         for chunk in fresh:
             ticket.forwarded_chars += len(chunk)
-            ticket.record.add_answer(chunk)
+            ticket.record.add_chunk(chunk)
             events.append(ev.Event(ev.ANSWER_CHUNK, chunk))
         return events
 
@@ -202,7 +202,7 @@ class RequestStream:
             host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
-            ticket.record.add_answer(step.data)
+            ticket.record.add_chunk(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
                 if ticket.followers:
@@ -214,7 +214,7 @@ class RequestStream:
         ticket = self.ticket
         # A follower that streamed its leader's answer live gets only the rest.
         rest = answer.text[ticket.forwarded_chars :]
-        ticket.record.add_answer(rest)
+        ticket.record.add_chunk(rest)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
         self.host.finish(ticket, ending)
