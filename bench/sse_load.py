@@ -23,6 +23,8 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
                                           target <= (cap + 1) x 1.2
 - redis-latency, redis-throughput: the shared queue on Redis
   (GUEST_BENCH_REDIS_URL, default redis://127.0.0.1:6379/14); see bench/redis_queue.py.
+- resume-encode, resume-waiters, resume-latency: resumable answers (issue 14);
+  see bench/resume.py.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from bench import redis_queue
+from bench import redis_queue, resume
 from bench.client import Connection, Result, percentile, run_load
 from bench.flood import flood
 from bench.server import BenchServer, pin_client, raise_fd_limit
@@ -344,6 +346,12 @@ def main() -> None:
             redis_queue.latency(args.seconds, args.rounds)
         elif scenario == "redis-throughput":
             redis_queue.throughput(args.clients, args.seconds)
+        elif scenario == "resume-encode":
+            resume.encode_cost()
+        elif scenario == "resume-waiters":
+            resume.waiters_memory(min(args.waiters, 2000))
+        elif scenario == "resume-latency":
+            resume.resume_latency()
         else:
             parser.error(f"unknown scenario {scenario!r}")
 
