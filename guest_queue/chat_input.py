@@ -45,6 +45,7 @@ def history_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         if not (
             isinstance(turn, dict)
             and set(turn) == {"role", "content"}
+            and isinstance(turn["role"], str)
             and turn["role"] in ROLES
             and isinstance(turn["content"], str)
             and 0 < len(turn["content"]) <= chars
