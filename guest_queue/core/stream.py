@@ -55,7 +55,9 @@ class RequestStream:
                     async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
                         await ticket.wake.wait()
                 except TimeoutError:
-                    if self._queue_wait_left() <= 0:
+                    # Which timer fired, not the clock, decides: a server's loop clock
+                    # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
+                    if wait_left <= config.heartbeat_sec:
                         manager.end(ticket, Status.TIMEOUT, "queue_timeout", "")
                         break
                     yield None
@@ -98,7 +100,11 @@ class RequestStream:
                     async with asyncio.timeout(min(config.heartbeat_sec, left)):
                         item = await channel.get()
                 except TimeoutError:
-                    if time.monotonic() < deadline:
+                    # The deadline's timer ends the request even when it fires a moment early;
+                    # only the heartbeat's timer sends a heartbeat (never a burst of them).
+                    if left <= config.heartbeat_sec:
+                        manager.end(ticket, Status.TIMEOUT, "timeout", "")
+                    else:
                         yield None
                     continue
             else:
