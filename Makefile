@@ -1,3 +1,4 @@
+# make mutate — mutation testing of guest_queue/core with mutmut (see docs/testing-mutation.md)
 # make run  — serve the demo on http://127.0.0.1:8000 (SQLite, local memory cache, demo workflow)
 # make test — lint, type-check and run the whole suite (Django 5.2 on Python 3.11, and Django 6.x
 #             on Python >= 3.12 when such an interpreter can be found)
@@ -12,7 +13,7 @@ VENV_NEW := .venv-django6
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint test-django5 test-django6 bench clean
+.PHONY: run test lint test-django5 test-django6 bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +54,11 @@ test: lint test-django5 test-django6
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.sse_load
 
+# Mutation testing of guest_queue/core against tests/core (slow; not part of `make test`).
+# Results: `$(BIN)/mutmut results`; the score is recorded in docs/testing-mutation.md.
+mutate: $(VENV)/.dev-installed
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut export-cicd-stats 2>/dev/null || true
+
 clean:
-	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf mutants $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache
