@@ -155,7 +155,8 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, manager = self.ticket, self.manager
         position = max(ticket.position, 1)
-        if ticket.admitted:
+        if ticket.admitted or ticket.replay is not None:
+            # Admitted, or a cache hit answered without a slot: no wait.
             estimate: float | None = 0.0
         else:
             estimate = manager.stats.estimate_wait_sec(

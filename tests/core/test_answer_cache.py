@@ -50,6 +50,8 @@ def test_question_keys() -> None:
     nfd = unicodedata.normalize("NFD", "Xét nghiệm gen là gì?")
     assert question_key(nfd) == question_key("xét nghiệm gen là gì") == "xét nghiệm gen là gì"
     assert question_key("bán dữ liệu") != question_key("bạn dữ liệu")
+    # "_" separates words like any punctuation ("\w" alone would keep it inside a word).
+    assert question_key("what_is__dna") == question_key("what is dna") == "what is dna"
 
 
 async def test_a_cached_answer_streams_at_once_without_a_slot(gate: GateWorkflow) -> None:
@@ -70,6 +72,22 @@ async def test_a_cached_answer_streams_at_once_without_a_slot(gate: GateWorkflow
     found = manager.lookup(hit.ticket.request_id)
     assert found is not None and found["cached"] is True
     assert gate.started == ["slow question"]
+    gate.open(busy.ticket.request_id)
+    await busy.done()
+
+
+async def test_a_cache_hit_announces_no_wait(gate: GateWorkflow) -> None:
+    """Its ``queued`` event says 0 s even when recent answers took long: it is answered at once."""
+    cache = MemoryCache()
+    cache.data["what is dna"] = CachedAnswer("DNA is a molecule.")
+    manager = make(gate, cache, max_concurrent=1)
+    manager.stats.processing_ms.add(13000)
+    busy = Stream(manager, await manager.submit("slow question"))
+    await until(lambda: gate.started)
+    hit = Stream(manager, await manager.submit("What is DNA?"))
+    await hit.done()
+    assert hit.events[0].name == "queued"
+    assert hit.events[0].data["estimated_wait_sec"] == 0
     gate.open(busy.ticket.request_id)
     await busy.done()
 
