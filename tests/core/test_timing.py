@@ -24,7 +24,9 @@ class CoarseClockLoop(asyncio.SelectorEventLoop):
     A timer may fire up to half a step before ``time.monotonic()`` reaches its deadline.
     """
 
-    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Any, *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
         return super().call_at(round(when / TICK) * TICK, callback, *args, context=context)
 
 
