@@ -10,6 +10,7 @@ import pytest
 
 from guest_queue.core.errors import NotAccepting, QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.stats import QueueStats
 from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 
 from .conftest import GateWorkflow, Stream, make_manager, until
@@ -118,6 +119,18 @@ async def test_retry_after_follows_recent_processing_time() -> None:
     assert manager.stats.retry_after(1, 60) == 1
     manager.stats.processing_ms.add(9000)
     assert manager.stats.retry_after(1, 60) > 1
+
+
+def test_retry_after_spreads_the_processing_time_over_the_slots() -> None:
+    stats = QueueStats()
+    assert stats.retry_after(1, 60) == 5  # no history: a short guess
+    assert stats.retry_after(1, 2) == 2  # never more than the timeout
+    assert stats.retry_after(3, 60) == 2  # 5 s over 3 slots, rounded up
+    stats.processing_ms.add(9000)
+    assert stats.retry_after(1, 60) == 9
+    assert stats.retry_after(3, 60) == 3
+    stats.processing_ms.add(2_000_000)
+    assert stats.retry_after(1, 60) == 300  # capped
 
 
 async def test_estimated_wait_comes_from_recent_processing_times(gate: GateWorkflow) -> None:
@@ -293,8 +306,9 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     drain = asyncio.ensure_future(manager.drain())
     assert (await waiter.done())[-1] == "error"
     assert waiter.events[-1].data["code"] == "shutting_down"
-    with pytest.raises(NotAccepting):
+    with pytest.raises(NotAccepting) as refused:
         await manager.submit("late")
+    assert refused.value.status_code == 503 and refused.value.retry_after == 5
     assert not drain.done()  # still waiting for the processing request
     gate.open(head.ticket.request_id)
     assert (await head.done())[-1] == "workflow_complete"
