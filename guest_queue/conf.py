@@ -39,7 +39,6 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_ALIAS": "default",
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
-    "GUEST_BENCHMARK_VIEWS": False,
     "GUEST_OPENAI_BASE_URL": "https://api.openai.com/v1",
     "GUEST_OPENAI_MODEL": "gpt-4o-mini",
     "GUEST_OPENAI_API_KEY": "",
