@@ -196,3 +196,9 @@ def test_near_duplicates_match_at_the_threshold_and_forget_the_oldest() -> None:
     best.remember("a b c e f")
     assert best.match("a b c d") == "a b c d"  # the most similar, not the first found
     assert best.match("a b c e f") == "a b c e f"
+    exact = NearDuplicates(threshold=0.8)
+    exact.remember("a b c d e")
+    assert exact.match("a b c d") == "a b c d e"  # 4 of 5 words: exactly the threshold
+    blank = NearDuplicates(threshold=0.5)
+    blank.remember("")
+    assert blank.match("") is None  # no words in common, and no division by zero
