@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -62,10 +63,33 @@ async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: Ga
     # Positions count every process's waiters: r2..r5 are 1..4 wherever they wait.
     await until(lambda: [s.ticket.position for s in streams[2:]] == [1, 2, 3, 4])
     # Either process can say where the other's requests stand.
-    found = await a.find(streams[5].ticket.request_id)
-    assert found is not None and (found["status"], found["queue_position"]) == ("queued", 4)
-    found = await b.find(streams[0].ticket.request_id)
-    assert found is not None and found["status"] == "processing"
+    waiting_id = streams[5].ticket.request_id
+    found = await (a if waiting_id in b._tickets else b).find(waiting_id)
+    assert found is not None
+    created = datetime.fromisoformat(found.pop("created_at"))
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 10
+    assert found == {
+        "request_id": waiting_id,
+        "status": "queued",
+        "queue_position": 4,
+        "started_at": None,
+        "finished_at": None,
+        "wait_ms": None,
+        "processing_ms": None,
+        "cached": False,
+    }
+    processing_id = streams[0].ticket.request_id
+    found = await (a if processing_id in b._tickets else b).find(processing_id)
+    assert found == {
+        "request_id": processing_id,
+        "status": "processing",
+        "created_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "wait_ms": None,
+        "processing_ms": None,
+        "cached": False,
+    }
     assert await a.find("no-such-request") is None
     for i in range(6):
         gate.open(streams[i].ticket.request_id)
@@ -134,6 +158,7 @@ async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> No
         # Retry once every lease this process held has surely run out: ceil(1.2 s).
         assert refused.value.status_code == 503 and refused.value.retry_after == 2
     assert not await manager.admission.reachable()
+    assert await manager.find("0b0e6c1e-6e2b-4d47-9a3b-2f0f5c7f6a11") is None
     status = await manager.shared_status()
     assert status["queue_reachable"] is False and status["rejected_requests"] == 3
     assert status["total_requests"] == 0
