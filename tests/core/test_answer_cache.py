@@ -116,6 +116,16 @@ async def test_only_complete_successful_answers_are_stored() -> None:
     assert again.events[-1].data["cached"] is True
 
 
+async def test_a_complete_answer_is_stored_with_its_suggestions(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    manager = make(gate, cache)
+    stream = Stream(manager, await manager.submit("Tell me more"))
+    gate.open(stream.ticket.request_id)
+    await stream.done()
+    await until(lambda: "tell me more" in cache.data)
+    assert cache.data["tell me more"] == CachedAnswer("Tell me more-0 Tell me more-1 ", ("more?",))
+
+
 async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWorkflow) -> None:
     cache = MemoryCache()
     manager = make(gate, cache, max_concurrent=3)

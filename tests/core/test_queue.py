@@ -157,6 +157,7 @@ async def test_timeout_cancels_the_workflow_and_sends_the_fallback(gate: GateWor
     assert names[-2:] == ["answer_chunk", "timeout"]
     assert stream.events[-2].data == "Too slow, sorry."
     assert stream.events[-1].data["timeout_sec"] == 0.2
+    assert stream.events[-1].data["error"] == "Request timed out after 0.2 s of answering."
     assert stream.events[-1].data["fallback"] == "Too slow, sorry."
     await until(lambda: gate.closed == ["slow"])  # the workflow was cancelled and closed
     assert manager.status()["timeout_requests"] == 1
@@ -168,7 +169,11 @@ async def test_queue_wait_limit_ends_a_request_that_waited_too_long(gate: GateWo
     head = Stream(manager, await manager.submit("head"))
     waiter = Stream(manager, await manager.submit("waiter"))
     assert (await waiter.done())[-1] == "timeout"
-    assert "waiting in line" in waiter.events[-1].data["error"]
+    assert waiter.events[-1].data == {
+        "error": "Request timed out after 0.2 s of waiting in line.",
+        "timeout_sec": 0.2,
+        "fallback": manager.config.timeout_fallback,
+    }
     assert gate.started == ["head"]
     assert manager.status()["queue_size"] == 0
     gate.open(head.ticket.request_id)
@@ -309,6 +314,9 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     with pytest.raises(NotAccepting) as refused:
         await manager.submit("late")
     assert refused.value.status_code == 503 and refused.value.retry_after == 5
+    assert (
+        str(refused.value) == refused.value.message == "The server is restarting; please try again."
+    )
     assert not drain.done()  # still waiting for the processing request
     gate.open(head.ticket.request_id)
     assert (await head.done())[-1] == "workflow_complete"
