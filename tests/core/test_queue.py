@@ -10,6 +10,7 @@ import pytest
 
 from guest_queue.core.errors import NotAccepting, QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.records import Status
 from guest_queue.core.stats import QueueStats
 from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 
@@ -158,6 +159,9 @@ async def test_timeout_cancels_the_workflow_and_sends_the_fallback(gate: GateWor
     assert stream.events[-2].data == "Too slow, sorry."
     assert stream.events[-1].data["timeout_sec"] == 0.2
     assert stream.events[-1].data["error"] == "Request timed out after 0.2 s of answering."
+    record = stream.ticket.record
+    assert record.error_code == "timeout"
+    assert record.error_message == "Request timed out after 0.2 s of answering."
     assert stream.events[-1].data["fallback"] == "Too slow, sorry."
     await until(lambda: gate.closed == ["slow"])  # the workflow was cancelled and closed
     assert manager.status()["timeout_requests"] == 1
@@ -310,7 +314,10 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     await until(lambda: waiter.events)
     drain = asyncio.ensure_future(manager.drain())
     assert (await waiter.done())[-1] == "error"
-    assert waiter.events[-1].data["code"] == "shutting_down"
+    assert waiter.events[-1].data == {
+        "error": "The server is restarting.",
+        "code": "shutting_down",
+    }
     with pytest.raises(NotAccepting) as refused:
         await manager.submit("late")
     assert refused.value.status_code == 503 and refused.value.retry_after == 5
@@ -325,7 +332,9 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     assert gate.started == ["head"]
 
 
-async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkflow) -> None:
+async def test_drain_cuts_off_processing_after_the_grace_period(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = make_manager(gate, shutdown_grace_sec=0.1)
     stream = Stream(manager, await manager.submit("stuck"))
     await until(lambda: gate.started)
@@ -333,8 +342,22 @@ async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkfl
     assert (await stream.done())[-1] == "error"
     assert stream.events[-1].data["code"] == "shutting_down"
     assert gate.closed == ["stuck"]
+    assert "1 request(s) cut off at shutdown" in caplog.text
     assert lookup(manager, stream.ticket.request_id)["status"] == "cancelled"
     assert not manager._background and not manager._workflow_tasks
+
+
+async def test_drain_ends_a_request_whose_stream_never_started() -> None:
+    manager = make_manager(GateWorkflow(), shutdown_grace_sec=0.1)
+    ticket = await manager.submit("orphan")  # admitted, but no client reads its stream
+    await asyncio.wait_for(manager.close(), 3)
+    record = ticket.record
+    assert record.status is Status.CANCELLED
+    assert (record.error_code, record.error_message) == (
+        "shutting_down",
+        "The server is restarting.",
+    )
+    assert manager.status()["cancelled_requests"] == 1
 
 
 async def test_recent_requests_are_bounded() -> None:
