@@ -134,6 +134,8 @@ async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWor
     await asyncio.sleep(0.05)
     assert gate.started == ["Same question?"]
     assert manager.status()["queue_size"] == 2  # the followers wait for the leader
+    # A follower of a leader already answering is told it is next (1), not further back.
+    assert [s.positions()[0] for s in streams[1:]] == [1, 1]
     gate.open(streams[0].ticket.request_id)
     for stream in streams:
         assert (await stream.done())[-1] == "workflow_complete"
@@ -183,7 +185,24 @@ async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixt
     manager = make(Echo(), cache)
     stream = Stream(manager, await manager.submit("anything"))
     assert (await stream.done())[-1] == "workflow_complete"
-    assert "Answer cache lookup failed" in caplog.text
+    (record,) = [r for r in caplog.records if r.name == "guest_queue"]
+    assert record.getMessage() == "Answer cache lookup failed; answering without it"
+    assert record.levelname == "WARNING" and record.exc_info is not None
+
+
+async def test_a_failed_cache_write_is_logged_and_the_guest_still_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class ReadOnly(MemoryCache):
+        async def set(self, key: str, answer: CachedAnswer) -> None:
+            raise ConnectionError("cache is read-only")
+
+    manager = make(Echo(), ReadOnly())
+    stream = Stream(manager, await manager.submit("anything"))
+    assert (await stream.done())[-1] == "workflow_complete"
+    await until(lambda: any(r.getMessage() == "Answer cache write failed" for r in caplog.records))
+    (record,) = [r for r in caplog.records if r.getMessage() == "Answer cache write failed"]
+    assert record.levelname == "WARNING" and record.exc_info is not None
 
 
 async def test_a_hanging_cache_does_not_hold_the_guest() -> None:

@@ -342,7 +342,7 @@ async def test_drain_cuts_off_processing_after_the_grace_period(
     assert (await stream.done())[-1] == "error"
     assert stream.events[-1].data["code"] == "shutting_down"
     assert gate.closed == ["stuck"]
-    assert "1 request(s) cut off at shutdown" in caplog.text
+    assert "1 request(s) cut off at shutdown" in [r.getMessage() for r in caplog.records]
     assert lookup(manager, stream.ticket.request_id)["status"] == "cancelled"
     assert not manager._background and not manager._workflow_tasks
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from guest_queue.core import events as ev
 from guest_queue.core.answers.cache import CachedAnswer, NearDuplicates
+from guest_queue.core.backends.base import Ticket
 from guest_queue.core.consume import collect, sse_stream
 from guest_queue.core.manager import QueueManager
-from guest_queue.core.records import Status
+from guest_queue.core.records import RequestRecord, Status
 from guest_queue.core.stats import QueueStats
 
 from .conftest import GateWorkflow, Stream, make_manager, until
@@ -202,3 +203,13 @@ def test_near_duplicates_match_at_the_threshold_and_forget_the_oldest() -> None:
     blank = NearDuplicates(threshold=0.5)
     blank.remember("")
     assert blank.match("") is None  # no words in common, and no division by zero
+
+
+async def test_a_manager_that_never_started_ignores_thread_calls() -> None:
+    """``release_threadsafe`` and ``begin_drain`` before the loop is known (or after it closed)."""
+    manager = make_manager(GateWorkflow())
+    orphan = Ticket(RequestRecord(request_id="r", query="q"))
+    manager.release_threadsafe(orphan)
+    manager.begin_drain()
+    assert manager.accepting and orphan.record.status is Status.QUEUED
+    assert await manager.admission.reachable() is True  # a local queue is always reachable
