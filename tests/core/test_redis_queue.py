@@ -91,6 +91,7 @@ async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: Ga
         "cached": False,
     }
     assert await a.find("no-such-request") is None
+    assert await a.admission.reachable() is True
     for i in range(6):
         gate.open(streams[i].ticket.request_id)
         await streams[i].done()
