@@ -147,6 +147,24 @@ async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWor
     assert status["queue_size"] == status["active_requests"] == 0
 
 
+async def test_a_follower_that_leaves_is_not_answered_again(gate: GateWorkflow) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=2)
+    leader = Stream(manager, await manager.submit("Q"))
+    stays, leaves = [Stream(manager, await manager.submit("Q")) for _ in range(2)]
+    await until(lambda: gate.started == ["Q"])
+    assert stays.ticket.leader is leader.ticket and leaves.ticket.leader is leader.ticket
+    await leaves.disconnect()
+    assert leaves.ticket.leader is None
+    assert leader.ticket.followers == [stays.ticket]
+    gate.open(leader.ticket.request_id)
+    assert (await leader.done())[-1] == "workflow_complete"
+    assert (await stays.done())[-1] == "workflow_complete"
+    assert leaves.ticket.record.status.value == "cancelled" and leaves.ticket.replay is None
+    status = manager.status()
+    assert status["completed_requests"] == 2 and status["cancelled_requests"] == 1
+    assert status["total_requests"] == 3 and status["cache_hits"] == 1
+
+
 async def test_followers_survive_their_leader_going_away(gate: GateWorkflow) -> None:
     manager = make(gate, MemoryCache(), max_concurrent=2)
     leader = Stream(manager, await manager.submit("Q"))
