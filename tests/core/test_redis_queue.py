@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from guest_queue.core.answers.cache import AnswerCache
 from guest_queue.core.backends.redis import RedisAdmission
+from guest_queue.core.backends.redis.link import UNREACHABLE
 from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
 
@@ -240,7 +241,7 @@ async def test_a_long_outage_ends_waiters_and_lets_processing_finish(
     private_redis.stop()
     # Once its lease has run out nobody keeps the waiter's place: it is told so.
     assert (await waiter.done(timeout=5))[-1] == "error"
-    assert waiter.events[-1].data["code"] == "unavailable"
+    assert waiter.events[-1].data == {"error": UNREACHABLE, "code": "unavailable"}
     gate.open(holder.ticket.request_id)
     assert (await holder.done())[-1] == "workflow_complete"
     with pytest.raises(Unavailable):
@@ -269,7 +270,10 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
     finally:
         await client.aclose()
     assert (await held.done(timeout=3))[-1] == "error"
-    assert held.events[-1].data["code"] == "unavailable"
+    assert held.events[-1].data == {
+        "error": "This request's place in the queue expired.",
+        "code": "unavailable",
+    }
     await until(lambda: gate.closed == ["held"])  # The workflow was stopped, not left running.
 
 

@@ -132,3 +132,16 @@ async def test_listeners_hear_each_final_record_once_and_closers_run_at_close() 
     assert closed == []
     await manager.close()
     assert closed == ["closed"]
+
+
+async def test_this_process_publishes_its_followers_and_replays() -> None:
+    from .test_answer_cache import MemoryCache, make
+
+    gate = GateWorkflow()
+    manager = make(gate, MemoryCache())
+    leader = await manager.submit("Q")
+    await manager.submit("Q")  # follows the leader: never enters the shared line
+    snapshot = manager._snapshot()
+    assert (snapshot["following"], snapshot["replaying"]) == (1, 0)
+    assert snapshot["total_requests"] == 2
+    gate.open(leader.request_id)
