@@ -8,7 +8,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register, run_checks
 from django.utils.module_loading import import_string
 
 from . import metrics
@@ -241,4 +241,13 @@ def check_asgi(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[C
             ),
             id="guest_queue.W001",
         )
+    ]
+
+
+def startup_problems() -> list[str]:
+    """The app's own check errors, one ``id: message`` line each: the queue must not start."""
+    return [
+        f"{m.id}: {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
+        for m in run_checks(tags=[Tags.compatibility])
+        if m.is_serious() and (m.id or "").startswith("guest_queue.")
     ]

@@ -43,6 +43,20 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
+        ("GUEST_HISTORY_ENABLED", "yes", "guest_queue.E017"),
+        ("GUEST_HISTORY_STORE_QUERY", 1, "guest_queue.E018"),
+        ("GUEST_HISTORY_BATCH_SIZE", 0, "guest_queue.E019"),
+        ("GUEST_HISTORY_FLUSH_SEC", 0, "guest_queue.E020"),
+        ("GUEST_HISTORY_BUFFER_SIZE", 0, "guest_queue.E021"),
+        ("GUEST_HISTORY_DATABASE", "nowhere", "guest_queue.E022"),
+        ("GUEST_OPENAI_SUGGESTIONS", "some", "guest_queue.E023"),
+        ("GUEST_OPENAI_MAX_TOKENS", 0, "guest_queue.E024"),
+        ("GUEST_OPENAI_TEMPERATURE", 2.5, "guest_queue.E025"),
+        ("GUEST_OPENAI_CONNECT_TIMEOUT_SEC", 0, "guest_queue.E026"),
+        ("GUEST_OPENAI_READ_TIMEOUT_SEC", -1, "guest_queue.E027"),
+        ("GUEST_CACHE_ENABLED", "yes", "guest_queue.E028"),
+        ("GUEST_CACHE_TTL_SEC", 0, "guest_queue.E029"),
+        ("GUEST_CACHE_SIMILARITY", 0.05, "guest_queue.E030"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
@@ -82,6 +96,11 @@ def test_the_openai_workflow_checks_its_options(options: dict[str, Any], check_i
 def test_a_backend_by_dotted_path_passes() -> None:
     local = "guest_queue.core.backends.local.LocalAdmission"
     assert check_ids(GUEST_QUEUE_BACKEND=local) == set()
+
+
+def test_an_enabled_cache_needs_its_alias_in_caches() -> None:
+    assert check_ids(GUEST_CACHE_ENABLED=True, GUEST_CACHE_ALIAS="nowhere") == {"guest_queue.E031"}
+    assert check_ids(GUEST_CACHE_ENABLED=False, GUEST_CACHE_ALIAS="nowhere") == set()
 
 
 def test_a_redis_queue_with_a_redis_url_passes() -> None:
