@@ -15,8 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: uvicorn's --timeout-graceful-shutdown, as docs/failure-modes.md documents it: the drain's
-#: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5) and a margin.
-GRACEFUL_SHUTDOWN_SEC = 40
+#: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5).
+GRACEFUL_SHUTDOWN_SEC = 35
 
 pytestmark = pytest.mark.e2e
 
