@@ -8,7 +8,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register, run_checks
 from django.utils.module_loading import import_string
 
 from . import metrics
@@ -60,10 +60,10 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         "a non-empty string",
     ),
     ("E016", "SYNC_THREADS", _int_at_least(1), "an integer >= 1"),
-    ("E080", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
-    ("E081", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
-    ("E082", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
-    ("E083", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
+    ("E090", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
+    ("E091", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
+    ("E092", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
+    ("E093", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
     ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
@@ -245,4 +245,13 @@ def check_asgi(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[C
             ),
             id="guest_queue.W001",
         )
+    ]
+
+
+def startup_problems() -> list[str]:
+    """The app's own check errors, one ``id: message`` line each: the queue must not start."""
+    return [
+        f"{m.id}: {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
+        for m in run_checks(tags=[Tags.compatibility])
+        if m.is_serious() and (m.id or "").startswith("guest_queue.")
     ]

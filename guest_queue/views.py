@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -25,11 +26,13 @@ from .history_lookup import HistoryUnavailable, find_in_history
 from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
 from .resumable import resumable_flag, resumable_response
-from .runtime import get_history, get_manager
+from .runtime import Misconfigured, get_history, get_manager
 from .schema import openapi_json
 from .validation import BadRequest, parse_object, query_from
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+logger = logging.getLogger("guest_queue")
 
 # chat/simple: which status code each way of ending maps to.
 SIMPLE_ERROR_STATUS = {
@@ -64,6 +67,15 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 metrics.count_rejected(exc.code)
                 return json_error(
                     exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
+                )
+            except Misconfigured as exc:
+                # No lifespan (daphne, runserver): the first requests are where checks fail.
+                logger.error("%s", exc)
+                return json_error(
+                    503,
+                    "misconfigured",
+                    "The assistant is not configured correctly; the server log says why.",
+                    retry_after=60,
                 )
 
         return csrf_exempt(wrapper)
@@ -130,11 +142,15 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
             504, "timeout", payload["error"], status="timeout", answer=payload["fallback"], **common
         )
     code = payload.get("code", ev.CODE_INTERNAL)
+    status = SIMPLE_ERROR_STATUS.get(code, 502)
+    # Every 503 says when to come back: the server restarting, the workflow marked down.
+    retry = {"retry_after": 5} if status == 503 else {}
     return json_error(
-        SIMPLE_ERROR_STATUS.get(code, 502),
+        status,
         code,
         payload.get("error", "The request failed."),
         status=record.status.value,
+        **retry,
         **common,
     )
 

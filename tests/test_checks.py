@@ -28,9 +28,9 @@ def test_defaults_pass() -> None:
     ("setting", "value", "check_id"),
     [
         ("GUEST_MAX_CONCURRENT_REQUESTS", 0, "guest_queue.E001"),
-        ("GUEST_RESUME_GRACE_SEC", 0, "guest_queue.E080"),
-        ("GUEST_RESUME_LOG_MAX_EVENTS", 8, "guest_queue.E081"),
-        ("GUEST_RESUME_LOG_MAX_BYTES", "1M", "guest_queue.E082"),
+        ("GUEST_RESUME_GRACE_SEC", 0, "guest_queue.E090"),
+        ("GUEST_RESUME_LOG_MAX_EVENTS", 8, "guest_queue.E091"),
+        ("GUEST_RESUME_LOG_MAX_BYTES", "1M", "guest_queue.E092"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", "three", "guest_queue.E001"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", True, "guest_queue.E001"),
         ("GUEST_MAX_QUEUE_SIZE", -1, "guest_queue.E002"),
@@ -46,6 +46,15 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
+        ("GUEST_HISTORY_ENABLED", "yes", "guest_queue.E017"),
+        ("GUEST_HISTORY_STORE_QUERY", 1, "guest_queue.E018"),
+        ("GUEST_HISTORY_BATCH_SIZE", 0, "guest_queue.E019"),
+        ("GUEST_HISTORY_FLUSH_SEC", 0, "guest_queue.E020"),
+        ("GUEST_HISTORY_BUFFER_SIZE", 0, "guest_queue.E021"),
+        ("GUEST_HISTORY_DATABASE", "nowhere", "guest_queue.E022"),
+        ("GUEST_CACHE_ENABLED", "yes", "guest_queue.E028"),
+        ("GUEST_CACHE_TTL_SEC", 0, "guest_queue.E029"),
+        ("GUEST_CACHE_SIMILARITY", 0.05, "guest_queue.E030"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
@@ -85,6 +94,11 @@ def test_the_openai_workflow_checks_its_options(options: dict[str, Any], check_i
 def test_a_backend_by_dotted_path_passes() -> None:
     local = "guest_queue.core.backends.local.LocalAdmission"
     assert check_ids(GUEST_QUEUE_BACKEND=local) == set()
+
+
+def test_an_enabled_cache_needs_its_alias_in_caches() -> None:
+    assert check_ids(GUEST_CACHE_ENABLED=True, GUEST_CACHE_ALIAS="nowhere") == {"guest_queue.E031"}
+    assert check_ids(GUEST_CACHE_ENABLED=False, GUEST_CACHE_ALIAS="nowhere") == set()
 
 
 def test_a_redis_queue_with_a_redis_url_passes() -> None:
