@@ -22,8 +22,14 @@ if settings.DEBUG:
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402
+from guest_queue.lane import GuestAPILane  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
+# The lean lane: the guest API runs GUEST_API_MIDDLEWARE instead of the whole
+# MIDDLEWARE stack (see docs/performance.md); every other URL is untouched.
 application = ProtocolTypeRouter(
-    {"http": SharedSyncThreads(django_application), "lifespan": LifespanHandler()}
+    {
+        "http": SharedSyncThreads(GuestAPILane(django_application)),
+        "lifespan": LifespanHandler(),
+    }
 )

@@ -139,6 +139,11 @@ GUEST_TIMEOUT_FALLBACK = env.str(
 )
 GUEST_DEMO_TOKEN_DELAY_SEC = env_value("GUEST_DEMO_TOKEN_DELAY_SEC", 0.03)
 GUEST_SYNC_THREADS = env_value("GUEST_SYNC_THREADS", 4)
+# The guest API skips MIDDLEWARE above (asgi.py serves it through GuestAPILane) and
+# runs only these; add e.g. "corsheaders.middleware.CorsMiddleware" here for CORS.
+GUEST_API_MIDDLEWARE = env.list(
+    "GUEST_API_MIDDLEWARE", default=["guest_queue.middleware.APISecurityMiddleware"]
+)
 # One queue across processes and hosts: GUEST_QUEUE_BACKEND=redis and the shared Redis.
 GUEST_QUEUE_BACKEND = env.str("GUEST_QUEUE_BACKEND", default="local")
 GUEST_QUEUE_REDIS_URL = env.str("GUEST_QUEUE_REDIS_URL", default="")

@@ -105,6 +105,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     errors.extend(_check_workflow())
+    errors.extend(_check_api_middleware())
     errors.extend(_check_redis_url())
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
@@ -142,6 +143,29 @@ def _check_redis_url() -> list[CheckMessage]:
                 id="guest_queue.E037",
             )
         )
+    return errors
+
+
+def _check_api_middleware() -> list[CheckMessage]:
+    paths = app_settings.API_MIDDLEWARE
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+        return [
+            Error(
+                f"GUEST_API_MIDDLEWARE must be a list of dotted paths, not {paths!r}.",
+                id="guest_queue.E060",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"GUEST_API_MIDDLEWARE entry {path!r} cannot be imported: {exc}",
+                    id="guest_queue.E061",
+                )
+            )
     return errors
 
 

@@ -48,6 +48,12 @@ def test_defaults_pass() -> None:
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
         ("GUEST_QUEUE_LEASE_SEC", 0, "guest_queue.E035"),
         ("GUEST_QUEUE_REDIS_TIMEOUT_SEC", "soon", "guest_queue.E036"),
+        (
+            "GUEST_API_MIDDLEWARE",
+            "guest_queue.middleware.APISecurityMiddleware",
+            "guest_queue.E060",
+        ),
+        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E061"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
         ("GUEST_WORKFLOW", "guest_queue.conf.GuestQueueSettings", "guest_queue.E015"),
     ],
