@@ -52,6 +52,7 @@ test: lint test-django5 test-django6
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.sse_load
+	$(BIN)/python -m bench.site_compare
 
 clean:
 	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache
