@@ -28,9 +28,9 @@ if not settings.configured:
         DATABASES={},
     )
 
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.core.asgi import get_asgi_application
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import path
 
 CHUNKS = 10
 
