@@ -154,6 +154,7 @@ GUEST_CACHE_ENABLED = env_value("GUEST_CACHE_ENABLED", True)
 GUEST_CACHE_ALIAS = env.str("GUEST_CACHE_ALIAS", default="default")
 GUEST_CACHE_TTL_SEC = env_value("GUEST_CACHE_TTL_SEC", 86400)
 GUEST_CACHE_SIMILARITY = env_value("GUEST_CACHE_SIMILARITY", None)
+GUEST_CACHE_LOCAL_SEC = env_value("GUEST_CACHE_LOCAL_SEC", 10)
 # For GUEST_WORKFLOW=guest_queue.workflows.openai.OpenAIChatWorkflow:
 GUEST_OPENAI_BASE_URL = env.str("GUEST_OPENAI_BASE_URL", default="https://api.openai.com/v1")
 GUEST_OPENAI_MODEL = env.str("GUEST_OPENAI_MODEL", default="gpt-4o-mini")

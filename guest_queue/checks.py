@@ -78,6 +78,7 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or _number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
+    ("E062", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
     ("E032", "QUEUE_BACKEND", lambda v: v in ("local", "redis"), "'local' or 'redis'"),
     (
         "E034",

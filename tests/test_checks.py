@@ -43,6 +43,7 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
+        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E062"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
