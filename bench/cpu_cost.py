@@ -98,7 +98,7 @@ def load_target(target: str) -> tuple[Any, str]:
         DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
         DEBUG="false",
         LOG_LEVEL="WARNING",
-        GUEST_WORKFLOW="guest_queue.workflows.testing.TenChunksWorkflow",
+        GUEST_WORKFLOW="tests.scripted.TenChunksWorkflow",
         GUEST_MAX_CONCURRENT_REQUESTS="100",
         GUEST_MAX_REQUESTS_PER_CLIENT="0",
         GUEST_HISTORY_ENABLED="true",

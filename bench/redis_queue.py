@@ -27,8 +27,8 @@ from bench.client import Result, percentile, run_load
 from bench.server import BenchServer
 
 QUEUE = "/api/v1/guest/chat"
-TEN_CHUNKS = "guest_queue.workflows.testing.TenChunksWorkflow"
-SCRIPTED = "guest_queue.workflows.testing.ScriptedWorkflow"
+TEN_CHUNKS = "tests.scripted.TenChunksWorkflow"
+SCRIPTED = "tests.scripted.ScriptedWorkflow"
 DEFAULT_URL = "redis://127.0.0.1:6379/14"
 
 

@@ -63,11 +63,10 @@ class BenchServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="guest-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUEST_")}
         env.update(
-            DJANGO_SETTINGS_MODULE="genestory.settings",
+            DJANGO_SETTINGS_MODULE="bench.settings",
             DATABASE_URL=f"sqlite:///{self._tmp.name}/db.sqlite3",
             DEBUG="false",
             LOG_LEVEL="WARNING",
-            GUEST_BENCHMARK_VIEWS="true",
             # Scenarios repeat one question: without this they would measure the cache.
             GUEST_CACHE_ENABLED="false",
             # Every load-generator client comes from 127.0.0.1: no per-client cap.

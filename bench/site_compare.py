@@ -31,7 +31,7 @@ from bench.client import Result, percentile, run_load
 from bench.server import BenchServer, pin_client, raise_fd_limit
 
 CHAT = "/api/v1/guest/chat"
-TEN_CHUNKS = "guest_queue.workflows.testing.TenChunksWorkflow"
+TEN_CHUNKS = "tests.scripted.TenChunksWorkflow"
 BARE_APP = "bench.bare_site:application"
 QUESTION = "What is DNA?"
 SCENARIOS = ["site-throughput", "site-latency", "site-limit3", "site-cached", "site-lane-off"]

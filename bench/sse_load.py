@@ -37,7 +37,7 @@ from bench.server import BenchServer, pin_client, raise_fd_limit
 
 QUEUE = "/api/v1/guest/chat"
 BARE = "/api/v1/guest/bench/bare"
-TEN_CHUNKS = "guest_queue.workflows.testing.TenChunksWorkflow"
+TEN_CHUNKS = "tests.scripted.TenChunksWorkflow"
 
 
 def summary(results: list[Result], seconds: float) -> dict[str, float]:
@@ -198,7 +198,7 @@ async def hold_waiters(server: BenchServer, count: int, job_sec: float) -> None:
 def waiters(count: int) -> None:
     print(f"waiters: {count} clients behind a long workflow, limit 1")
     settings = {
-        "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+        "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
         "GUEST_MAX_CONCURRENT_REQUESTS": "1",
         "GUEST_MAX_QUEUE_SIZE": str(count + 10),
         "GUEST_REQUEST_TIMEOUT_SEC": "600",
@@ -257,7 +257,7 @@ def cache(clients: int, seconds: float) -> None:
     """A cached question against the uncached path, with a workflow that takes 1 s."""
     print(f"cache: {clients} clients, workflow of 1 s, {seconds:g} s per path")
     settings = {
-        "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+        "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
         "GUEST_MAX_CONCURRENT_REQUESTS": str(clients),
         "GUEST_CACHE_ENABLED": "true",
     }

@@ -169,4 +169,3 @@ GUEST_OPENAI_SUGGESTIONS = env.str("GUEST_OPENAI_SUGGESTIONS", default="none")
 GUEST_OPENAI_FIXED_SUGGESTIONS = [
     q.strip() for q in env.str("GUEST_OPENAI_FIXED_SUGGESTIONS", default="").split("|") if q.strip()
 ]
-GUEST_BENCHMARK_VIEWS = env_value("GUEST_BENCHMARK_VIEWS", False)

@@ -1,9 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from guest_queue.pages import ChatPage
 
-urlpatterns = [
+urlpatterns: list[URLPattern | URLResolver] = [
     # The app's own chat page, restyled by templates/genestory/chat.html through its blocks.
     path("", ChatPage.as_view(template_name="genestory/chat.html"), name="home"),
     path("admin/", admin.site.urls),

@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from .conf import app_settings
-from .core.cache import CachedAnswer
+from .core.answers.cache import CachedAnswer
 
 logger = logging.getLogger("guest_queue")
 

@@ -42,7 +42,6 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
     "GUEST_CACHE_LOCAL_SEC": 10,
-    "GUEST_BENCHMARK_VIEWS": False,
     "GUEST_OPENAI_BASE_URL": "https://api.openai.com/v1",
     "GUEST_OPENAI_MODEL": "gpt-4o-mini",
     "GUEST_OPENAI_API_KEY": "",

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import JsonResponse, StreamingHttpResponse
 
-from .core.admission import Ticket
+from .core.backends.base import Ticket
 from .core.consume import sse_stream
 from .core.manager import QueueManager
 

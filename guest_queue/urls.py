@@ -1,7 +1,6 @@
 from django.urls import URLPattern, URLResolver, path, re_path
 
 from . import views
-from .conf import app_settings
 
 app_name = "guest_queue"
 
@@ -11,11 +10,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
+    re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"),
 ]
-
-if app_settings.BENCHMARK_VIEWS:
-    from . import bench_views
-
-    urlpatterns.append(path("bench/bare", bench_views.bare_stream, name="bench-bare"))
-
-urlpatterns.append(re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"))

@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from .core import events as ev
-from .core.admission import Ticket
+from .core.backends.base import Ticket
 from .core.consume import collect
 from .core.errors import Refused
 from .core.manager import QueueManager

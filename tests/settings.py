@@ -11,7 +11,7 @@ from guest_queue.conf import DEFAULTS
 
 # Start from the documented defaults, whatever the shell or a .env file says.
 globals().update(DEFAULTS)
-GUEST_WORKFLOW = "guest_queue.workflows.testing.ScriptedWorkflow"
+GUEST_WORKFLOW = "tests.scripted.ScriptedWorkflow"
 # Most tests repeat the same scripted questions and expect the workflow to run each
 # time; the answer-cache tests turn the cache on (its documented default) themselves.
 GUEST_CACHE_ENABLED = False

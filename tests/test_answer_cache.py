@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.test import AsyncClient, override_settings
 
 from guest_queue.answer_cache import DjangoAnswerCache
-from guest_queue.core.cache import CachedAnswer, question_key
+from guest_queue.core.answers.cache import CachedAnswer, question_key
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_manager, reset_manager
 from tests.conftest import parse_sse

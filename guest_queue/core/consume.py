@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import events as ev
 
 if TYPE_CHECKING:
-    from .admission import Ticket
+    from .backends.base import Ticket
     from .manager import QueueManager
 
 

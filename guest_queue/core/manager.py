@@ -12,15 +12,16 @@ from typing import Any
 
 from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
-from .admission import Admission, LocalAdmission, Ticket
+from .answers.cache import AnswerCache
+from .answers.sharing import AnswerSharing, serve_from
 from .availability import AvailabilityProbe
-from .cache import AnswerCache
+from .backends.base import Admission, Ticket
+from .backends.local import LocalAdmission
 from .config import QueueConfig
 from .errors import NotAccepting, QueueFull, Refused, Unavailable
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporting
 from .runner import Channel, run_workflow
-from .sharing import AnswerSharing, serve_from
 from .stats import QueueStats
 from .stopping import QueueStopping
 from .stream import DISCONNECTED, RequestStream
@@ -72,7 +73,7 @@ class QueueManager(QueueReporting, QueueStopping):
     def _build_admission(self) -> Admission:
         config = self.config
         if config.backend == "redis":
-            from .redis_admission import RedisAdmission
+            from .backends.redis import RedisAdmission
 
             return RedisAdmission(config, on_lost=self._lost, snapshot=self._snapshot)
         return LocalAdmission(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .records import Status
 
 if TYPE_CHECKING:
-    from .admission import Admission, Ticket
+    from .backends.base import Admission, Ticket
     from .config import QueueConfig
     from .records import RecentRequests
     from .stats import QueueStats

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import events as ev
-from .admission import Admission, Ticket
+from .backends.base import Admission, Ticket
 from .config import QueueConfig
 from .records import Status
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from . import events as ev
-from .admission import Ticket
-from .cache import CachedAnswer
+from .answers.cache import CachedAnswer
+from .backends.base import Ticket
 from .records import Status
 from .runner import CHANNEL_SIZE, Channel
 from .translate import Completed, Ended, translate

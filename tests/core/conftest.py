@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guest_queue.core.admission import Ticket
+from guest_queue.core.backends.base import Ticket
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.events import Event
 from guest_queue.core.manager import QueueManager

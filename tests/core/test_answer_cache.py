@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from guest_queue.core.cache import CachedAnswer, question_key
+from guest_queue.core.answers.cache import CachedAnswer, question_key
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.manager import QueueManager
 from guest_queue.workflows.base import WorkflowError, WorkflowItem, WorkflowRequest

@@ -4,21 +4,23 @@ import subprocess
 import sys
 
 MODULES = [
-    "guest_queue.core.admission",
+    "guest_queue.core",
+    "guest_queue.core.answers.cache",
+    "guest_queue.core.answers.sharing",
+    "guest_queue.core.backends.base",
+    "guest_queue.core.backends.local",
+    "guest_queue.core.backends.redis.admission",
+    "guest_queue.core.backends.redis.link",
+    "guest_queue.core.backends.redis.scripts",
     "guest_queue.core.availability",
-    "guest_queue.core.cache",
     "guest_queue.core.config",
     "guest_queue.core.consume",
     "guest_queue.core.errors",
     "guest_queue.core.events",
     "guest_queue.core.manager",
     "guest_queue.core.records",
-    "guest_queue.core.redis_admission",
-    "guest_queue.core.redis_link",
-    "guest_queue.core.redis_scripts",
     "guest_queue.core.reporting",
     "guest_queue.core.runner",
-    "guest_queue.core.sharing",
     "guest_queue.core.stats",
     "guest_queue.core.stopping",
     "guest_queue.core.stream",
@@ -26,7 +28,6 @@ MODULES = [
     "guest_queue.workflows.base",
     "guest_queue.workflows.matching",
     "guest_queue.workflows.openai",
-    "guest_queue.workflows.testing",
 ]
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from guest_queue.core.cache import AnswerCache
+from guest_queue.core.answers.cache import AnswerCache
+from guest_queue.core.backends.redis import RedisAdmission
 from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
-from guest_queue.core.redis_admission import RedisAdmission
 
 from ..services import PrivateRedis, closed_port, delete_prefix
 from .conftest import GateWorkflow, Stream, make_manager, until

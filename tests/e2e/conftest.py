@@ -41,7 +41,7 @@ class Server:
             # These tests repeat questions and expect each to reach the workflow.
             "GUEST_CACHE_ENABLED": "false",
             "DEBUG": "false",
-            "GUEST_WORKFLOW": "guest_queue.workflows.testing.ScriptedWorkflow",
+            "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

@@ -21,7 +21,7 @@ from . import chaos
 from .conftest import Server, ServerFactory
 from .test_servers import names, stream_events
 
-PROBE = "guest_queue.workflows.testing.RedisProbeWorkflow"
+PROBE = "tests.scripted.RedisProbeWorkflow"
 
 
 class Guest:

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ...answer_cache import DjangoAnswerCache
-from ...core.cache import CachedAnswer, question_key
+from ...core.answers.cache import CachedAnswer, question_key
 from ...runtime import build_workflow
 from ...workflows.base import Workflow, WorkflowError, WorkflowRequest, WorkflowUnavailable
 

@@ -1,6 +1,6 @@
 """Benchmark-only baseline: the same events as the queue, without the queue.
 
-Mounted only when ``GUEST_BENCHMARK_VIEWS`` is on; never in production.
+Mounted only by the bench-only URL conf (``bench.urls``, ``bench.settings``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .core import events as ev
+from guest_queue.core import events as ev
 
 CHUNKS = 10
 

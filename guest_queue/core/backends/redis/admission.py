@@ -1,6 +1,6 @@
 """One queue shared by every process (and host) that points at the same Redis.
 
-Redis decides admission (``redis_scripts``: each change is one atomic script);
+Redis decides admission (``scripts``: each change is one atomic script);
 the workflow runs in the process holding the guest's connection. Every slot
 and place is a lease this process renews every third of ``lease_sec``; when a
 process dies, its leases run out and the line moves on. Processes hear of
@@ -27,12 +27,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .admission import Admission, Ticket
-from .config import QueueConfig
-from .errors import Unavailable
-from .records import iso as _iso
-from .redis_link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
-from .redis_scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
+from ...config import QueueConfig
+from ...errors import Unavailable
+from ...records import iso as _iso
+from ..base import Admission, Ticket
+from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
+from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 

@@ -14,7 +14,12 @@ import os
 import re
 from collections.abc import AsyncIterator
 
-from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
+from guest_queue.workflows.base import (
+    WorkflowError,
+    WorkflowItem,
+    WorkflowRequest,
+    WorkflowUnavailable,
+)
 
 DIRECTIVE = re.compile(r"(\w+)=([\w.]+)")
 

@@ -20,8 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .config import QueueConfig
-from .errors import Unavailable
+from ...config import QueueConfig
+from ...errors import Unavailable
 
 logger = logging.getLogger("guest_queue")
 

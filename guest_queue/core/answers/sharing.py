@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .admission import Ticket
+from ..backends.base import Ticket
+from ..records import Status
 from .cache import AnswerCache, CachedAnswer, NearDuplicates, question_key
-from .records import Status
 
 logger = logging.getLogger("guest_queue")
 

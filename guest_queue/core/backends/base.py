@@ -1,12 +1,7 @@
 """First-come, first-served admission to a fixed number of slots.
 
-``Admission`` is what the manager relies on; ``LocalAdmission`` keeps the queue
-in this process (``redis_admission.RedisAdmission`` shares one across
-processes). Waiting tickets live in one insertion-ordered dict: joining,
-leaving from the middle and admitting the head are all O(1). Positions are
-recomputed by one notifier task, at most once per interval, so a burst of
-departures costs thousands of waiters one update each rather than one per
-departure.
+``Admission`` is what the manager relies on; ``local.LocalAdmission`` keeps the
+queue in this process, ``redis.RedisAdmission`` shares one across processes.
 """
 
 from __future__ import annotations
@@ -15,11 +10,11 @@ import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .cache import CachedAnswer
-from .records import RequestRecord
+from ..answers.cache import CachedAnswer
+from ..records import RequestRecord
 
 if TYPE_CHECKING:
-    from .events import Event
+    from ..events import Event
 
 
 class Ticket:
@@ -148,62 +143,3 @@ class Admission:
             follower.position = position
             follower.wake.set()
         return True
-
-
-class LocalAdmission(Admission):
-    """This process's own queue: at most ``max_active`` admitted, ``max_waiting`` in line."""
-
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
-        super().__init__(max_active, max_waiting, update_interval)
-        self._dirty = asyncio.Event()
-
-    def has_room(self) -> bool:
-        if not self.waiting and self.free_slots:
-            return True
-        return len(self.waiting) < self.max_waiting
-
-    async def enter(self, ticket: Ticket) -> bool:
-        if not self.has_room():
-            return False
-        self.join(ticket)
-        return True
-
-    def requeue(self, ticket: Ticket) -> None:
-        self.join(ticket)
-
-    def join(self, ticket: Ticket) -> None:
-        """Admit the ticket at once if nobody is ahead and a slot is free, else line it up."""
-        if not self.waiting and self.free_slots:
-            self._admit(ticket)
-            ticket.position = 1
-            return
-        self.waiting[ticket.request_id] = ticket
-        ticket.position = len(self.waiting)
-
-    def leave(self, ticket: Ticket) -> None:
-        rid = ticket.request_id
-        if self.waiting.pop(rid, None) is not None:
-            self._dirty.set()
-        elif self.active.pop(rid, None) is not None:
-            self._admit_next()
-
-    def _admit_next(self) -> None:
-        while self.waiting and self.free_slots:
-            _, ticket = self.waiting.popitem(last=False)
-            self._admit(ticket)
-            self._dirty.set()
-
-    def update_positions(self) -> int:
-        """Give every waiter its current position; wake those whose position changed."""
-        changed = 0
-        for position, ticket in enumerate(self.waiting.values(), 1):
-            changed += self._set_position(ticket, position)
-        return changed
-
-    async def run(self) -> None:
-        """Push position changes to waiters, coalesced to one pass per interval."""
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            self.update_positions()
-            await asyncio.sleep(self.update_interval)

@@ -1,0 +1,1 @@
+"""Answers reused across requests: the answer cache and single flight."""

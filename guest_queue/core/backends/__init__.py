@@ -1,0 +1,1 @@
+"""Queue backends behind one interface (``base.Admission``): ``local`` and ``redis``."""
