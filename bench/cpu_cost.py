@@ -7,7 +7,8 @@ request costs the process (``time.process_time``, every thread included)
 hardly does. Each target runs in its own subprocess (they need different
 Django settings): ``bare`` (bench/bare_site.py), ``site`` (genestory, the lean
 lane on, history on, cache off), ``cached`` (the same, cache on, one cached
-question), ``lane-off`` (genestory through its whole middleware stack).
+question), ``limit3`` (``site`` at the seed's default limit of 3), ``lane-off``
+(genestory through its whole middleware stack).
 The HTTP server's own cost is left out, so the ratios here are harsher than
 through uvicorn; the differences in microseconds are what to compare.
 """
@@ -24,7 +25,7 @@ import tempfile
 import time
 from typing import Any
 
-TARGETS = ["bare", "site", "cached", "lane-off"]
+TARGETS = ["bare", "site", "limit3", "cached", "lane-off"]
 QUESTION = json.dumps({"query": "What is DNA?"}).encode()
 
 
@@ -99,7 +100,8 @@ def load_target(target: str) -> tuple[Any, str]:
         DEBUG="false",
         LOG_LEVEL="WARNING",
         GUEST_WORKFLOW="tests.scripted.TenChunksWorkflow",
-        GUEST_MAX_CONCURRENT_REQUESTS="100",
+        GUEST_MAX_CONCURRENT_REQUESTS="3" if target == "limit3" else "100",
+        GUEST_MAX_QUEUE_SIZE="100",
         GUEST_MAX_REQUESTS_PER_CLIENT="0",
         GUEST_HISTORY_ENABLED="true",
         GUEST_CACHE_ENABLED="true" if target == "cached" else "false",

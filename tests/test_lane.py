@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
+from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 from genestory.asgi import application as genestory_application
@@ -147,15 +150,16 @@ async def test_unknown_api_paths_are_still_json_404s_in_the_lane() -> None:
     assert "x-site-mark" not in reply.headers
 
 
-async def test_lane_requests_still_send_the_request_signals() -> None:
-    # close_old_connections hangs on these: request-status's database lookups rely on it.
+async def test_lane_requests_send_the_request_signals_to_a_site_receiver_off_the_loop() -> None:
+    # A site's receiver may use the database: it must run in a worker thread, as in Django.
     seen: list[str] = []
+    loop_thread = threading.current_thread()
 
     def started(**kwargs: Any) -> None:
-        seen.append("started")
+        seen.append("started" if threading.current_thread() is not loop_thread else "on loop")
 
     def finished(**kwargs: Any) -> None:
-        seen.append("finished")
+        seen.append("finished" if threading.current_thread() is not loop_thread else "on loop")
 
     signals.request_started.connect(started)
     signals.request_finished.connect(finished)
@@ -165,6 +169,25 @@ async def test_lane_requests_still_send_the_request_signals() -> None:
         signals.request_started.disconnect(started)
         signals.request_finished.disconnect(finished)
     assert seen == ["started", "finished"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_database_lookup_in_the_lane_leaves_no_connection_open() -> None:
+    opened: list[Any] = []
+
+    def note(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(connection)
+
+    connection_created.connect(note)
+    try:
+        app = site(lane=True)
+        for _ in range(2):  # the second request starts with no connection open
+            reply = await call(app, "GET", f"/api/v1/guest/queue/request/{uuid.uuid4()}")
+            assert reply.status == 404 and json.loads(reply.body)["code"] == "not_found"
+            assert opened and all(wrapper.connection is None for wrapper in opened)
+    finally:
+        connection_created.disconnect(note)
+    assert len(opened) == 2  # one connection per lookup, each closed when its request ended
 
 
 async def test_genestory_serves_the_api_through_the_lane() -> None:
