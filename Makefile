@@ -18,11 +18,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
@@ -55,4 +55,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.site_compare
 
 clean:
-	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
