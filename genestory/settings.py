@@ -142,7 +142,11 @@ GUEST_SYNC_THREADS = env_value("GUEST_SYNC_THREADS", 4)
 # The guest API skips MIDDLEWARE above (asgi.py serves it through GuestAPILane) and
 # runs only these; add e.g. "corsheaders.middleware.CorsMiddleware" here for CORS.
 GUEST_API_MIDDLEWARE = env.list(
-    "GUEST_API_MIDDLEWARE", default=["guest_queue.middleware.APISecurityMiddleware"]
+    "GUEST_API_MIDDLEWARE",
+    default=[
+        "guest_queue.middleware.APISecurityMiddleware",
+        "guest_queue.middleware.ContentLengthMiddleware",
+    ],
 )
 # One queue across processes and hosts: GUEST_QUEUE_BACKEND=redis and the shared Redis.
 GUEST_QUEUE_BACKEND = env.str("GUEST_QUEUE_BACKEND", default="local")

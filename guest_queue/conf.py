@@ -31,7 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
     "GUEST_SYNC_THREADS": 4,
     # The guest API's own middleware when the site serves it through GuestAPILane.
-    "GUEST_API_MIDDLEWARE": ["guest_queue.middleware.APISecurityMiddleware"],
+    "GUEST_API_MIDDLEWARE": [
+        "guest_queue.middleware.APISecurityMiddleware",
+        "guest_queue.middleware.ContentLengthMiddleware",
+    ],
     "GUEST_QUEUE_BACKEND": "local",
     "GUEST_QUEUE_REDIS_URL": "",
     "GUEST_QUEUE_REDIS_PREFIX": "guest_queue",

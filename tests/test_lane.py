@@ -24,7 +24,10 @@ from guest_queue.lifespan import ASGIApp
 from .conftest import parse_sse
 
 SITE_MIDDLEWARE = [*settings.MIDDLEWARE, "tests.lane_middleware.SiteMark"]
-API_DEFAULT = ["guest_queue.middleware.APISecurityMiddleware"]
+API_DEFAULT = [
+    "guest_queue.middleware.APISecurityMiddleware",
+    "guest_queue.middleware.ContentLengthMiddleware",
+]
 
 
 class Reply:
@@ -34,8 +37,10 @@ class Reply:
         self.body = body
 
 
-async def call(app: ASGIApp, method: str, path: str, body: bytes = b"") -> Reply:
-    headers = [(b"host", b"testserver")]
+async def call(
+    app: ASGIApp, method: str, path: str, body: bytes = b"", host: bytes = b"testserver"
+) -> Reply:
+    headers = [(b"host", host)]
     if body:
         headers += [(b"content-type", b"application/json")]
         headers += [(b"content-length", str(len(body)).encode())]
@@ -112,6 +117,22 @@ async def test_the_site_security_settings_apply_to_the_lane() -> None:
         reply = await call(site(lane=True), "GET", "/api/v1/guest/health")
     assert reply.headers["referrer-policy"] == "no-referrer"
     assert "x-content-type-options" not in reply.headers
+
+
+async def test_the_lane_refuses_a_host_outside_allowed_hosts_as_the_site_does() -> None:
+    app = site(lane=True)
+    for path in ("/api/v1/guest/queue/status", "/"):
+        reply = await call(app, "GET", path, host=b"evil.example")
+        assert reply.status == 400, path
+    assert (await call(app, "GET", "/api/v1/guest/queue/status")).status == 200
+
+
+async def test_whole_answers_carry_a_content_length_streams_do_not() -> None:
+    app = site(lane=True)
+    status = await call(app, "GET", "/api/v1/guest/queue/status")
+    assert status.headers["content-length"] == str(len(status.body))
+    stream = await ask(app)
+    assert "content-length" not in stream.headers
 
 
 @pytest.mark.usefixtures("site_marked")
