@@ -42,6 +42,10 @@ def _when(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+#: Name prefix of the writer's thread, which closes its connection after every batch.
+WRITER_THREAD = "guest-queue-history"
+
+
 class HistoryWriter:
     """Batches finished records into ``GuestRequest`` rows; owned by the queue manager."""
 
@@ -58,7 +62,7 @@ class HistoryWriter:
         self._buffer: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guest-queue-history")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
         self._failing = False
         self._closed = False
 

@@ -23,6 +23,8 @@ from django.db import close_old_connections, reset_queries
 from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 
+from .history import WRITER_THREAD
+
 BUILTIN_RECEIVERS = frozenset({reset_queries, close_old_connections, close_caches, reset_urlconf})
 
 _lock = threading.Lock()
@@ -30,6 +32,8 @@ _connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _track(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if threading.current_thread().name.startswith(WRITER_THREAD):
+        return  # the history writer closes its own connection after every batch
     with _lock:
         _connections.add(connection)
 
