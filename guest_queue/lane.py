@@ -14,20 +14,20 @@ when that changes nothing (see ``request_signals``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core import signals
-from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed, RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.dispatch import Signal
 from django.http.response import HttpResponseBase
-from django.urls import reverse, set_script_prefix
+from django.urls import reverse
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
+from .lane_cycle import matching_copy
 from .lifespan import ASGIApp, Receive, Scope, Send
 from .request_signals import inline_safe, track_connections
 
@@ -37,64 +37,24 @@ class GuestAPIHandler(ASGIHandler):
 
     def __init__(self) -> None:
         track_connections()
+        self._handle = matching_copy()
         super().__init__()
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        # ASGIHandler.handle (Django 5.2/6.0), sending the request signals inline when safe.
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        set_script_prefix(get_script_prefix(scope))
-        await self._send_signal(signals.request_started, scope=scope)
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            assert error_response is not None
-            body_file.close()
-            await self.send_response(error_response, send)
-            await self._close(error_response)
-            return
-
-        async def process_request() -> HttpResponseBase:
-            response = await self.run_get_response(request)
-            with contextlib.suppress(asyncio.CancelledError):  # the client went away
-                await self.send_response(response, send)
-            return response
-
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request()),
-        ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-                except AssertionError:
-                    body_file.close()
-                    raise
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        try:
-            response: HttpResponseBase = tasks[1].result()  # type: ignore[assignment]
-        except asyncio.CancelledError:
-            await self._send_signal(signals.request_finished)
+        if self._handle is None:
+            await super().handle(scope, receive, send)
         else:
-            await self._close(response)
-        body_file.close()
+            await self._handle(self, scope, receive, send)
 
-    async def _send_signal(self, signal: Any, **kwargs: Any) -> None:
+    async def send_signal(self, signal: Signal, **kwargs: Any) -> None:
+        """Send a request signal: inline when that is safe, else as Django does."""
         if inline_safe(signal, self.__class__):
             signal.send(sender=self.__class__, **kwargs)
         else:
             await signal.asend(sender=self.__class__, **kwargs)
 
-    async def _close(self, response: HttpResponseBase) -> None:
-        # close() sends request_finished.
+    async def close_response(self, response: HttpResponseBase) -> None:
+        """Close the response (which sends ``request_finished``): inline when that is safe."""
         if inline_safe(signals.request_finished, self.__class__):
             response.close()
         else:

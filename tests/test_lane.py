@@ -218,3 +218,11 @@ async def test_genestory_serves_the_api_through_the_lane() -> None:
     assert "x-frame-options" not in reply.headers and "vary" not in reply.headers
     page = await call(genestory_application, "GET", "/")
     assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_this_django_gets_the_lane_request_cycle() -> None:
+    # The signal fast path runs only on a Django whose ASGIHandler.handle the lane
+    # has a copy of; a new Django release needs its hash in lane_cycle.COPIES.
+    from guest_queue.lane_cycle import matching_copy
+
+    assert matching_copy() is not None
