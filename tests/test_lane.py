@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -226,3 +227,36 @@ def test_this_django_gets_the_lane_request_cycle() -> None:
     from guest_queue.lane_cycle import matching_copy
 
     assert matching_copy() is not None
+
+
+def test_signals_go_inline_only_while_nothing_but_django_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from guest_queue import request_signals
+    from guest_queue.lane import GuestAPIHandler
+
+    # The connections this test process has opened elsewhere are not this test's business.
+    tracked: weakref.WeakSet[Any] = weakref.WeakSet()
+    monkeypatch.setattr(request_signals, "_connections", tracked)
+    inline_safe = request_signals.inline_safe
+    assert inline_safe(signals.request_started, GuestAPIHandler)
+    assert inline_safe(signals.request_finished, GuestAPIHandler)
+
+    def receiver(**kwargs: Any) -> None:
+        pass
+
+    signals.request_finished.connect(receiver)
+    try:
+        assert not inline_safe(signals.request_finished, GuestAPIHandler)
+        assert inline_safe(signals.request_started, GuestAPIHandler)
+    finally:
+        signals.request_finished.disconnect(receiver)
+
+    class OpenConnection:
+        connection = object()
+
+    held = OpenConnection()
+    tracked.add(held)
+    assert not inline_safe(signals.request_started, GuestAPIHandler)
+    held.connection = None
+    assert inline_safe(signals.request_started, GuestAPIHandler)
