@@ -1,4 +1,5 @@
 # make run  — serve the demo on http://127.0.0.1:8000 (SQLite, local memory cache, demo workflow)
+# make serve — production: collectstatic, migrate, uvicorn (DEBUG=false, lifespan on, graceful drain)
 # make test — lint, type-check and run the whole suite (Django 5.2 on Python 3.11, and Django 6.x
 #             on Python >= 3.12 when such an interpreter can be found)
 
@@ -11,8 +12,12 @@ PYTHON_NEW ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/v
 VENV_NEW := .venv-django6
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# make serve: uvicorn's drain must outlast GUEST_SHUTDOWN_GRACE_SEC (30 by default).
+WORKERS ?= 1
+GRACEFUL_TIMEOUT ?= 35
+FORWARDED_ALLOW_IPS ?= 127.0.0.1
 
-.PHONY: run test lint test-django5 test-django6 bench clean
+.PHONY: run serve test lint test-django5 test-django6 bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +35,18 @@ run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+serve: $(VENV)/.installed
+	DEBUG=false $(BIN)/python manage.py collectstatic --noinput -v0
+	DEBUG=false $(BIN)/python manage.py migrate --noinput
+	DEBUG=false exec $(BIN)/uvicorn genestory.asgi:application --host $(HOST) --port $(PORT) \
+		--workers $(WORKERS) --lifespan on --timeout-graceful-shutdown $(GRACEFUL_TIMEOUT) \
+		--proxy-headers --forwarded-allow-ips=$(FORWARDED_ALLOW_IPS)
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 test-django5: $(VENV)/.dev-installed

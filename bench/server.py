@@ -66,6 +66,7 @@ class BenchServer:
             DJANGO_SETTINGS_MODULE="bench.settings",
             DATABASE_URL=f"sqlite:///{self._tmp.name}/db.sqlite3",
             DEBUG="false",
+            SECRET_KEY="benchmark-only-" + "x" * 50,
             LOG_LEVEL="WARNING",
             # Scenarios repeat one question: without this they would measure the cache.
             GUEST_CACHE_ENABLED="false",
@@ -84,6 +85,8 @@ class BenchServer:
         cmd = [sys.executable, "-m", "uvicorn", app, "--lifespan", "on" if django_site else "off"]
         cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         cmd += ["--backlog", "16384", "--workers", str(workers)]
+        # As docs/failure-modes.md says: a client trickling a body cannot hold a restart.
+        cmd += ["--timeout-graceful-shutdown", "40"]
         self.process = subprocess.Popen(
             cmd, cwd=ROOT, env=env, preexec_fn=_pin_server if pin else None
         )

@@ -18,6 +18,9 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
                                             targets >= 20x req/s, <= 5 ms
 - waiters: W clients waiting behind a long workflow (limit 1): RSS per waiter
   and how fast all of them hear about a move.   target <= 32 KiB, <= 1 s
+- flood: one client keeps 200 requests in flight against one slot; a normal
+  guest's time to answer vs. without the flood (bench/flood.py).
+                                          target <= (cap + 1) x 1.2
 - redis-latency, redis-throughput: the shared queue on Redis
   (GUEST_BENCH_REDIS_URL, default redis://127.0.0.1:6379/14); see bench/redis_queue.py.
 """
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from bench import redis_queue
 from bench.client import Connection, Result, percentile, run_load
+from bench.flood import flood
 from bench.server import BenchServer, pin_client, raise_fd_limit
 
 QUEUE = "/api/v1/guest/chat"
@@ -317,6 +321,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--waiters", type=int, default=10_000)
+    parser.add_argument("--flood", type=int, default=200, help="the flooder's requests in flight")
     args = parser.parse_args()
     raise_fd_limit()
     pin_client()
@@ -333,6 +338,8 @@ def main() -> None:
             history(args.clients, args.seconds, args.rounds)
         elif scenario == "waiters":
             waiters(args.waiters)
+        elif scenario == "flood":
+            flood(args.flood, args.seconds * 2, args.rounds - 1 or 1)
         elif scenario == "redis-latency":
             redis_queue.latency(args.seconds, args.rounds)
         elif scenario == "redis-throughput":

@@ -10,11 +10,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "genestory.settings")
 django_application = get_asgi_application()
 
+from genestory.checks import require_passing_checks  # noqa: E402
+
+# Invalid GUEST_* values, or the demo SECRET_KEY with DEBUG off, stop the start-up here.
+require_passing_checks()
+
 from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:
     # As runserver does: static files from the app directories in development.
-    # In production nginx (or a CDN) serves STATIC_ROOT after collectstatic.
+    # In production ServeStatic (a middleware, see settings) serves collectstatic's STATIC_ROOT.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_application = ASGIStaticFilesHandler(django_application)
@@ -22,14 +27,16 @@ if settings.DEBUG:
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402
+from guest_queue.client_guard import ClientCapGuard  # noqa: E402
 from guest_queue.lane import GuestAPILane  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
-# The lean lane: the guest API runs GUEST_API_MIDDLEWARE instead of the whole
-# MIDDLEWARE stack (see docs/performance.md); every other URL is untouched.
 application = ProtocolTypeRouter(
     {
-        "http": SharedSyncThreads(GuestAPILane(django_application)),
+        # A client at its cap is refused before Django runs (docs/fair-share.md); the
+        # guest API runs GUEST_API_MIDDLEWARE, not the site's whole MIDDLEWARE, and
+        # every other URL is untouched (the lean lane, docs/performance.md).
+        "http": ClientCapGuard(SharedSyncThreads(GuestAPILane(django_application))),
         "lifespan": LifespanHandler(),
     }
 )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import environ
+
+from guest_queue.conf import DEFAULTS
+from guest_queue.workflows.openai import OpenAISettings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -14,7 +19,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def env_value(name: str, default: Any) -> Any:
-    """A GUEST_* value: a number or bool when it parses as one, else the raw text.
+    """A GUEST_* value read as its default's type: text, a bool, a number, JSON for a dict.
 
     Unparseable values are kept as they are so that guest_queue's system checks
     report them clearly at start-up instead of the settings module crashing.
@@ -23,6 +28,13 @@ def env_value(name: str, default: Any) -> Any:
     if raw is None:
         return default
     text = raw.strip()
+    if isinstance(default, str):
+        return raw
+    if isinstance(default, dict | list):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     if isinstance(default, bool):
         lowered = text.lower()
         if lowered in {"1", "true", "yes", "on"}:
@@ -40,10 +52,66 @@ def env_value(name: str, default: Any) -> Any:
     return text
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-genestory-demo-only-change-me")
+def guest_queue_settings() -> dict[str, Any]:
+    """Every guest_queue setting, from the environment or else its default."""
+    settings = {name: env_value(name, default) for name, default in DEFAULTS.items()}
+    # A key made of digits is still text, not a number.
+    settings["GUEST_HASH_KEY"] = env.str("GUEST_HASH_KEY", default="") or None
+    return settings
+
+
+OPENAI_WORKFLOW = "guest_queue.workflows.openai.OpenAIChatWorkflow"
+#: The OpenAI workflow's GUEST_OPENAI_* variables and the option each one sets.
+OPENAI_OPTIONS = {
+    "GUEST_OPENAI_BASE_URL": "base_url",
+    "GUEST_OPENAI_MODEL": "model",
+    "GUEST_OPENAI_API_KEY": "api_key",
+    "GUEST_OPENAI_SYSTEM_PROMPT": "system_prompt",
+    "GUEST_OPENAI_MAX_TOKENS": "max_tokens",
+    "GUEST_OPENAI_TEMPERATURE": "temperature",
+    "GUEST_OPENAI_CONNECT_TIMEOUT_SEC": "connect_timeout_sec",
+    "GUEST_OPENAI_READ_TIMEOUT_SEC": "read_timeout_sec",
+    "GUEST_OPENAI_SUGGESTIONS": "suggestions",
+    "GUEST_OPENAI_FIXED_SUGGESTIONS": "fixed_suggestions",
+}
+
+
+def openai_options() -> dict[str, Any]:
+    """GUEST_WORKFLOW_OPTIONS for the OpenAI workflow from the GUEST_OPENAI_* set."""
+    defaults = OpenAISettings()
+    options: dict[str, Any] = {}
+    for name, option in OPENAI_OPTIONS.items():
+        if name not in os.environ:
+            continue
+        if option == "fixed_suggestions":
+            # Questions separated by "|" (they may contain commas).
+            options[option] = [q.strip() for q in os.environ[name].split("|") if q.strip()]
+        else:
+            default = getattr(defaults, option)
+            options[option] = env_value(name, default)
+    return options
+
+
+# The demo's key: with DEBUG=false it is a system-check error (genestory.E001), so a
+# production server never starts with it. Set SECRET_KEY in the environment.
+DEMO_SECRET_KEY = "django-insecure-genestory-demo-only-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=DEMO_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS in production (docs/security.md lists the values `check --deploy` wants). Off by
+# default so that `make run` works over plain http on 127.0.0.1.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a TLS-terminating proxy that sets it, e.g. "HTTP_X_FORWARDED_PROTO,https".
+SECURE_PROXY_SSL_HEADER = env.tuple("SECURE_PROXY_SSL_HEADER", default=None)
+# Paths (regexes, no leading slash) left on http by SECURE_SSL_REDIRECT: a load balancer's probes.
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -53,6 +121,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "genestory",
+    "servestatic",
     "guest_queue",
 ]
 
@@ -66,6 +136,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if not DEBUG:
+    # Serves collectstatic's files from memory-indexed STATIC_ROOT (async: no thread hop);
+    # other paths pass straight on. With DEBUG, genestory.asgi serves the app directories.
+    MIDDLEWARE.insert(1, "servestatic.middleware.ServeStaticMiddleware")
 
 ROOT_URLCONF = "genestory.urls"
 ASGI_APPLICATION = "genestory.asgi.application"
@@ -105,6 +180,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# collectstatic writes content-hashed, gzip-compressed copies (brotli too if installed); ServeStatic
+# serves those with a one-year immutable Cache-Control (the page links the hashed names).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "genestory.storage.StaticStorage"},
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
@@ -114,62 +195,11 @@ LOGGING = {
     "loggers": {"guest_queue": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")}},
 }
 
-# guest_queue: every setting can come from the environment; see the README for each default.
-GUEST_MAX_CONCURRENT_REQUESTS = env_value("GUEST_MAX_CONCURRENT_REQUESTS", 3)
-GUEST_MAX_QUEUE_SIZE = env_value("GUEST_MAX_QUEUE_SIZE", 50)
-GUEST_REQUEST_TIMEOUT_SEC = env_value("GUEST_REQUEST_TIMEOUT_SEC", 60)
-GUEST_MAX_QUEUE_WAIT_SEC = env_value("GUEST_MAX_QUEUE_WAIT_SEC", None)
-GUEST_WORKFLOW = env.str("GUEST_WORKFLOW", default="guest_queue.workflows.demo.DemoWorkflow")
-GUEST_HISTORY_LIMIT = env_value("GUEST_HISTORY_LIMIT", 100)
-GUEST_HISTORY_ENABLED = env_value("GUEST_HISTORY_ENABLED", True)
-GUEST_HISTORY_STORE_QUERY = env_value("GUEST_HISTORY_STORE_QUERY", True)
-GUEST_HISTORY_BATCH_SIZE = env_value("GUEST_HISTORY_BATCH_SIZE", 50)
-GUEST_HISTORY_FLUSH_SEC = env_value("GUEST_HISTORY_FLUSH_SEC", 0.5)
-GUEST_HISTORY_BUFFER_SIZE = env_value("GUEST_HISTORY_BUFFER_SIZE", 10000)
-GUEST_HISTORY_DATABASE = env.str("GUEST_HISTORY_DATABASE", default="default")
-GUEST_MAX_QUERY_CHARS = env_value("GUEST_MAX_QUERY_CHARS", 2000)
-GUEST_MAX_BODY_BYTES = env_value("GUEST_MAX_BODY_BYTES", 65536)
-GUEST_SHUTDOWN_GRACE_SEC = env_value("GUEST_SHUTDOWN_GRACE_SEC", 30)
-GUEST_HEARTBEAT_SEC = env_value("GUEST_HEARTBEAT_SEC", 15)
-GUEST_POSITION_UPDATE_SEC = env_value("GUEST_POSITION_UPDATE_SEC", 0.25)
-GUEST_AVAILABILITY_CACHE_SEC = env_value("GUEST_AVAILABILITY_CACHE_SEC", 5)
-GUEST_TIMEOUT_FALLBACK = env.str(
-    "GUEST_TIMEOUT_FALLBACK",
-    default="Sorry, this answer is taking longer than expected. Please try again in a moment.",
-)
-GUEST_DEMO_TOKEN_DELAY_SEC = env_value("GUEST_DEMO_TOKEN_DELAY_SEC", 0.03)
-GUEST_SYNC_THREADS = env_value("GUEST_SYNC_THREADS", 4)
-# The guest API skips MIDDLEWARE above (asgi.py serves it through GuestAPILane) and
-# runs only these; add e.g. "corsheaders.middleware.CorsMiddleware" here for CORS.
-GUEST_API_MIDDLEWARE = env.list(
-    "GUEST_API_MIDDLEWARE",
-    default=[
-        "guest_queue.middleware.APISecurityMiddleware",
-        "guest_queue.middleware.ContentLengthMiddleware",
-    ],
-)
-# One queue across processes and hosts: GUEST_QUEUE_BACKEND=redis and the shared Redis.
-GUEST_QUEUE_BACKEND = env.str("GUEST_QUEUE_BACKEND", default="local")
-GUEST_QUEUE_REDIS_URL = env.str("GUEST_QUEUE_REDIS_URL", default="")
-GUEST_QUEUE_REDIS_PREFIX = env.str("GUEST_QUEUE_REDIS_PREFIX", default="guest_queue")
-GUEST_QUEUE_LEASE_SEC = env_value("GUEST_QUEUE_LEASE_SEC", 5)
-GUEST_QUEUE_REDIS_TIMEOUT_SEC = env_value("GUEST_QUEUE_REDIS_TIMEOUT_SEC", 1)
-GUEST_CACHE_ENABLED = env_value("GUEST_CACHE_ENABLED", True)
-GUEST_CACHE_ALIAS = env.str("GUEST_CACHE_ALIAS", default="default")
-GUEST_CACHE_TTL_SEC = env_value("GUEST_CACHE_TTL_SEC", 86400)
-GUEST_CACHE_SIMILARITY = env_value("GUEST_CACHE_SIMILARITY", None)
-GUEST_CACHE_LOCAL_SEC = env_value("GUEST_CACHE_LOCAL_SEC", 10)
-# For GUEST_WORKFLOW=guest_queue.workflows.openai.OpenAIChatWorkflow:
-GUEST_OPENAI_BASE_URL = env.str("GUEST_OPENAI_BASE_URL", default="https://api.openai.com/v1")
-GUEST_OPENAI_MODEL = env.str("GUEST_OPENAI_MODEL", default="gpt-4o-mini")
-GUEST_OPENAI_API_KEY = env.str("GUEST_OPENAI_API_KEY", default="")
-GUEST_OPENAI_SYSTEM_PROMPT = env.str("GUEST_OPENAI_SYSTEM_PROMPT", default="")
-GUEST_OPENAI_MAX_TOKENS = env_value("GUEST_OPENAI_MAX_TOKENS", 512)
-GUEST_OPENAI_TEMPERATURE = env_value("GUEST_OPENAI_TEMPERATURE", 0.3)
-GUEST_OPENAI_CONNECT_TIMEOUT_SEC = env_value("GUEST_OPENAI_CONNECT_TIMEOUT_SEC", 5)
-GUEST_OPENAI_READ_TIMEOUT_SEC = env_value("GUEST_OPENAI_READ_TIMEOUT_SEC", 30)
-GUEST_OPENAI_SUGGESTIONS = env.str("GUEST_OPENAI_SUGGESTIONS", default="none")
-# Questions separated by "|" (they may contain commas).
-GUEST_OPENAI_FIXED_SUGGESTIONS = [
-    q.strip() for q in env.str("GUEST_OPENAI_FIXED_SUGGESTIONS", default="").split("|") if q.strip()
-]
+# guest_queue: every setting of guest_queue.conf.DEFAULTS can come from the environment,
+# read as the type of its default; the defaults themselves live only there.
+_guest_queue = guest_queue_settings()
+# The OpenAI workflow's options keep their own variables (GUEST_OPENAI_*), unless
+# GUEST_WORKFLOW_OPTIONS gives them all as JSON.
+if _guest_queue["GUEST_WORKFLOW"] == OPENAI_WORKFLOW and "GUEST_WORKFLOW_OPTIONS" not in os.environ:
+    _guest_queue["GUEST_WORKFLOW_OPTIONS"] = openai_options()
+globals().update(_guest_queue)

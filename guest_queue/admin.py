@@ -6,11 +6,12 @@ import csv
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from .models import GuestRequest
+from .validation import FORBIDDEN
 
 CSV_FIELDS = [
     "request_id", "status", "error_code", "error_message", "cached", "arrival_position",
@@ -20,8 +21,12 @@ CSV_FIELDS = [
 
 
 def _csv_cell(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    # Questions with these are refused; a workflow's answer or error text may hold them.
+    value = FORBIDDEN.sub("\ufffd", value)
     # Spreadsheets run cells that start with these as formulas: neutralise guest text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 
@@ -50,6 +55,21 @@ def summary(queryset: QuerySet[GuestRequest]) -> dict[str, Any]:
     }
 
 
+def top_clients(queryset: QuerySet[GuestRequest], limit: int = 10) -> list[dict[str, Any]]:
+    """The client hashes with the most requests in ``queryset``, with how theirs ended."""
+    rows = (
+        queryset.exclude(client_hash="")
+        .values("client_hash")
+        .annotate(
+            requests=Count("id"),
+            completed=Count("id", filter=Q(status="completed")),
+            cancelled=Count("id", filter=Q(status="cancelled")),
+        )
+        .order_by("-requests", "client_hash")[:limit]
+    )
+    return list(rows)
+
+
 if TYPE_CHECKING:
     BaseAdmin = admin.ModelAdmin[GuestRequest]
 else:
@@ -62,7 +82,7 @@ class GuestRequestAdmin(BaseAdmin):
         "request_id", "status", "cached", "created_at", "wait_ms", "processing_ms", "question",
     ]  # fmt: skip
     list_filter = ["status", "cached", "created_at"]
-    search_fields = ["request_id", "query"]
+    search_fields = ["request_id", "query", "client_hash"]
     date_hierarchy = "created_at"
     list_per_page = 50
     actions = ["export_csv"]
@@ -124,4 +144,8 @@ class GuestRequestAdmin(BaseAdmin):
         if isinstance(response, TemplateResponse):
             response.context_data = response.context_data or {}
             response.context_data["history_summary"] = summary(GuestRequest.objects.all())
+            changelist = response.context_data.get("cl")
+            if changelist is not None:
+                # Over the rows the filters select: pick the period with the date filters.
+                response.context_data["top_clients"] = top_clients(changelist.queryset)
         return response

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -13,10 +12,12 @@ from django.core.cache.backends.locmem import LocMemCache
 
 from .conf import app_settings
 from .core.answers.cache import CachedAnswer
+from .hashing import ANSWER_CACHE, keyed_hash
 
 logger = logging.getLogger("guest_queue")
 
-KEY_PREFIX = "guest_queue:answer:v1:"
+# v2: keys are keyed hashes (v1 keys were plain SHA-256 of a looser normal form).
+KEY_PREFIX = "guest_queue:answer:v2:"
 #: Answers the in-process front holds at most.
 RECENT_SIZE = 1024
 
@@ -64,8 +65,9 @@ class DjangoAnswerCache:
 
     @staticmethod
     def storage_key(key: str) -> str:
-        # Hashed: questions can be long and hold characters memcached keys may not.
-        return KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+        # Hashed: questions can be long and hold characters memcached keys may not. Keyed:
+        # whoever reads the cache cannot test guesses of what guests asked.
+        return KEY_PREFIX + keyed_hash(ANSWER_CACHE, key)
 
     async def get(self, key: str) -> CachedAnswer | None:
         """The stored answer for a question key, or None (also when the cache is down)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
+from .core.backends import backend_class
+from .core.config import ConfigProblem
+from .ratelimit import parse_rate
 
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
@@ -60,16 +64,6 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
     ("E020", "HISTORY_FLUSH_SEC", _number(0.01, 60), "a number of seconds from 0.01 to 60"),
     ("E021", "HISTORY_BUFFER_SIZE", _int_at_least(1), "an integer >= 1"),
-    (
-        "E023",
-        "OPENAI_SUGGESTIONS",
-        lambda v: v in ("none", "completion", "fixed"),
-        "'none', 'completion' or 'fixed'",
-    ),
-    ("E024", "OPENAI_MAX_TOKENS", _int_at_least(1), "an integer >= 1"),
-    ("E025", "OPENAI_TEMPERATURE", _number(0, 2), "a number from 0 to 2"),
-    ("E026", "OPENAI_CONNECT_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
-    ("E027", "OPENAI_READ_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
     ("E028", "CACHE_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E029", "CACHE_TTL_SEC", _number(0, strict=True), "a number of seconds > 0"),
     (
@@ -78,8 +72,6 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or _number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
-    ("E062", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
-    ("E032", "QUEUE_BACKEND", lambda v: v in ("local", "redis"), "'local' or 'redis'"),
     (
         "E034",
         "QUEUE_REDIS_PREFIX",
@@ -88,6 +80,22 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ),
     ("E035", "QUEUE_LEASE_SEC", _number(0.3, 300), "a number of seconds from 0.3 to 300"),
     ("E036", "QUEUE_REDIS_TIMEOUT_SEC", _number(0.05, 30), "a number of seconds from 0.05 to 30"),
+    (
+        "E061",
+        "HASH_KEY",
+        lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
+        "None (use SECRET_KEY) or a string of at least 32 characters",
+    ),
+    ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
+    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
+    ("E070", "MAX_REQUESTS_PER_CLIENT", _int_at_least(0), "an integer >= 0 (0: no cap)"),
+    ("E082", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
+    (
+        "E071",
+        "RATE_LIMIT",
+        lambda v: v is None or v == "" or parse_rate(v) is not None,
+        "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
+    ),
 ]
 
 
@@ -107,44 +115,44 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             )
     errors.extend(_check_workflow())
     errors.extend(_check_api_middleware())
-    errors.extend(_check_redis_url())
+    errors.extend(_check_client_key())
+    errors.extend(_check_backend())
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
         errors.append(
             Error(f"GUEST_HISTORY_DATABASE {alias!r} is not in DATABASES.", id="guest_queue.E022")
         )
     cache_alias = app_settings.CACHE_ALIAS
-    if app_settings.CACHE_ENABLED is True and cache_alias not in settings.CACHES:
+    uses_cache = app_settings.CACHE_ENABLED is True or bool(app_settings.RATE_LIMIT)
+    if uses_cache and cache_alias not in settings.CACHES:
         errors.append(
             Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
     return errors
 
 
-def _check_redis_url() -> list[CheckMessage]:
-    if app_settings.QUEUE_BACKEND != "redis":
-        return []
-    errors: list[CheckMessage] = []
-    url = app_settings.QUEUE_REDIS_URL
-    if not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
-        errors.append(
+def _errors(problems: Sequence[ConfigProblem]) -> list[CheckMessage]:
+    return [Error(p.message, hint=p.hint or None, id=f"guest_queue.{p.id}") for p in problems]
+
+
+def _check_backend() -> list[CheckMessage]:
+    """The backend is a short name or an Admission subclass; it checks its own options."""
+    name = app_settings.QUEUE_BACKEND
+    try:
+        backend = backend_class(name) if isinstance(name, str) else None
+    except (ImportError, TypeError) as exc:
+        backend, reason = None, f" ({exc})"
+    else:
+        reason = ""
+    if backend is None:
+        return [
             Error(
-                f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}.",
-                hint="GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
-                id="guest_queue.E033",
+                "GUEST_QUEUE_BACKEND must be 'local', 'redis' or the dotted path of an "
+                f"Admission subclass, not {name!r}{reason}.",
+                id="guest_queue.E032",
             )
-        )
-    lease, timeout = app_settings.QUEUE_LEASE_SEC, app_settings.QUEUE_REDIS_TIMEOUT_SEC
-    if _number(0)(lease) and _number(0)(timeout) and timeout * 3 >= lease:
-        errors.append(
-            Error(
-                f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third of "
-                f"GUEST_QUEUE_LEASE_SEC ({lease:g}).",
-                hint="Leases are renewed every third of the lease; a slower command loses them.",
-                id="guest_queue.E037",
-            )
-        )
-    return errors
+        ]
+    return _errors(backend.check(app_settings.backend_options()))
 
 
 def _check_api_middleware() -> list[CheckMessage]:
@@ -153,7 +161,7 @@ def _check_api_middleware() -> list[CheckMessage]:
         return [
             Error(
                 f"GUEST_API_MIDDLEWARE must be a list of dotted paths, not {paths!r}.",
-                id="guest_queue.E060",
+                id="guest_queue.E080",
             )
         ]
     errors: list[CheckMessage] = []
@@ -164,13 +172,35 @@ def _check_api_middleware() -> list[CheckMessage]:
             errors.append(
                 Error(
                     f"GUEST_API_MIDDLEWARE entry {path!r} cannot be imported: {exc}",
-                    id="guest_queue.E061",
+                    id="guest_queue.E081",
                 )
             )
     return errors
 
 
+def _check_client_key() -> list[CheckMessage]:
+    path = app_settings.CLIENT_KEY
+    if path is None or path == "":
+        return []
+    try:
+        function = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        return [
+            Error(f"GUEST_CLIENT_KEY {path!r} cannot be imported: {exc}", id="guest_queue.E072")
+        ]
+    if not callable(function):
+        return [
+            Error(
+                f"GUEST_CLIENT_KEY must be the dotted path of a function (request) -> str, "
+                f"not {path!r}.",
+                id="guest_queue.E072",
+            )
+        ]
+    return []
+
+
 def _check_workflow() -> list[CheckMessage]:
+    """The workflow imports, streams, and accepts GUEST_WORKFLOW_OPTIONS (which it checks)."""
     path = app_settings.WORKFLOW
     try:
         workflow_class = import_string(path)
@@ -178,7 +208,26 @@ def _check_workflow() -> list[CheckMessage]:
         return [Error(f"GUEST_WORKFLOW {path!r} cannot be imported: {exc}", id="guest_queue.E014")]
     if not callable(getattr(workflow_class, "stream", None)):
         return [Error(f"GUEST_WORKFLOW {path!r} has no stream() method.", id="guest_queue.E015")]
-    return []
+    options = app_settings.WORKFLOW_OPTIONS
+    if not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
+        return [
+            Error(
+                f"GUEST_WORKFLOW_OPTIONS must be a dict of keyword arguments, not {options!r}.",
+                id="guest_queue.E040",
+            )
+        ]
+    try:
+        inspect.signature(workflow_class).bind(**options)
+    except TypeError as exc:
+        return [
+            Error(
+                f"GUEST_WORKFLOW_OPTIONS does not fit {path}: {exc}.",
+                hint="Its keys are the keyword arguments of the workflow's constructor.",
+                id="guest_queue.E040",
+            )
+        ]
+    check = getattr(workflow_class, "check", None)
+    return _errors(check(options)) if callable(check) else []
 
 
 @register(Tags.compatibility)

@@ -11,9 +11,14 @@ from .core.config import DEFAULT_TIMEOUT_FALLBACK, QueueConfig
 DEFAULTS: dict[str, Any] = {
     "GUEST_MAX_CONCURRENT_REQUESTS": 3,
     "GUEST_MAX_QUEUE_SIZE": 50,
+    "GUEST_MAX_REQUESTS_PER_CLIENT": 3,
+    "GUEST_CLIENT_KEY": None,
+    "GUEST_RATE_LIMIT": None,
     "GUEST_REQUEST_TIMEOUT_SEC": 60,
     "GUEST_MAX_QUEUE_WAIT_SEC": None,
     "GUEST_WORKFLOW": "guest_queue.workflows.demo.DemoWorkflow",
+    #: Keyword arguments for the workflow's constructor (each workflow documents its own).
+    "GUEST_WORKFLOW_OPTIONS": {},
     "GUEST_HISTORY_LIMIT": 100,
     "GUEST_HISTORY_ENABLED": True,
     "GUEST_HISTORY_STORE_QUERY": True,
@@ -21,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_HISTORY_FLUSH_SEC": 0.5,
     "GUEST_HISTORY_BUFFER_SIZE": 10000,
     "GUEST_HISTORY_DATABASE": "default",
+    "GUEST_HISTORY_LOOKUP_TIMEOUT_SEC": 2,
+    "GUEST_HISTORY_FLUSH_TIMEOUT_SEC": 10,
     "GUEST_MAX_QUERY_CHARS": 2000,
     "GUEST_MAX_BODY_BYTES": 65536,
     "GUEST_SHUTDOWN_GRACE_SEC": 30,
@@ -45,16 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_TTL_SEC": 86400,
     "GUEST_CACHE_SIMILARITY": None,
     "GUEST_CACHE_LOCAL_SEC": 10,
-    "GUEST_OPENAI_BASE_URL": "https://api.openai.com/v1",
-    "GUEST_OPENAI_MODEL": "gpt-4o-mini",
-    "GUEST_OPENAI_API_KEY": "",
-    "GUEST_OPENAI_SYSTEM_PROMPT": "",
-    "GUEST_OPENAI_MAX_TOKENS": 512,
-    "GUEST_OPENAI_TEMPERATURE": 0.3,
-    "GUEST_OPENAI_CONNECT_TIMEOUT_SEC": 5,
-    "GUEST_OPENAI_READ_TIMEOUT_SEC": 30,
-    "GUEST_OPENAI_SUGGESTIONS": "none",
-    "GUEST_OPENAI_FIXED_SUGGESTIONS": [],
+    "GUEST_HASH_KEY": None,
 }
 
 
@@ -72,6 +70,7 @@ class GuestQueueSettings:
         return QueueConfig(
             max_concurrent=self.MAX_CONCURRENT_REQUESTS,
             max_queue_size=self.MAX_QUEUE_SIZE,
+            max_per_client=self.MAX_REQUESTS_PER_CLIENT,
             request_timeout_sec=float(self.REQUEST_TIMEOUT_SEC),
             max_queue_wait_sec=(
                 float(self.MAX_QUEUE_WAIT_SEC) if self.MAX_QUEUE_WAIT_SEC else None
@@ -86,11 +85,17 @@ class GuestQueueSettings:
                 float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
             ),
             backend=self.QUEUE_BACKEND,
-            redis_url=self.QUEUE_REDIS_URL,
-            redis_prefix=self.QUEUE_REDIS_PREFIX,
-            lease_sec=float(self.QUEUE_LEASE_SEC),
-            redis_timeout_sec=float(self.QUEUE_REDIS_TIMEOUT_SEC),
+            backend_options=self.backend_options(),
         )
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options only the queue backend reads (today: the shared queue's Redis)."""
+        return {
+            "url": self.QUEUE_REDIS_URL,
+            "prefix": self.QUEUE_REDIS_PREFIX,
+            "lease_sec": self.QUEUE_LEASE_SEC,
+            "timeout_sec": self.QUEUE_REDIS_TIMEOUT_SEC,
+        }
 
 
 app_settings = GuestQueueSettings()

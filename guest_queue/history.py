@@ -5,45 +5,45 @@ Requests never wait for it. Records are buffered in memory, written in batches
 table is pruned after each batch. While the database is down or locked the
 writer keeps a bounded buffer (oldest dropped first, counted), retries with
 backoff, logs once per outage, and catches up when the database is back.
+
+Every error is caught. A batch refused for its data (a NUL character on
+PostgreSQL, say) is written row by row: the rows it accepts go in, and a row
+refused ``MAX_ROW_TRIES`` times is dropped (logged, counted as ``rejected``)
+rather than blocking every row behind it. Writes run on daemon threads, so a
+database that hangs cannot keep the process from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import socket
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 
 from .conf import app_settings
 from .core.records import RequestRecord
+from .core.supervise import supervised
+from .hashing import QUERY, keyed_hash
+from .threads import in_daemon_thread
 
 logger = logging.getLogger("guest_queue")
 
 MAX_BACKOFF_SEC = 30.0
-FLUSH_TIMEOUT_SEC = 10.0
-
-
-def keyed_hash(text: str) -> str:
-    """HMAC-SHA-256 of ``text`` under the site's SECRET_KEY: comparable, not reversible."""
-    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()
+#: Times a row alone may be refused before it is dropped.
+MAX_ROW_TRIES = 3
+#: Errors about the rows themselves (bad data: a NUL character on PostgreSQL, say). Any
+#: other error (connection lost, table missing, a bug) keeps every row buffered for a retry.
+ROW_REFUSED = (DataError, IntegrityError, ValueError, TypeError)
 
 
 def _when(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-#: Name prefix of the writer's thread, which closes its connection after every batch.
-WRITER_THREAD = "guest-queue-history"
 
 
 class HistoryWriter:
@@ -56,13 +56,16 @@ class HistoryWriter:
         self.keep: int = app_settings.HISTORY_LIMIT
         self.store_query: bool = app_settings.HISTORY_STORE_QUERY
         self.database: str = app_settings.HISTORY_DATABASE
+        self.flush_timeout = float(app_settings.HISTORY_FLUSH_TIMEOUT_SEC)
         self.server = f"{socket.gethostname()}:{os.getpid()}"[:128]
         self.dropped = 0
+        self.rejected = 0
         self.written = 0
         self._buffer: deque[dict[str, Any]] = deque()
+        #: How often the database refused each row written alone, by request id.
+        self._tries: dict[uuid.UUID, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
         self._failing = False
         self._closed = False
 
@@ -71,7 +74,9 @@ class HistoryWriter:
         self._buffer.append(self.row(record))
         self._trim()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = asyncio.get_running_loop().create_task(
+                supervised("history writer", self._run)
+            )
         self._wake.set()
 
     def row(self, record: RequestRecord) -> dict[str, Any]:
@@ -80,7 +85,8 @@ class HistoryWriter:
             "request_id": uuid.UUID(record.request_id),
             "status": record.status.value,
             "error_code": (record.error_code or "")[:64],
-            "error_message": (record.error_message or "")[:500],
+            # The error text and the answer often restate the question: kept only with it.
+            "error_message": (record.error_message or "")[:500] if self.store_query else "",
             "cached": record.cached,
             "arrival_position": record.arrival_position,
             "created_at": _when(record.created_at),
@@ -90,8 +96,8 @@ class HistoryWriter:
             "processing_ms": record.processing_ms,
             "query": record.query if self.store_query else "",
             "query_length": len(record.query),
-            "query_hash": keyed_hash(record.query),
-            "answer_preview": record.answer_preview[:500],
+            "query_hash": keyed_hash(QUERY, record.query),
+            "answer_preview": record.answer_preview[:500] if self.store_query else "",
             "client_hash": record.client_hint or "",
             "server": self.server,
         }
@@ -102,12 +108,12 @@ class HistoryWriter:
 
     def _trim(self) -> None:
         while len(self._buffer) > self.buffer_limit:
-            self._buffer.popleft()
+            row = self._buffer.popleft()
+            self._tries.pop(row["request_id"], None)
             self.dropped += 1
 
     async def _run(self) -> None:
         backoff = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             if not self._buffer:
                 self._wake.clear()
@@ -116,12 +122,12 @@ class HistoryWriter:
                 await asyncio.sleep(self.interval)  # let a batch gather
             batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), 500))]
             try:
-                await loop.run_in_executor(self._executor, self._write, batch)
+                refused = await self._write_in_thread(batch)
             except asyncio.CancelledError:
                 # Closing: the batch goes back for close() to write (a duplicate is ignored).
                 self._buffer.extendleft(reversed(batch))
                 raise
-            except DatabaseError as exc:
+            except Exception as exc:
                 self._buffer.extendleft(reversed(batch))
                 self._trim()
                 if not self._failing:
@@ -129,28 +135,76 @@ class HistoryWriter:
                     self._failing = True
                 backoff = min(MAX_BACKOFF_SEC, backoff * 2 or 0.5)
                 await asyncio.sleep(backoff)
-            else:
-                if self._failing:
-                    logger.warning("Request history written again; %d dropped", self.dropped)
-                    self._failing = False
-                backoff = 0.0
+                continue
+            if self._failing:
+                logger.warning("Request history written again; %d dropped", self.dropped)
+                self._failing = False
+            backoff = 0.0
+            if refused:
+                self._retry_later(refused)
+                await asyncio.sleep(self.interval)
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        from .models import GuestRequest
-
-        db = self.database
-        try:
-            with transaction.atomic(using=db):
-                # ignore_conflicts: a batch retried after an unclear failure is never written twice.
-                GuestRequest.objects.using(db).bulk_create(
-                    [GuestRequest(**row) for row in rows], ignore_conflicts=True
+    def _retry_later(self, refused: list[dict[str, Any]]) -> None:
+        """Put refused rows back at the head, or drop those refused too often."""
+        kept = []
+        for row in refused:
+            rid = row["request_id"]
+            tries = self._tries.get(rid, 0) + 1
+            if tries >= MAX_ROW_TRIES:
+                self._tries.pop(rid, None)
+                self.rejected += 1
+                logger.error(
+                    "Request history: the database refused the row of request %s %d times; dropped",
+                    rid,
+                    tries,
                 )
-                GuestRequest.objects.using(db).prune(self.keep)
+            else:
+                self._tries[rid] = tries
+                kept.append(row)
+        self._buffer.extendleft(reversed(kept))
+
+    async def _write_in_thread(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write ``rows`` off the loop; the rows refused one by one come back."""
+        refused = await in_daemon_thread(lambda: self._write(rows), "guest-queue-history")
+        self.written += len(rows) - len(refused)
+        if self._tries:
+            refused_ids = {row["request_id"] for row in refused}
+            for row in rows:
+                if row["request_id"] not in refused_ids:
+                    self._tries.pop(row["request_id"], None)
+        return refused
+
+    def _write(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert the rows (one batch, else one by one); return those refused alone."""
+        try:
+            try:
+                self._insert(rows)
+                return []
+            except ROW_REFUSED:
+                if len(rows) == 1:
+                    return rows
+            refused = []
+            for row in rows:
+                try:
+                    self._insert([row])
+                except ROW_REFUSED:
+                    refused.append(row)
+            return refused
         finally:
             # One connection per batch (at most a few per second): nothing stale to recover
             # after an outage, no idle session held between batches, pooler-friendly.
-            connections[db].close()
-        self.written += len(rows)
+            connections[self.database].close()
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        from .models import GuestRequest
+
+        db = self.database
+        with transaction.atomic(using=db):
+            # ignore_conflicts: a batch retried after an unclear failure is never written twice.
+            GuestRequest.objects.using(db).bulk_create(
+                [GuestRequest(**row) for row in rows], ignore_conflicts=True
+            )
+            GuestRequest.objects.using(db).prune(self.keep)
 
     async def close(self) -> None:
         """Write what is buffered (bounded in time), then stop the writer and its thread."""
@@ -160,21 +214,20 @@ class HistoryWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(FLUSH_TIMEOUT_SEC):
+            async with asyncio.timeout(self.flush_timeout):
                 while self._buffer:
                     batch = list(self._buffer)
                     try:
-                        await loop.run_in_executor(self._executor, self._write, batch)
-                    except DatabaseError:
+                        refused = await self._write_in_thread(batch)
+                    except Exception:
                         await asyncio.sleep(0.5)
                         continue
                     self._buffer.clear()
+                    self._retry_later(refused)
         except TimeoutError:
             logger.error("Request history: %d rows not written at shutdown", len(self._buffer))
         self._closed = True
-        self._executor.shutdown(wait=False)
 
     def abandon(self) -> None:
         """Stop without writing: for a writer whose event loop is gone."""
@@ -183,5 +236,3 @@ class HistoryWriter:
         self._closed = True
         if self._buffer:
             logger.warning("Request history: %d rows abandoned", len(self._buffer))
-        # _write closes its connection after every batch: the thread holds nothing to close.
-        self._executor.shutdown(wait=False)

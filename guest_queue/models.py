@@ -6,14 +6,18 @@ from typing import Any
 
 from django.db import models
 
+from .core.records import Status
 
-class Status(models.TextChoices):
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    TIMEOUT = "timeout", "Timed out"
-    CANCELLED = "cancelled", "Cancelled"
-    QUEUED = "queued", "Queued"
-    PROCESSING = "processing", "Processing"
+#: The admin's labels of the core's statuses, in the order of the field's choices.
+STATUS_LABELS = {
+    Status.COMPLETED: "Completed",
+    Status.FAILED: "Failed",
+    Status.TIMEOUT: "Timed out",
+    Status.CANCELLED: "Cancelled",
+    Status.QUEUED: "Queued",
+    Status.PROCESSING: "Processing",
+}
+STATUS_CHOICES = [(status.value, label) for status, label in STATUS_LABELS.items()]
 
 
 class GuestRequestQuerySet(models.QuerySet["GuestRequest"]):
@@ -42,7 +46,7 @@ class GuestRequest(models.Model):
     """What happened to one guest request, written once when it ended."""
 
     request_id = models.UUIDField(unique=True)
-    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, db_index=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
     cached = models.BooleanField(default=False)

@@ -21,6 +21,10 @@ def ui_strings() -> dict[str, str]:
         "error": _("Something went wrong: %(message)s"),
         "connection": _("The connection was lost."),
         "busy": _("Many guests are asking right now. Retrying in %(seconds)s s…"),
+        "clientLimit": _(
+            "You already have several questions waiting for an answer. Retrying in %(seconds)s s…"
+        ),
+        "rateLimited": _("You are asking very often. Please wait %(seconds)s s…"),
         "retry": _("Try again"),
         "you": _("You"),
         "assistant": _("Assistant"),

@@ -23,17 +23,18 @@ from django.db import close_old_connections, reset_queries
 from django.db.backends.signals import connection_created
 from django.dispatch import Signal
 
-from .history import WRITER_THREAD
-
 BUILTIN_RECEIVERS = frozenset({reset_queries, close_old_connections, close_caches, reset_urlconf})
+#: The app's own threads that close their connection when done: the history writer
+#: (history.py) and the request-status lookups (history_lookup.py).
+SELF_CLOSING_THREADS = ("guest-queue-history", "guest-queue-lookup")
 
 _lock = threading.Lock()
 _connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _track(sender: Any, connection: Any, **kwargs: Any) -> None:
-    if threading.current_thread().name.startswith(WRITER_THREAD):
-        return  # the history writer closes its own connection after every batch
+    if threading.current_thread().name.startswith(SELF_CLOSING_THREADS):
+        return
     with _lock:
         _connections.add(connection)
 

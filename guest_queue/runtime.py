@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -14,7 +15,10 @@ from .answer_cache import DjangoAnswerCache
 from .conf import app_settings
 from .core.manager import QueueManager
 from .history import HistoryWriter
+from .site_lock import claim_local_queue
 from .workflows.base import Workflow
+
+logger = logging.getLogger("guest_queue")
 
 _lock = threading.Lock()
 _manager: QueueManager | None = None
@@ -27,13 +31,18 @@ _unclosed: set[HistoryWriter] = set()
 def build_workflow() -> Workflow:
     """Instantiate the configured workflow class (once per manager)."""
     workflow_class = import_string(app_settings.WORKFLOW)
-    workflow: Workflow = workflow_class()
+    workflow: Workflow = workflow_class(**app_settings.WORKFLOW_OPTIONS)
     return workflow
 
 
 def _build() -> tuple[QueueManager, HistoryWriter | None]:
     cache = DjangoAnswerCache() if app_settings.CACHE_ENABLED else None
     manager = QueueManager(app_settings.queue_config(), build_workflow(), cache=cache)
+    if manager.config.backend == "local":
+        warning = claim_local_queue()
+        if warning is not None:
+            logger.warning("%s", warning)
+            manager.add_warning(warning)
     history = None
     if app_settings.HISTORY_ENABLED:
         history = HistoryWriter()

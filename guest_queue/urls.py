@@ -10,5 +10,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("queue/status", views.queue_status, name="queue-status"),
     path("queue/request/<str:request_id>", views.request_status, name="request-status"),
     path("health", views.health, name="health"),
-    re_path(r"^(?P<path>.*)$", views.not_found, name="not-found"),
+    path("health/live", views.health_live, name="health-live"),
+    path("openapi.json", views.openapi, name="openapi"),
+    # [\s\S], not ".": a path may hold an encoded newline, which "." does not match.
+    re_path(r"^(?P<path>[\s\S]*)\Z", views.not_found, name="not-found"),
 ]

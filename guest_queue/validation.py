@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.http import HttpRequest
 
 from .conf import app_settings
+
+# Refused, not removed: C0/C1 controls other than tab and newline (terminal escapes,
+# NUL, carriage returns that forge log and CSV lines) and the bidi embeddings and
+# overrides U+202A-202E, U+2066-2069 (text that reads differently than it is stored,
+# "Trojan Source"). No person types them; silently removing them would hand the
+# workflow something other than what was sent, and the client would never know.
+FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class BadRequest(Exception):
@@ -40,8 +48,31 @@ def read_body(request: HttpRequest) -> bytes:
     return body
 
 
+def require_json(request: HttpRequest) -> None:
+    """Refuse a body that is not ``application/json`` (any parameters, any case) with 415.
+
+    ``text/plain`` and form bodies are "simple" requests that browsers send across
+    sites without a CORS preflight: accepting them would let any third-party page
+    make its visitors' browsers fill the queue. ``application/json`` needs a
+    preflight, which the site's CORS policy (none by default) refuses.
+    """
+    if not request.content_type and _bodiless(request):
+        return  # nothing to read: the caller says what is missing
+    # Django lower-cases the type and drops its parameters (``; charset=utf-8``).
+    if request.content_type != "application/json":
+        raise BadRequest(
+            415, "unsupported_media_type", "Send the request body as application/json."
+        )
+
+
+def _bodiless(request: HttpRequest) -> bool:
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    return declared.strip() == "0" and "HTTP_TRANSFER_ENCODING" not in request.META
+
+
 def parse_query(request: HttpRequest) -> str:
     """The guest's question from a JSON body ``{"query": "..."}``, validated."""
+    require_json(request)
     body = read_body(request)
     try:
         text = body.decode("utf-8")
@@ -58,16 +89,16 @@ def parse_query(request: HttpRequest) -> str:
     query = data["query"]
     if not isinstance(query, str):
         raise BadRequest(400, "invalid_query", 'The field "query" must be a string.')
+    if FORBIDDEN.search(query) or not _encodable(query):
+        raise BadRequest(
+            400, "invalid_query", "The query contains characters that are not allowed."
+        )
     query = query.strip()
     if not query:
         raise BadRequest(400, "empty_query", 'The field "query" must not be empty.')
     limit: int = app_settings.MAX_QUERY_CHARS
     if len(query) > limit:
         raise BadRequest(400, "query_too_long", f"The query exceeds {limit} characters.")
-    if "\x00" in query or not _encodable(query):
-        raise BadRequest(
-            400, "invalid_query", "The query contains characters that are not allowed."
-        )
     return query
 
 

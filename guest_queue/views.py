@@ -7,20 +7,23 @@ from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from .asgi import note_ticket
+from .clients import client_id
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
-from .core.errors import Refused
+from .core.errors import RateLimited, Refused
 from .core.manager import QueueManager
-from .history import keyed_hash
-from .models import GuestRequest
+from .history_lookup import HistoryUnavailable, find_in_history
+from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
 from .runtime import get_history, get_manager
+from .schema import openapi_json
 from .validation import BadRequest, parse_query
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -67,10 +70,15 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
 async def submit(request: HttpRequest) -> tuple[QueueManager, Ticket]:
     """Validate the question and hand it to the queue (``Refused`` if it is not accepted)."""
     query = parse_query(request)
-    # A keyed hash of the client's address: lets staff group requests, reveals no IP.
-    hint = keyed_hash(request.META.get("REMOTE_ADDR") or "")[:32]
+    # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
+    client = client_id(request)
     manager = get_manager()
-    return manager, await manager.submit(query, client_hint=hint)
+    wait = await over_rate(client)
+    if wait is not None:
+        raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
+    ticket = await manager.submit(query, client_hint=client)
+    note_ticket(manager, ticket)
+    return manager, ticket
 
 
 @allow("POST")
@@ -122,7 +130,11 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
 async def _status(manager: QueueManager) -> dict[str, Any]:
     history = get_history()
     status = await manager.shared_status()
-    return {**status, "history_dropped": history.dropped if history else 0}
+    return {
+        **status,
+        "history_dropped": history.dropped if history else 0,
+        "history_rejected": history.rejected if history else 0,
+    }
 
 
 @allow("GET")
@@ -142,13 +154,11 @@ async def request_status(request: HttpRequest, request_id: str) -> HttpResponseB
     history = get_history()
     if data is None and history is not None:
         try:
-            rows = GuestRequest.objects.using(history.database)
-            row = await rows.filter(request_id=canonical).afirst()
-        except DatabaseError:
+            data = await find_in_history(history.database, canonical)
+        except HistoryUnavailable:
             return json_error(
                 503, "history_unavailable", "Request history is unavailable.", retry_after=5
             )
-        data = row.as_status() if row is not None else None
     if data is None:
         return json_error(404, "not_found", "No such request (it may have expired).")
     return JsonResponse(data)
@@ -167,6 +177,7 @@ async def health(request: HttpRequest) -> HttpResponseBase:
             "queue": await _status(manager),
             "workflow": "available" if available else "unavailable",
             "queue_backend": {"name": manager.admission.name, "reachable": reachable},
+            "warnings": manager.warnings,
         },
         status=200 if healthy else 503,
     )
@@ -175,6 +186,24 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     return response
 
 
+@allow("GET")
+async def health_live(request: HttpRequest) -> HttpResponseBase:
+    """Liveness: this process and its event loop answer, whatever the workflow's state.
+
+    Touches neither the workflow nor the queue backend: a model or Redis outage
+    must make the readiness probe (``health``) fail, never get the process restarted.
+    """
+    return JsonResponse({"status": "ok"})
+
+
+@allow("GET")
+async def openapi(request: HttpRequest) -> HttpResponseBase:
+    """The OpenAPI 3.1 document of this API."""
+    prefix = reverse("guest_queue:openapi")[: -len("openapi.json")]
+    return HttpResponse(openapi_json(prefix), content_type="application/json")
+
+
+@csrf_exempt
 async def not_found(request: HttpRequest, path: str = "") -> HttpResponseBase:
-    """Unknown paths under the API answer in JSON too."""
+    """Unknown paths under the API answer in JSON too, whatever the method."""
     return json_error(404, "not_found", "No such endpoint.")

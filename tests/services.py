@@ -26,6 +26,16 @@ def redis_url() -> str:
     return url
 
 
+def database_url() -> str:
+    """``GUEST_TEST_DATABASE_URL`` (PostgreSQL); skips the test when it is unset (fails in CI)."""
+    url = os.environ.get("GUEST_TEST_DATABASE_URL")
+    if not url:
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_DATABASE_URL is required here but not set")
+        pytest.skip("This test needs a real PostgreSQL: set GUEST_TEST_DATABASE_URL (CI sets it)")
+    return url
+
+
 async def delete_prefix(url: str, prefix: str) -> None:
     """Remove every key of one queue (the tests' keys live under their own prefix)."""
     client = aioredis.Redis.from_url(url)

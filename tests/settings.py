@@ -11,6 +11,8 @@ from guest_queue.conf import DEFAULTS
 
 # Start from the documented defaults, whatever the shell or a .env file says.
 globals().update(DEFAULTS)
+# Not a "django-insecure-" key: a shell with DEBUG=false must not stop the tests (genestory.E001).
+SECRET_KEY = "tests-only-" + "k" * 50
 GUEST_WORKFLOW = "tests.scripted.ScriptedWorkflow"
 # Most tests repeat the same scripted questions and expect the workflow to run each
 # time; the answer-cache tests turn the cache on (its documented default) themselves.

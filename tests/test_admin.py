@@ -107,6 +107,19 @@ def test_csv_export_of_selected_rows(admin_client: Client) -> None:
     assert table[0]["wait_ms"] == "100"
 
 
+def test_csv_export_carries_no_control_or_bidi_characters(admin_client: Client) -> None:
+    # Guests' questions are refused with them (test_api); a workflow's answer or error
+    # text can still hold them: they must not forge lines or reorder text in the export.
+    row = make(
+        error_message="failed\r\n=evil,row\x1b[31m",
+        answer_preview="ok \u202egnp.exe\u2069 \x85done",
+    )
+    response = admin_client.post(LIST, {"action": "export_csv", "_selected_action": [row.pk]})
+    (record,) = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert record["error_message"] == "failed\ufffd\n=evil,row\ufffd[31m"
+    assert record["answer_preview"] == "ok \ufffdgnp.exe\ufffd \ufffddone"
+
+
 def test_queryset_state_filters() -> None:
     done = make()
     hit = make(cached=True)
@@ -116,3 +129,10 @@ def test_queryset_state_filters() -> None:
     assert set(GuestRequest.objects.cached()) == {hit}
     assert set(GuestRequest.objects.unsuccessful()) == {failed, timed_out}
     assert GuestRequest.objects.newest_first().first() == timed_out
+
+
+def test_every_status_of_the_queue_is_a_choice_of_the_history() -> None:
+    from guest_queue.core.records import Status
+
+    field = GuestRequest._meta.get_field("status")
+    assert {value for value, _ in field.choices or []} == {s.value for s in Status}

@@ -173,3 +173,15 @@ async def test_a_cached_answer_goes_out_in_one_write(
     names = [event["event"] for event in parse_sse(b"".join(parts))]
     assert names == ["queued", "processing", "answer_chunk", "workflow_complete"]
     assert len(parts) == 1
+
+
+def test_storage_keys_are_keyed_hashes_of_the_question() -> None:
+    import hashlib
+
+    key = question_key("What is my BRCA1 result?")
+    stored = DjangoAnswerCache.storage_key(key)
+    # Not an unkeyed hash: whoever reads the cache cannot confirm a guessed question.
+    assert hashlib.sha256(key.encode()).hexdigest() not in stored
+    with override_settings(GUEST_HASH_KEY="another key for the keyed hashes, 48 chars long"):
+        assert DjangoAnswerCache.storage_key(key) != stored
+    assert DjangoAnswerCache.storage_key(key) == stored

@@ -98,9 +98,78 @@ async def test_wrong_method_is_a_json_405(async_client: AsyncClient, method: str
     assert response["Allow"] in ("GET", "POST")
 
 
-async def test_unknown_api_path_is_a_json_404(async_client: AsyncClient) -> None:
-    response = await async_client.get("/api/v1/guest/nope")
+@pytest.mark.parametrize(
+    "char",
+    [
+        *map(chr, [0x00, 0x01, 0x07, 0x08, 0x0B, 0x0C, 0x0D, 0x1B, 0x1C, 0x1F, 0x7F]),
+        *map(chr, [0x80, 0x85, 0x9B, 0x9F]),  # C1, including NEL and CSI
+        *map(chr, [0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]),
+    ],
+)
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+async def test_control_and_bidi_override_characters_are_refused(
+    async_client: AsyncClient, char: str, where: str
+) -> None:
+    text = {"start": char + "what is dna", "middle": f"what {char}is dna", "end": "dna" + char}
+    response = await post(async_client, SIMPLE, {"query": "echo: " + text[where]})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_query"
+    # Refused, not cleaned: nothing reached the workflow, the history or its CSV export.
+    assert get_manager().stats.total == 0
+
+
+async def test_tabs_and_newlines_are_allowed(async_client: AsyncClient) -> None:
+    response = await post(async_client, SIMPLE, {"query": "echo: line one\n\tline two"})
+    assert response.status_code == 200
+    assert response.json()["answer"] == "line one\n\tline two"
+
+
+@pytest.mark.parametrize("url", [CHAT, SIMPLE])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        "application/json-patch+json",
+        "text/json",
+        "",
+    ],
+)
+async def test_a_post_body_must_be_json(
+    async_client: AsyncClient, url: str, content_type: str
+) -> None:
+    # text/plain and forms need no CORS preflight: a third-party page could post these.
+    body = json.dumps({"query": "chunks=1"}).encode()
+    response = await async_client.generic("POST", url, body, content_type=content_type)
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert get_manager().stats.total == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON;Charset=UTF-8"],
+)
+async def test_json_with_or_without_a_charset_is_accepted(
+    async_client: AsyncClient, content_type: str
+) -> None:
+    body = json.dumps({"query": "chunks=1"}).encode()
+    response = await async_client.generic("POST", SIMPLE, body, content_type=content_type)
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("path", ["nope", "%0A", "chat%0A", "x/%0D%0Ay", "%E2%80%AE"])
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+async def test_unknown_api_path_is_a_json_404(method: str, path: str) -> None:
+    # A client that enforces CSRF as a browser's request would meet it: no HTML 403.
+    client = AsyncClient(enforce_csrf_checks=True)
+    response = await getattr(client, method)(f"/api/v1/guest/{path}", content_type="text/plain")
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": "No such endpoint.", "code": "not_found"}
 
 
@@ -165,7 +234,7 @@ async def test_full_queue_is_a_429_with_retry_after(async_client: AsyncClient) -
     assert int(refused["Retry-After"]) >= 1
     await asyncio.gather(read_stream(running), read_stream(waiting))
     status = get_manager().status()
-    assert status["rejected_requests"] == 1
+    assert status["rejected_requests"] == status["rejected_queue_full"] == 1
     assert status["total_requests"] == 2 and status["completed_requests"] == 2
 
 
@@ -176,8 +245,10 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
     assert set(body) == {
         "queue_size", "active_requests", "max_concurrent_requests", "max_queue_size",
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
-        "timeout_requests", "cancelled_requests", "rejected_requests", "cache_hits",
+        "timeout_requests", "cancelled_requests", "rejected_requests", "rejected_queue_full",
+        "rejected_client_limit", "rejected_rate_limited", "max_requests_per_client", "cache_hits",
         "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
+        "history_rejected",
         "backend",
     }  # fmt: skip
     assert body["backend"] == "local"

@@ -94,7 +94,7 @@ async def test_disconnect_while_processing_frees_the_slot_for_the_next() -> None
     await settle(lambda: manager.status()["active_requests"] == 0)
     status = manager.status()
     assert status["cancelled_requests"] == 1 and status["completed_requests"] == 1
-    assert not manager._workflow_tasks
+    assert not manager.stopper.workflow_tasks
 
 
 @override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1)
@@ -123,10 +123,10 @@ async def test_lifespan_starts_and_drains_the_queue() -> None:
     await lifespan.send_input({"type": "lifespan.startup"})
     assert (await lifespan.receive_output(5))["type"] == "lifespan.startup.complete"
     manager = get_manager()
-    assert manager.loop is asyncio.get_running_loop() and manager._background
+    assert manager.loop is asyncio.get_running_loop() and manager.stopper.background
     await lifespan.send_input({"type": "lifespan.shutdown"})
     assert (await lifespan.receive_output(5))["type"] == "lifespan.shutdown.complete"
-    assert manager.accepting is False and not manager._background
+    assert manager.accepting is False and not manager.stopper.background
 
 
 @override_settings(GUEST_WORKFLOW="no.such.Workflow")
@@ -140,7 +140,10 @@ async def test_lifespan_reports_a_failed_startup() -> None:
     assert "no.such.Workflow" in message["message"] or "No module named" in message["message"]
 
 
-@override_settings(GUEST_MAX_CONCURRENT_REQUESTS=1, GUEST_SYNC_THREADS=2)
+# Thirty guests from one test address: no per-client cap here.
+@override_settings(
+    GUEST_MAX_CONCURRENT_REQUESTS=1, GUEST_SYNC_THREADS=2, GUEST_MAX_REQUESTS_PER_CLIENT=0
+)
 async def test_waiting_guests_hold_no_threads() -> None:
     import threading
 

@@ -43,7 +43,7 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
-        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E062"),
+        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E082"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
@@ -52,15 +52,40 @@ def test_defaults_pass() -> None:
         (
             "GUEST_API_MIDDLEWARE",
             "guest_queue.middleware.APISecurityMiddleware",
-            "guest_queue.E060",
+            "guest_queue.E080",
         ),
-        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E061"),
+        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E081"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
+        ("GUEST_HASH_KEY", "short", "guest_queue.E061"),
+        ("GUEST_HASH_KEY", 12345678901234567890123456789012345, "guest_queue.E061"),
         ("GUEST_WORKFLOW", "guest_queue.conf.GuestQueueSettings", "guest_queue.E015"),
+        ("GUEST_WORKFLOW_OPTIONS", {"speed": 2}, "guest_queue.E040"),
+        ("GUEST_WORKFLOW_OPTIONS", ["token_delay"], "guest_queue.E040"),
+        ("GUEST_QUEUE_BACKEND", "guest_queue.core.records.Status", "guest_queue.E032"),
     ],
 )
 def test_invalid_setting_is_a_check_error(setting: str, value: Any, check_id: str) -> None:
     assert check_ids(**{setting: value}) == {check_id}
+
+
+@pytest.mark.parametrize(
+    ("options", "check_id"),
+    [
+        ({"suggestions": "always"}, "guest_queue.E023"),
+        ({"max_tokens": 0}, "guest_queue.E024"),
+        ({"temperature": 3}, "guest_queue.E025"),
+        ({"connect_timeout_sec": 0}, "guest_queue.E026"),
+        ({"read_timeout_sec": "slow"}, "guest_queue.E027"),
+    ],
+)
+def test_the_openai_workflow_checks_its_options(options: dict[str, Any], check_id: str) -> None:
+    openai = "guest_queue.workflows.openai.OpenAIChatWorkflow"
+    assert check_ids(GUEST_WORKFLOW=openai, GUEST_WORKFLOW_OPTIONS=options) == {check_id}
+
+
+def test_a_backend_by_dotted_path_passes() -> None:
+    local = "guest_queue.core.backends.local.LocalAdmission"
+    assert check_ids(GUEST_QUEUE_BACKEND=local) == set()
 
 
 def test_a_redis_queue_with_a_redis_url_passes() -> None:
@@ -97,9 +122,54 @@ def test_bad_environment_value_fails_the_start_up_check_not_the_import() -> None
     assert "Traceback" not in result.stderr
 
 
-def test_every_setting_can_come_from_the_environment() -> None:
+def sample(default: Any) -> tuple[str, Any]:
+    """An environment value unlike ``default``, and what the setting should become."""
+    if isinstance(default, bool):
+        return str(not default).lower(), not default
+    if isinstance(default, int | float):
+        return str(default + 1), default + 1
+    if default is None:
+        return "7", 7
+    if isinstance(default, dict):
+        return '{"a": 1}', {"a": 1}
+    if isinstance(default, list):
+        return '["a.B", "c.D"]', ["a.B", "c.D"]
+    return "from the environment", "from the environment"
+
+
+def test_every_setting_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genestory.settings import guest_queue_settings
     from guest_queue.conf import DEFAULTS
 
-    project_settings = (ROOT / "genestory" / "settings.py").read_text()
-    missing = [name for name in DEFAULTS if f'"{name}"' not in project_settings]
-    assert missing == []
+    expected = {}
+    for name, default in DEFAULTS.items():
+        text, expected[name] = sample(default)
+        monkeypatch.setenv(name, text)
+    expected["GUEST_HASH_KEY"] = "7"  # a key made of digits is still text
+    assert guest_queue_settings() == expected
+
+
+def test_the_openai_variables_become_the_workflow_options() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
+        "DJANGO_SETTINGS_MODULE": "genestory.settings",
+        "GUEST_WORKFLOW": "guest_queue.workflows.openai.OpenAIChatWorkflow",
+        "GUEST_OPENAI_MODEL": "m",
+        "GUEST_OPENAI_MAX_TOKENS": "0",
+        "GUEST_OPENAI_FIXED_SUGGESTIONS": "One, two?|Three?",
+    }
+    code = "from django.conf import settings; print(settings.GUEST_WORKFLOW_OPTIONS)"
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip() == (
+        "{'model': 'm', 'max_tokens': 0, 'fixed_suggestions': ['One, two?', 'Three?']}"
+    )
+    check = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "guest_queue.E024" in check.stderr

@@ -6,6 +6,8 @@ Runs on SQLite always and on PostgreSQL when GUEST_TEST_DATABASE_URL is set.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import sqlite3
 import uuid
@@ -69,18 +71,21 @@ def rows(alias: str) -> list[GuestRequest]:
         connections[alias].close()
 
 
-async def wait_for_rows(alias: str, count: int, timeout: float = 10) -> list[GuestRequest]:
+async def wait_for_rows(
+    alias: str, count: int, timeout: float = 10, *, last: str | None = None
+) -> list[GuestRequest]:
+    """``count`` rows (the newest being request ``last``, when given: batches land one by one)."""
     async with asyncio.timeout(timeout):
         while True:
             found = await sync_to_async(rows)(alias)
-            if len(found) == count:
+            if len(found) == count and (last is None or str(found[-1].request_id) == last):
                 return found
             await asyncio.sleep(0.05)
 
 
 async def test_150_requests_leave_the_100_newest_rows(alias: str) -> None:
     ids = await ask(150)
-    stored = await wait_for_rows(alias, 100)
+    stored = await wait_for_rows(alias, 100, last=ids[-1])
     assert [str(r.request_id) for r in stored] == ids[50:]
     row = stored[-1]
     assert row.status == "completed" and row.answer_preview == "chunk0 "
@@ -118,8 +123,45 @@ async def test_failed_and_timed_out_requests_are_recorded(alias: str) -> None:
 async def test_questions_can_be_kept_out_of_the_database(alias: str) -> None:
     await restart()
     await ask(1, "chunks=1 my private health question")
-    (row,) = await wait_for_rows(alias, 1)
-    assert row.query == "" and row.query_length == 35 and len(row.query_hash) == 64
+    await ask(1, "echo: my private health question")
+    await ask(1, "fail=workflow_error my private health question")
+    stored = await wait_for_rows(alias, 3)
+    assert stored[0].query == "" and stored[0].query_length == 35
+    assert len(stored[0].query_hash) == 64
+    # The answer and the error text often restate the question: neither is kept either.
+    assert [r.status for r in stored] == ["completed", "completed", "failed"]
+    assert [(r.answer_preview, r.error_message) for r in stored] == [("", "")] * 3
+    assert stored[2].error_code == "workflow_error"
+
+
+async def test_answer_preview_and_error_text_are_kept_by_default(alias: str) -> None:
+    await ask(1, "echo: what is genestory")
+    await ask(1, "fail=workflow_error")
+    stored = await wait_for_rows(alias, 2)
+    assert "what is genestory" in stored[0].answer_preview
+    assert stored[1].error_message == "The scripted workflow failed."
+
+
+async def test_hashes_are_salted_hmacs_not_keyed_by_the_raw_secret(alias: str) -> None:
+    from django.conf import settings
+    from django.utils.crypto import salted_hmac
+
+    await ask(1, "chunks=1 same question")
+    await restart()  # flushes: changing a setting replaces the manager
+    with override_settings(GUEST_HASH_KEY="a separate key for the keyed hashes, 48 chars long"):
+        await ask(1, "chunks=1 same question")
+        await restart()
+    first, second = await wait_for_rows(alias, 2)
+    raw = hmac.new(settings.SECRET_KEY.encode(), b"chunks=1 same question", hashlib.sha256)
+    assert first.query_hash != raw.hexdigest()
+    assert (
+        first.query_hash
+        == salted_hmac(
+            "guest_queue.history.query", "chunks=1 same question", algorithm="sha256"
+        ).hexdigest()
+    )
+    # GUEST_HASH_KEY separates the hashes from SECRET_KEY: another key, another hash.
+    assert second.query_hash != first.query_hash and len(second.query_hash) == 64
 
 
 @contextmanager
@@ -203,3 +245,40 @@ def test_prune_is_a_single_delete_statement(alias: str) -> None:
     assert deleted == 20 and len(statements) == 1
     assert statements[0].startswith("DELETE") and "LIMIT 1 OFFSET 9" in statements[0]
     assert GuestRequest.objects.using(alias).count() == 10
+
+
+async def test_a_row_the_database_always_refuses_is_dropped_not_blocking(alias: str) -> None:
+    if alias != "postgres":
+        pytest.skip("SQLite stores a NUL character; PostgreSQL refuses it")
+    poison = (await ask(1, "chunks=1 a\x00b"))[0]
+    ids = await ask(3)
+    stored = await wait_for_rows(alias, 3)
+    assert sorted(str(r.request_id) for r in stored) == sorted(ids)
+    async with asyncio.timeout(10):
+        while (await asgi_get("/api/v1/guest/queue/status"))[1]["history_rejected"] != 1:
+            await asyncio.sleep(0.05)
+    history = get_history()
+    assert history is not None and history.pending == 0
+    assert poison not in {str(r.request_id) for r in await sync_to_async(rows)(alias)}
+
+
+async def test_an_interface_error_does_not_stop_the_writer(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import InterfaceError
+    from django.db.models.query import QuerySet
+
+    real = QuerySet.bulk_create
+    failures = [InterfaceError("connection already closed")]
+
+    def flaky(self: QuerySet[GuestRequest], *args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(QuerySet, "bulk_create", flaky)
+    first = await ask(2)
+    await asyncio.sleep(0.3)
+    later = await ask(2)
+    stored = await wait_for_rows(alias, 4)
+    assert sorted(str(r.request_id) for r in stored) == sorted(first + later)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis
 from django.test import AsyncClient, override_settings
 
 from guest_queue.runtime import get_manager
 
-from .services import closed_port, delete_prefix, redis_url
+from .services import PrivateRedis, closed_port, delete_prefix, redis_url
 from .test_api import CHAT, SIMPLE, post
 
 
@@ -64,3 +66,32 @@ async def test_unreachable_redis_is_a_json_503_with_retry_after(
     assert health.json()["queue_backend"] == {"name": "redis", "reachable": False}
     status = (await async_client.get("/api/v1/guest/queue/status")).json()
     assert status["queue_reachable"] is False and status["rejected_requests"] == 2
+
+
+async def test_health_shows_an_eviction_policy_that_could_drop_the_queue(
+    async_client: AsyncClient, private_redis: PrivateRedis
+) -> None:
+    client = redis.Redis.from_url(private_redis.url)
+    client.config_set("maxmemory", "100mb")
+    client.config_set("maxmemory-policy", "allkeys-lfu")
+    client.close()
+    with override_settings(
+        GUEST_QUEUE_BACKEND="redis",
+        GUEST_QUEUE_REDIS_URL=private_redis.url,
+        GUEST_SHUTDOWN_GRACE_SEC=0,
+    ):
+        try:
+            get_manager().start()
+            await asyncio.sleep(0.3)
+            body = (await async_client.get("/api/v1/guest/health")).json()
+        finally:
+            await get_manager().close()
+    assert body["status"] == "ok"
+    (warning,) = body["warnings"]
+    assert "allkeys-lfu" in warning and "noeviction" in warning
+
+
+@pytest.mark.usefixtures("shared_queue")
+async def test_health_has_no_warnings_on_a_dedicated_redis(async_client: AsyncClient) -> None:
+    body = (await async_client.get("/api/v1/guest/health")).json()
+    assert body["warnings"] == []

@@ -1,7 +1,10 @@
-"""The queue core: plain asyncio, no Django.
+"""The queue core: plain asyncio, no Django (``.importlinter`` holds the contract).
 
-``manager`` admits requests through a backend (``backends.local`` in this
-process, ``backends.redis`` shared across processes), runs the workflow
-(``runner``) and streams its events (``stream``); ``answers`` holds the answer
-cache and single flight (one workflow run shared by identical questions).
+``manager.QueueManager`` accepts requests and is composed of narrow parts: a
+backend from ``backends`` holds the line and the slots (``local`` in this
+process, ``redis`` shared across processes, both behind ``backends.base.Admission``),
+``reporting`` answers what the queue knows, ``stopping`` owns its tasks and the
+drain, and ``answers`` reuses answers (the answer cache and single flight).
+``stream`` drives one request's events through the ``StreamHost`` protocol,
+``runner`` runs the workflow, and ``endings.Ending`` is how any request ends.
 """

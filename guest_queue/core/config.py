@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_TIMEOUT_FALLBACK = (
     "Sorry, this answer is taking longer than expected. Please try again in a moment."
@@ -13,6 +15,8 @@ DEFAULT_TIMEOUT_FALLBACK = (
 class QueueConfig:
     max_concurrent: int = 3
     max_queue_size: int = 50
+    #: Requests one client may have open at once (waiting, processing, following); 0: no cap.
+    max_per_client: int = 3
     request_timeout_sec: float = 60.0
     max_queue_wait_sec: float | None = None
     heartbeat_sec: float = 15.0
@@ -25,12 +29,17 @@ class QueueConfig:
     timeout_fallback: str = DEFAULT_TIMEOUT_FALLBACK
     #: Token-set similarity at which a question counts as already answered; None: exact only.
     cache_similarity: float | None = None
-    #: Where the queue lives: "local" (this process) or "redis" (shared by every process).
+    #: Where the queue lives: "local" (this process), "redis" (shared by every process)
+    #: or the dotted path of an ``Admission`` subclass.
     backend: str = "local"
-    redis_url: str = ""
-    #: Prefix of the shared queue's Redis keys: one queue per prefix.
-    redis_prefix: str = "guest_queue"
-    #: Seconds a process's slots and places outlive it (renewed every third of this).
-    lease_sec: float = 5.0
-    #: Seconds any one Redis command may take before Redis counts as unreachable.
-    redis_timeout_sec: float = 1.0
+    #: Options only the backend reads (the Redis backend: ``RedisOptions``' fields).
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """A bad option a backend or a workflow reports; the app turns it into a system check."""
+
+    id: str
+    message: str
+    hint: str = ""

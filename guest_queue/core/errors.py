@@ -22,6 +22,20 @@ class QueueFull(Refused):
     status_code = 429
 
 
+class ClientLimited(Refused):
+    """The client already has as many requests open as it may."""
+
+    code = "client_limit"
+    status_code = 429
+
+
+class RateLimited(Refused):
+    """The client asked more often than the rate limit allows."""
+
+    code = "rate_limited"
+    status_code = 429
+
+
 class NotAccepting(Refused):
     code = "shutting_down"
     status_code = 503

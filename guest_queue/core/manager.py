@@ -1,13 +1,17 @@
-"""The queue manager: accepts requests, admits them in order and drives their streams."""
+"""The queue manager: accepts requests, admits them in order and drives their streams.
+
+It is composed of narrow parts: the backend (``admission``) holds the line and
+the slots, ``reporter`` answers what the queue knows, ``stopper`` owns the
+tasks and the drain, ``sharing`` the answer cache and single flight.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..workflows.base import Workflow, WorkflowRequest
@@ -15,23 +19,26 @@ from . import events as ev
 from .answers.cache import AnswerCache
 from .answers.sharing import AnswerSharing, serve_from
 from .availability import AvailabilityProbe
-from .backends.base import Admission, Ticket
-from .backends.local import LocalAdmission
+from .backends import backend_class
+from .backends.base import Ticket
 from .config import QueueConfig
-from .errors import NotAccepting, QueueFull, Refused, Unavailable
+from .endings import Ending
+from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
+from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
-from .reporting import QueueReporting
+from .reporting import QueueReporter
 from .runner import Channel, run_workflow
 from .stats import QueueStats
-from .stopping import QueueStopping
+from .stopping import QueueStopper
 from .stream import DISCONNECTED, RequestStream
+from .supervise import supervised
 
 logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
 
 
-class QueueManager(QueueReporting, QueueStopping):
+class QueueManager:
     """One process's queue: a fixed number of slots in front of one workflow."""
 
     def __init__(
@@ -39,46 +46,52 @@ class QueueManager(QueueReporting, QueueStopping):
     ) -> None:
         self.config = config
         self.workflow = workflow
-        self.admission = self._build_admission()
         self.stats = QueueStats()
         self.recent = RecentRequests(config.history_limit)
-        self.accepting = True
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._tickets: dict[str, Ticket] = {}
-        #: Accepted tickets outside the admission queue: cache replays and followers.
-        self._detached: set[Ticket] = set()
+        self.live = LiveTickets()
+        backend = backend_class(config.backend)
+        self.admission = backend.create(config, on_lost=self._lost, snapshot=self._snapshot)
+        self.stopper = QueueStopper(config, self.admission, self.live, self.end)
+        self.reporter = QueueReporter(
+            config, self.admission, self.stats, self.recent, self.live, lambda: self.accepting
+        )
         self.sharing = (
-            AnswerSharing(cache, config.cache_similarity, self._spawn)
+            AnswerSharing(cache, config.cache_similarity, self.stopper.spawn, config.max_queue_size)
             if cache is not None
             else None
         )
         self._listeners: list[Listener] = []
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._background: set[asyncio.Task[Any]] = set()
-        self._workflow_tasks: set[asyncio.Task[None]] = set()
+        self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
-        self._drain: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the queue runs on, once started."""
+        return self.stopper.loop
+
+    @property
+    def accepting(self) -> bool:
+        """False once the drain has begun."""
+        return self.stopper.accepting
+
     def start(self) -> None:
         """Start the background tasks on the running loop (idempotent)."""
-        if self.loop is not None:
+        if self.stopper.loop is not None:
             return
-        self.loop = asyncio.get_running_loop()
-        self._spawn(self.admission.run())
-        self._spawn(self._release_unclaimed())
+        self.stopper.loop = asyncio.get_running_loop()
+        self.stopper.spawn(supervised("queue admission", self.admission.run))
+        self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
 
-    def _build_admission(self) -> Admission:
-        config = self.config
-        if config.backend == "redis":
-            from .backends.redis import RedisAdmission
+    @property
+    def warnings(self) -> list[str]:
+        """Problems of the set-up found at start-up (Redis eviction, several local queues)."""
+        return [*self.admission.warnings, *self._warnings]
 
-            return RedisAdmission(config, on_lost=self._lost, snapshot=self._snapshot)
-        return LocalAdmission(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
-        )
+    def add_warning(self, warning: str) -> None:
+        """Report a set-up problem in ``warnings`` (the caller logs it)."""
+        self._warnings.append(warning)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with each request's record once it reaches its final status."""
@@ -86,50 +99,125 @@ class QueueManager(QueueReporting, QueueStopping):
 
     def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Await ``closer`` in ``close()``, after the drain (to flush what listeners kept)."""
-        self._closers.append(closer)
+        self.stopper.add_closer(closer)
+
+    def begin_drain(self) -> None:
+        """Start draining (idempotent); safe to call from any thread or a signal handler."""
+        self.stopper.begin_drain()
+
+    async def drain(self) -> None:
+        """Stop accepting, end waiting streams and give processing ones the grace period."""
+        await self.stopper.drain()
+
+    async def close(self) -> None:
+        """Drain, then stop every task the manager owns."""
+        await self.stopper.close()
+
+    # -- what the queue reports ---------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures of this process."""
+        return self.reporter.status()
+
+    async def shared_status(self) -> dict[str, Any]:
+        """The ``queue/status`` figures of the whole queue, however many processes share it."""
+        return await self.reporter.shared_status()
+
+    async def find(self, request_id: str) -> dict[str, Any] | None:
+        """What the queue knows of a request, here or in another process sharing the queue."""
+        return await self.reporter.find(request_id)
+
+    def lookup(self, request_id: str) -> dict[str, Any] | None:
+        """What this process remembers of a request."""
+        return self.reporter.lookup(request_id)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return self.reporter.snapshot()
 
     # -- admission --------------------------------------------------------------
 
     async def submit(self, query: str, *, client_hint: str | None = None) -> Ticket:
-        """Accept a request or raise a ``Refused`` subclass saying why not."""
+        """Accept a request or raise a ``Refused`` subclass saying why not.
+
+        ``client_hint`` is the opaque id of the client asking: its open requests
+        (waiting, processing, following a leader or replaying a cached answer)
+        are capped at ``max_per_client``.
+        """
         self.start()
         if not self.accepting:
-            self.stats.rejected += 1
-            raise NotAccepting("The server is restarting; please try again.", 5)
+            raise self.refuse(NotAccepting("The server is restarting; please try again.", 5))
         record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
         ticket = Ticket(record)
-        if self.sharing is not None:
-            key, hit = await self.sharing.find(query)
-            if hit is not None:
-                serve_from(ticket, hit)
-                return self._accept(ticket, detached=True)
-            if self.accepting and self.sharing.follow(ticket, key):
-                return self._accept(ticket, detached=True)
-        if not await self.is_available():
-            self.stats.rejected += 1
-            raise Unavailable(
-                "The assistant is temporarily unavailable.",
-                math.ceil(self.config.availability_cache_sec) or 1,
-            )
+        # Cheap first look (local queue only): a flooding client costs no cache lookup.
+        held, cap = self.admission.client_count(ticket.client), self.config.max_per_client
+        if cap > 0 and held is not None and held >= cap:
+            raise self.refuse(self.client_limited())
         try:
-            entered = self.accepting and await self.admission.enter(ticket)
-        except Refused:
-            self.stats.rejected += 1
-            raise
-        if not entered:
-            self.stats.rejected += 1
-            raise QueueFull(
-                "Too many guests are asking right now; please try again shortly.",
-                self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
-            )
+            if self.sharing is not None:
+                detached = await self._share(ticket, query)
+                if detached:
+                    return self._accept(ticket, detached=True)
+            if not await self.is_available():
+                raise Unavailable(
+                    "The assistant is temporarily unavailable.",
+                    math.ceil(self.config.availability_cache_sec) or 1,
+                )
+            refusal = await self.admission.enter(ticket) if self.accepting else "shutting_down"
+        except Refused as exc:
+            self.admission.leave(ticket)  # Gives back a hold taken for it (idempotent).
+            raise self.refuse(exc) from None
+        if refusal is not None:
+            self.admission.leave(ticket)
+            raise self.refuse(self._refusal(refusal))
         self._lead(ticket)
         return self._accept(ticket, detached=False)
 
+    async def _share(self, ticket: Ticket, query: str) -> bool:
+        """Answer from the cache or follow an identical question; False: it must queue."""
+        assert self.sharing is not None
+        key, hit = await self.sharing.find(query)
+        ticket.cache_key = key
+        if key is None:
+            return False  # Not to be shared (hidden characters): answered on its own.
+        if hit is None and (not self.accepting or self.sharing.leader_of(key) is None):
+            return False
+        if hit is None and self.sharing.full:
+            raise self._refusal("queue_full")
+        if not await self.admission.hold(ticket):
+            raise self.client_limited()
+        if hit is not None:
+            serve_from(ticket, hit)
+            return True
+        # The leader may have finished while the hold was taken: then queue (still held).
+        return self.accepting and self.sharing.follow(ticket, key)
+
+    def refuse(self, refusal: Refused) -> Refused:
+        """Count a refusal (by its code) and hand it back to be raised."""
+        self.stats.reject(refusal.code)
+        return refusal
+
+    def _refusal(self, code: str) -> Refused:
+        if code == ClientLimited.code:
+            return self.client_limited()
+        if code == NotAccepting.code:
+            return NotAccepting("The server is restarting; please try again.", 5)
+        return QueueFull(
+            "Too many guests are asking right now; please try again shortly.",
+            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+        )
+
+    def client_limited(self) -> ClientLimited:
+        """The refusal for a client already at its cap (not yet counted)."""
+        cap = self.config.max_per_client
+        return ClientLimited(
+            f"You already have {cap} question{'s' if cap != 1 else ''} open; "
+            "please wait for an answer before asking more.",
+            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+        )
+
     def _accept(self, ticket: Ticket, *, detached: bool) -> Ticket:
         ticket.record.arrival_position = max(ticket.position, 1)
-        self._tickets[ticket.request_id] = ticket
-        if detached:
-            self._detached.add(ticket)
+        self.live.add(ticket, detached=detached)
         self.stats.total += 1
         return ticket
 
@@ -142,7 +230,18 @@ class QueueManager(QueueReporting, QueueStopping):
         """Whether the workflow's service is up, cached for a few seconds."""
         return await self.availability.check()
 
-    # -- streams ------------------------------------------------------------------
+    # -- streams (the queue is their ``StreamHost``) ----------------------------------
+
+    @property
+    def queue_size(self) -> int:
+        """Tickets waiting in the whole queue."""
+        return self.admission.queue_size
+
+    def estimate_wait_sec(self, position: int) -> float | None:
+        """How long a waiter at ``position`` is likely to wait; None when unknown."""
+        return self.stats.estimate_wait_sec(
+            position, self.admission.free_slots, self.config.max_concurrent
+        )
 
     def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
@@ -160,14 +259,13 @@ class QueueManager(QueueReporting, QueueStopping):
             run_workflow(self.workflow, request, channel, self.availability.mark_down)
         )
         ticket.task = task
-        self._workflow_tasks.add(task)
-        task.add_done_callback(self._workflow_tasks.discard)
+        self.stopper.track_workflow(task)
 
     # -- endings ------------------------------------------------------------------
 
     def release(self, ticket: Ticket) -> None:
         """End the request if nothing else did: its client has gone (idempotent)."""
-        self.finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+        self.finish(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away."))
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
@@ -184,35 +282,31 @@ class QueueManager(QueueReporting, QueueStopping):
         if status is Status.TIMEOUT:
             waited = code == "queue_timeout"
             limit = self.config.max_queue_wait_sec if waited else self.config.request_timeout_sec
-            ticket.terminal_event = ev.timeout_event(
-                limit, waiting=waited, fallback=self.config.timeout_fallback
+            ending = Ending.timed_out(
+                code, limit, waiting=waited, fallback=self.config.timeout_fallback
             )
-            message = ticket.terminal_event.data["error"]
         else:
-            ticket.terminal_event = ev.error_event(code, message)
-        self.finish(ticket, status, code, message)
-        ticket.wake.set()
+            ending = Ending.failed(code, message, status)
+        self.finish(ticket, ending)
 
-    def finish(
-        self, ticket: Ticket, status: Status, code: str | None = None, message: str | None = None
-    ) -> None:
-        """Move the ticket to its final status: once, whatever path gets here first."""
+    def finish(self, ticket: Ticket, ending: Ending) -> None:
+        """End the request: once, whatever path gets here first (its ending is the first)."""
         record = ticket.record
         if record.status.is_terminal:
             return
-        record.mark_finished(status, code, message)
-        if status is Status.TIMEOUT and record.started_mono is not None:
+        ticket.ending = ending
+        record.mark_finished(ending.status, ending.code, ending.message)
+        if ending.status is Status.TIMEOUT and record.started_mono is not None:
             record.add_answer(self.config.timeout_fallback)
-        self._tickets.pop(record.request_id, None)
-        self._detached.discard(ticket)
-        self._release_slot_when_stopped(ticket)
+        self.live.remove(ticket)
+        self.stopper.release_slot_when_stopped(ticket)
         if self.sharing is not None:
             # Followers of a leader that did not complete go back in line themselves.
             for follower in self.sharing.finished(ticket):
                 if not self.accepting:
                     self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
                 elif not self.sharing.follow(follower, follower.cache_key or ""):
-                    self._detached.discard(follower)
+                    self.live.detached.discard(follower)
                     self._lead(follower)
                     self.admission.requeue(follower)
                 follower.wake.set()
@@ -223,12 +317,14 @@ class QueueManager(QueueReporting, QueueStopping):
                 listener(record)
             except Exception:
                 logger.exception("Request listener failed")
+        if ending.event is not None:
+            ticket.wake.set()
 
     def _lost(self, ticket: Ticket, message: str) -> None:
         """The shared queue no longer holds the ticket's place or slot: end it."""
         if ticket.admitted:
             # Its slot may already be someone else's: stop the workflow now.
-            self._cancel_task(ticket)
+            self.stopper.cancel_task(ticket)
         self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
 
     async def _release_unclaimed(self) -> None:
@@ -236,13 +332,7 @@ class QueueManager(QueueReporting, QueueStopping):
         limit = self.config.unclaimed_ticket_sec
         while True:
             await asyncio.sleep(min(5.0, limit))
-            cutoff = time.monotonic() - limit
-            for ticket in [t for t in self._tickets.values() if not t.claimed]:
-                if ticket.record.created_mono < cutoff:
-                    self.finish(ticket, Status.CANCELLED, "abandoned", "Stream never started.")
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+            for ticket in self.live.unclaimed_since(limit):
+                self.finish(
+                    ticket, Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
+                )

@@ -3,15 +3,14 @@ shared queue's) and what it knows of one request."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from .records import Status
-
-if TYPE_CHECKING:
-    from .backends.base import Admission, Ticket
-    from .config import QueueConfig
-    from .records import RecentRequests
-    from .stats import QueueStats
+from .backends.base import Admission
+from .config import QueueConfig
+from .live import LiveTickets
+from .records import RecentRequests, Status
+from .stats import QueueStats
 
 #: Figures that add up across processes.
 SUMMED = (
@@ -21,8 +20,13 @@ SUMMED = (
     "timeout_requests",
     "cancelled_requests",
     "rejected_requests",
+    "rejected_queue_full",
+    "rejected_client_limit",
+    "rejected_rate_limited",
     "cache_hits",
 )
+#: Refusal codes counted on their own in ``queue/status`` (as ``rejected_<code>``).
+REJECTION_CODES = ("queue_full", "client_limit", "rate_limited")
 #: Averages, weighted by how many requests each process has finished.
 AVERAGED = ("avg_wait_ms", "avg_processing_ms")
 #: Kept only in this process's own part: not part of the shared figures.
@@ -59,22 +63,30 @@ def merge_status(own: dict[str, Any], shared: dict[str, Any], backend: str) -> d
     return merged
 
 
-class QueueReporting:
-    """The manager's reporting side: read-only views of its state."""
+class QueueReporter:
+    """Read-only views of a queue's state: its figures and what it knows of a request."""
 
-    config: QueueConfig
-    admission: Admission
-    stats: QueueStats
-    recent: RecentRequests
-    accepting: bool
-    _tickets: dict[str, Ticket]
-    _detached: set[Ticket]
+    def __init__(
+        self,
+        config: QueueConfig,
+        admission: Admission,
+        stats: QueueStats,
+        recent: RecentRequests,
+        live: LiveTickets,
+        accepting: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.admission = admission
+        self.stats = stats
+        self.recent = recent
+        self.live = live
+        self._accepting = accepting
 
     def status(self) -> dict[str, Any]:
         """The ``queue/status`` figures; they always add up to ``total_requests``."""
         stats, finished = self.stats, self.stats.finished
         wait, proc = stats.wait_ms.value, stats.processing_ms.value
-        following, replaying = self._detached_counts()
+        following, replaying = self.live.detached_counts()
         return {
             "queue_size": len(self.admission.waiting) + following,
             # A finished ticket keeps its slot until its workflow has stopped: not counted.
@@ -89,21 +101,18 @@ class QueueReporting:
             "timeout_requests": finished[Status.TIMEOUT],
             "cancelled_requests": finished[Status.CANCELLED],
             "rejected_requests": stats.rejected,
+            **{f"rejected_{c}": stats.rejected_by_code.get(c, 0) for c in REJECTION_CODES},
+            "max_requests_per_client": self.config.max_per_client,
             "cache_hits": stats.cache_hits,
             "avg_wait_ms": None if wait is None else round(wait, 1),
             "avg_processing_ms": None if proc is None else round(proc, 1),
-            "accepting": self.accepting,
+            "accepting": self._accepting(),
             "uptime_sec": stats.uptime_sec,
         }
 
-    def _detached_counts(self) -> tuple[int, int]:
-        """Accepted tickets outside the admission queue: (following a leader, replaying)."""
-        replaying = sum(1 for t in self._detached if t.replay is not None)
-        return len(self._detached) - replaying, replaying
-
-    def _snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """This process's figures, as the other processes sharing the queue read them."""
-        following, replaying = self._detached_counts()
+        following, replaying = self.live.detached_counts()
         return {**self.status(), "following": following, "replaying": replaying}
 
     async def shared_status(self) -> dict[str, Any]:
@@ -111,7 +120,7 @@ class QueueReporting:
         shared = await self.admission.shared_status()
         if shared is None:
             return {**self.status(), "backend": self.admission.name}
-        return merge_status(self._snapshot(), shared, self.admission.name)
+        return merge_status(self.snapshot(), shared, self.admission.name)
 
     async def find(self, request_id: str) -> dict[str, Any] | None:
         """``lookup``, else a request live in another process sharing the queue."""
@@ -119,7 +128,7 @@ class QueueReporting:
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         """What the queue remembers of a request: live, else among the recent ones."""
-        ticket = self._tickets.get(request_id)
+        ticket = self.live.get(request_id)
         if ticket is not None:
             data = ticket.record.as_dict()
             if not ticket.admitted:

@@ -20,6 +20,7 @@ from ..workflows.base import (
     WorkflowRequest,
     WorkflowUnavailable,
 )
+from .endings import Ending
 from .events import CODE_INTERNAL, CODE_UNAVAILABLE, CODE_WORKFLOW_ERROR
 
 logger = logging.getLogger("guest_queue")
@@ -30,24 +31,11 @@ GENERIC_FAILURE = "Sorry, something went wrong while answering. Please try again
 
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    """The workflow's stream ended normally."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The workflow raised; ``message`` is safe to show to the guest."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class Wake:
     """Nothing to deliver: the stream should look at its ticket again."""
 
 
-ChannelItem = WorkflowItem | Finished | Failed | Wake
+ChannelItem = WorkflowItem | Ending | Wake
 Channel = asyncio.Queue[ChannelItem]
 
 
@@ -57,23 +45,26 @@ async def run_workflow(
     channel: Channel,
     on_unavailable: Callable[[], None],
 ) -> None:
-    """Feed the workflow's output into ``channel``, ending with Finished or Failed."""
+    """Feed the workflow's output into ``channel``, then how it ended (an ``Ending``).
+
+    A failure's message is safe to show to the guest.
+    """
     try:
         stream = workflow.stream(request)
         closing = contextlib.aclosing(cast(Any, stream)) if hasattr(stream, "aclose") else None
         async with closing or contextlib.nullcontext():
             async for item in stream:
                 await channel.put(item)
-        await channel.put(Finished())
+        await channel.put(Ending.completed())
     except asyncio.CancelledError:
         with contextlib.suppress(asyncio.QueueFull):
             channel.put_nowait(Wake())
         raise
     except WorkflowError as exc:
-        await channel.put(Failed(CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
+        await channel.put(Ending.failed(CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
     except WorkflowUnavailable as exc:
         on_unavailable()
-        await channel.put(Failed(CODE_UNAVAILABLE, exc.message))
+        await channel.put(Ending.failed(CODE_UNAVAILABLE, exc.message))
     except Exception:
         logger.exception("Workflow failed for request %s", request.request_id)
-        await channel.put(Failed(CODE_INTERNAL, GENERIC_FAILURE))
+        await channel.put(Ending.failed(CODE_INTERNAL, GENERIC_FAILURE))

@@ -38,12 +38,19 @@ class QueueStats:
         self.started_mono = time.monotonic()
         self.total = 0
         self.rejected = 0
+        #: Refusals by their code (``queue_full``, ``client_limit``, ``rate_limited``, ...).
+        self.rejected_by_code: dict[str, int] = {}
         self.cache_hits = 0
         self.finished: dict[Status, int] = {
             s: 0 for s in (Status.COMPLETED, Status.FAILED, Status.TIMEOUT, Status.CANCELLED)
         }
         self.wait_ms = MovingAverage()
         self.processing_ms = MovingAverage()
+
+    def reject(self, code: str) -> None:
+        """Count a request that was not accepted."""
+        self.rejected += 1
+        self.rejected_by_code[code] = self.rejected_by_code.get(code, 0) + 1
 
     def record_finished(self, record: RequestRecord) -> None:
         self.finished[record.status] += 1

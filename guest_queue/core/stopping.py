@@ -1,5 +1,5 @@
 """Stopping requests: one at a time (a slot comes back once its workflow has
-really stopped) and all at once (the drain at shutdown)."""
+really stopped) and all at once (the drain at shutdown), and the tasks a queue owns."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from . import events as ev
 from .backends.base import Admission, Ticket
 from .config import QueueConfig
+from .live import LiveTickets
 from .records import Status
 
 logger = logging.getLogger("guest_queue")
@@ -19,25 +20,43 @@ logger = logging.getLogger("guest_queue")
 STOP_GRACE_SEC = 5.0
 
 
-class QueueStopping:
-    """The manager's stopping side."""
+#: Ends a request with the event its stream must still send (``QueueManager.end``).
+EndRequest = Callable[[Ticket, Status, str, str], None]
 
-    config: QueueConfig
-    admission: Admission
-    accepting: bool
-    loop: asyncio.AbstractEventLoop | None
-    _tickets: dict[str, Ticket]
-    _background: set[asyncio.Task[Any]]
-    _workflow_tasks: set[asyncio.Task[None]]
-    _closers: list[Callable[[], Awaitable[None]]]
-    _drain: asyncio.Task[None] | None
-    _idle: asyncio.Event
 
-    def end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
-        raise NotImplementedError
+class QueueStopper:
+    """Whether the queue accepts requests, the tasks it owns, and how they stop."""
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        raise NotImplementedError
+    def __init__(
+        self, config: QueueConfig, admission: Admission, live: LiveTickets, end: EndRequest
+    ) -> None:
+        self.config = config
+        self.admission = admission
+        self.live = live
+        self.end = end
+        self.accepting = True
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self.workflow_tasks: set[asyncio.Task[None]] = set()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._drain: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a background task, cancelled by ``close()``."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def track_workflow(self, task: asyncio.Task[None]) -> None:
+        """A workflow's task: the drain waits for it to stop."""
+        self.workflow_tasks.add(task)
+        task.add_done_callback(self.workflow_tasks.discard)
+
+    def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await ``closer`` in ``close()``, after the drain."""
+        self._closers.append(closer)
 
     def begin_drain(self) -> None:
         """Start draining (idempotent); safe to call from any thread or a signal handler."""
@@ -48,7 +67,7 @@ class QueueStopping:
     def _start_drain(self) -> None:
         if self._drain is None:
             self.accepting = False
-            self._drain = self._spawn(self._drain_requests(self.config.shutdown_grace_sec))
+            self._drain = self.spawn(self._drain_requests(self.config.shutdown_grace_sec))
 
     async def drain(self) -> None:
         """Stop accepting, end waiting streams and give processing ones the grace period."""
@@ -59,7 +78,7 @@ class QueueStopping:
     async def close(self) -> None:
         """Drain, then stop every task the manager owns."""
         await self.drain()
-        tasks = [t for t in self._background if t is not self._drain]
+        tasks = [t for t in self.background if t is not self._drain]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -82,20 +101,20 @@ class QueueStopping:
                 logger.warning("%d request(s) cut off at shutdown", len(self.admission.active))
         for ticket in list(self.admission.active.values()):
             ticket.interrupt = ev.CODE_SHUTTING_DOWN
-            self._cancel_task(ticket)
+            self.cancel_task(ticket)
         # Streams answer an interrupt at once; end any whose stream is gone.
         await asyncio.sleep(0.05 if self.admission.active else 0)
-        for ticket in list(self._tickets.values()):
+        for ticket in self.live:
             self.end(ticket, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "The server is restarting.")
         # Every workflow has been told to stop; wait for their cleanup, but not forever.
-        if self._workflow_tasks:
-            _, stubborn = await asyncio.wait(self._workflow_tasks, timeout=STOP_GRACE_SEC)
+        if self.workflow_tasks:
+            _, stubborn = await asyncio.wait(self.workflow_tasks, timeout=STOP_GRACE_SEC)
             for task in stubborn:
                 task.cancel()
             if stubborn:
                 logger.warning("%d workflow(s) did not stop when cancelled", len(stubborn))
 
-    def _release_slot_when_stopped(self, ticket: Ticket) -> None:
+    def release_slot_when_stopped(self, ticket: Ticket) -> None:
         """Give the ticket's slot (or place) back once its workflow has really stopped.
 
         A workflow that has completed is left to wind down; any other is
@@ -134,6 +153,6 @@ class QueueStopping:
         if not self.admission.active:
             self._idle.set()
 
-    def _cancel_task(self, ticket: Ticket) -> None:
+    def cancel_task(self, ticket: Ticket) -> None:
         if ticket.task is not None and not ticket.task.done():
             ticket.task.cancel()

@@ -6,26 +6,53 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import events as ev
 from .answers.cache import CachedAnswer
 from .backends.base import Ticket
+from .config import QueueConfig
+from .endings import Ending
 from .records import Status
 from .runner import CHANNEL_SIZE, Channel
-from .translate import Completed, Ended, translate
-
-if TYPE_CHECKING:
-    from .manager import QueueManager
+from .translate import translate
 
 DISCONNECTED = "client_disconnected"
+
+
+class StreamHost(Protocol):
+    """What a request's stream needs from the queue that accepted it."""
+
+    @property
+    def config(self) -> QueueConfig: ...
+
+    @property
+    def queue_size(self) -> int:
+        """Tickets waiting in the whole queue."""
+        ...
+
+    def estimate_wait_sec(self, position: int) -> float | None:
+        """How long a waiter at ``position`` is likely to wait; None when unknown."""
+        ...
+
+    def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
+        """Run the workflow for an admitted ticket, feeding ``channel``."""
+        ...
+
+    def end(self, ticket: Ticket, status: Status, code: str, message: str) -> None:
+        """End the request with the error or timeout event its stream must still send."""
+        ...
+
+    def finish(self, ticket: Ticket, ending: Ending) -> None:
+        """End the request (once: the first ending wins)."""
+        ...
 
 
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
 
-    def __init__(self, manager: QueueManager, ticket: Ticket) -> None:
-        self.manager = manager
+    def __init__(self, host: StreamHost, ticket: Ticket) -> None:
+        self.host = host
         self.ticket = ticket
         self._channel: Channel | None = None
         # A finished answer (a cache hit, a leader's answer) is known whole: its
@@ -41,7 +68,7 @@ class RequestStream:
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         ticket.claimed = True
         record = ticket.record
         try:
@@ -55,14 +82,17 @@ class RequestStream:
                     reported = ticket.position
                     yield self._queued_event()
                     continue
-                ticket.wake.clear()
+                # A follower waits on its leader's event, shared by all its followers.
+                # Clearing it is safe: each stream checks what it waits for just before.
+                wake = ticket.wake_event
+                wake.clear()
                 wait_left = self._queue_wait_left()
                 try:
                     async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                        await ticket.wake.wait()
+                        await wake.wait()
                 except TimeoutError:
                     if self._queue_wait_left() <= 0:
-                        manager.end(ticket, Status.TIMEOUT, "queue_timeout", "")
+                        host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
                         break
                     yield None
             if record.status.is_terminal:
@@ -82,26 +112,28 @@ class RequestStream:
                 yield item
         finally:
             if not record.status.is_terminal:
-                manager.finish(ticket, Status.CANCELLED, DISCONNECTED, "The client went away.")
+                host.finish(
+                    ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
+                )
 
     async def _process(self) -> AsyncIterator[ev.Event | None]:
-        ticket, manager, config = self.ticket, self.manager, self.manager.config
+        ticket, host, config = self.ticket, self.host, self.host.config
         record = ticket.record
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         self._channel = channel
-        manager.start_workflow(ticket, channel)
+        host.start_workflow(ticket, channel)
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
             if ticket.interrupt is not None:
-                manager.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+                host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
             if record.status.is_terminal:
                 for final in self._terminal_events():
                     yield final
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                manager.end(ticket, Status.TIMEOUT, "timeout", "")
+                host.end(ticket, Status.TIMEOUT, "timeout", "")
                 continue
             if channel.empty():
                 try:
@@ -120,15 +152,10 @@ class RequestStream:
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         step = translate(item)
-        if isinstance(step, Completed):
-            payload = {"suggested_questions": [], **step.payload, "cached": ticket.record.cached}
-            ticket.terminal_event = ev.Event(ev.WORKFLOW_COMPLETE, payload)
-            manager.finish(ticket, Status.COMPLETED)
-            return None
-        if isinstance(step, Ended):
-            manager.end(ticket, step.status, step.code, step.message)
+        if isinstance(step, Ending):
+            host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             ticket.record.add_answer(step.data)
@@ -140,43 +167,39 @@ class RequestStream:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
         ticket.record.add_answer(answer.text)
-        payload = {"suggested_questions": list(answer.suggested_questions), "cached": True}
-        ticket.terminal_event = ev.Event(ev.WORKFLOW_COMPLETE, payload)
-        self.manager.finish(ticket, Status.COMPLETED)
+        payload = {"suggested_questions": list(answer.suggested_questions)}
+        ending = Ending.completed(payload).with_cached(True)
+        self.host.finish(ticket, ending)
+        assert ending.event is not None
         chunks = [ev.Event(ev.ANSWER_CHUNK, answer.text)] if answer.text else []
-        return [*chunks, ticket.terminal_event]
+        return [*chunks, ending.event]
 
     def _terminal_events(self) -> list[ev.Event]:
-        ticket = self.ticket
-        assert ticket.terminal_event is not None
-        if ticket.terminal_event.name == ev.TIMEOUT:
-            return [
-                ev.Event(ev.ANSWER_CHUNK, self.manager.config.timeout_fallback),
-                ticket.terminal_event,
-            ]
-        return [ticket.terminal_event]
+        ending = self.ticket.ending
+        assert ending is not None and ending.event is not None
+        if ending.event.name == ev.TIMEOUT:
+            return [ev.Event(ev.ANSWER_CHUNK, self.host.config.timeout_fallback), ending.event]
+        return [ending.event]
 
     def _queued_event(self) -> ev.Event:
-        ticket, manager = self.ticket, self.manager
+        ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
         if ticket.admitted:
             estimate: float | None = 0.0
         else:
-            estimate = manager.stats.estimate_wait_sec(
-                position, manager.admission.free_slots, manager.config.max_concurrent
-            )
+            estimate = host.estimate_wait_sec(position)
         return ev.Event(
             ev.QUEUED,
             {
                 "queue_position": position,
-                "queue_size": manager.admission.queue_size,
+                "queue_size": host.queue_size,
                 "estimated_wait_sec": estimate,
             },
         )
 
     def _queue_wait_left(self) -> float:
         record = self.ticket.record
-        limit = self.manager.config.max_queue_wait_sec
+        limit = self.host.config.max_queue_wait_sec
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()

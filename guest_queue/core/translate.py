@@ -3,56 +3,35 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from . import events as ev
-from .records import Status
-from .runner import Failed, Finished, Wake
+from .endings import Ending
+from .runner import Wake
 
 logger = logging.getLogger("guest_queue")
 
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """The answer is complete; ``payload`` becomes the ``workflow_complete`` data."""
-
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """The request ends without an answer."""
-
-    status: Status
-    code: str
-    message: str
-
-
-Step = ev.Event | Completed | Ended | None
+Step = ev.Event | Ending | None
 
 
 def translate(item: object) -> Step:
     """An event to send, the end of the request, or nothing (``None``)."""
     if isinstance(item, str):
         return ev.Event(ev.ANSWER_CHUNK, item) if item else None
-    if isinstance(item, Finished):
-        return Completed({})
-    if isinstance(item, Failed):
-        return Ended(Status.FAILED, item.code, item.message)
+    if isinstance(item, Ending):
+        return item
     if isinstance(item, Wake):
         return None
     if not (isinstance(item, dict) and isinstance(item.get("event"), str)):
         logger.error("Workflow yielded an item of type %s; ending the request", type(item).__name__)
-        return Ended(Status.FAILED, ev.CODE_INTERNAL, "Sorry, something went wrong.")
+        return Ending.failed(ev.CODE_INTERNAL, "Sorry, something went wrong.")
     name, data = item["event"], item.get("data")
     if name == ev.ANSWER_CHUNK and isinstance(data, str):
         return translate(data)
     if name == ev.WORKFLOW_COMPLETE:
-        return Completed(dict(data) if isinstance(data, dict) else {})
+        return Ending.completed(dict(data) if isinstance(data, dict) else {})
     if name == ev.ERROR:
         message = data.get("error") if isinstance(data, dict) else None
-        return Ended(Status.FAILED, ev.CODE_WORKFLOW_ERROR, str(message or "The request failed."))
+        return Ending.failed(ev.CODE_WORKFLOW_ERROR, str(message or "The request failed."))
     if name in ev.RESERVED_EVENTS:
         logger.warning("Workflow emitted the reserved event %r; dropped", name)
         return None

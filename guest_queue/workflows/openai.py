@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
+from ..core.config import ConfigProblem
 from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
 
 logger = logging.getLogger("guest_queue")
@@ -54,30 +56,74 @@ class OpenAISettings:
     suggestions: str = "none"  # "none", "completion" or "fixed"
     fixed_suggestions: tuple[str, ...] = ()
 
+    @classmethod
+    def from_options(cls, **options: Any) -> OpenAISettings:
+        """Settings from ``GUEST_WORKFLOW_OPTIONS`` (an empty system prompt: the default)."""
+        values = {**options}
+        values["system_prompt"] = values.get("system_prompt") or DEFAULT_SYSTEM_PROMPT
+        for name in ("temperature", "connect_timeout_sec", "read_timeout_sec"):
+            if name in values:
+                values[name] = float(values[name])
+        values["fixed_suggestions"] = tuple(values.get("fixed_suggestions", ()))
+        return cls(**values)
 
-def settings_from_django() -> OpenAISettings:
-    """The workflow's settings from ``GUEST_OPENAI_*`` (read through guest_queue.conf)."""
-    from ..conf import app_settings
 
-    return OpenAISettings(
-        base_url=app_settings.OPENAI_BASE_URL,
-        model=app_settings.OPENAI_MODEL,
-        api_key=app_settings.OPENAI_API_KEY,
-        system_prompt=app_settings.OPENAI_SYSTEM_PROMPT or DEFAULT_SYSTEM_PROMPT,
-        max_tokens=int(app_settings.OPENAI_MAX_TOKENS),
-        temperature=float(app_settings.OPENAI_TEMPERATURE),
-        connect_timeout_sec=float(app_settings.OPENAI_CONNECT_TIMEOUT_SEC),
-        read_timeout_sec=float(app_settings.OPENAI_READ_TIMEOUT_SEC),
-        suggestions=app_settings.OPENAI_SUGGESTIONS,
-        fixed_suggestions=tuple(app_settings.OPENAI_FIXED_SUGGESTIONS),
-    )
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(
+    low: float, high: float | None = None, *, strict: bool = False
+) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        return (v > low if strict else v >= low) and (high is None or v <= high)
+
+    return ok
+
+
+# (check id, option, test, what a valid value is): the ids the app has always used.
+RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
+    (
+        "E023",
+        "suggestions",
+        lambda v: v in ("none", "completion", "fixed"),
+        "'none', 'completion' or 'fixed'",
+    ),
+    ("E024", "max_tokens", _int_at_least(1), "an integer >= 1"),
+    ("E025", "temperature", _number(0, 2), "a number from 0 to 2"),
+    ("E026", "connect_timeout_sec", _number(0, strict=True), "a number of seconds > 0"),
+    ("E027", "read_timeout_sec", _number(0, strict=True), "a number of seconds > 0"),
+]
 
 
 class OpenAIChatWorkflow:
-    """Streams answers from an OpenAI-compatible chat completions API."""
+    """Streams answers from an OpenAI-compatible chat completions API.
 
-    def __init__(self, settings: OpenAISettings | None = None) -> None:
-        self.settings = settings or settings_from_django()
+    Its options (``GUEST_WORKFLOW_OPTIONS``) are ``OpenAISettings``' fields:
+    ``base_url``, ``model``, ``api_key``, ``system_prompt``, ``max_tokens``,
+    ``temperature``, ``connect_timeout_sec``, ``read_timeout_sec``,
+    ``suggestions`` and ``fixed_suggestions``.
+    """
+
+    def __init__(self, settings: OpenAISettings | None = None, **options: Any) -> None:
+        self.settings = settings or OpenAISettings.from_options(**options)
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """What is wrong with ``options``; the app reports each as a system check error."""
+        problems = []
+        for code, name, valid, expected in RULES:
+            if name in options and not valid(options[name]):
+                problems.append(
+                    ConfigProblem(
+                        code,
+                        f"The OpenAI workflow's {name} must be {expected}, not {options[name]!r}.",
+                        "Fix it in GUEST_WORKFLOW_OPTIONS (or its GUEST_OPENAI_* variable).",
+                    )
+                )
+        return problems
 
     def _client(self) -> httpx.AsyncClient:
         s = self.settings

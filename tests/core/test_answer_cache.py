@@ -74,6 +74,28 @@ async def test_a_cached_answer_streams_at_once_without_a_slot(gate: GateWorkflow
     await busy.done()
 
 
+async def test_a_question_with_hidden_characters_is_never_shared(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    hidden = "What is DNA?\u200b"  # a zero-width space: looks like the common question
+    cache.data[question_key(hidden)] = CachedAnswer("poisoned")
+    cache.data["what is dna"] = CachedAnswer("DNA is a molecule.")
+    manager = make(gate, cache, max_concurrent=2)
+    # Neither served from the cache nor following an identical question in flight.
+    streams = [Stream(manager, await manager.submit(hidden)) for _ in range(2)]
+    await until(lambda: len(gate.started) == 2)
+    for stream in streams:
+        gate.open(stream.ticket.request_id)
+        assert (await stream.done())[-1] == "workflow_complete"
+        assert stream.events[-1].data["cached"] is False
+    await asyncio.sleep(0.05)
+    # Nor stored: the cache holds what it held.
+    assert cache.data == {
+        question_key(hidden): CachedAnswer("poisoned"),
+        "what is dna": CachedAnswer("DNA is a molecule."),
+    }
+    assert manager.status()["cache_hits"] == 0
+
+
 async def test_only_complete_successful_answers_are_stored() -> None:
     class Flaky:
         async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:

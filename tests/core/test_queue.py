@@ -312,7 +312,7 @@ async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkfl
     assert stream.events[-1].data["code"] == "shutting_down"
     assert gate.closed == ["stuck"]
     assert lookup(manager, stream.ticket.request_id)["status"] == "cancelled"
-    assert not manager._background and not manager._workflow_tasks
+    assert not manager.stopper.background and not manager.stopper.workflow_tasks
 
 
 async def test_recent_requests_are_bounded() -> None:

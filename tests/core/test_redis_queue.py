@@ -32,11 +32,14 @@ async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[F
     managers: list[QueueManager] = []
 
     def build(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
-        config.setdefault("lease_sec", 1.5)
+        options = {
+            "lease_sec": config.pop("lease_sec", 1.5),
+            "timeout_sec": config.pop("redis_timeout_sec", 0.25),
+            "url": config.pop("redis_url", redis_test_url),
+            "prefix": redis_test_prefix,
+        }
         config.setdefault("shutdown_grace_sec", 0)
-        config.setdefault("redis_timeout_sec", 0.25)
-        config.setdefault("redis_url", redis_test_url)
-        manager = make_manager(workflow, backend="redis", redis_prefix=redis_test_prefix, **config)
+        manager = make_manager(workflow, backend="redis", backend_options=options, **config)
         if cache is not None:
             manager = QueueManager(manager.config, workflow, cache=cache)
         managers.append(manager)
@@ -112,7 +115,7 @@ async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
     waiter = Stream(b, await b.submit("waiter"))
     await until(lambda: gate.started == ["holder"])
     # The process holding the slot stops dead: no renewals, no goodbye to Redis.
-    for task in list(a._background):
+    for task in list(a.stopper.background):
         task.cancel()
     a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
     died = time.monotonic()
@@ -318,3 +321,89 @@ async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
         assert not await client.sismember(f"{tag}:active", rid)  # type: ignore[misc]
     finally:
         await client.aclose()
+
+
+async def test_a_failing_renewal_pass_is_restarted_and_places_are_kept(
+    shared: Factory, gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    redis_admission = admission(a)
+    real = redis_admission._renew
+    failures = [RuntimeError("a bug in the renewal pass")]
+
+    async def flaky() -> None:
+        if failures:
+            raise failures.pop()
+        await real()
+
+    redis_admission._renew = flaky  # type: ignore[method-assign]
+    first = Stream(a, await a.submit("first"))
+    waiter = Stream(a, await a.submit("waiter"))
+    await until(lambda: not failures)
+    # Three leases' time: without renewals both places would have expired by now.
+    await asyncio.sleep(3 * redis_admission.options.lease_sec)
+    waiting_key, active_key = redis_admission.keys[:2]
+    client = redis_admission.client
+    assert await client.zscore(waiting_key, waiter.ticket.request_id) is not None
+    assert await client.sismember(active_key, first.ticket.request_id)  # type: ignore[misc]
+    assert "'queue admission' died; restarting" in caplog.text
+    gate.open(first.ticket.request_id)
+    gate.open(waiter.ticket.request_id)
+    await waiter.done()
+
+
+async def test_every_key_of_the_queue_expires(
+    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    first = Stream(a, await a.submit("first"))
+    waiter = Stream(a, await a.submit("waiter"))
+    await asyncio.sleep(admission(a).options.lease_sec)  # a renewal pass or two
+    client = aioredis.Redis.from_url(redis_test_url, decode_responses=True)
+
+    async def ttls() -> dict[str, int]:
+        keys = [key async for key in client.scan_iter(match=f"{{{redis_test_prefix}}}:*")]
+        return {key: await client.pttl(key) for key in keys}
+
+    try:
+        live = await ttls()
+        assert {k.rsplit(":", 1)[1] for k in live} >= {"waiting", "active", "leases", "meta"}
+        assert all(ttl > 0 for ttl in live.values()), live
+        gate.open(first.ticket.request_id)
+        gate.open(waiter.ticket.request_id)
+        await waiter.done()
+        await a.close()
+        assert all(ttl > 0 for ttl in (await ttls()).values())
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("policy", "maxmemory", "warned"),
+    [
+        ("allkeys-lru", "100mb", True),
+        ("volatile-lru", "100mb", True),
+        ("noeviction", "100mb", False),
+        ("allkeys-lru", "0", False),
+    ],
+)
+async def test_an_eviction_policy_that_could_drop_the_queue_is_reported(
+    shared: Factory,
+    gate: GateWorkflow,
+    private_redis: PrivateRedis,
+    caplog: pytest.LogCaptureFixture,
+    policy: str,
+    maxmemory: str,
+    warned: bool,
+) -> None:
+    client = aioredis.Redis.from_url(private_redis.url)
+    await client.config_set("maxmemory", maxmemory)
+    await client.config_set("maxmemory-policy", policy)
+    await client.aclose()
+    a = shared(gate, redis_url=private_redis.url)
+    await asyncio.sleep(0.3)
+    if warned:
+        assert len(a.warnings) == 1 and policy in a.warnings[0]
+        assert "noeviction" in a.warnings[0] and a.warnings[0] in caplog.text
+    else:
+        assert a.warnings == []

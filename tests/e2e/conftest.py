@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: uvicorn's --timeout-graceful-shutdown, as docs/failure-modes.md documents it: the drain's
+#: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5) and a margin.
+GRACEFUL_SHUTDOWN_SEC = 40
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +30,16 @@ def free_port() -> int:
 class Server:
     """A server process on a free port, with the environment a site owner would set."""
 
-    def __init__(self, kind: str, env: dict[str, str], tmp: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        kind: str,
+        env: dict[str, str],
+        tmp: Path,
+        port: int = 0,
+        graceful_sec: int = GRACEFUL_SHUTDOWN_SEC,
+    ) -> None:
+        self.port = port or free_port()
+        self.graceful_sec = graceful_sec
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}-{self.port}.log"
         self.db_path = tmp / "db.sqlite3"
@@ -40,7 +51,11 @@ class Server:
             "GUEST_HISTORY_FLUSH_SEC": "30",
             # These tests repeat questions and expect each to reach the workflow.
             "GUEST_CACHE_ENABLED": "false",
+            # And they ask many at once from one address (test_fair_share sets its cap).
+            "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
             "DEBUG": "false",
+            # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
+            "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
             "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
             **env,
@@ -51,21 +66,24 @@ class Server:
             env=self.env,
             check=True,
         )
-        if kind == "uvicorn":
-            cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
-            cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        else:
-            cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-            cmd += ["genestory.asgi:application"]
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, *cmd],
+            [sys.executable, *self.command(kind)],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         self._wait_ready()
+
+    def command(self, kind: str) -> list[str]:
+        """The server's arguments after ``python``."""
+        if kind == "uvicorn":
+            cmd = ["-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
+            cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+            return [*cmd, "--timeout-graceful-shutdown", str(self.graceful_sec)]
+        cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        return [*cmd, "genestory.asgi:application"]
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -102,8 +120,10 @@ ServerFactory = Callable[..., Server]
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     servers: list[Server] = []
 
-    def start(kind: str = "uvicorn", **env: str) -> Server:
-        server = Server(kind, env, tmp_path)
+    def start(
+        kind: str = "uvicorn", *, graceful_sec: int = GRACEFUL_SHUTDOWN_SEC, **env: str
+    ) -> Server:
+        server = Server(kind, env, tmp_path, graceful_sec)
         servers.append(server)
         return server
 

@@ -223,3 +223,26 @@ def test_vietnamese_interface(start_server: ServerFactory, new_page: Any) -> Non
     shot(page, "chat-vietnamese")
     page.get_by_label("Ngôn ngữ").select_option("en")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_queue_widget_agrees_with_the_guests_own_place(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    # Polls come every 5 s: each check below must hold well before the next one.
+    server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1")
+    first, second = new_page(), new_page()
+    first.goto(server.url)
+    second.goto(server.url)
+    widget = second.locator("#gq-queue")
+    expect(widget).to_have_text("0 answering · 0 waiting")
+    ask(first, "sleep=4 chunks=1")
+    expect(first.locator(".gq-status").last).to_have_text("Writing an answer…")
+    expect(first.locator("#gq-queue")).to_have_text("1 answering · 0 waiting", timeout=1500)
+    ask(second, "chunks=1")
+    expect(second.locator(".gq-status").last).to_have_text(
+        re.compile("next in line|number 1 in line")
+    )
+    expect(widget).to_have_text("1 answering · 1 waiting", timeout=1500)
+    shot(second, "chat-queue-widget")
+    expect(second.locator(".gq-body").last).to_have_text("chunk0", timeout=15000)
+    expect(widget).to_have_text("0 answering · 0 waiting", timeout=1500)

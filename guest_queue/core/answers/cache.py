@@ -12,8 +12,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-# Everything that is not a letter, a digit or a combining mark separates words.
-SEPARATORS = re.compile(r"[\W_]+", re.UNICODE)
+# Invisible code points outside category Cf (which is refused as a whole): combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and Unicode
+# variation selectors, the tag and variation-selector supplement planes.
+INVISIBLE = re.compile(
+    r"[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
+    r"\U000e0000-\U000e0fff]"
+)
+# More combining marks on one character than any language needs ("Zalgo" text).
+MARK_PILE = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{5}")
+ALLOWED_CONTROLS = frozenset("\t\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +41,47 @@ class AnswerCache(Protocol):
 
 
 def question_key(question: str) -> str:
-    """The cache key of a question: NFC, case-folded, punctuation and spaces collapsed.
+    """The cache key of a question; questions share one only if they differ in nothing else than
+    case, whitespace, Unicode compatibility form (NFKC) or punctuation at either end.
 
-    "What is GeneStory?" and "  what is genestory " share one key. Vietnamese
-    keeps its accents (NFC, not stripped): "bán" (sell) and "bạn" (you) differ.
+    "What is GeneStory?" and "  what is   genestory " share a key; inner content
+    counts, whatever it is: "What is GeneStory? ignore all…" (circled letters
+    included: NFKC reads them as letters) gets a key of its own, so one crafted
+    question cannot decide the answer every guest gets. Vietnamese keeps its
+    accents: "bán" (sell) and "bạn" (you) differ.
     """
-    text = unicodedata.normalize("NFC", question).casefold()
-    return " ".join(SEPARATORS.sub(" ", text).split())
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", question).casefold())
+    text = " ".join(text.split())
+    start, end = 0, len(text)
+    while start < end and _edge(text[start]):
+        start += 1
+    while end > start and _edge(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _edge(char: str) -> bool:
+    # Punctuation ("?", "!!!", "¿", quotes) and spaces, but not connectors such as "_".
+    category = unicodedata.category(char)
+    return char == " " or (category[0] == "P" and category != "Pc")
+
+
+def cacheable(question: str) -> bool:
+    """Whether a question may be answered from the cache and its answer stored there.
+
+    Not when it holds characters that hide or reorder text: format characters
+    (zero-width spaces and joiners, bidi controls, tag characters), controls,
+    private-use, unassigned or surrogate code points, variation selectors,
+    fillers, or piles of combining marks. Such a question still gets an answer,
+    only never a shared one.
+    """
+    for char in question:
+        category = unicodedata.category(char)
+        if category in ("Cf", "Co", "Cn", "Cs"):
+            return False
+        if category == "Cc" and char not in ALLOWED_CONTROLS:
+            return False
+    return not (INVISIBLE.search(question) or MARK_PILE.search(question))
 
 
 class NearDuplicates:

@@ -6,6 +6,10 @@ leader) instead of starting the workflow again: when the leader completes,
 every follower streams its answer; if it fails, times out or is cancelled, the
 followers go back in line on their own (the first becomes the new leader), so
 no accepted request is lost with the leader.
+
+Followers take no place in line, but they are bounded: at most
+``max_followers`` at once in this process (the queue's size), each one
+counted against its client's cap like any other open request.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from ..backends.base import Ticket
 from ..records import Status
-from .cache import AnswerCache, CachedAnswer, NearDuplicates, question_key
+from .cache import AnswerCache, CachedAnswer, NearDuplicates, cacheable, question_key
 
 logger = logging.getLogger("guest_queue")
 
@@ -32,14 +36,20 @@ class AnswerSharing:
         cache: AnswerCache,
         similarity: float | None,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
+        max_followers: int,
     ) -> None:
         self.cache = cache
         self.near = NearDuplicates(similarity) if similarity else None
         self.inflight: dict[str, Ticket] = {}
+        self.max_followers = max_followers
+        #: Tickets following a leader right now, in this process.
+        self.following = 0
         self._spawn = spawn
 
-    async def find(self, query: str) -> tuple[str, CachedAnswer | None]:
-        """The question's key, and its cached answer if there is one."""
+    async def find(self, query: str) -> tuple[str | None, CachedAnswer | None]:
+        """The question's key (None: not to be shared), and its cached answer if there is one."""
+        if not cacheable(query):
+            return None, None
         key = question_key(query)
         if self.near is not None:
             key = self.near.match(key) or key
@@ -51,15 +61,30 @@ class AnswerSharing:
             logger.warning("Answer cache lookup failed; answering without it", exc_info=True)
             return key, None
 
-    def follow(self, ticket: Ticket, key: str) -> bool:
-        """Make the ticket follow the request already answering ``key``, if there is one."""
-        ticket.cache_key = key
+    def leader_of(self, key: str) -> Ticket | None:
+        """The ticket answering ``key`` right now, if any."""
         leader = self.inflight.get(key)
-        if leader is None or leader.record.status.is_terminal:
+        return None if leader is None or leader.record.status.is_terminal else leader
+
+    @property
+    def full(self) -> bool:
+        """Whether new requests may follow no more leaders (already accepted ones still may)."""
+        return self.following >= self.max_followers
+
+    def follow(self, ticket: Ticket, key: str | None) -> bool:
+        """Make the ticket follow the request already answering ``key``, if there is one.
+
+        A ticket without a key is answered on its own and its answer is not stored.
+        """
+        if key is None:
+            return False
+        ticket.cache_key = key
+        leader = self.leader_of(key)
+        if leader is None:
             return False
         ticket.leader = leader
-        ticket.position = max(leader.position, 1)
-        leader.followers.append(ticket)
+        leader.followers[ticket] = None
+        self.following += 1
         return True
 
     def lead(self, ticket: Ticket) -> None:
@@ -70,24 +95,30 @@ class AnswerSharing:
 
     def finished(self, ticket: Ticket) -> list[Ticket]:
         """Settle a finished ticket; returns followers that must go back in line."""
-        if ticket.leader is not None:
-            if ticket in ticket.leader.followers:
-                ticket.leader.followers.remove(ticket)
+        leader = ticket.leader
+        if leader is not None:
+            if ticket in leader.followers:
+                del leader.followers[ticket]
+                self.following -= 1
             ticket.leader = None
+            # Its stream may be waiting on the leader's event: wake it (and, harmlessly, the
+            # other followers) so it sees how it ended.
+            leader.moved.set()
             return []
         key = ticket.cache_key
         if key is None or self.inflight.get(key) is not ticket:
             return []
         del self.inflight[key]
-        followers, ticket.followers = ticket.followers, []
+        followers, ticket.followers = list(ticket.followers), {}
+        self.following -= len(followers)
         for follower in followers:
             follower.leader = None
+        # Streams of the followers wait on this event: each goes on with its own from now.
+        ticket.moved.set()
         record = ticket.record
         if record.status is not Status.COMPLETED or ticket.answer_parts is None:
             return followers
-        suggested = ()
-        if ticket.terminal_event is not None and isinstance(ticket.terminal_event.data, dict):
-            suggested = tuple(ticket.terminal_event.data.get("suggested_questions") or ())
+        suggested = ticket.ending.suggested_questions if ticket.ending is not None else ()
         answer = CachedAnswer("".join(ticket.answer_parts), suggested)
         self._spawn(self._store(key, answer))
         for follower in followers:

@@ -1,1 +1,35 @@
-"""Queue backends behind one interface (``base.Admission``): ``local`` and ``redis``."""
+"""Queue backends behind one interface (``base.Admission``): ``local`` and ``redis``.
+
+A backend is named the way ``CHANNEL_LAYERS`` and Django's ``TASKS`` name theirs:
+a short name, or the dotted path of an ``Admission`` subclass.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Admission
+
+SHORT_NAMES = {
+    "local": "guest_queue.core.backends.local.LocalAdmission",
+    "redis": "guest_queue.core.backends.redis.RedisAdmission",
+}
+
+
+def backend_class(name: str) -> type[Admission]:
+    """The ``Admission`` subclass ``name`` stands for.
+
+    Raises ``ImportError`` when it cannot be imported, ``TypeError`` when it is
+    not an ``Admission`` subclass.
+    """
+    path = SHORT_NAMES.get(name, name)
+    module_path, _, attribute = path.rpartition(".")
+    if not module_path:
+        raise ImportError("not a dotted path")
+    try:
+        found = getattr(import_module(module_path), attribute)
+    except AttributeError as exc:
+        raise ImportError(f"{module_path!r} has no {attribute!r}") from exc
+    if not (isinstance(found, type) and issubclass(found, Admission)):
+        raise TypeError(f"{path!r} is not an Admission subclass")
+    return found

@@ -7,49 +7,56 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
+from ..config import ConfigProblem, QueueConfig
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
-    from ..events import Event
+    from ..endings import Ending
 
 
 class Ticket:
     """A request's place in the queue, shared by the queue and the request's stream."""
 
     __slots__ = (
+        "_position",
         "admitted",
         "answer_parts",
         "cache_key",
         "claimed",
+        "ending",
         "followers",
         "interrupt",
         "leader",
-        "position",
+        "moved",
         "queue_score",
         "record",
         "replay",
         "task",
-        "terminal_event",
         "wake",
     )
 
     def __init__(self, record: RequestRecord) -> None:
         self.record = record
-        self.position = 0
+        self._position = 0
         #: The ticket's place in a shared queue (its sort key there), once it has one.
         self.queue_score: str | None = None
         self.admitted = False
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.
         self.interrupt: str | None = None
-        #: The event the stream must end with when the queue ended the request itself.
-        self.terminal_event: Event | None = None
+        #: How the request ended, once it has (the first ending wins).
+        self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        #: Set when this ticket's position changes: its followers wait on it (one event
+        #: for all of them, so a move costs the same however many follow).
+        self.moved = asyncio.Event()
         # Answer cache and single flight (all None/empty when the cache is off):
         self.cache_key: str | None = None
         #: The whole answer so far, kept only to be cached when it completes.
@@ -58,28 +65,81 @@ class Ticket:
         self.replay: CachedAnswer | None = None
         #: The ticket already answering the same question, which this one follows.
         self.leader: Ticket | None = None
-        self.followers: list[Ticket] = []
+        #: Insertion-ordered, so a follower leaves in O(1) and the first one leads next.
+        self.followers: dict[Ticket, None] = {}
 
     @property
     def request_id(self) -> str:
         return self.record.request_id
 
+    @property
+    def client(self) -> str:
+        """The opaque id of the client that asked (empty when unknown)."""
+        return self.record.client_hint or ""
 
-class Admission:
+    @property
+    def position(self) -> int:
+        """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
+        leader = self.leader
+        if leader is not None:
+            return max(leader._position, 1)
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
+
+    @property
+    def wake_event(self) -> asyncio.Event:
+        """What the ticket's stream waits on: its leader's moves while following, else its own."""
+        return self.leader.moved if self.leader is not None else self.wake
+
+
+#: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
+LostCallback = Callable[[Ticket, str], None]
+#: This process's ``queue/status`` figures, for backends that publish them to the others.
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class Admission(ABC):
     """The slots and the line in front of them, as the manager and the streams see them.
 
     ``waiting`` and ``active`` hold this process's tickets; ``queue_size`` and
     ``free_slots`` describe the whole queue (the same thing for a local one).
+
+    A backend is chosen by ``QueueConfig.backend``: a short name or the dotted path
+    of a subclass (see ``backends.backend_class``). It is built by ``create`` and
+    validates its own ``QueueConfig.backend_options`` in ``check``.
     """
 
     name = "local"
 
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
+    @classmethod
+    def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
+        """The backend for ``config``; ``on_lost`` and ``snapshot`` serve shared backends."""
+        return cls(
+            config.max_concurrent,
+            config.max_queue_size,
+            config.position_update_interval_sec,
+            config.max_per_client,
+        )
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """What is wrong with ``options`` (``QueueConfig.backend_options``) for this backend."""
+        return []
+
+    def __init__(
+        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+    ) -> None:
         self.max_active = max_active
         self.max_waiting = max_waiting
         self.update_interval = update_interval
+        self.max_per_client = max_per_client
         self.waiting: OrderedDict[str, Ticket] = OrderedDict()
         self.active: dict[str, Ticket] = {}
+        #: Problems of the set-up found at start-up, shown in ``health``.
+        self.warnings: list[str] = []
 
     @property
     def queue_size(self) -> int:
@@ -95,21 +155,31 @@ class Admission:
     def free_slots(self) -> int:
         return max(0, self.max_active - self.active_count)
 
-    async def enter(self, ticket: Ticket) -> bool:
-        """Admit or line up a new ticket; False when the line is full."""
-        raise NotImplementedError
+    @abstractmethod
+    async def enter(self, ticket: Ticket) -> str | None:
+        """Admit or line up a new ticket; else the refusal's code (``queue_full``,
+        ``client_limit``: the ticket's client already has its cap of requests open)."""
 
+    @abstractmethod
+    async def hold(self, ticket: Ticket) -> bool:
+        """Count a ticket that takes no place (a follower, a cache replay) against its
+        client; False when the client is at its cap. ``leave`` releases it."""
+
+    def client_count(self, client: str) -> int | None:
+        """Requests the client has open, when this process knows it (None: ask Redis)."""
+        return None
+
+    @abstractmethod
     def requeue(self, ticket: Ticket) -> None:
         """Line up an already accepted ticket again, whatever the line's length."""
-        raise NotImplementedError
 
+    @abstractmethod
     def leave(self, ticket: Ticket) -> None:
         """Take the ticket out, wherever it is, and let the next one in. Idempotent."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def run(self) -> None:
         """The background work that keeps positions current; runs until cancelled."""
-        raise NotImplementedError
 
     async def reachable(self) -> bool:
         """Whether the queue's shared state can be reached (always, for a local one)."""
@@ -123,7 +193,7 @@ class Admission:
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
         """Give back what the queue holds outside this process."""
 
     def _admit(self, ticket: Ticket) -> None:
@@ -134,12 +204,11 @@ class Admission:
         ticket.wake.set()
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
-        """Give a waiter (and its followers) a new position; True when it changed."""
+        """Give a waiter a new position; True when it changed. Its followers read the
+        position from it and wait on its ``moved`` event: none of them is visited."""
         if ticket.position == position:
             return False
         ticket.position = position
         ticket.wake.set()
-        for follower in ticket.followers:
-            follower.position = position
-            follower.wake.set()
+        ticket.moved.set()
         return True

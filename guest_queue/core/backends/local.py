@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 
+from ..fairness import ClientHolds
 from .base import Admission, Ticket
 
 
 class LocalAdmission(Admission):
     """This process's own queue: at most ``max_active`` admitted, ``max_waiting`` in line."""
 
-    def __init__(self, max_active: int, max_waiting: int, update_interval: float) -> None:
-        super().__init__(max_active, max_waiting, update_interval)
+    def __init__(
+        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+    ) -> None:
+        super().__init__(max_active, max_waiting, update_interval, max_per_client)
+        self.clients = ClientHolds(max_per_client)
         self._dirty = asyncio.Event()
 
     def has_room(self) -> bool:
@@ -25,11 +29,21 @@ class LocalAdmission(Admission):
             return True
         return len(self.waiting) < self.max_waiting
 
-    async def enter(self, ticket: Ticket) -> bool:
+    async def enter(self, ticket: Ticket) -> str | None:
+        # A client at its cap is told so even when the line is full too: it is what it can fix.
+        if not self.clients.hold(ticket.client, ticket.request_id):
+            return "client_limit"
         if not self.has_room():
-            return False
+            self.clients.release(ticket.request_id)
+            return "queue_full"
         self.join(ticket)
-        return True
+        return None
+
+    async def hold(self, ticket: Ticket) -> bool:
+        return self.clients.hold(ticket.client, ticket.request_id)
+
+    def client_count(self, client: str) -> int | None:
+        return self.clients.count(client)
 
     def requeue(self, ticket: Ticket) -> None:
         self.join(ticket)
@@ -45,6 +59,7 @@ class LocalAdmission(Admission):
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
+        self.clients.release(rid)
         if self.waiting.pop(rid, None) is not None:
             self._dirty.set()
         elif self.active.pop(rid, None) is not None:
@@ -67,6 +82,7 @@ class LocalAdmission(Admission):
         """Push position changes to waiters, coalesced to one pass per interval."""
         while True:
             await self._dirty.wait()
-            self._dirty.clear()
             self.update_positions()
+            # Cleared once done: a pass that failed is run again when the task restarts.
+            self._dirty.clear()
             await asyncio.sleep(self.update_interval)

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ...answer_cache import DjangoAnswerCache
-from ...core.answers.cache import CachedAnswer, question_key
+from ...core.answers.cache import CachedAnswer, cacheable, question_key
 from ...runtime import build_workflow
 from ...workflows.base import Workflow, WorkflowError, WorkflowRequest, WorkflowUnavailable
 
@@ -75,6 +75,10 @@ class Command(BaseCommand):
         workflow = build_workflow()
         if hasattr(workflow, "token_delay"):
             workflow.token_delay = 0  # pacing is for guests watching, not for the cache
+        for question in questions:
+            if not cacheable(question):
+                self.stderr.write(f"{question!r}: hidden or control characters; not cached")
+        questions = [q for q in questions if cacheable(q)]
         keys = list(dict.fromkeys(question_key(q) for q in questions))
         originals = {question_key(q): q for q in reversed(questions)}
         counts = {"stored": 0, "skipped": 0, "failed": 0}

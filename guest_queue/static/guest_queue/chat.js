@@ -14,6 +14,13 @@ const queueWidget = document.getElementById("gq-queue");
 const STATUS_POLL_MS = 5000;
 let controller = null;
 
+// The queue widget shows the last figures from queue/status, but never fewer than this
+// guest's own events prove: a guest told "you are number 3 in line" is one of at least
+// 3 waiting, a guest whose answer is being written holds one of the answering slots.
+const queueFigures = { active: 0, waiting: 0, known: false };
+const ownPlace = { active: 0, waiting: 0 };
+let ownChanges = 0;
+
 function format(template, values) {
   return template.replace(/%\((\w+)\)s/g, (_, key) => String(values[key] ?? ""));
 }
@@ -95,6 +102,9 @@ function handleEvent(view, event) {
   switch (event.event) {
     case "queued": {
       const position = data.queue_position;
+      // The event's figure of the whole line is newer than the last poll's.
+      if (Number.isInteger(data.queue_size)) queueFigures.waiting = data.queue_size;
+      setOwnPlace(0, position);
       const seconds = data.estimated_wait_sec;
       if (position <= 1 && !seconds) view.status.textContent = strings.next;
       else if (seconds) view.status.textContent = format(strings.positionEstimate, { position, seconds: Math.ceil(seconds) });
@@ -103,6 +113,7 @@ function handleEvent(view, event) {
       break;
     }
     case "processing":
+      setOwnPlace(1, 0);
       view.status.textContent = strings.processing;
       view.status.className = "gq-status gq-processing";
       break;
@@ -127,9 +138,13 @@ function handleEvent(view, event) {
   return null;
 }
 
-async function countdown(view, seconds) {
+// What a 429 says while the guest waits, by its code (the line is full by default).
+const WAIT_MESSAGES = { client_limit: "clientLimit", rate_limited: "rateLimited" };
+
+async function countdown(view, seconds, code) {
+  const message = strings[WAIT_MESSAGES[code]] || strings.busy;
   for (let left = seconds; left > 0; left--) {
-    view.status.textContent = format(strings.busy, { seconds: left });
+    view.status.textContent = format(message, { seconds: left });
     view.status.className = "gq-status gq-warning";
     await new Promise((resolve) => setTimeout(resolve, 1000));
     if (controller?.signal.aborted) return false;
@@ -153,7 +168,8 @@ async function ask(question, view = null) {
     });
     if (response.status === 429) {
       const wait = Math.max(1, parseInt(response.headers.get("Retry-After") || "5", 10));
-      if (await countdown(view, wait)) {
+      const refusal = await response.json().catch(() => ({}));
+      if (await countdown(view, wait, refusal.code)) {
         controller = null;
         return ask(question, view);
       }
@@ -177,6 +193,7 @@ async function ask(question, view = null) {
   } finally {
     controller = null;
     setBusy(false);
+    if (ownPlace.active || ownPlace.waiting) setOwnPlace(0, 0);
   }
   if (outcome === "stopped") {
     view.status.textContent = strings.stopped;
@@ -206,14 +223,39 @@ async function readStream(view, response) {
   }
 }
 
+function renderQueue() {
+  if (!queueFigures.known && !ownPlace.active && !ownPlace.waiting) return;
+  queueWidget.textContent = format(strings.queueWidget, {
+    active: Math.max(queueFigures.active, ownPlace.active),
+    waiting: Math.max(queueFigures.waiting, ownPlace.waiting),
+  });
+}
+
+// Called on each of the guest's own queue events: show them at once; when the guest moves
+// from waiting to answered to done (not on every step forward in line), ask for the rest.
+function setOwnPlace(active, waiting) {
+  const moved = active !== ownPlace.active || (waiting > 0) !== (ownPlace.waiting > 0);
+  ownPlace.active = active;
+  ownPlace.waiting = waiting;
+  renderQueue();
+  if (moved) {
+    ownChanges += 1;
+    refreshQueue();
+  }
+}
+
 async function refreshQueue() {
+  const asked = ownChanges;
   try {
     const response = await fetch(urls.status, { headers: { Accept: "application/json" } });
     const status = await response.json();
-    queueWidget.textContent = format(strings.queueWidget, {
-      active: status.active_requests,
-      waiting: status.queue_size,
-    });
+    // Figures asked for before the guest's latest event may predate it; the refresh
+    // that event started brings newer ones.
+    if (asked !== ownChanges) return;
+    queueFigures.active = status.active_requests;
+    queueFigures.waiting = status.queue_size;
+    queueFigures.known = true;
+    renderQueue();
   } catch {
     queueWidget.textContent = strings.queueUnknown;
   }

@@ -22,26 +22,26 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from ...config import QueueConfig
+from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...records import iso as _iso
-from ..base import Admission, Ticket
-from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
-from .scripts import ENTER, LEAVE, LOCATE, STATUS, SYNC
+from ...supervise import supervised
+from ..base import Admission, LostCallback, Snapshot, Ticket
+from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
+from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 
 #: Request ids admitted before this process had registered them, kept this many at most.
 EARLY_ADMISSIONS = 256
+EVICTION_WARNING = "Redis's maxmemory-policy can evict keys"
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
-
-LostCallback = Callable[[Ticket, str], None]
 
 
 class RedisAdmission(Admission):
@@ -49,31 +49,51 @@ class RedisAdmission(Admission):
 
     name = "redis"
 
+    @classmethod
+    def create(cls, config: QueueConfig, *, on_lost: LostCallback, snapshot: Snapshot) -> Admission:
+        return cls(config, on_lost=on_lost, snapshot=snapshot)
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        return RedisOptions.problems(options)
+
     def __init__(
         self,
         config: QueueConfig,
         *,
         on_lost: LostCallback,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Snapshot,
     ) -> None:
         super().__init__(
-            config.max_concurrent, config.max_queue_size, config.position_update_interval_sec
+            config.max_concurrent,
+            config.max_queue_size,
+            config.position_update_interval_sec,
+            config.max_per_client,
         )
         self.config = config
         self._on_lost = on_lost
         self._snapshot = snapshot
-        self.lease_ms = max(1, round(config.lease_sec * 1000))
+        self.options = options = RedisOptions(**config.backend_options)
+        self.lease_ms = max(1, round(options.lease_sec * 1000))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.link = RedisLink(config)
+        self.link = RedisLink(options)
         self.renew_every = self.link.renew_every
         self.client = self.link.client
-        tag = "{" + config.redis_prefix + "}"
-        self.keys = [f"{tag}:waiting", f"{tag}:active", f"{tag}:leases", f"{tag}:meta"]
+        tag = "{" + options.prefix + "}"
+        self.keys = [
+            f"{tag}:waiting",
+            f"{tag}:active",
+            f"{tag}:leases",
+            f"{tag}:meta",
+            f"{tag}:owners",
+            f"{tag}:clients",
+        ]
         self.channel = f"{tag}:events"
         self.processes_key = f"{tag}:processes"
         self.process_key_prefix = f"{tag}:process:"
         self.process_key = self.process_key_prefix + self.process_id
         self._enter = self.client.register_script(ENTER)
+        self._hold = self.client.register_script(HOLD)
         self._leave = self.client.register_script(LEAVE)
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
@@ -85,6 +105,9 @@ class RedisAdmission(Admission):
         self._leave_now = asyncio.Event()
         self._dirty = asyncio.Event()
         self._early: OrderedDict[str, None] = OrderedDict()
+        #: This process's tickets counted against their client without a place (followers,
+        #: cache replays): their leases are renewed like the others'.
+        self.held: dict[str, Ticket] = {}
         self._requeues: set[asyncio.Task[None]] = set()
         # A renewal carries the tickets held when it was built: a removal sent while it
         # is on its way would be undone by it, so the two never overlap.
@@ -103,8 +126,25 @@ class RedisAdmission(Admission):
 
     # -- entering and leaving -------------------------------------------------------
 
-    async def enter(self, ticket: Ticket) -> bool:
-        return await self._join(ticket, force=False)
+    async def enter(self, ticket: Ticket) -> str | None:
+        status = await self._join(ticket, force=False)
+        return {-1: "queue_full", -2: "client_limit"}.get(status)
+
+    async def hold(self, ticket: Ticket) -> bool:
+        if self.max_per_client <= 0 or not ticket.client or ticket.request_id in self.held:
+            return True
+        self.link.refuse_if_quiet()
+        rid = ticket.request_id
+        args = [rid, self.lease_ms, self.max_active, self._epoch, self.channel]
+        reply = await self.link.run(
+            self._hold, self.keys, [*args, ticket.client, self.max_per_client]
+        )
+        held, epoch, queued, active = reply
+        self._heard(epoch, queued, active)
+        if not held:
+            return False
+        self.held[rid] = ticket
+        return True
 
     def requeue(self, ticket: Ticket) -> None:
         task = asyncio.get_running_loop().create_task(self._requeue(ticket))
@@ -117,15 +157,19 @@ class RedisAdmission(Admission):
         except Unavailable:
             self._on_lost(ticket, UNREACHABLE)
 
-    async def _join(self, ticket: Ticket, *, force: bool) -> bool:
+    async def _join(self, ticket: Ticket, *, force: bool) -> int:
+        """Enter the shared line; the script's status (negative: refused)."""
         self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
-        reply = await self.link.run(self._enter, self.keys, [*args, int(force)])
+        args += [int(force), ticket.client, self.max_per_client]
+        reply = await self.link.run(self._enter, self.keys, args)
         status, position, score, epoch, queued, active = reply
         self._heard(epoch, queued, active)
         if status < 0:
-            return False
+            return int(status)
+        # Held without a place until now (a follower lining up): renewed as waiting or active.
+        self.held.pop(rid, None)
         if ticket.record.status.is_terminal:
             # The request ended while its place was being taken: give the place back.
             self._leaving[rid] = None
@@ -140,11 +184,15 @@ class RedisAdmission(Admission):
             if rid in self._early:
                 del self._early[rid]
                 self._admit_waiting(rid)
-        return True
+        return int(status)
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
-        if self.waiting.pop(rid, None) is None and self.active.pop(rid, None) is None:
+        if (
+            self.waiting.pop(rid, None) is None
+            and self.active.pop(rid, None) is None
+            and self.held.pop(rid, None) is None
+        ):
             return
         self._leaving[rid] = None
         self._leave_now.set()
@@ -191,9 +239,12 @@ class RedisAdmission(Admission):
 
     async def run(self) -> None:
         """Renew leases, correct positions, and listen for admissions, until cancelled."""
+        await self.check_eviction()
         helpers = [
-            asyncio.create_task(self.link.listen(self.channel, self._heard_of)),
-            asyncio.create_task(self._send_leaves()),
+            asyncio.create_task(
+                supervised("redis listener", lambda: self.link.listen(self.channel, self._heard_of))
+            ),
+            asyncio.create_task(supervised("redis leaves", self._send_leaves)),
         ]
         try:
             renew_at = time.monotonic() + self.renew_every
@@ -229,15 +280,17 @@ class RedisAdmission(Admission):
         waiting = list(self.waiting.items())
         args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
         args += [self.process_id, json.dumps(self._snapshot())]
-        for rid in self.active:
-            args += [rid, "a"]
+        for rid, ticket in self.active.items():
+            args += [rid, "a", ticket.client]
+        for rid, ticket in self.held.items():
+            args += [rid, "h", ticket.client]
         for rid, ticket in waiting:
-            args += [rid, ticket.queue_score]
+            args += [rid, ticket.queue_score, ticket.client]
         keys = [*self.keys, self.process_key, self.processes_key]
         try:
             epoch, queued, active, lost, positions = await self.link.run(self._sync, keys, args)
         except Unavailable:
-            if time.monotonic() - self.link.last_ok > self.config.lease_sec:
+            if time.monotonic() - self.link.last_ok > self.options.lease_sec:
                 # Every lease this process held has run out: nobody keeps these places.
                 self._leaving.clear()
                 for ticket in list(self.waiting.values()):
@@ -262,6 +315,31 @@ class RedisAdmission(Admission):
                 self._set_position(ticket, int(position))
 
     # -- talking to Redis -----------------------------------------------------------
+
+    async def check_eviction(self) -> None:
+        """Warn when Redis may evict the queue's keys to make room (a policy shared with a cache).
+
+        ``allkeys-*`` evicts any key; ``volatile-*`` evicts keys that have a TTL, and every
+        key of the queue has one (so nothing lingers after the last process). Only
+        ``noeviction`` (or no ``maxmemory`` at all) keeps a guest's place from vanishing.
+        """
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                config = await self.client.config_get("maxmemory*")
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.info("Could not read Redis's maxmemory-policy (%s); not checked", exc)
+            return
+        policy = str(config.get("maxmemory-policy", "noeviction"))
+        limit = int(config.get("maxmemory", 0) or 0)
+        self.warnings = [w for w in self.warnings if not w.startswith(EVICTION_WARNING)]
+        if policy != "noeviction" and limit > 0:
+            warning = (
+                f"{EVICTION_WARNING} ({policy}, maxmemory {limit} bytes): it may evict the "
+                "queue's keys, every one of which has a TTL, and lose guests' places. Set "
+                "maxmemory-policy noeviction, or give the queue a Redis of its own."
+            )
+            self.warnings.append(warning)
+            logger.warning("%s", warning)
 
     def _heard(self, epoch: str, queued: int, active: int) -> None:
         self._epoch = epoch

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ...config import QueueConfig
+from ...config import ConfigProblem
 from ...errors import Unavailable
 
 logger = logging.getLogger("guest_queue")
@@ -32,23 +33,67 @@ QUIET_AFTER_FAILURE_SEC = 1.0
 CLOSE_TIMEOUT_SEC = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """The Redis backend's own options (``QueueConfig.backend_options``)."""
+
+    #: The Redis every process sharing the queue points at.
+    url: str = ""
+    #: Prefix of the shared queue's Redis keys: one queue per prefix.
+    prefix: str = "guest_queue"
+    #: Seconds a process's slots and places outlive it (renewed every third of this).
+    lease_sec: float = 5.0
+    #: Seconds any one Redis command may take before Redis counts as unreachable.
+    timeout_sec: float = 1.0
+
+    @staticmethod
+    def problems(options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """What a shared queue cannot run with (type and range checks are the settings')."""
+        problems: list[ConfigProblem] = []
+        url = options.get("url", "")
+        if not (isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://"))):
+            problems.append(
+                ConfigProblem(
+                    "E033",
+                    "GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+                    f"not {url!r}.",
+                    "GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
+                )
+            )
+        lease, timeout = options.get("lease_sec", 5.0), options.get("timeout_sec", 1.0)
+        if _positive(lease) and _positive(timeout) and timeout * 3 >= lease:
+            problems.append(
+                ConfigProblem(
+                    "E037",
+                    f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third "
+                    f"of GUEST_QUEUE_LEASE_SEC ({lease:g}).",
+                    "Leases are renewed every third of the lease; a slower command loses them.",
+                )
+            )
+        return problems
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 class RedisLink:
     """A client for commands, another for the subscription, and whether Redis answers."""
 
-    def __init__(self, config: QueueConfig) -> None:
-        self.retry_after = max(1, math.ceil(config.lease_sec))
-        self.renew_every = config.lease_sec / 3
-        timeout = config.redis_timeout_sec
+    def __init__(self, options: RedisOptions) -> None:
+        self.retry_after = max(1, math.ceil(options.lease_sec))
+        self.renew_every = options.lease_sec / 3
+        timeout = options.timeout_sec
         # No retries inside redis-py: a failure must reach the guest as a quick 503.
         common: dict[str, Any] = {
             "socket_connect_timeout": timeout,
             "retry": Retry(NoBackoff(), 0),
             "decode_responses": True,
         }
-        self.client = Redis.from_url(config.redis_url, socket_timeout=timeout, **common)
+        self.client = Redis.from_url(options.url, socket_timeout=timeout, **common)
         # Subscriptions sit idle for long stretches: no read timeout on their connection.
         self._events = Redis.from_url(
-            config.redis_url, health_check_interval=max(1, math.ceil(self.renew_every)), **common
+            options.url, health_check_interval=max(1, math.ceil(self.renew_every)), **common
         )
         self.last_ok = time.monotonic()
         self._quiet_until = 0.0

@@ -4,9 +4,18 @@ Keys (all under one hash tag, so a Redis Cluster keeps them on one node):
 ``waiting`` sorted set request id → arrival score (microseconds of Redis's own
 clock, strictly increasing); ``active`` set of request ids holding a slot;
 ``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
-the queue's ``epoch``, ``last_score`` and ``recover_until``.
+the queue's ``epoch``, ``last_score`` and ``recover_until``; ``owners`` hash
+request id → client id and ``clients`` hash client id → open requests, for the
+per-client cap (requests that take no place — followers, cache replays — are
+held there too, with a lease but no place in ``waiting`` or ``active``).
 
-Every script first drops expired leases (their process died or lost Redis) and
+Every key expires (``keep``): each script that writes pushes the expiry of the
+queue's keys to 100 leases (at least a minute) ahead, and every live process runs one
+each third of a lease, so the keys live exactly as long as some process uses
+them and nothing lingers once every process is gone.
+
+Every script first drops expired leases (their process died or lost Redis: their
+clients' counts go down with them) and
 admits the head of the line into free slots; the ids it admitted are published
 on the queue's channel (an empty message means only positions moved), so the
 processes holding those requests start them at once.
@@ -21,12 +30,21 @@ from __future__ import annotations
 
 PRELUDE = """
 local waiting, active, leases, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local owners, clients = KEYS[5], KEYS[6]
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now = math.floor(now_us / 1000)
 
 local function int(x)
   return string.format('%.0f', x)
+end
+
+-- The queue's keys (and ``extra``, if given) expire when no process has written for a while.
+local function keep(lease_ms, extra)
+  local ms = math.max(lease_ms * 100, 60000)
+  for _, key in pairs({waiting, active, leases, meta, owners, clients, extra}) do
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 
 local function epoch(seen, recover_ms)
@@ -45,11 +63,36 @@ local function recovering()
   return now < tonumber(redis.call('HGET', meta, 'recover_until') or '0')
 end
 
+-- The per-client count: a request counts once, from own() to disown(), however it ends.
+local function own(rid, client)
+  if client ~= '' and redis.call('HSETNX', owners, rid, client) == 1 then
+    redis.call('HINCRBY', clients, client, 1)
+  end
+end
+
+local function disown(rid)
+  local client = redis.call('HGET', owners, rid)
+  if client then
+    redis.call('HDEL', owners, rid)
+    if redis.call('HINCRBY', clients, client, -1) <= 0 then
+      redis.call('HDEL', clients, client)
+    end
+  end
+end
+
+local function at_cap(rid, client, cap)
+  if cap <= 0 or client == '' or redis.call('HEXISTS', owners, rid) == 1 then
+    return false
+  end
+  return tonumber(redis.call('HGET', clients, client) or '0') >= cap
+end
+
 local function purge()
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
   for _, rid in ipairs(expired) do
     redis.call('ZREM', waiting, rid)
     redis.call('SREM', active, rid)
+    disown(rid)
   end
   if #expired > 0 then
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
@@ -82,8 +125,10 @@ local function announce(channel, admitted, moved)
 end
 """
 
-#: ARGV: request id, lease ms, max active, max waiting, epoch seen, channel, force (1/0).
-#: Returns {status (1 admitted, 0 waiting, -1 full), position, score, epoch, waiting, active}.
+#: ARGV: request id, lease ms, max active, max waiting, epoch seen, channel, force (1/0),
+#: client id ('' for none), cap per client (0 for none). Returns {status (1 admitted,
+#: 0 waiting, -1 line full, -2 client at its cap), position, score, epoch, waiting, active}.
+#: A forced entry (an accepted request lining up again) is never refused.
 ENTER = (
     PRELUDE
     + """
@@ -94,10 +139,14 @@ local moved = purge()
 announce(ARGV[6], admit(max_active), moved)
 local queued = redis.call('ZCARD', waiting)
 local status, position, score = 0, 0, ''
+if ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9])) then
+  return {-2, 0, '', current, queued, redis.call('SCARD', active)}
+end
 if queued == 0 and not recovering() and redis.call('SCARD', active) < max_active then
   redis.call('SADD', active, rid)
   status, position = 1, 1
 elseif queued >= max_waiting and ARGV[7] ~= '1' then
+  keep(lease_ms)
   return {-1, 0, '', current, queued, redis.call('SCARD', active)}
 else
   local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
@@ -107,7 +156,30 @@ else
   position = queued + 1
 end
 redis.call('ZADD', leases, int(now + lease_ms), rid)
+keep(lease_ms)
+own(rid, ARGV[8])
 return {status, position, score, current, redis.call('ZCARD', waiting), redis.call('SCARD', active)}
+"""
+)
+
+#: A request that takes no place (it follows an identical one, or replays a cached answer)
+#: still counts against its client. ARGV: request id, lease ms, max active, epoch seen,
+#: channel, client id, cap per client. Returns {1 held or 0 at the cap, epoch, waiting, active}.
+HOLD = (
+    PRELUDE
+    + """
+local rid, lease_ms = ARGV[1], tonumber(ARGV[2])
+local current = epoch(ARGV[4], lease_ms)
+local moved = purge()
+announce(ARGV[5], admit(tonumber(ARGV[3])), moved)
+local held = 0
+if not at_cap(rid, ARGV[6], tonumber(ARGV[7])) then
+  own(rid, ARGV[6])
+  redis.call('ZADD', leases, int(now + lease_ms), rid)
+  held = 1
+end
+keep(lease_ms)
+return {held, current, redis.call('ZCARD', waiting), redis.call('SCARD', active)}
 """
 )
 
@@ -124,18 +196,21 @@ for i = 5, #ARGV do
   end
   redis.call('SREM', active, ARGV[i])
   redis.call('ZREM', leases, ARGV[i])
+  disown(ARGV[i])
 end
 local admitted = admit(tonumber(ARGV[2]))
 announce(ARGV[4], admitted, moved)
+keep(tonumber(ARGV[1]))
 return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admitted}
 """
 )
 
-#: KEYS[5]: this process's status key; KEYS[6]: the sorted set of live processes.
-#: ARGV: lease ms, max active, epoch seen, channel, process id, status JSON, then pairs
-#: (request id, "a" for a slot held or the waiting score). Renews every lease, puts back
-#: places Redis lost, reports slots it lost. Returns {epoch, waiting, active, {lost ids},
-#: {position of each waiting pair, 0 once admitted}}.
+#: KEYS[7]: this process's status key; KEYS[8]: the sorted set of live processes.
+#: ARGV: lease ms, max active, epoch seen, channel, process id, status JSON, then triples
+#: (request id, "a" for a slot held, "h" for a request held without a place, or the
+#: waiting score; client id or ''). Renews every lease, puts back places and client counts
+#: Redis lost, reports slots it lost. Returns {epoch, waiting, active, {lost ids},
+#: {position of each waiting triple, 0 once admitted}}.
 SYNC = (
     PRELUDE
     + """
@@ -145,34 +220,40 @@ local moved = purge()
 local expiry = int(now + lease_ms)
 local recover = recovering()
 local lost = {}
-for i = 7, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
   local rid, score = ARGV[i], ARGV[i + 1]
   if score == 'a' then
     if recover or redis.call('SISMEMBER', active, rid) == 1 then
       redis.call('SADD', active, rid)
       redis.call('ZADD', leases, expiry, rid)
+      own(rid, ARGV[i + 2])
     else
       lost[#lost + 1] = rid
     end
+  elseif score == 'h' then
+    redis.call('ZADD', leases, expiry, rid)
+    own(rid, ARGV[i + 2])
   else
     if redis.call('SISMEMBER', active, rid) == 0 and not redis.call('ZSCORE', waiting, rid) then
       redis.call('ZADD', waiting, score, rid)
       moved = true
     end
     redis.call('ZADD', leases, expiry, rid)
+    own(rid, ARGV[i + 2])
   end
 end
 announce(ARGV[4], admit(tonumber(ARGV[2])), moved)
 local positions = {}
-for i = 7, #ARGV, 2 do
-  if ARGV[i + 1] ~= 'a' then
+for i = 7, #ARGV, 3 do
+  if ARGV[i + 1] ~= 'a' and ARGV[i + 1] ~= 'h' then
     local rank = redis.call('ZRANK', waiting, ARGV[i])
     positions[#positions + 1] = rank and (rank + 1) or 0
   end
 end
-redis.call('SET', KEYS[5], ARGV[6], 'PX', lease_ms)
-redis.call('ZADD', KEYS[6], expiry, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+redis.call('SET', KEYS[7], ARGV[6], 'PX', lease_ms)
+redis.call('ZADD', KEYS[8], expiry, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+keep(lease_ms, KEYS[8])
 return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions}
 """
 )

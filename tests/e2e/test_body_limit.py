@@ -1,0 +1,126 @@
+"""A 1 GiB upload to a real uvicorn server: refused after the limit, nothing spooled or kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server, ServerFactory
+
+GIB = 1 << 30
+CHUNK = 64 * 1024
+LIMIT = 65536  # GUEST_MAX_BODY_BYTES default
+# What the kernel may buffer between client and server on loopback (both socket buffers),
+# generously: the body the client manages to send before the 413 is this at most, not 1 GiB.
+IN_FLIGHT = 32 << 20
+
+
+def body(total: int, chunked: bool) -> Iterator[bytes]:
+    """A body produced as it is sent, never held in memory."""
+    block = b"x" * CHUNK
+    sent = 0
+    while sent < total:
+        yield (b"%x\r\n" % CHUNK + block + b"\r\n") if chunked else block
+        sent += CHUNK
+    if chunked:
+        yield b"0\r\n\r\n"
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def spooled(pid: int, spool: Path) -> int:
+    """Bytes in files under ``spool`` the server holds open (deleted temporary files too)."""
+    total = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            if target.startswith(str(spool)):
+                total += os.stat(fd).st_size
+        except OSError:
+            continue
+    return total
+
+
+def upload(server: Server, spool: Path, chunked: bool) -> tuple[int, dict[str, object], int, int]:
+    """Send a 1 GiB POST until a response comes: (status, JSON, bytes sent, most spooled)."""
+    length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % GIB
+    head = (
+        b"POST /api/v1/guest/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n" + length + b"\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    sock.sendall(head)
+    sent = most_spooled = 0
+    pending = b""
+    chunks = body(GIB, chunked)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:
+                break
+            if writable:
+                pending = pending or next(chunks, b"")
+                if not pending:
+                    break
+                try:
+                    n = sock.send(pending)
+                except OSError:
+                    break  # the server closed: read what it answered
+                pending = pending[n:]
+                sent += n
+                if sent % (16 * CHUNK) < n:
+                    most_spooled = max(most_spooled, spooled(server.process.pid, spool))
+        most_spooled = max(most_spooled, spooled(server.process.pid, spool))
+        sock.settimeout(10)
+        raw = b""
+        while b"\r\n\r\n" not in raw or len(raw.split(b"\r\n\r\n", 1)[1]) < 2:
+            part = sock.recv(65536)
+            if not part:
+                break
+            raw += part
+    finally:
+        sock.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    payload = rest.split(b"\r\n\r\n", 1)[1]
+    return int(status_line.split()[1]), json.loads(payload), sent, most_spooled
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_1_gib_upload_is_refused_without_being_read(
+    start_server: ServerFactory, tmp_path: Path, chunked: bool
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # Django spools bodies past 2.5 MB to TMPDIR: point it somewhere this test watches.
+    server = start_server("uvicorn", TMPDIR=str(spool))
+    assert httpx.get(f"{server.url}/api/v1/guest/health").status_code == 200
+    before = rss(server.process.pid)
+    started = time.monotonic()
+    status, payload, sent, most_spooled = upload(server, spool, chunked)
+    elapsed = time.monotonic() - started
+    assert status == 413, payload
+    assert payload["code"] == "body_too_large"
+    # Refused after the limit plus what the sockets held, not after the gigabyte.
+    assert sent < LIMIT + IN_FLIGHT, (sent, elapsed)
+    assert most_spooled == 0
+    assert list(spool.iterdir()) == []
+    assert rss(server.process.pid) - before < 16 << 20
+    # The server goes on serving.
+    response = httpx.post(
+        f"{server.url}/api/v1/guest/chat/simple", json={"query": "chunks=1"}, timeout=10
+    )
+    assert response.status_code == 200

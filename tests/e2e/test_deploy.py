@@ -1,0 +1,274 @@
+"""The deployment recipe in deploy/, run for real: nginx in front of two uvicorn workers.
+
+nginx (Debian's package) runs this checkout's ``deploy/nginx/genestory.conf`` with
+only its ports and listen address rewritten; the workers run the ``ExecStart``
+command of ``deploy/systemd/genestory@.service`` and share the queue in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from guest_queue.hashing import CLIENT, keyed_hash
+
+from .conftest import ROOT, Server, free_port
+from .test_servers import names, stream_events
+
+DEPLOY = ROOT / "deploy"
+SITE = DEPLOY / "nginx" / "genestory.conf"
+UNIT = DEPLOY / "systemd" / "genestory@.service"
+TERMINAL = {"workflow_complete", "error", "timeout"}
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    if Path(found).exists():
+        return found
+    if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+        pytest.fail("nginx is required here but missing (apt-get install nginx)")
+    pytest.skip("nginx is not installed (apt-get install nginx)")
+
+
+def documented_uvicorn_args() -> list[str]:
+    """The systemd unit's ExecStart, after the uvicorn executable."""
+    line = next(x for x in UNIT.read_text().splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[0].endswith("/uvicorn")
+    return argv[1:]
+
+
+class Worker(Server):
+    """A uvicorn worker started with the documented command."""
+
+    def command(self, kind: str) -> list[str]:
+        port = str(self.port)
+        return ["-m", "uvicorn", *(arg.replace("%i", port) for arg in documented_uvicorn_args())]
+
+
+class Nginx:
+    """nginx in the foreground with the site config, its pid, logs and temp files under tmp."""
+
+    def __init__(self, tmp: Path, upstreams: list[int]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = tmp / "nginx"
+        self.dir.mkdir()
+        ports = iter(upstreams)
+        site, servers = re.subn(
+            r"server 127\.0\.0\.1:\d+",
+            lambda _: f"server 127.0.0.1:{next(ports)}",
+            SITE.read_text(),
+        )
+        site, listens = re.subn(r"listen 80;", f"listen 127.0.0.1:{self.port};", site)
+        assert servers == len(upstreams) and listens == 1
+        temp = "\n".join(
+            f"{kind}_temp_path {self.dir / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config = self.dir / "nginx.conf"
+        config.write_text(
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"daemon off;\nworker_processes 1;\npid {self.dir / 'nginx.pid'};\n"
+            + f"error_log {self.dir / 'error.log'} info;\n"
+            + "events { worker_connections 512; }\n"
+            + f"http {{\naccess_log {self.dir / 'access.log'};\n{temp}\n{site}\n}}\n"
+        )
+        args = ["-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(config)]
+        self.process = subprocess.Popen([nginx_binary(), *args])
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, self.errors()
+            try:
+                if httpx.get(f"{self.url}/api/v1/guest/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, self.errors()
+            time.sleep(0.05)
+
+    def errors(self) -> str:
+        path = self.dir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Deployment:
+    def __init__(self, workers: list[Worker], nginx: Nginx) -> None:
+        self.workers = workers
+        self.nginx = nginx
+        self.url = nginx.url
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, redis_test_url: str, redis_test_prefix: str) -> Iterator[Deployment]:
+    nginx_binary()
+    env = {
+        "GUEST_QUEUE_BACKEND": "redis",
+        "GUEST_QUEUE_REDIS_URL": redis_test_url,
+        "GUEST_QUEUE_REDIS_PREFIX": redis_test_prefix,
+        "GUEST_MAX_CONCURRENT_REQUESTS": "10",
+        "GUEST_SHUTDOWN_GRACE_SEC": "20",
+        "GUEST_HISTORY_FLUSH_SEC": "0.1",
+    }
+    workers: list[Worker] = []
+    nginx = None
+    try:
+        workers += [Worker("uvicorn", env, tmp_path), Worker("uvicorn", env, tmp_path)]
+        nginx = Nginx(tmp_path, [w.port for w in workers])
+        yield Deployment(workers, nginx)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def test_documented_commands_drain_gracefully() -> None:
+    args = documented_uvicorn_args()
+    assert args[args.index("--timeout-graceful-shutdown") + 1] == "35"
+    assert "--proxy-headers" in args and "--forwarded-allow-ips=127.0.0.1" in args
+    assert args[args.index("--lifespan") + 1] == "on"
+    serve = (ROOT / "Makefile").read_text()
+    assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in serve
+    assert "GRACEFUL_TIMEOUT ?= 35" in serve
+    assert "GUEST_SHUTDOWN_GRACE_SEC=30" in (DEPLOY / "genestory.env.example").read_text()
+    assert re.search(r"^TimeoutStopSec=45$", UNIT.read_text(), re.M)
+
+
+async def timed_events(client: httpx.AsyncClient, url: str, query: str) -> list[tuple[float, str]]:
+    """(seconds since the request was sent, event name) for each event of one stream."""
+    started = time.perf_counter()
+    arrivals = []
+    async with client.stream("POST", f"{url}/api/v1/guest/chat", json={"query": query}) as r:
+        assert r.status_code == 200, await r.aread()
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                arrivals.append((time.perf_counter() - started, json.loads(line[6:])["event"]))
+    return arrivals
+
+
+async def test_events_pass_nginx_as_they_are_produced(deployment: Deployment) -> None:
+    direct = deployment.workers[0].url
+    firsts: dict[str, list[float]] = {direct: [], deployment.url: []}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(7):
+            for url in firsts:
+                events = await timed_events(client, url, "sleep=0.3 chunks=1")
+                assert events[0][1] == "queued" and events[-1][1] == "workflow_complete"
+                firsts[url].append(events[0][0])
+        # The first event is sent at once, the answer 0.3 s later: a buffering proxy
+        # would hold the first event back until then.
+        extra = statistics.median(firsts[deployment.url]) - statistics.median(firsts[direct])
+        assert extra < 0.1, firsts
+        slow = await timed_events(client, deployment.url, "chunks=3 delay=0.4")
+    first_chunk = next(t for t, name in slow if name == "answer_chunk")
+    assert slow[-1][1] == "workflow_complete" and slow[-1][0] - first_chunk > 0.6, slow
+
+
+async def test_guest_address_reaches_the_app_through_proxy_headers(
+    deployment: Deployment,
+) -> None:
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.5")
+    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+        # A forged header from the guest is not believed: nginx appends the real peer.
+        answer = await client.post(
+            f"{deployment.url}/api/v1/guest/chat/simple",
+            json={"query": "chunks=1"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+    assert answer.status_code == 200, answer.text
+    request_id = uuid.UUID(answer.json()["request_id"]).hex
+    db = sqlite3.connect(deployment.workers[0].db_path)
+    try:
+        deadline = time.monotonic() + 10
+        row = None
+        while row is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            row = db.execute(
+                "SELECT client_hash FROM guest_queue_guestrequest WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+    finally:
+        db.close()
+    assert row is not None, "the request never reached the history table"
+    assert row[0] == keyed_hash(CLIENT, "127.0.0.5")[:32]
+
+
+async def process_figures(client: httpx.AsyncClient, worker: Server) -> dict[str, Any]:
+    """This worker's own figures (``queue/status`` asked directly, not through nginx)."""
+    status = (await client.get(f"{worker.url}/api/v1/guest/queue/status")).json()
+    return dict(status["process"])
+
+
+async def test_rolling_restart_loses_no_accepted_request(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    first, second = deployment.workers
+    async with httpx.AsyncClient(timeout=60) as client:
+        in_flight = [
+            asyncio.ensure_future(stream_events(client, deployment.url, "chunks=8 delay=0.4"))
+            for _ in range(6)
+        ]
+        deadline = time.monotonic() + 10
+        while True:
+            figures = [await process_figures(client, w) for w in (first, second)]
+            if all(f["active_requests"] >= 1 for f in figures):
+                break
+            assert time.monotonic() < deadline, "the streams did not reach both workers"
+            await asyncio.sleep(0.05)
+        served_before = (await process_figures(client, second))["total_requests"]
+        first.process.send_signal(signal.SIGTERM)
+
+        async def during(delay: float) -> list[dict[str, Any]]:
+            await asyncio.sleep(delay)
+            return await stream_events(client, deployment.url, "chunks=2")
+
+        arrivals = [asyncio.ensure_future(during(0.15 * i)) for i in range(10)]
+        exit_code = await asyncio.to_thread(first.process.wait, 30)
+        assert exit_code in (0, -signal.SIGTERM), first.output()
+        results = await asyncio.gather(*in_flight, *arrivals)
+        # The other worker served every question asked while the first one restarted.
+        served = (await process_figures(client, second))["total_requests"] - served_before
+        assert served >= len(arrivals)
+    for events in results:
+        ends = [name for name in names(events) if name in TERMINAL]
+        assert ends == ["workflow_complete"], names(events)
+        assert names(events)[-1] == "workflow_complete"
+    for events in results[: len(in_flight)]:
+        assert names(events).count("answer_chunk") == 8
+    first.stop()
+    restarted = await asyncio.to_thread(
+        Worker, "uvicorn-restarted", first.env, tmp_path, port=first.port
+    )
+    deployment.workers[0] = restarted
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(f"{restarted.url}/api/v1/guest/health")).status_code == 200
+        after = await asyncio.gather(
+            *(stream_events(client, deployment.url, "chunks=1") for _ in range(4))
+        )
+    assert all(names(events)[-1] == "workflow_complete" for events in after)
