@@ -98,6 +98,7 @@ def load_target(target: str) -> tuple[Any, str]:
         DJANGO_SETTINGS_MODULE="genestory.settings",
         DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
         DEBUG="false",
+        SECRET_KEY="benchmark-only-" + "x" * 50,
         LOG_LEVEL="WARNING",
         GUEST_WORKFLOW="tests.scripted.TenChunksWorkflow",
         GUEST_MAX_CONCURRENT_REQUESTS="3" if target == "limit3" else "100",
