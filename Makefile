@@ -1,3 +1,4 @@
+# make mutate — mutation testing of guest_queue/core with mutmut (see docs/testing-mutation.md)
 # make run  — serve the demo on http://127.0.0.1:8000 (SQLite, local memory cache, demo workflow)
 # make serve — production: collectstatic, migrate, uvicorn (DEBUG=false, lifespan on, graceful drain)
 # make test — lint, type-check and run the whole suite (Django 5.2 on Python 3.11, and Django 6.x
@@ -17,7 +18,7 @@ WORKERS ?= 1
 GRACEFUL_TIMEOUT ?= 35
 FORWARDED_ALLOW_IPS ?= 127.0.0.1
 
-.PHONY: run serve test lint test-django5 test-django6 bench clean
+.PHONY: run serve test lint test-django5 test-django6 bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,5 +68,11 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.sse_load
 	$(BIN)/python -m bench.site_compare
 
+# Mutation testing of guest_queue/core against tests/core (slow; not part of `make test`).
+# Results: `$(BIN)/mutmut results`; the score is recorded in docs/testing-mutation.md.
+mutate: $(VENV)/.dev-installed
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
 clean:
-	rm -rf $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf mutants $(VENV) $(VENV_NEW) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

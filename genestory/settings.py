@@ -52,11 +52,16 @@ def env_value(name: str, default: Any) -> Any:
     return text
 
 
+#: Settings that are text when set and None (off) when not.
+TEXT_SETTINGS = ("GUEST_HASH_KEY", "GUEST_METRICS_TOKEN", "GUEST_CLIENT_KEY", "GUEST_RATE_LIMIT")
+
+
 def guest_queue_settings() -> dict[str, Any]:
     """Every guest_queue setting, from the environment or else its default."""
     settings = {name: env_value(name, default) for name, default in DEFAULTS.items()}
-    # A key made of digits is still text, not a number.
-    settings["GUEST_HASH_KEY"] = env.str("GUEST_HASH_KEY", default="") or None
+    # Text whose default is None (off): a key or token made of digits is still text.
+    for name in TEXT_SETTINGS:
+        settings[name] = env.str(name, default="") or None
     return settings
 
 
@@ -188,12 +193,22 @@ STORAGES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"guest_queue": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")}},
 }
+# LOG_FORMAT=json: one JSON object per line, the request log's fields as keys
+# (needs python-json-logger, which the demo does not install: docs/metrics.md).
+if env.str("LOG_FORMAT", "text") == "json":
+    LOGGING["formatters"] = {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    }
+    LOGGING["handlers"]["console"]["formatter"] = "json"
 
 # guest_queue: every setting of guest_queue.conf.DEFAULTS can come from the environment,
 # read as the type of its default; the defaults themselves live only there.

@@ -8,9 +8,10 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register, run_checks
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .conf import app_settings
 from .core.backends import backend_class
 from .core.config import ConfigProblem
@@ -89,12 +90,19 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
     ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
     ("E070", "MAX_REQUESTS_PER_CLIENT", _int_at_least(0), "an integer >= 0 (0: no cap)"),
-    ("E082", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
+    ("E092", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
     (
         "E071",
         "RATE_LIMIT",
         lambda v: v is None or v == "" or parse_rate(v) is not None,
         "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
+    ),
+    ("E082", "METRICS_ENABLED", lambda v: isinstance(v, bool), "True or False"),
+    (
+        "E081",
+        "METRICS_TOKEN",
+        lambda v: v is None or (isinstance(v, str) and bool(v.strip()) and v == v.strip()),
+        "None (no token) or a non-empty string without surrounding spaces",
     ),
 ]
 
@@ -113,6 +121,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                     id=f"guest_queue.{code}",
                 )
             )
+    errors.extend(_check_metrics())
     errors.extend(_check_workflow())
     errors.extend(_check_api_middleware())
     errors.extend(_check_client_key())
@@ -129,6 +138,19 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             Error(f"GUEST_CACHE_ALIAS {cache_alias!r} is not in CACHES.", id="guest_queue.E031")
         )
     return errors
+
+
+def _check_metrics() -> list[CheckMessage]:
+    """Metrics turned on need the ``prometheus`` extra."""
+    if app_settings.METRICS_ENABLED is not True or metrics.available():
+        return []
+    return [
+        Error(
+            "GUEST_METRICS_ENABLED is on but prometheus_client is not installed.",
+            hint='Install "django-guest-queue[prometheus]", or turn GUEST_METRICS_ENABLED off.',
+            id="guest_queue.E080",
+        )
+    ]
 
 
 def _errors(problems: Sequence[ConfigProblem]) -> list[CheckMessage]:
@@ -161,7 +183,7 @@ def _check_api_middleware() -> list[CheckMessage]:
         return [
             Error(
                 f"GUEST_API_MIDDLEWARE must be a list of dotted paths, not {paths!r}.",
-                id="guest_queue.E080",
+                id="guest_queue.E090",
             )
         ]
     errors: list[CheckMessage] = []
@@ -172,7 +194,7 @@ def _check_api_middleware() -> list[CheckMessage]:
             errors.append(
                 Error(
                     f"GUEST_API_MIDDLEWARE entry {path!r} cannot be imported: {exc}",
-                    id="guest_queue.E081",
+                    id="guest_queue.E091",
                 )
             )
     return errors
@@ -244,4 +266,13 @@ def check_asgi(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[C
             ),
             id="guest_queue.W001",
         )
+    ]
+
+
+def startup_problems() -> list[str]:
+    """The app's own check errors, one ``id: message`` line each: the queue must not start."""
+    return [
+        f"{m.id}: {m.msg}" + (f" HINT: {m.hint}" if m.hint else "")
+        for m in run_checks(tags=[Tags.compatibility])
+        if m.is_serious() and (m.id or "").startswith("guest_queue.")
     ]

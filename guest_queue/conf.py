@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_CACHE_SIMILARITY": None,
     "GUEST_CACHE_LOCAL_SEC": 10,
     "GUEST_HASH_KEY": None,
+    "GUEST_METRICS_ENABLED": False,
+    "GUEST_METRICS_TOKEN": None,
 }
 
 

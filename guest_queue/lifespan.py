@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
-from .runtime import get_manager
+from .runtime import Misconfigured, get_manager
 
 logger = logging.getLogger("guest_queue")
 
@@ -83,11 +83,14 @@ class LifespanHandler:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # The server prints the message it gets: logging it too would print it twice.
                 try:
                     await startup()
                     self._signals.install(get_manager().begin_drain)
+                except Misconfigured as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception:
-                    logger.exception("guest_queue failed to start")
                     await send(
                         {"type": "lifespan.startup.failed", "message": traceback.format_exc()}
                     )

@@ -7,11 +7,14 @@ import logging
 import threading
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from . import metrics, request_log
 from .answer_cache import DjangoAnswerCache
+from .checks import startup_problems
 from .conf import app_settings
 from .core.manager import QueueManager
 from .history import HistoryWriter
@@ -28,6 +31,10 @@ _closing: set[asyncio.Task[None]] = set()
 _unclosed: set[HistoryWriter] = set()
 
 
+class Misconfigured(ImproperlyConfigured):
+    """The app's system checks fail: the queue does not start (the message lists them)."""
+
+
 def build_workflow() -> Workflow:
     """Instantiate the configured workflow class (once per manager)."""
     workflow_class = import_string(app_settings.WORKFLOW)
@@ -36,6 +43,10 @@ def build_workflow() -> Workflow:
 
 
 def _build() -> tuple[QueueManager, HistoryWriter | None]:
+    # The checks `manage.py check` runs: a bad setting stops the queue with their message.
+    problems = startup_problems()
+    if problems:
+        raise Misconfigured("guest_queue cannot start:\n  " + "\n  ".join(problems))
     cache = DjangoAnswerCache() if app_settings.CACHE_ENABLED else None
     manager = QueueManager(app_settings.queue_config(), build_workflow(), cache=cache)
     if manager.config.backend == "local":
@@ -48,17 +59,24 @@ def _build() -> tuple[QueueManager, HistoryWriter | None]:
         history = HistoryWriter()
         manager.add_listener(history.add)
         manager.add_closer(history.close)
+    # Operations: one log line per finished request, and the Prometheus metrics if enabled.
+    manager.add_listener(request_log.log_finished)
+    metrics.attach(manager, history)
     return manager, history
 
 
 def get_manager() -> QueueManager:
-    """This process's manager; a manager whose event loop has closed is replaced."""
+    """This process's manager; a manager whose event loop has closed is replaced.
+
+    Raises ``Misconfigured`` while the app's system checks fail.
+    """
     global _manager, _history
     with _lock:
         manager = _manager
         if manager is None or (manager.loop is not None and manager.loop.is_closed()):
             if _history is not None:
                 _history.abandon()
+                _history = None
             _abandon_unclosed()
             manager, _history = _build()
             _manager = manager

@@ -10,6 +10,7 @@ releases it at exit, however the process ends.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from pathlib import Path
@@ -59,4 +60,6 @@ def claim_local_queue() -> str | None:
     handle.write(str(os.getpid()))
     handle.flush()
     _held = handle
+    # Closed (and so released) at exit: no unclosed-file warning from the interpreter.
+    atexit.register(handle.close)
     return None

@@ -12,6 +12,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("health", views.health, name="health"),
     path("health/live", views.health_live, name="health-live"),
     path("openapi.json", views.openapi, name="openapi"),
+    path("metrics", views.metrics_endpoint, name="metrics"),
     # [\s\S], not ".": a path may hold an encoded newline, which "." does not match.
     re_path(r"^(?P<path>[\s\S]*)\Z", views.not_found, name="not-found"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -12,6 +13,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .asgi import note_ticket
 from .clients import client_id
 from .core import events as ev
@@ -22,11 +24,13 @@ from .core.manager import QueueManager
 from .history_lookup import HistoryUnavailable, find_in_history
 from .ratelimit import over_rate
 from .responses import EventStreamResponse, json_error
-from .runtime import get_history, get_manager
+from .runtime import Misconfigured, get_history, get_manager
 from .schema import openapi_json
 from .validation import BadRequest, parse_query
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+logger = logging.getLogger("guest_queue")
 
 # chat/simple: which status code each way of ending maps to.
 SIMPLE_ERROR_STATUS = {
@@ -58,8 +62,18 @@ def allow(*methods: str) -> Callable[[AsyncView], AsyncView]:
             except BadRequest as exc:
                 return json_error(exc.status, exc.code, exc.message)
             except Refused as exc:
+                metrics.count_rejected(exc.code)
                 return json_error(
                     exc.status_code, exc.code, exc.message, retry_after=exc.retry_after
+                )
+            except Misconfigured as exc:
+                # No lifespan (daphne, runserver): the first requests are where checks fail.
+                logger.error("%s", exc)
+                return json_error(
+                    503,
+                    "misconfigured",
+                    "The assistant is not configured correctly; the server log says why.",
+                    retry_after=60,
                 )
 
         return csrf_exempt(wrapper)
@@ -184,6 +198,12 @@ async def health(request: HttpRequest) -> HttpResponseBase:
     if not healthy:
         response["Retry-After"] = "5"
     return response
+
+
+@allow("GET")
+async def metrics_endpoint(request: HttpRequest) -> HttpResponseBase:
+    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.metrics``)."""
+    return await metrics.metrics_view(request, get_manager())
 
 
 @allow("GET")

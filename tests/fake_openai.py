@@ -64,6 +64,10 @@ class Handler(BaseHTTPRequestHandler):
                 429, {"error": {"message": "Rate limit reached for key sk-secret1234567890"}}
             )
             return
+        if scenario in ("401", "403"):
+            message = "Incorrect API key provided: sk-secret1234567890"
+            self._json(int(scenario), {"error": {"message": message}})
+            return
         if scenario == "500":
             self._json(500, {"error": {"message": "The model crashed\nBearer abc.def"}})
             return

@@ -120,6 +120,16 @@ def test_csv_export_carries_no_control_or_bidi_characters(admin_client: Client) 
     assert record["answer_preview"] == "ok \ufffdgnp.exe\ufffd \ufffddone"
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_export_neutralises_every_formula_start(admin_client: Client, start: str) -> None:
+    text = f"{start}cmd|' /C calc'!A0"
+    row = make(query=text, error_message=f"{start}SUM(1)")
+    response = admin_client.post(LIST, {"action": "export_csv", "_selected_action": [row.pk]})
+    (exported,) = csv.DictReader(io.StringIO(response.content.decode(), newline=""))
+    assert exported["query"] == "'" + text
+    assert exported["error_message"] == f"'{start}SUM(1)"
+
+
 def test_queryset_state_filters() -> None:
     done = make()
     hit = make(cached=True)

@@ -6,11 +6,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
 from genestory.asgi import application
 from guest_queue.runtime import get_manager
+
+from .conftest import asgi_get
 
 
 def chat_scope(body: bytes) -> dict[str, Any]:
@@ -137,7 +140,20 @@ async def test_lifespan_reports_a_failed_startup() -> None:
     await lifespan.send_input({"type": "lifespan.startup"})
     message = await lifespan.receive_output(5)
     assert message["type"] == "lifespan.startup.failed"
-    assert "no.such.Workflow" in message["message"] or "No module named" in message["message"]
+    # The system check's message, not a traceback.
+    assert "guest_queue.E014: GUEST_WORKFLOW 'no.such.Workflow' cannot be" in message["message"]
+    assert "Traceback" not in message["message"]
+
+
+@override_settings(GUEST_WORKFLOW="no.such.Workflow")
+async def test_without_lifespan_a_bad_setting_is_a_json_503_and_a_clear_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    status, body = await asgi_get("/api/v1/guest/queue/status")
+    assert status == 503
+    assert body["code"] == "misconfigured" and "no.such" not in body["error"]
+    assert "guest_queue.E014: GUEST_WORKFLOW 'no.such.Workflow' cannot be" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 # Thirty guests from one test address: no per-client cap here.

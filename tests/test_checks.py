@@ -43,7 +43,21 @@ def test_defaults_pass() -> None:
         ("GUEST_DEMO_TOKEN_DELAY_SEC", -1, "guest_queue.E012"),
         ("GUEST_TIMEOUT_FALLBACK", "", "guest_queue.E013"),
         ("GUEST_SYNC_THREADS", 0, "guest_queue.E016"),
-        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E082"),
+        ("GUEST_HISTORY_ENABLED", "yes", "guest_queue.E017"),
+        ("GUEST_HISTORY_STORE_QUERY", 1, "guest_queue.E018"),
+        ("GUEST_HISTORY_BATCH_SIZE", 0, "guest_queue.E019"),
+        ("GUEST_HISTORY_FLUSH_SEC", 0, "guest_queue.E020"),
+        ("GUEST_HISTORY_BUFFER_SIZE", 0, "guest_queue.E021"),
+        ("GUEST_HISTORY_DATABASE", "nowhere", "guest_queue.E022"),
+        ("GUEST_OPENAI_SUGGESTIONS", "some", "guest_queue.E023"),
+        ("GUEST_OPENAI_MAX_TOKENS", 0, "guest_queue.E024"),
+        ("GUEST_OPENAI_TEMPERATURE", 2.5, "guest_queue.E025"),
+        ("GUEST_OPENAI_CONNECT_TIMEOUT_SEC", 0, "guest_queue.E026"),
+        ("GUEST_OPENAI_READ_TIMEOUT_SEC", -1, "guest_queue.E027"),
+        ("GUEST_CACHE_ENABLED", "yes", "guest_queue.E028"),
+        ("GUEST_CACHE_TTL_SEC", 0, "guest_queue.E029"),
+        ("GUEST_CACHE_SIMILARITY", 0.05, "guest_queue.E030"),
+        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E092"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
@@ -52,9 +66,9 @@ def test_defaults_pass() -> None:
         (
             "GUEST_API_MIDDLEWARE",
             "guest_queue.middleware.APISecurityMiddleware",
-            "guest_queue.E080",
+            "guest_queue.E090",
         ),
-        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E081"),
+        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E091"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
         ("GUEST_HASH_KEY", "short", "guest_queue.E061"),
         ("GUEST_HASH_KEY", 12345678901234567890123456789012345, "guest_queue.E061"),
@@ -62,6 +76,9 @@ def test_defaults_pass() -> None:
         ("GUEST_WORKFLOW_OPTIONS", {"speed": 2}, "guest_queue.E040"),
         ("GUEST_WORKFLOW_OPTIONS", ["token_delay"], "guest_queue.E040"),
         ("GUEST_QUEUE_BACKEND", "guest_queue.core.records.Status", "guest_queue.E032"),
+        ("GUEST_METRICS_ENABLED", "yes", "guest_queue.E082"),
+        ("GUEST_METRICS_TOKEN", 12345, "guest_queue.E081"),
+        ("GUEST_METRICS_TOKEN", "", "guest_queue.E081"),
     ],
 )
 def test_invalid_setting_is_a_check_error(setting: str, value: Any, check_id: str) -> None:
@@ -86,6 +103,11 @@ def test_the_openai_workflow_checks_its_options(options: dict[str, Any], check_i
 def test_a_backend_by_dotted_path_passes() -> None:
     local = "guest_queue.core.backends.local.LocalAdmission"
     assert check_ids(GUEST_QUEUE_BACKEND=local) == set()
+
+
+def test_an_enabled_cache_needs_its_alias_in_caches() -> None:
+    assert check_ids(GUEST_CACHE_ENABLED=True, GUEST_CACHE_ALIAS="nowhere") == {"guest_queue.E031"}
+    assert check_ids(GUEST_CACHE_ENABLED=False, GUEST_CACHE_ALIAS="nowhere") == set()
 
 
 def test_a_redis_queue_with_a_redis_url_passes() -> None:
@@ -138,14 +160,15 @@ def sample(default: Any) -> tuple[str, Any]:
 
 
 def test_every_setting_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from genestory.settings import guest_queue_settings
+    from genestory.settings import TEXT_SETTINGS, guest_queue_settings
     from guest_queue.conf import DEFAULTS
 
     expected = {}
     for name, default in DEFAULTS.items():
         text, expected[name] = sample(default)
+        if name in TEXT_SETTINGS:
+            expected[name] = text  # digits stay text: a key, a token, a dotted path
         monkeypatch.setenv(name, text)
-    expected["GUEST_HASH_KEY"] = "7"  # a key made of digits is still text
     assert guest_queue_settings() == expected
 
 

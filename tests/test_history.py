@@ -16,8 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
-from django.test import override_settings
+from django.db import OperationalError, connections
+from django.db.models import QuerySet
+from django.test import AsyncClient, override_settings
 
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_history, get_manager, reset_manager
@@ -83,13 +84,25 @@ async def wait_for_rows(
             await asyncio.sleep(0.05)
 
 
+async def wait_until_idle(count: int, timeout: float = 20) -> None:
+    """Until the history writer has written ``count`` rows and holds no more."""
+    history = get_history()
+    assert history is not None
+    async with asyncio.timeout(timeout):
+        while history.written < count or history.pending:
+            await asyncio.sleep(0.05)
+
+
 async def test_150_requests_leave_the_100_newest_rows(alias: str) -> None:
-    ids = await ask(150)
-    stored = await wait_for_rows(alias, 100, last=ids[-1])
+    # 2 ms a request: the rows arrive over several flushes, each followed by a prune.
+    query = "chunks=1 delay=0.002"
+    ids = await ask(150, query)
+    await wait_until_idle(150)
+    stored = await sync_to_async(rows)(alias)
     assert [str(r.request_id) for r in stored] == ids[50:]
     row = stored[-1]
     assert row.status == "completed" and row.answer_preview == "chunk0 "
-    assert row.query == "chunks=1" and row.query_length == 8 and len(row.query_hash) == 64
+    assert row.query == query and row.query_length == len(query) and len(row.query_hash) == 64
     assert row.client_hash == "c" * 32 and ":" in row.server
     assert row.wait_ms is not None and row.processing_ms is not None
     assert row.created_at <= row.started_at <= row.finished_at  # type: ignore[operator]
@@ -228,6 +241,25 @@ async def test_request_status_falls_back_to_the_database(alias: str) -> None:
     assert body["wait_ms"] is not None and body["created_at"]
     status, body = await asgi_get(f"/api/v1/guest/queue/request/{uuid.uuid4()}")
     assert status == 404 and body["code"] == "not_found"
+
+
+async def test_request_status_is_a_503_while_the_history_database_fails(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await restart()
+
+    async def unreachable(self: QuerySet[GuestRequest]) -> GuestRequest | None:
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr(QuerySet, "afirst", unreachable)
+    response = await AsyncClient().get(f"/api/v1/guest/queue/request/{uuid.uuid4()}")
+    # Not a 404: the request may well exist, the history cannot say.
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json() == {
+        "error": "Request history is unavailable.",
+        "code": "history_unavailable",
+        "retry_after": 5,
+    }
 
 
 def test_prune_is_a_single_delete_statement(alias: str) -> None:

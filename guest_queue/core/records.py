@@ -49,6 +49,8 @@ class RequestRecord:
     started_mono: float | None = None
     finished_at: float | None = None
     finished_mono: float | None = None
+    #: When the first answer chunk was produced (for time-to-first-chunk figures).
+    first_chunk_mono: float | None = None
 
     def mark_started(self) -> None:
         self.status = Status.PROCESSING
@@ -61,6 +63,12 @@ class RequestRecord:
         self.error_message = message
         self.finished_at = time.time()
         self.finished_mono = time.monotonic()
+
+    def add_chunk(self, text: str) -> None:
+        """An answer chunk the guest receives: notes when the first one came."""
+        if self.first_chunk_mono is None:
+            self.first_chunk_mono = time.monotonic()
+        self.add_answer(text)
 
     def add_answer(self, text: str) -> None:
         room = ANSWER_PREVIEW_CHARS - len(self.answer_preview)
@@ -77,6 +85,13 @@ class RequestRecord:
         if self.started_mono is None or self.finished_mono is None:
             return None
         return round((self.finished_mono - self.started_mono) * 1000)
+
+    @property
+    def first_chunk_ms(self) -> int | None:
+        """From arrival to the first answer chunk; None when no chunk came."""
+        if self.first_chunk_mono is None:
+            return None
+        return round((self.first_chunk_mono - self.created_mono) * 1000)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -91,7 +91,9 @@ class RequestStream:
                     async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
                         await wake.wait()
                 except TimeoutError:
-                    if self._queue_wait_left() <= 0:
+                    # Which timer fired, not the clock, decides: a server's loop clock
+                    # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
+                    if wait_left <= config.heartbeat_sec:
                         host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
                         break
                     yield None
@@ -140,7 +142,11 @@ class RequestStream:
                     async with asyncio.timeout(min(config.heartbeat_sec, left)):
                         item = await channel.get()
                 except TimeoutError:
-                    if time.monotonic() < deadline:
+                    # The deadline's timer ends the request even when it fires a moment early;
+                    # only the heartbeat's timer sends a heartbeat (never a burst of them).
+                    if left <= config.heartbeat_sec:
+                        host.end(ticket, Status.TIMEOUT, "timeout", "")
+                    else:
                         yield None
                     continue
             else:
@@ -158,7 +164,7 @@ class RequestStream:
             host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
-            ticket.record.add_answer(step.data)
+            ticket.record.add_chunk(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
         return step
@@ -166,7 +172,7 @@ class RequestStream:
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
-        ticket.record.add_answer(answer.text)
+        ticket.record.add_chunk(answer.text)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
         self.host.finish(ticket, ending)
@@ -184,7 +190,8 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
-        if ticket.admitted:
+        if ticket.admitted or ticket.replay is not None:
+            # Admitted, or a cache hit answered without a slot: no wait.
             estimate: float | None = 0.0
         else:
             estimate = host.estimate_wait_sec(position)

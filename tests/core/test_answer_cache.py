@@ -50,6 +50,8 @@ def test_question_keys() -> None:
     nfd = unicodedata.normalize("NFD", "Xét nghiệm gen là gì?")
     assert question_key(nfd) == question_key("xét nghiệm gen là gì") == "xét nghiệm gen là gì"
     assert question_key("bán dữ liệu") != question_key("bạn dữ liệu")
+    # "_" separates words like any punctuation ("\w" alone would keep it inside a word).
+    assert question_key("what_is__dna") == question_key("what is dna") == "what is dna"
 
 
 async def test_a_cached_answer_streams_at_once_without_a_slot(gate: GateWorkflow) -> None:
@@ -96,6 +98,22 @@ async def test_a_question_with_hidden_characters_is_never_shared(gate: GateWorkf
     assert manager.status()["cache_hits"] == 0
 
 
+async def test_a_cache_hit_announces_no_wait(gate: GateWorkflow) -> None:
+    """Its ``queued`` event says 0 s even when recent answers took long: it is answered at once."""
+    cache = MemoryCache()
+    cache.data["what is dna"] = CachedAnswer("DNA is a molecule.")
+    manager = make(gate, cache, max_concurrent=1)
+    manager.stats.processing_ms.add(13000)
+    busy = Stream(manager, await manager.submit("slow question"))
+    await until(lambda: gate.started)
+    hit = Stream(manager, await manager.submit("What is DNA?"))
+    await hit.done()
+    assert hit.events[0].name == "queued"
+    assert hit.events[0].data["estimated_wait_sec"] == 0
+    gate.open(busy.ticket.request_id)
+    await busy.done()
+
+
 async def test_only_complete_successful_answers_are_stored() -> None:
     class Flaky:
         async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
@@ -120,6 +138,16 @@ async def test_only_complete_successful_answers_are_stored() -> None:
     assert again.events[-1].data["cached"] is True
 
 
+async def test_a_complete_answer_is_stored_with_its_suggestions(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    manager = make(gate, cache)
+    stream = Stream(manager, await manager.submit("Tell me more"))
+    gate.open(stream.ticket.request_id)
+    await stream.done()
+    await until(lambda: "tell me more" in cache.data)
+    assert cache.data["tell me more"] == CachedAnswer("Tell me more-0 Tell me more-1 ", ("more?",))
+
+
 async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWorkflow) -> None:
     cache = MemoryCache()
     manager = make(gate, cache, max_concurrent=3)
@@ -128,6 +156,8 @@ async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWor
     await asyncio.sleep(0.05)
     assert gate.started == ["Same question?"]
     assert manager.status()["queue_size"] == 2  # the followers wait for the leader
+    # A follower of a leader already answering is told it is next (1), not further back.
+    assert [s.positions()[0] for s in streams[1:]] == [1, 1]
     gate.open(streams[0].ticket.request_id)
     for stream in streams:
         assert (await stream.done())[-1] == "workflow_complete"
@@ -137,6 +167,24 @@ async def test_identical_questions_in_flight_run_the_workflow_once(gate: GateWor
     status = manager.status()
     assert status["cache_hits"] == 2 and status["completed_requests"] == 3
     assert status["queue_size"] == status["active_requests"] == 0
+
+
+async def test_a_follower_that_leaves_is_not_answered_again(gate: GateWorkflow) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=2)
+    leader = Stream(manager, await manager.submit("Q"))
+    stays, leaves = [Stream(manager, await manager.submit("Q")) for _ in range(2)]
+    await until(lambda: gate.started == ["Q"])
+    assert list(leader.ticket.followers) == [stays.ticket, leaves.ticket]
+    await leaves.disconnect()
+    assert leaves.ticket.leader is None
+    assert list(leader.ticket.followers) == [stays.ticket]
+    gate.open(leader.ticket.request_id)
+    assert (await leader.done())[-1] == "workflow_complete"
+    assert (await stays.done())[-1] == "workflow_complete"
+    assert leaves.ticket.record.status.value == "cancelled" and leaves.ticket.replay is None
+    status = manager.status()
+    assert status["completed_requests"] == 2 and status["cancelled_requests"] == 1
+    assert status["total_requests"] == 3 and status["cache_hits"] == 1
 
 
 async def test_followers_survive_their_leader_going_away(gate: GateWorkflow) -> None:
@@ -177,7 +225,26 @@ async def test_a_broken_cache_is_treated_as_a_miss(caplog: pytest.LogCaptureFixt
     manager = make(Echo(), cache)
     stream = Stream(manager, await manager.submit("anything"))
     assert (await stream.done())[-1] == "workflow_complete"
-    assert "Answer cache lookup failed" in caplog.text
+    (record,) = [r for r in caplog.records if r.name == "guest_queue"]
+    assert record.getMessage() == "Answer cache lookup failed; answering without it"
+    assert record.levelname == "WARNING"
+    assert record.exc_info and record.exc_info[0] is ConnectionError
+
+
+async def test_a_failed_cache_write_is_logged_and_the_guest_still_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class ReadOnly(MemoryCache):
+        async def set(self, key: str, answer: CachedAnswer) -> None:
+            raise ConnectionError("cache is read-only")
+
+    manager = make(Echo(), ReadOnly())
+    stream = Stream(manager, await manager.submit("anything"))
+    assert (await stream.done())[-1] == "workflow_complete"
+    await until(lambda: any(r.getMessage() == "Answer cache write failed" for r in caplog.records))
+    (record,) = [r for r in caplog.records if r.getMessage() == "Answer cache write failed"]
+    assert record.levelname == "WARNING"
+    assert record.exc_info and record.exc_info[0] is ConnectionError
 
 
 async def test_a_hanging_cache_does_not_hold_the_guest() -> None:

@@ -72,6 +72,8 @@ async def test_suggestions_from_a_second_completion_or_a_fixed_list(upstream: Fa
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [
+        ("401", "The assistant service refused our credentials."),
+        ("403", "The assistant service refused our credentials."),
         ("429", "The assistant service is busy (429): Rate limit reached for key ***"),
         ("500", "The assistant service failed (500): The model crashed ***"),
         ("malformed", "The assistant service sent a malformed response."),
@@ -87,6 +89,15 @@ async def test_upstream_failures_become_clean_workflow_errors(
         await run(workflow(upstream.url), scenario)
     assert failure.value.message == expected
     assert KEY not in caplog.text and "sk-secret" not in caplog.text
+
+
+async def test_an_upstream_silent_past_the_read_timeout_is_a_clean_error(
+    upstream: FakeOpenAI,
+) -> None:
+    # "slow" sends its headers, then waits 0.2 s before each token.
+    with pytest.raises(WorkflowError) as failure:
+        await run(workflow(upstream.url, read_timeout_sec=0.05), "slow")
+    assert failure.value.message == "The assistant service took too long to respond."
 
 
 def closed_port_url() -> str:

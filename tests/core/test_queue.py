@@ -10,6 +10,8 @@ import pytest
 
 from guest_queue.core.errors import NotAccepting, QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.records import Status
+from guest_queue.core.stats import QueueStats
 from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 
 from .conftest import GateWorkflow, Stream, make_manager, until
@@ -120,6 +122,18 @@ async def test_retry_after_follows_recent_processing_time() -> None:
     assert manager.stats.retry_after(1, 60) > 1
 
 
+def test_retry_after_spreads_the_processing_time_over_the_slots() -> None:
+    stats = QueueStats()
+    assert stats.retry_after(1, 60) == 5  # no history: a short guess
+    assert stats.retry_after(1, 2) == 2  # never more than the timeout
+    assert stats.retry_after(3, 60) == 2  # 5 s over 3 slots, rounded up
+    stats.processing_ms.add(9000)
+    assert stats.retry_after(1, 60) == 9
+    assert stats.retry_after(3, 60) == 3
+    stats.processing_ms.add(2_000_000)
+    assert stats.retry_after(1, 60) == 300  # capped
+
+
 async def test_estimated_wait_comes_from_recent_processing_times(gate: GateWorkflow) -> None:
     manager = make_manager(gate, max_concurrent=1)
     head = Stream(manager, await manager.submit("head"))
@@ -144,6 +158,10 @@ async def test_timeout_cancels_the_workflow_and_sends_the_fallback(gate: GateWor
     assert names[-2:] == ["answer_chunk", "timeout"]
     assert stream.events[-2].data == "Too slow, sorry."
     assert stream.events[-1].data["timeout_sec"] == 0.2
+    assert stream.events[-1].data["error"] == "Request timed out after 0.2 s of answering."
+    record = stream.ticket.record
+    assert record.error_code == "timeout"
+    assert record.error_message == "Request timed out after 0.2 s of answering."
     assert stream.events[-1].data["fallback"] == "Too slow, sorry."
     await until(lambda: gate.closed == ["slow"])  # the workflow was cancelled and closed
     assert manager.status()["timeout_requests"] == 1
@@ -155,7 +173,11 @@ async def test_queue_wait_limit_ends_a_request_that_waited_too_long(gate: GateWo
     head = Stream(manager, await manager.submit("head"))
     waiter = Stream(manager, await manager.submit("waiter"))
     assert (await waiter.done())[-1] == "timeout"
-    assert "waiting in line" in waiter.events[-1].data["error"]
+    assert waiter.events[-1].data == {
+        "error": "Request timed out after 0.2 s of waiting in line.",
+        "timeout_sec": 0.2,
+        "fallback": manager.config.timeout_fallback,
+    }
     assert gate.started == ["head"]
     assert manager.status()["queue_size"] == 0
     gate.open(head.ticket.request_id)
@@ -292,9 +314,16 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     await until(lambda: waiter.events)
     drain = asyncio.ensure_future(manager.drain())
     assert (await waiter.done())[-1] == "error"
-    assert waiter.events[-1].data["code"] == "shutting_down"
-    with pytest.raises(NotAccepting):
+    assert waiter.events[-1].data == {
+        "error": "The server is restarting.",
+        "code": "shutting_down",
+    }
+    with pytest.raises(NotAccepting) as refused:
         await manager.submit("late")
+    assert refused.value.status_code == 503 and refused.value.retry_after == 5
+    assert (
+        str(refused.value) == refused.value.message == "The server is restarting; please try again."
+    )
     assert not drain.done()  # still waiting for the processing request
     gate.open(head.ticket.request_id)
     assert (await head.done())[-1] == "workflow_complete"
@@ -303,7 +332,9 @@ async def test_drain_ends_waiters_and_lets_processing_finish(gate: GateWorkflow)
     assert gate.started == ["head"]
 
 
-async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkflow) -> None:
+async def test_drain_cuts_off_processing_after_the_grace_period(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = make_manager(gate, shutdown_grace_sec=0.1)
     stream = Stream(manager, await manager.submit("stuck"))
     await until(lambda: gate.started)
@@ -311,8 +342,22 @@ async def test_drain_cuts_off_processing_after_the_grace_period(gate: GateWorkfl
     assert (await stream.done())[-1] == "error"
     assert stream.events[-1].data["code"] == "shutting_down"
     assert gate.closed == ["stuck"]
+    assert "1 request(s) cut off at shutdown" in [r.getMessage() for r in caplog.records]
     assert lookup(manager, stream.ticket.request_id)["status"] == "cancelled"
     assert not manager.stopper.background and not manager.stopper.workflow_tasks
+
+
+async def test_drain_ends_a_request_whose_stream_never_started() -> None:
+    manager = make_manager(GateWorkflow(), shutdown_grace_sec=0.1)
+    ticket = await manager.submit("orphan")  # admitted, but no client reads its stream
+    await asyncio.wait_for(manager.close(), 3)
+    record = ticket.record
+    assert record.status is Status.CANCELLED
+    assert (record.error_code, record.error_message) == (
+        "shutting_down",
+        "The server is restarting.",
+    )
+    assert manager.status()["cancelled_requests"] == 1
 
 
 async def test_recent_requests_are_bounded() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 
 from guest_queue.core.answers.cache import AnswerCache
 from guest_queue.core.backends.redis import RedisAdmission
+from guest_queue.core.backends.redis.link import UNREACHABLE
 from guest_queue.core.errors import QueueFull, Unavailable
 from guest_queue.core.manager import QueueManager
 
@@ -65,11 +67,35 @@ async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: Ga
     # Positions count every process's waiters: r2..r5 are 1..4 wherever they wait.
     await until(lambda: [s.ticket.position for s in streams[2:]] == [1, 2, 3, 4])
     # Either process can say where the other's requests stand.
-    found = await a.find(streams[5].ticket.request_id)
-    assert found is not None and (found["status"], found["queue_position"]) == ("queued", 4)
-    found = await b.find(streams[0].ticket.request_id)
-    assert found is not None and found["status"] == "processing"
+    waiting_id = streams[5].ticket.request_id
+    found = await (a if b.live.get(waiting_id) is not None else b).find(waiting_id)
+    assert found is not None
+    created = datetime.fromisoformat(found.pop("created_at"))
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 10
+    assert found == {
+        "request_id": waiting_id,
+        "status": "queued",
+        "queue_position": 4,
+        "started_at": None,
+        "finished_at": None,
+        "wait_ms": None,
+        "processing_ms": None,
+        "cached": False,
+    }
+    processing_id = streams[0].ticket.request_id
+    found = await (a if b.live.get(processing_id) is not None else b).find(processing_id)
+    assert found == {
+        "request_id": processing_id,
+        "status": "processing",
+        "created_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "wait_ms": None,
+        "processing_ms": None,
+        "cached": False,
+    }
     assert await a.find("no-such-request") is None
+    assert await a.admission.reachable() is True
     for i in range(6):
         gate.open(streams[i].ticket.request_id)
         await streams[i].done()
@@ -126,14 +152,18 @@ async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
 
 
 async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> None:
-    manager = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    manager = shared(
+        GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2
+    )
     for _ in range(3):
         started = time.monotonic()
         with pytest.raises(Unavailable) as refused:
             await manager.submit("anyone?")
         assert time.monotonic() - started < 1.5
-        assert refused.value.status_code == 503 and refused.value.retry_after >= 1
+        # Retry once every lease this process held has surely run out: ceil(1.2 s).
+        assert refused.value.status_code == 503 and refused.value.retry_after == 2
     assert not await manager.admission.reachable()
+    assert await manager.find("0b0e6c1e-6e2b-4d47-9a3b-2f0f5c7f6a11") is None
     status = await manager.shared_status()
     assert status["queue_reachable"] is False and status["rejected_requests"] == 3
     assert status["total_requests"] == 0
@@ -214,7 +244,7 @@ async def test_a_long_outage_ends_waiters_and_lets_processing_finish(
     private_redis.stop()
     # Once its lease has run out nobody keeps the waiter's place: it is told so.
     assert (await waiter.done(timeout=5))[-1] == "error"
-    assert waiter.events[-1].data["code"] == "unavailable"
+    assert waiter.events[-1].data == {"error": UNREACHABLE, "code": "unavailable"}
     gate.open(holder.ticket.request_id)
     assert (await holder.done())[-1] == "workflow_complete"
     with pytest.raises(Unavailable):
@@ -243,7 +273,10 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
     finally:
         await client.aclose()
     assert (await held.done(timeout=3))[-1] == "error"
-    assert held.events[-1].data["code"] == "unavailable"
+    assert held.events[-1].data == {
+        "error": "This request's place in the queue expired.",
+        "code": "unavailable",
+    }
     await until(lambda: gate.closed == ["held"])  # The workflow was stopped, not left running.
 
 

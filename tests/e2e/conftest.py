@@ -43,23 +43,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}-{self.port}.log"
         self.db_path = tmp / "db.sqlite3"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
-            "DJANGO_SETTINGS_MODULE": "genestory.settings",
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
-            # Long enough that only the shutdown flush can have written the rows.
-            "GUEST_HISTORY_FLUSH_SEC": "30",
-            # These tests repeat questions and expect each to reach the workflow.
-            "GUEST_CACHE_ENABLED": "false",
-            # And they ask many at once from one address (test_fair_share sets its cap).
-            "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
-            "DEBUG": "false",
-            # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
-            "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
-            "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
+        self.env = {**self.base_env(tmp), **env}
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
             cwd=ROOT,
@@ -84,6 +68,26 @@ class Server:
             return [*cmd, "--timeout-graceful-shutdown", str(self.graceful_sec)]
         cmd = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
         return [*cmd, "genestory.asgi:application"]
+
+    @staticmethod
+    def base_env(tmp: Path) -> dict[str, str]:
+        """The environment of a test server: the shell's, less its GUEST_* settings."""
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
+            "DJANGO_SETTINGS_MODULE": "genestory.settings",
+            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            # Long enough that only the shutdown flush can have written the rows.
+            "GUEST_HISTORY_FLUSH_SEC": "30",
+            # These tests repeat questions and expect each to reach the workflow.
+            "GUEST_CACHE_ENABLED": "false",
+            # And they ask many at once from one address (test_fair_share sets its cap).
+            "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
+            "DEBUG": "false",
+            # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
+            "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
+            "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -123,7 +127,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     def start(
         kind: str = "uvicorn", *, graceful_sec: int = GRACEFUL_SHUTDOWN_SEC, **env: str
     ) -> Server:
-        server = Server(kind, env, tmp_path, graceful_sec)
+        server = Server(kind, env, tmp_path, graceful_sec=graceful_sec)
         servers.append(server)
         return server
 

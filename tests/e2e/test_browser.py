@@ -141,14 +141,21 @@ def test_markup_in_an_answer_is_shown_as_text(start_server: ServerFactory, new_p
     server = start_server()
     page = new_page()
     page.goto(server.url)
-    hostile = "<img src=x onerror=alert(1)> <script>alert(2)</script> <b>bold</b>"
+    # Markup that, if the page ever parsed it, would set window.__pwned__.
+    hostile = (
+        "<img src=x onerror=window.__pwned__=1> <script>window.__pwned__=2</script> <b>bold</b>"
+    )
     ask(page, f"echo: {hostile}")
     body = page.locator(".gq-body").last
     expect(body).to_have_text(hostile)
     assert body.locator("img, script, b").count() == 0
     question = page.locator(".gq-question").last
     assert question.locator("img, script, b").count() == 0
+    page.wait_for_timeout(300)  # an image error handler would have run by now
     assert page.evaluate("window.__pwned__") is None
+    # The probe itself works: the same text parsed as HTML sets the flag.
+    page.evaluate("h => { document.body.insertAdjacentHTML('beforeend', h); }", hostile)
+    page.wait_for_function("window.__pwned__ === 1", timeout=5000)
 
 
 def test_lists_and_paragraphs_are_formatted_safely(

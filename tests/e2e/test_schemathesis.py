@@ -28,7 +28,10 @@ def test_the_live_api_conforms_to_its_openapi_document(
     if not cli.exists():
         pytest.skip("schemathesis is not installed (requirements-dev.txt)")
     # Room for every example in the line: a 429 is documented, but the point is the answers.
-    server = start_server(GUEST_MAX_QUEUE_SIZE="500", GUEST_MAX_CONCURRENT_REQUESTS="10")
+    # Metrics on (the prometheus extra is installed in development): their 200 is checked too.
+    server = start_server(
+        GUEST_MAX_QUEUE_SIZE="500", GUEST_MAX_CONCURRENT_REQUESTS="10", GUEST_METRICS_ENABLED="true"
+    )
     # Bounded and seeded: the same few hundred requests every run, done in seconds.
     command = [str(cli), "run", f"{server.url}/api/v1/guest/openapi.json", "--checks", CHECKS]
     command += ["--max-examples", "20", "--seed", "1", "--workers", "1"]

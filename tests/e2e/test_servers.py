@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -12,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from ..services import missing
 from . import chaos
 from .conftest import ROOT, ServerFactory
 
@@ -57,13 +59,33 @@ async def test_uvicorn_streams_an_answer_and_keeps_the_limit(start_server: Serve
     assert waited == [1, 1, 1, 2, 3]
 
 
+#: SHA-256 of the ```javascript block of shared/seed/guest-request-queue.md, byte for byte.
+SEED_SNIPPET_SHA256 = "f538decbae647d78f37c182d8b1c4d1b3bf07b6e08c6ecaa177c34a0af26de2e"
+
+
+def seed_document() -> Path | None:
+    """The seed document, when the checkout sits below a ``shared/`` folder that holds it."""
+    for folder in ROOT.parents:
+        candidate = folder / "shared" / "seed" / "guest-request-queue.md"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def test_the_snippet_the_tests_run_is_the_seeds_exactly() -> None:
+    snippet = (HERE / "seed_client.js").read_bytes()
+    # Always checked, against the pinned hash of the seed's snippet: no edit goes unnoticed.
+    assert hashlib.sha256(snippet).hexdigest() == SEED_SNIPPET_SHA256
+    seed = seed_document()
+    if seed is not None:
+        blocks = re.findall(r"```javascript\n(.*?)```", seed.read_text(), re.DOTALL)
+        assert blocks == [snippet.decode()]
+
+
 async def test_seed_frontend_snippet_runs_unchanged(start_server: ServerFactory) -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("Node.js is not installed: cannot run the seed's frontend snippet")
-    seed = ROOT.parent / "shared" / "seed" / "guest-request-queue.md"
-    if seed.exists():
-        assert (HERE / "seed_client.js").read_text() in seed.read_text()
+        missing("Node.js is not installed: cannot run the seed's frontend snippet")
     server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1")
 
     def run(question: str) -> subprocess.Popen[str]:
