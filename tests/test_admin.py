@@ -126,8 +126,13 @@ def test_csv_export_neutralises_every_formula_start(admin_client: Client, start:
     row = make(query=text, error_message=f"{start}SUM(1)")
     response = admin_client.post(LIST, {"action": "export_csv", "_selected_action": [row.pk]})
     (exported,) = csv.DictReader(io.StringIO(response.content.decode(), newline=""))
-    assert exported["query"] == "'" + text
-    assert exported["error_message"] == f"'{start}SUM(1)"
+    if start == "\r":
+        # A control character: replaced before the formula check (no line forged either).
+        assert exported["query"] == "\ufffd" + text[1:]
+        assert exported["error_message"] == "\ufffdSUM(1)"
+    else:
+        assert exported["query"] == "'" + text
+        assert exported["error_message"] == f"'{start}SUM(1)"
 
 
 def test_queryset_state_filters() -> None:

@@ -248,10 +248,11 @@ async def test_request_status_is_a_503_while_the_history_database_fails(
 ) -> None:
     await restart()
 
-    async def unreachable(self: QuerySet[GuestRequest]) -> GuestRequest | None:
+    def unreachable(self: QuerySet[GuestRequest]) -> GuestRequest | None:
         raise OperationalError("the database is gone")
 
-    monkeypatch.setattr(QuerySet, "afirst", unreachable)
+    # The lookup runs on its own thread (guest_queue.history_lookup), with the sync API.
+    monkeypatch.setattr(QuerySet, "first", unreachable)
     response = await AsyncClient().get(f"/api/v1/guest/queue/request/{uuid.uuid4()}")
     # Not a 404: the request may well exist, the history cannot say.
     assert response.status_code == 503 and response["Retry-After"] == "5"

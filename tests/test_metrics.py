@@ -150,7 +150,8 @@ async def test_history_drops_are_counted_once(async_client: AsyncClient) -> None
 
 
 def test_without_prometheus_client_the_app_imports_and_reports_it() -> None:
-    """The extra is optional: importing works; enabled metrics are a check error and a 404."""
+    """The extra is optional: importing works; enabled metrics are a check error, and the
+    queue refuses to start on a failing check (503 misconfigured), never a 500."""
     script = """
 import sys
 sys.modules["prometheus_client"] = None  # as if not installed
@@ -168,5 +169,5 @@ print(sorted(i for i in ids if i.startswith("guest_queue.")), status)
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-2:] == ["['guest_queue.E080']", "404"]
-    assert "prometheus_client is not installed" in done.stderr
+    assert done.stdout.split()[-2:] == ["['guest_queue.E080']", "503"]
+    assert "prometheus_client" in done.stderr

@@ -20,6 +20,11 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled, but a library turned the CancelledError into another error
+                # (a Redis client's connection error, say): stop, do not restart.
+                raise asyncio.CancelledError from None
             logger.exception("Background task %r died; restarting it", name)
         else:
             logger.error("Background task %r stopped by itself; restarting it", name)

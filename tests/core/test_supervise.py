@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
 from guest_queue.core.backends.local import LocalAdmission
+from guest_queue.core.supervise import supervised
 
 from .conftest import GateWorkflow, Stream, make_manager, until
 
@@ -39,3 +41,22 @@ async def test_a_failing_position_pass_is_logged_and_the_loop_restarted(
         gate.open(waiter.ticket.request_id)
     await waiters[1].done()
     await manager.close()
+
+
+async def test_a_cancellation_turned_into_another_error_still_stops_the_loop() -> None:
+    runs = 0
+
+    async def swallows_cancellation() -> None:
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("the client library's own error") from None
+
+    task = asyncio.create_task(supervised("swallower", swallows_cancellation))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=2)
+    assert runs == 1
