@@ -86,7 +86,7 @@ class BenchServer:
         cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         cmd += ["--backlog", "16384", "--workers", str(workers)]
         # As docs/failure-modes.md says: a client trickling a body cannot hold a restart.
-        cmd += ["--timeout-graceful-shutdown", "40"]
+        cmd += ["--timeout-graceful-shutdown", "35"]
         self.process = subprocess.Popen(
             cmd, cwd=ROOT, env=env, preexec_fn=_pin_server if pin else None
         )

@@ -62,7 +62,9 @@ class ClientCapGuard:
         if held is None or held < cap:
             return False
         refusal = manager.refuse(manager.client_limited())
-        body = json.dumps({"error": refusal.message, "code": refusal.code}).encode()
+        body = json.dumps(
+            {"error": refusal.message, "code": refusal.code, "retry_after": refusal.retry_after}
+        ).encode()
         await send(
             {
                 "type": "http.response.start",

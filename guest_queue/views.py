@@ -132,11 +132,15 @@ async def chat_simple(request: HttpRequest) -> HttpResponseBase:
             504, "timeout", payload["error"], status="timeout", answer=payload["fallback"], **common
         )
     code = payload.get("code", ev.CODE_INTERNAL)
+    status = SIMPLE_ERROR_STATUS.get(code, 502)
+    # Every 503 says when to come back: the server restarting, the workflow marked down.
+    retry = {"retry_after": 5} if status == 503 else {}
     return json_error(
-        SIMPLE_ERROR_STATUS.get(code, 502),
+        status,
         code,
         payload.get("error", "The request failed."),
         status=record.status.value,
+        **retry,
         **common,
     )
 

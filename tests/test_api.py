@@ -203,6 +203,8 @@ async def test_simple_chat_maps_failures_to_status_codes(
     body = response.json()
     assert body["code"] == code and body["error"] and body["status"] == "failed"
     assert "secret internal detail" not in response.content.decode()
+    # A 503 says when to come back; a 502 (this answer failed) does not.
+    assert response.get("Retry-After") == ("5" if status == 503 else None)
 
 
 @override_settings(GUEST_REQUEST_TIMEOUT_SEC=0.2, GUEST_TIMEOUT_FALLBACK="Please try later.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -208,7 +209,9 @@ def test_staff_see_the_clients_that_asked_most_in_the_period(admin_client: Clien
 
 
 async def status_without_a_body(client: tuple[str, int]) -> int:
-    """POST to the real ASGI app and send no body: only the guard can answer that."""
+    """POST to the real ASGI app and send no body: only the guard can answer that.
+
+    A refusal carries the same body as the view's: ``error``, ``code``, ``retry_after``."""
     from asgiref.testing import ApplicationCommunicator
 
     from genestory.asgi import application
@@ -217,6 +220,11 @@ async def status_without_a_body(client: tuple[str, int]) -> int:
 
     app = ApplicationCommunicator(application, {**chat_scope(b'{"query": "x"}'), "client": client})
     start = await app.receive_output(5)
+    if start["status"] == 429:
+        body = json.loads((await app.receive_output(5))["body"])
+        assert body["code"] == "client_limit" and body["error"]
+        headers = dict(start["headers"])
+        assert body["retry_after"] == int(headers[b"retry-after"]) >= 1
     await app.wait(2)
     return int(start["status"])
 
