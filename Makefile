@@ -66,6 +66,7 @@ test: lint test-django5 test-django6
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.sse_load
+	$(BIN)/python -m bench.site_compare
 
 # Mutation testing of guest_queue/core against tests/core (slow; not part of `make test`).
 # Results: `$(BIN)/mutmut results`; the score is recorded in docs/testing-mutation.md.

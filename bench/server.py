@@ -43,9 +43,21 @@ def pin_client() -> None:
 
 
 class BenchServer:
-    """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings."""
+    """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings.
 
-    def __init__(self, settings: dict[str, str], workers: int = 1, *, pin: bool = True) -> None:
+    ``app`` serves another ASGI app instead (e.g. ``bench.bare_site:application``,
+    which needs no database and answers ``ready_path``).
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, str],
+        workers: int = 1,
+        *,
+        pin: bool = True,
+        app: str = "genestory.asgi:application",
+        ready_path: str = "/api/v1/guest/health",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="guest-bench-")
@@ -58,15 +70,19 @@ class BenchServer:
             LOG_LEVEL="WARNING",
             # Scenarios repeat one question: without this they would measure the cache.
             GUEST_CACHE_ENABLED="false",
+            # Every load-generator client comes from 127.0.0.1: no per-client cap.
+            GUEST_MAX_REQUESTS_PER_CLIENT="0",
         )
         env.update(settings)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        cmd = [sys.executable, "-m", "uvicorn", "genestory.asgi:application", "--lifespan", "on"]
+        django_site = app.startswith(("genestory.", "bench.site_apps:"))
+        if django_site:
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+            )
+        cmd = [sys.executable, "-m", "uvicorn", app, "--lifespan", "on" if django_site else "off"]
         cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         cmd += ["--backlog", "16384", "--workers", str(workers)]
         # As docs/failure-modes.md says: a client trickling a body cannot hold a restart.
@@ -77,7 +93,7 @@ class BenchServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"{self.url}/api/v1/guest/health", timeout=1)
+                urllib.request.urlopen(f"{self.url}{ready_path}", timeout=1)
                 return
             except OSError:
                 time.sleep(0.1)

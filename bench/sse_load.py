@@ -17,7 +17,7 @@ prints the ratio, so figures are comparable on a shared, noisy machine:
   1 s, both at N clients; and a cached question's first chunk at 1 client.
                                             targets >= 20x req/s, <= 5 ms
 - waiters: W clients waiting behind a long workflow (limit 1): RSS per waiter
-  and how fast all of them hear about a move.   target <= 50 KiB, <= 1 s
+  and how fast all of them hear about a move.   target <= 32 KiB, <= 1 s
 - flood: one client keeps 200 requests in flight against one slot; a normal
   guest's time to answer vs. without the flood (bench/flood.py).
                                           target <= (cap + 1) x 1.2
@@ -164,7 +164,7 @@ async def hold_waiters(server: BenchServer, count: int, job_sec: float) -> None:
     print(f"  {count} waiters connected in {ramp:.1f} s")
     print(f"  server RSS {base_rss / 1024:.1f} MiB idle -> {rss / 1024:.1f} MiB holding them")
     per = (rss - base_rss) / count
-    print(f"  RSS per waiting client: {per:.1f} KiB  (target <= 50 KiB)")
+    print(f"  RSS per waiting client: {per:.1f} KiB  (target <= 32 KiB)")
     print(f"  server threads: {server.threads()}")
 
     # Wait for the next admission, then see how fast every other waiter hears of it.

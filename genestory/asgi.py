@@ -28,12 +28,15 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402
 from guest_queue.client_guard import ClientCapGuard  # noqa: E402
+from guest_queue.lane import GuestAPILane  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # A client at its cap is refused before Django runs (docs/fair-share.md).
-        "http": ClientCapGuard(SharedSyncThreads(django_application)),
+        # A client at its cap is refused before Django runs (docs/fair-share.md); the
+        # guest API runs GUEST_API_MIDDLEWARE, not the site's whole MIDDLEWARE, and
+        # every other URL is untouched (the lean lane, docs/performance.md).
+        "http": ClientCapGuard(SharedSyncThreads(GuestAPILane(django_application))),
         "lifespan": LifespanHandler(),
     }
 )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
-from django.core.management.base import SystemCheckError
 
 
 @register(Tags.security)
@@ -31,15 +31,18 @@ def check_secret_key(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> 
 
 
 def require_passing_checks() -> None:
-    """Run the system checks as ``runserver`` does; raise on errors so the server won't start.
+    """Run the system checks as ``runserver`` does; exit on errors so the server won't start.
 
     ASGI servers (uvicorn, daphne, gunicorn) import the application without running them.
+    The messages are printed once, without a traceback: they say what to fix.
     """
     from django.core import checks
 
     errors = [m for m in checks.run_checks() if m.is_serious() and not m.is_silenced()]
     if errors:
-        raise SystemCheckError(
+        print(
             "System check identified errors; the server does not start:\n"
-            + "\n".join(str(m) for m in errors)
+            + "\n".join(str(m) for m in errors),
+            file=sys.stderr,
         )
+        raise SystemExit(1)

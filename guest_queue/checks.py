@@ -60,10 +60,10 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         "a non-empty string",
     ),
     ("E016", "SYNC_THREADS", _int_at_least(1), "an integer >= 1"),
-    ("E090", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
-    ("E091", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
-    ("E092", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
-    ("E093", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
+    ("E100", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
+    ("E101", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
+    ("E102", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
+    ("E103", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
     ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
     ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
@@ -94,6 +94,7 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
     ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
     ("E070", "MAX_REQUESTS_PER_CLIENT", _int_at_least(0), "an integer >= 0 (0: no cap)"),
+    ("E092", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
     (
         "E071",
         "RATE_LIMIT",
@@ -126,6 +127,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             )
     errors.extend(_check_metrics())
     errors.extend(_check_workflow())
+    errors.extend(_check_api_middleware())
     errors.extend(_check_client_key())
     errors.extend(_check_backend())
     alias = app_settings.HISTORY_DATABASE
@@ -177,6 +179,29 @@ def _check_backend() -> list[CheckMessage]:
             )
         ]
     return _errors(backend.check(app_settings.backend_options()))
+
+
+def _check_api_middleware() -> list[CheckMessage]:
+    paths = app_settings.API_MIDDLEWARE
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
+        return [
+            Error(
+                f"GUEST_API_MIDDLEWARE must be a list of dotted paths, not {paths!r}.",
+                id="guest_queue.E090",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"GUEST_API_MIDDLEWARE entry {path!r} cannot be imported: {exc}",
+                    id="guest_queue.E091",
+                )
+            )
+    return errors
 
 
 def _check_client_key() -> list[CheckMessage]:

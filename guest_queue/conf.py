@@ -37,6 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_TIMEOUT_FALLBACK": DEFAULT_TIMEOUT_FALLBACK,
     "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
     "GUEST_SYNC_THREADS": 4,
+    # The guest API's own middleware when the site serves it through GuestAPILane.
+    "GUEST_API_MIDDLEWARE": [
+        "guest_queue.middleware.APISecurityMiddleware",
+        "guest_queue.middleware.ContentLengthMiddleware",
+    ],
     "GUEST_QUEUE_BACKEND": "local",
     "GUEST_QUEUE_REDIS_URL": "",
     "GUEST_QUEUE_REDIS_PREFIX": "guest_queue",
@@ -50,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "GUEST_RESUME_LOG_MAX_EVENTS": 2000,
     "GUEST_RESUME_LOG_MAX_BYTES": 1048576,
     "GUEST_MAX_HISTORY_TURNS": 20,
+    "GUEST_CACHE_LOCAL_SEC": 10,
     "GUEST_HASH_KEY": None,
     "GUEST_METRICS_ENABLED": False,
     "GUEST_METRICS_TOKEN": None,

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,6 +18,7 @@ from guest_queue.answer_cache import DjangoAnswerCache
 from guest_queue.core.answers.cache import CachedAnswer, question_key
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_manager, reset_manager
+from tests.conftest import parse_sse
 from tests.services import closed_port
 
 SIMPLE = "/api/v1/guest/chat/simple"
@@ -121,6 +123,56 @@ def test_prewarm_from_the_demo_knowledge_base(cache_alias: str) -> None:
     assert len(stored.suggested_questions) == 3
     vi = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("Gen là gì?")))
     assert vi is not None and "protein" in vi.text
+
+
+@pytest.fixture
+def redis_cache() -> Iterator[str]:
+    if not os.environ.get("GUEST_TEST_REDIS_URL"):
+        if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
+            pytest.fail("GUEST_TEST_REDIS_URL is required here but not set")
+        pytest.skip("Redis cache tests need GUEST_TEST_REDIS_URL (CI sets it)")
+    caches["redis"].clear()
+    yield "redis"
+    caches["redis"].clear()
+
+
+async def test_hot_answers_are_served_from_process_memory_for_a_few_seconds(
+    redis_cache: str,
+) -> None:
+    answer = CachedAnswer("From memory.", ("More?",))
+    with override_settings(GUEST_CACHE_LOCAL_SEC=0.2):
+        cache = DjangoAnswerCache(redis_cache)
+    await cache.set("hot question", answer)
+    caches[redis_cache].clear()  # gone from Redis: only this process still holds it
+    assert await cache.get("hot question") == answer
+    await asyncio.sleep(0.3)
+    assert await cache.get("hot question") is None
+
+
+async def test_without_the_local_front_every_lookup_asks_the_cache(redis_cache: str) -> None:
+    with override_settings(GUEST_CACHE_LOCAL_SEC=0):
+        cache = DjangoAnswerCache(redis_cache)
+    await cache.set("question", CachedAnswer("Stored."))
+    caches[redis_cache].clear()
+    assert await cache.get("question") is None
+
+
+def test_local_memory_caches_get_no_second_copy() -> None:
+    assert DjangoAnswerCache("default").recent is None
+
+
+async def test_a_cached_answer_goes_out_in_one_write(
+    cache_alias: str, async_client: AsyncClient
+) -> None:
+    await ask(async_client, "chunks=4 one write")
+    await asyncio.sleep(0.05)
+    response: Any = await async_client.post(
+        "/api/v1/guest/chat", {"query": "chunks=4 one write"}, content_type="application/json"
+    )
+    parts = [part async for part in response.streaming_content]
+    names = [event["event"] for event in parse_sse(b"".join(parts))]
+    assert names == ["queued", "processing", "answer_chunk", "workflow_complete"]
+    assert len(parts) == 1
 
 
 def test_storage_keys_are_keyed_hashes_of_the_question() -> None:

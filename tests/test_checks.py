@@ -28,9 +28,10 @@ def test_defaults_pass() -> None:
     ("setting", "value", "check_id"),
     [
         ("GUEST_MAX_CONCURRENT_REQUESTS", 0, "guest_queue.E001"),
-        ("GUEST_RESUME_GRACE_SEC", 0, "guest_queue.E090"),
-        ("GUEST_RESUME_LOG_MAX_EVENTS", 8, "guest_queue.E091"),
-        ("GUEST_RESUME_LOG_MAX_BYTES", "1M", "guest_queue.E092"),
+        ("GUEST_RESUME_GRACE_SEC", 0, "guest_queue.E100"),
+        ("GUEST_RESUME_LOG_MAX_EVENTS", 8, "guest_queue.E101"),
+        ("GUEST_RESUME_LOG_MAX_BYTES", "1M", "guest_queue.E102"),
+        ("GUEST_MAX_HISTORY_TURNS", -1, "guest_queue.E103"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", "three", "guest_queue.E001"),
         ("GUEST_MAX_CONCURRENT_REQUESTS", True, "guest_queue.E001"),
         ("GUEST_MAX_QUEUE_SIZE", -1, "guest_queue.E002"),
@@ -55,11 +56,18 @@ def test_defaults_pass() -> None:
         ("GUEST_CACHE_ENABLED", "yes", "guest_queue.E028"),
         ("GUEST_CACHE_TTL_SEC", 0, "guest_queue.E029"),
         ("GUEST_CACHE_SIMILARITY", 0.05, "guest_queue.E030"),
+        ("GUEST_CACHE_LOCAL_SEC", -1, "guest_queue.E092"),
         ("GUEST_QUEUE_BACKEND", "memcached", "guest_queue.E032"),
         ("GUEST_QUEUE_BACKEND", "redis", "guest_queue.E033"),
         ("GUEST_QUEUE_REDIS_PREFIX", "a {b}", "guest_queue.E034"),
         ("GUEST_QUEUE_LEASE_SEC", 0, "guest_queue.E035"),
         ("GUEST_QUEUE_REDIS_TIMEOUT_SEC", "soon", "guest_queue.E036"),
+        (
+            "GUEST_API_MIDDLEWARE",
+            "guest_queue.middleware.APISecurityMiddleware",
+            "guest_queue.E090",
+        ),
+        ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E091"),
         ("GUEST_WORKFLOW", "no.such.Workflow", "guest_queue.E014"),
         ("GUEST_HASH_KEY", "short", "guest_queue.E061"),
         ("GUEST_HASH_KEY", 12345678901234567890123456789012345, "guest_queue.E061"),
@@ -145,6 +153,8 @@ def sample(default: Any) -> tuple[str, Any]:
         return "7", 7
     if isinstance(default, dict):
         return '{"a": 1}', {"a": 1}
+    if isinstance(default, list):
+        return '["a.B", "c.D"]', ["a.B", "c.D"]
     return "from the environment", "from the environment"
 
 

@@ -59,10 +59,15 @@ class RequestStream:
         self.host = host
         self.ticket = ticket
         self._channel: Channel | None = None
+        # A finished answer (a cache hit, a leader's answer) is known whole: its
+        # events go out in one write instead of one each.
+        self._burst = False
 
     @property
     def more_ready(self) -> bool:
         """Whether the next event is already waiting, so a writer may hold this one back."""
+        if self._burst:
+            return True
         return self._channel is not None and not self._channel.empty()
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
@@ -72,6 +77,7 @@ class RequestStream:
         record = ticket.record
         try:
             reported = ticket.position
+            self._burst = ticket.replay is not None
             yield self._queued_event()
             while not ticket.admitted and ticket.replay is None:
                 if record.status.is_terminal:
@@ -101,13 +107,17 @@ class RequestStream:
                         break
                     yield None
             if record.status.is_terminal:
+                self._burst = False
                 for final in self._terminal_events():
                     yield final
                 return
+            self._burst = ticket.replay is not None
             if not ticket.forwarded_parts:
                 yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
             if ticket.replay is not None:
-                for event in self._replay(ticket.replay):
+                replayed = self._replay(ticket.replay)
+                for i, event in enumerate(replayed):
+                    self._burst = i < len(replayed) - 1
                     yield event
                 return
             async for item in self._process():

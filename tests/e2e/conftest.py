@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: uvicorn's --timeout-graceful-shutdown, as docs/failure-modes.md documents it: the drain's
 #: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5).
 GRACEFUL_SHUTDOWN_SEC = 35
+#: The test servers' SECRET_KEY (not the demo key: with DEBUG off that one stops them).
+E2E_SECRET_KEY = "e2e-tests-only-" + "x" * 50
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +86,7 @@ class Server:
             "GUEST_MAX_REQUESTS_PER_CLIENT": "0",
             "DEBUG": "false",
             # Not the demo key: with DEBUG off that one stops the start-up (genestory.E001).
-            "SECRET_KEY": "e2e-tests-only-" + "x" * 50,
+            "SECRET_KEY": E2E_SECRET_KEY,
             "GUEST_WORKFLOW": "tests.scripted.ScriptedWorkflow",
             "PYTHONUNBUFFERED": "1",
         }
