@@ -1,6 +1,6 @@
 """Queue throughput of this checkout against the previous layout (issue 12), in one run.
 
-    python -m bench.layout_compare [--old /work/wt/oldlayout] [--clients 50] [--rounds 3]
+    python -m bench.layout_compare [--old /work/wt/oldlayout] [--new CHECKOUT] [--clients 50]
 
 Starts uvicorn servers side by side, each pinned to CPU 0 (the load generator
 runs on CPU 1), all on this checkout's interpreter:
@@ -17,6 +17,10 @@ runs on CPU 1), all on this checkout's interpreter:
 - new-lean: this checkout as it ships (the lean lane's default middleware).
 - old-2: a second server of the old checkout, identical to old: the old-2/old
   ratio is the noise of this run (an A/A control).
+
+``--new`` serves "new" from another checkout of the new layout (for example
+the commit that ended the layout steps, to measure the restructure alone;
+new-lean is then left out, as is the /health/live check, specific to this one).
 
 Rounds alternate between the servers (each round starting with the next one)
 so drift on the machine hits all alike;
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench.client import Result, percentile, run_load
@@ -77,8 +82,8 @@ def old_settings(clients: int, root: Path) -> dict[str, str]:
     }
 
 
-def new_settings(clients: int, *, lean: bool) -> dict[str, str]:
-    settings = {**common(clients, ROOT), "GUEST_WORKFLOW": "tests.scripted.TenChunksWorkflow"}
+def new_settings(clients: int, root: Path, *, lean: bool) -> dict[str, str]:
+    settings = {**common(clients, root), "GUEST_WORKFLOW": "tests.scripted.TenChunksWorkflow"}
     if not lean:
         settings["GUEST_API_MIDDLEWARE"] = json.dumps(OLD_MIDDLEWARE)
     return settings
@@ -106,7 +111,7 @@ def status_of(url: str) -> int:
         return exc.code
 
 
-def verify(name: str, server: BenchServer, *, old: bool) -> None:
+def verify(name: str, server: BenchServer, *, old: bool, routes: bool) -> None:
     """Fail unless the server runs the expected checkout's code."""
     cwd = Path(os.readlink(f"/proc/{server.process.pid}/cwd")).resolve()
     gq, gs = imported_from(server)
@@ -114,6 +119,8 @@ def verify(name: str, server: BenchServer, *, old: bool) -> None:
     print(f"  {name:<8} pid {server.process.pid} cwd {cwd}: guest_queue from {gq}, genestory {gs}")
     assert cwd == root, f"{name}: server runs in {cwd}, not {root}"
     assert gq.is_relative_to(root) and gs.is_relative_to(root), f"{name}: wrong checkout imported"
+    if not routes:
+        return
     # A route only one of the two codes serves: /health/live is new (the old catch-all says 404).
     live = status_of(f"{server.url}/api/v1/guest/health/live")
     assert live == (404 if old else 200), f"{name}: /health/live answered {live}"
@@ -132,6 +139,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--old", type=Path, default=OLD_ROOT, help="the previous layout's checkout")
+    parser.add_argument("--new", type=Path, default=ROOT, help="the new layout's checkout")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -147,15 +155,21 @@ def main() -> None:
         f"layout: {args.clients} clients, {args.rounds} x {args.seconds:g} s per server, "
         f"alternating; old = {args.old} ({old_head or '?'})"
     )
-    with (
-        BenchServer(old_settings(args.clients, args.old), root=args.old) as old,
-        BenchServer(new_settings(args.clients, lean=False)) as new,
-        BenchServer(new_settings(args.clients, lean=True)) as lean,
-        BenchServer(old_settings(args.clients, args.old), root=args.old) as old2,
-    ):
-        servers = {"old": old, "new": new, "new-lean": lean, "old-2": old2}
-        for name, server in servers.items():
-            verify(name, server, old=server in (old, old2))
+    this = args.new.resolve() == ROOT.resolve()
+    print(f"  new = {args.new}")
+    with ExitStack() as stack:
+        configs = {
+            "old": (old_settings(args.clients, args.old), args.old),
+            "new": (new_settings(args.clients, args.new, lean=False), args.new),
+        }
+        if this:
+            configs["new-lean"] = (new_settings(args.clients, ROOT, lean=True), ROOT)
+        configs["old-2"] = configs["old"]
+        servers: dict[str, BenchServer] = {}
+        for name, (settings, root) in configs.items():
+            # Entered as soon as started: a later failure still stops the earlier servers.
+            servers[name] = stack.enter_context(BenchServer(settings, root=root))
+            verify(name, servers[name], old=name.startswith("old"), routes=this)
 
         async def run() -> tuple[dict[str, list[Result]], list[dict[str, int]]]:
             collected: dict[str, list[Result]] = {name: [] for name in servers}
@@ -178,10 +192,10 @@ def main() -> None:
         collected, rounds = asyncio.run(run())
     total = args.seconds * args.rounds
     base = show("old", collected["old"], total, None)
-    show("new", collected["new"], total, base)
-    show("new-lean", collected["new-lean"], total, base)
-    show("old-2", collected["old-2"], total, base)
-    for name in ("new", "new-lean", "old-2"):
+    others = [name for name in servers if name != "old"]
+    for name in others:
+        show(name, collected[name], total, base)
+    for name in others:
         per_round = ", ".join(f"{r[name] / r['old']:.2f}" for r in rounds)
         print(f"  {name}/old per round: {per_round}")
 
