@@ -46,7 +46,8 @@ class BenchServer:
     """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings.
 
     ``app`` serves another ASGI app instead (e.g. ``bench.bare_site:application``,
-    which needs no database and answers ``ready_path``).
+    which needs no database and answers ``ready_path``). ``root`` is the checkout
+    the server runs in (its working directory, so its packages are the ones imported).
     """
 
     def __init__(
@@ -57,7 +58,9 @@ class BenchServer:
         pin: bool = True,
         app: str = "genestory.asgi:application",
         ready_path: str = "/api/v1/guest/health",
+        root: Path = ROOT,
     ) -> None:
+        self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="guest-bench-")
@@ -74,11 +77,12 @@ class BenchServer:
             GUEST_MAX_REQUESTS_PER_CLIENT="0",
         )
         env.update(settings)
+        self.env = env
         django_site = app.startswith(("genestory.", "bench.site_apps:"))
         if django_site:
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-                cwd=ROOT,
+                cwd=root,
                 env=env,
                 check=True,
             )
@@ -88,7 +92,7 @@ class BenchServer:
         # As docs/failure-modes.md says: a client trickling a body cannot hold a restart.
         cmd += ["--timeout-graceful-shutdown", "35"]
         self.process = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, preexec_fn=_pin_server if pin else None
+            cmd, cwd=root, env=env, preexec_fn=_pin_server if pin else None
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
