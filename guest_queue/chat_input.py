@@ -8,7 +8,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from .conf import app_settings
-from .validation import BadRequest
+from .validation import BadRequest, allowed_text
 
 #: A short language tag: "vi", "en", "en-US", "zh-Hant-TW".
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}")
@@ -49,8 +49,6 @@ def history_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             and turn["role"] in ROLES
             and isinstance(turn["content"], str)
             and 0 < len(turn["content"]) <= chars
-            and "\x00" not in turn["content"]
-            and _encodable(turn["content"])
         ):
             raise BadRequest(
                 400,
@@ -58,13 +56,12 @@ def history_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
                 'Each turn of "history" must be {"role": "user" or "assistant", '
                 f'"content": text of at most {chars} characters}}.',
             )
+        if not allowed_text(turn["content"]):
+            raise BadRequest(
+                400,
+                "invalid_history",
+                'A turn of "history" contains characters that are not allowed '
+                "(control or bidirectional-override characters).",
+            )
         history.append((turn["role"], turn["content"]))
     return tuple(history)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

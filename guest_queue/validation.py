@@ -99,7 +99,7 @@ def query_from(data: dict[str, Any]) -> str:
     query = data["query"]
     if not isinstance(query, str):
         raise BadRequest(400, "invalid_query", 'The field "query" must be a string.')
-    if FORBIDDEN.search(query) or not _encodable(query):
+    if not allowed_text(query):
         raise BadRequest(
             400, "invalid_query", "The query contains characters that are not allowed."
         )
@@ -110,6 +110,11 @@ def query_from(data: dict[str, Any]) -> str:
     if len(query) > limit:
         raise BadRequest(400, "query_too_long", f"The query exceeds {limit} characters.")
     return query
+
+
+def allowed_text(text: str) -> bool:
+    """Whether guest text has none of the ``FORBIDDEN`` characters and encodes as UTF-8."""
+    return FORBIDDEN.search(text) is None and _encodable(text)
 
 
 def _encodable(text: str) -> bool:

@@ -63,6 +63,21 @@ async def test_bad_language_or_history_is_a_clear_400(
     assert response.status_code == 400 and response.json()["code"] == code
 
 
+@pytest.mark.parametrize(
+    "content", ["a\x1b[2Jb", "line\rforged", "\u202eevil", "a\u2066b", "\x85", "\ud800"]
+)
+async def test_history_refuses_the_characters_a_query_may_not_hold(
+    async_client: AsyncClient, content: str
+) -> None:
+    turns = [{"role": "user", "content": "fine"}, {"role": "assistant", "content": content}]
+    response = await ask(async_client, {"query": "q", "history": turns})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_history"
+    assert "not allowed" in response.json()["error"]
+    as_query = await ask(async_client, {"query": content})
+    assert as_query.json()["code"] == "invalid_query"  # the same rule as the question's
+
+
 async def test_the_stream_endpoint_takes_them_too(async_client: AsyncClient) -> None:
     body = {"query": "chunks=1", "language": "vi", "history": [{"role": "user", "content": "a"}]}
     response = await async_client.post("/api/v1/guest/chat", body, content_type="application/json")
