@@ -20,6 +20,7 @@ import json
 
 from django.urls import reverse
 
+from . import metrics
 from .clients import id_of_key, key_of_address
 from .conf import app_settings
 from .lifespan import ASGIApp, Receive, Scope, Send
@@ -62,6 +63,7 @@ class ClientCapGuard:
         if held is None or held < cap:
             return False
         refusal = manager.refuse(manager.client_limited())
+        metrics.count_rejected(refusal.code)  # as the view counts its own refusals
         body = json.dumps(
             {"error": refusal.message, "code": refusal.code, "retry_after": refusal.retry_after}
         ).encode()

@@ -103,6 +103,24 @@ async def test_gauges_show_the_line_and_refusals_carry_their_code(
     assert after[("guest_queue_active", ())] == 0
 
 
+@override_settings(**ON, GUEST_MAX_REQUESTS_PER_CLIENT=1, GUEST_MAX_CONCURRENT_REQUESTS=1)
+async def test_refusals_answered_before_django_runs_are_counted_too(
+    async_client: AsyncClient,
+) -> None:
+    """The ASGI guard (``client_guard``) refuses a client at its cap without the view."""
+    from .test_asgi import Client as AsgiClient
+    from .test_fair_share_api import status_without_a_body
+
+    before = await scrape(async_client)
+    held = AsgiClient("sleep=0.5 chunks=1")
+    assert await held.start() == 200
+    assert await status_without_a_body(("127.0.0.1", 50001)) == 429
+    during = await scrape(async_client)
+    await held.finish()
+    code = "client_limit"
+    assert outcome(during, "rejected", code) == outcome(before, "rejected", code) + 1
+
+
 @override_settings(**ON, GUEST_CACHE_ENABLED=True)
 async def test_cache_hits_are_counted(async_client: AsyncClient) -> None:
     before = await scrape(async_client)
