@@ -7,10 +7,13 @@ request and set headers (no I/O, no database), so that hop buys nothing.
 
 from __future__ import annotations
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.middleware.security import SecurityMiddleware
 from django.utils.deprecation import MiddlewareMixin
+
+from .responses import json_error
 
 
 class APISecurityMiddleware(SecurityMiddleware):
@@ -20,11 +23,17 @@ class APISecurityMiddleware(SecurityMiddleware):
     ``Cross-Origin-Opener-Policy`` and HSTS, redirects to HTTPS when the site
     says so, and refuses a ``Host`` outside ``ALLOWED_HOSTS`` with a 400, as the
     site's ``CommonMiddleware`` would (Django's guard against DNS rebinding and
-    poisoned absolute URLs).
+    poisoned absolute URLs) — but as the API's JSON error ``bad_host``, not
+    Django's HTML page.
     """
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        request.get_host()  # raises DisallowedHost: a 400, as on the rest of the site
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return json_error(
+                400, "bad_host", "The Host header names a host this site does not serve."
+            )
         response = self.process_request(request)
         if response is None:
             response = await self.get_response(request)  # type: ignore[misc]

@@ -128,6 +128,14 @@ async def test_the_lane_refuses_a_host_outside_allowed_hosts_as_the_site_does() 
     assert (await call(app, "GET", "/api/v1/guest/queue/status")).status == 200
 
 
+async def test_the_lane_refuses_a_bad_host_with_the_apis_json_error() -> None:
+    reply = await call(site(lane=True), "POST", "/api/v1/guest/chat", b"{}", host=b"evil.example")
+    assert reply.status == 400
+    assert reply.headers["content-type"] == "application/json"
+    body = json.loads(reply.body)
+    assert body["code"] == "bad_host" and body["error"]
+
+
 async def test_whole_answers_carry_a_content_length_streams_do_not() -> None:
     app = site(lane=True)
     status = await call(app, "GET", "/api/v1/guest/queue/status")
