@@ -138,6 +138,50 @@ def test_stop_frees_the_slot_for_the_next_question(
     assert time.monotonic() - started < 5  # the stopped request's slot was freed at once
 
 
+# Holds back the body of the first POST chat until window.__release is set: the
+# request is accepted by the server, but the page has no event (no request id) yet.
+HOLD_FIRST_EVENT = """
+const realFetch = window.fetch;
+window.fetch = async (url, init) => {
+  const response = await realFetch(url, init);
+  if (init?.method !== "POST" || !String(url).endsWith("/chat") || window.__held) return response;
+  window.__held = true;
+  const reader = response.body.getReader();
+  const body = new ReadableStream({
+    async pull(controller) {
+      while (!window.__release) await new Promise((resolve) => setTimeout(resolve, 20));
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+};
+"""
+
+
+def test_stop_before_the_first_event_cancels_once_the_id_is_known(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1")
+    page = new_page()
+    page.add_init_script(HOLD_FIRST_EVENT)
+    page.goto(server.url)
+    ask(page, "sleep=60 chunks=1")
+    page.wait_for_function("window.__held === true", timeout=5000)  # accepted, no event shown
+    page.get_by_role("button", name="Stop").click()
+    page.evaluate("window.__release = true")
+    expect(page.locator(".gq-status").last).to_have_text("Stopped.")
+    started = time.monotonic()
+    ask(page, "chunks=2")
+    # Had the Stop been lost, the resumable request would hold the only slot for 60 s.
+    expect(page.locator(".gq-body").last).to_have_text("chunk0 chunk1", timeout=5000)
+    assert time.monotonic() - started < 5
+
+
 def test_markup_in_an_answer_is_shown_as_text(start_server: ServerFactory, new_page: Any) -> None:
     server = start_server()
     page = new_page()

@@ -76,6 +76,7 @@ function setBusy(busy) {
   input.disabled = busy;
   send.disabled = busy;
   stop.hidden = !busy;
+  stop.disabled = false;
   if (!busy) input.focus();
 }
 
@@ -114,6 +115,12 @@ function handleEvent(view, event) {
     view.seq = event.seq;
   }
   view.requestId = event.request_id || view.requestId;
+  if (view.stopWanted && view.requestId) {
+    // Stop was pressed before the request had an id: cancel it now, read no further.
+    cancelRequest(view.requestId);
+    controller?.abort();
+    return "stopped";
+  }
   const outcome = applyEvent(view, event);
   if (event.event === "queued" || event.event === "processing") {
     view.shown = [view.status.textContent, view.status.className];
@@ -184,7 +191,9 @@ async function ask(question, view = null) {
   current = view;
   setBusy(true);
   let outcome = null;
+  view.stopWanted = false;
   try {
+    view.awaitingId = true; // from here until the first event, Stop has no id to cancel
     const response = await fetch(urls.chat, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -196,10 +205,11 @@ async function ask(question, view = null) {
       }),
       signal: controller.signal,
     });
+    if (!response.ok) view.awaitingId = false; // refused: nothing to cancel
     if (response.status === 429) {
       const wait = Math.max(1, parseInt(response.headers.get("Retry-After") || "5", 10));
       const refusal = await response.json().catch(() => ({}));
-      if (await countdown(view, wait, refusal.code)) {
+      if (!view.stopWanted && (await countdown(view, wait, refusal.code))) {
         controller = null;
         return ask(question, view);
       }
@@ -226,7 +236,8 @@ async function ask(question, view = null) {
       outcome = "failed";
     }
   } finally {
-    if (controller?.signal.aborted) outcome = "stopped";
+    view.awaitingId = false;
+    if (controller?.signal.aborted || view.stopWanted) outcome = "stopped";
     controller = null;
     current = null;
     setBusy(false);
@@ -346,13 +357,23 @@ input.addEventListener("keydown", (event) => {
   }
 });
 // Closing the connection no longer stops a resumable request: cancel it on purpose.
+// Pressed before the first event (no id yet), the request may already be accepted and
+// would outlive a closed connection: remember the Stop, cancel once the id is known.
 stop.addEventListener("click", () => {
-  const requestId = current?.requestId;
-  controller?.abort();
-  if (requestId) {
-    fetch(`${urls.chat}/${encodeURIComponent(requestId)}/cancel`, { method: "POST" }).catch(() => {});
+  if (!current) return;
+  const requestId = current.requestId;
+  if (!requestId && current.awaitingId) {
+    current.stopWanted = true;
+    stop.disabled = true;
+    return;
   }
+  controller?.abort();
+  if (requestId) cancelRequest(requestId);
 });
+
+function cancelRequest(requestId) {
+  fetch(`${urls.chat}/${encodeURIComponent(requestId)}/cancel`, { method: "POST" }).catch(() => {});
+}
 // The queue widget polls only while the tab is visible.
 setInterval(() => document.hidden || refreshQueue(), STATUS_POLL_MS);
 document.addEventListener("visibilitychange", () => document.hidden || refreshQueue());
