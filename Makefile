@@ -41,7 +41,7 @@ serve: $(VENV)/.installed
 	DEBUG=false $(BIN)/python manage.py migrate --noinput
 	DEBUG=false exec $(BIN)/uvicorn genestory.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(WORKERS) --lifespan on --timeout-graceful-shutdown $(GRACEFUL_TIMEOUT) \
-		--proxy-headers --forwarded-allow-ips=$(FORWARDED_ALLOW_IPS)
+		--proxy-headers --forwarded-allow-ips=$(FORWARDED_ALLOW_IPS) --no-access-log
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -154,7 +154,10 @@ def test_documented_commands_drain_gracefully() -> None:
     assert args[args.index("--timeout-graceful-shutdown") + 1] == "35"
     assert "--proxy-headers" in args and "--forwarded-allow-ips=127.0.0.1" in args
     assert args[args.index("--lifespan") + 1] == "on"
+    # Request ids (capabilities: they read and cancel answers) stay out of access logs.
+    assert "--no-access-log" in args
     serve = (ROOT / "Makefile").read_text()
+    assert "--no-access-log" in serve
     assert "--timeout-graceful-shutdown $(GRACEFUL_TIMEOUT)" in serve
     assert "GRACEFUL_TIMEOUT ?= 35" in serve
     assert "GUEST_SHUTDOWN_GRACE_SEC=30" in (DEPLOY / "genestory.env.example").read_text()
