@@ -20,7 +20,7 @@ from .clients import client_id
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
-from .core.errors import RateLimited, Refused
+from .core.errors import NotAccepting, RateLimited, Refused
 from .core.manager import QueueManager
 from .history_lookup import HistoryUnavailable, find_in_history
 from .ratelimit import over_rate
@@ -93,6 +93,10 @@ async def submit(
     # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
     client = client_id(request)
     manager = get_manager()
+    if not manager.accepting:
+        # Refused before the rate counts the question: nginx resends this 503 to another
+        # worker (deploy/nginx/genestory.conf), which counts it once.
+        raise manager.refuse(NotAccepting("The server is restarting; please try again.", 5))
     wait = await over_rate(client)
     if wait is not None:
         raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))

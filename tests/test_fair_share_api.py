@@ -149,6 +149,22 @@ async def test_the_rate_limit_is_a_429_rate_limited_until_the_window_ends(
     assert status["rejected_rate_limited"] == 1 and status["total_requests"] == 3
 
 
+@override_settings(GUEST_RATE_LIMIT="1/1h")
+async def test_a_draining_worker_refuses_before_counting_the_rate(
+    async_client: AsyncClient,
+) -> None:
+    """nginx resends its 503 shutting_down to another worker, which counts the question."""
+    caches["default"].clear()
+    await get_manager().drain()
+    for _ in range(2):
+        response = await post(async_client, CHAT, {"query": "chunks=1"})
+        assert response.status_code == 503 and response.json()["code"] == "shutting_down"
+    window = int(time.time() // 3600)
+    key = f"guest_queue:rate:3600:{window}:{client_id(request_from('127.0.0.1'))}"
+    assert caches["default"].get(key) is None  # the guest's one question per hour is intact
+    assert get_manager().status()["rejected_requests"] == 2
+
+
 @override_settings(
     GUEST_RATE_LIMIT="1/1h",
     CACHES={
