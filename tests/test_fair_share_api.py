@@ -247,12 +247,17 @@ async def status_without_a_body(client: tuple[str, int]) -> int:
 
 @override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1, GUEST_MAX_CONCURRENT_REQUESTS=1)
 async def test_a_client_at_its_cap_is_refused_before_django_runs() -> None:
+    from guest_queue.client_guard import REFUSAL_DELAY_SEC
+
     from .test_asgi import Client as AsgiClient
 
-    held = AsgiClient("sleep=0.5 chunks=1")
+    held = AsgiClient("sleep=2 chunks=1")
     assert await held.start() == 200
     # No request body is sent: only a refusal from the scope alone can answer.
+    started = time.monotonic()
     assert await status_without_a_body(("127.0.0.1", 50001)) == 429
+    # A client at its cap gets its refusal late: a flood of them cannot eat the CPU.
+    assert time.monotonic() - started >= REFUSAL_DELAY_SEC
     manager = get_manager()
     assert manager.status()["rejected_client_limit"] == 1
     await held.finish()
@@ -260,6 +265,21 @@ async def test_a_client_at_its_cap_is_refused_before_django_runs() -> None:
     other = AsgiClient("chunks=1")
     assert await other.start() == 200
     await other.finish()
+
+
+@override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1)
+async def test_a_client_whose_request_ends_during_the_refusal_delay_is_let_in() -> None:
+    from .test_asgi import Client as AsgiClient
+
+    held = AsgiClient("sleep=0.1 chunks=1")
+    assert await held.start() == 200
+    finishing = asyncio.create_task(held.finish())
+    # At its cap when it arrives, below it before the delay ends: on to Django, which
+    # waits for a body that never comes (so no 429 within the delay and a bit).
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(status_without_a_body(("127.0.0.1", 50002)), timeout=1.5)
+    await finishing
+    assert get_manager().status()["rejected_client_limit"] == 0
 
 
 @override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1)
@@ -299,11 +319,17 @@ async def test_the_rate_is_counted_in_a_shared_redis_cache(async_client: AsyncCl
         pytest.skip("Redis cache tests need GUEST_TEST_REDIS_URL (CI sets it)")
     shared = caches["redis"]
     shared.clear()  # the tests' own Redis database number: safe to empty
-    with override_settings(GUEST_RATE_LIMIT="2/1h", GUEST_CACHE_ALIAS="redis"):
-        codes = [(await post(async_client, SIMPLE, {"query": "chunks=1"})) for _ in range(3)]
-        assert [r.status_code for r in codes] == [200, 200, 429]
-        window = int(time.time() // 3600)
-        key = f"guest_queue:rate:3600:{window}:{client_id(request_from('127.0.0.1'))}"
-        # What another process sharing the cache would read: this client's count.
-        assert await shared.aget(key) == 3
-    shared.clear()
+    try:
+        with override_settings(GUEST_RATE_LIMIT="2/1h", GUEST_CACHE_ALIAS="redis"):
+            codes = [(await post(async_client, SIMPLE, {"query": "chunks=1"})) for _ in range(3)]
+            assert [r.status_code for r in codes] == [200, 200, 429]
+            window = int(time.time() // 3600)
+            key = f"guest_queue:rate:3600:{window}:{client_id(request_from('127.0.0.1'))}"
+            # What another process sharing the cache would read: this client's count.
+            assert await shared.aget(key) == 3
+    finally:
+        shared.clear()
+        # Django's RedisCache keeps its pool open for the process: close its sockets here,
+        # not when the garbage collector finds them in some later test.
+        for pool in shared._cache._pools.values():  # type: ignore[attr-defined]
+            pool.disconnect()
