@@ -11,6 +11,13 @@ BIN := $(VENV)/bin
 PYTHON_NEW ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV_NEW := .venv-django6
+# The Django 6 run: every test but the end-to-end tier, plus the end-to-end tests that go
+# through Django's own request handling (servers, start-up, wheel + mount steps, resume).
+# The rest of tests/e2e (nginx, browsers, floods, Redis restarts) tests the same code on
+# both versions and runs once, in the Django 5.2 run: that keeps `make test` short.
+DJANGO6_TESTS ?= tests/core $(wildcard tests/test_*.py) tests/e2e/test_servers.py \
+	tests/e2e/test_startup.py tests/e2e/test_wheel.py tests/e2e/test_resume_servers.py \
+	tests/e2e/test_static.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # make serve: uvicorn's drain must outlast GUEST_SHUTDOWN_GRACE_SEC (30 by default).
@@ -60,7 +67,7 @@ test-django6:
 	$(VENV_NEW)/bin/python -m pip install --quiet --upgrade pip; \
 	$(VENV_NEW)/bin/pip install --quiet -r requirements-dev.txt; \
 	$(VENV_NEW)/bin/python -c 'import django, sys; print("Django", django.get_version(), "on Python", sys.version.split()[0])'; \
-	$(VENV_NEW)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV_NEW)/bin/python -m pytest $(or $(PYTEST_ARGS),$(DJANGO6_TESTS))
 
 test: lint test-django5 test-django6
 
