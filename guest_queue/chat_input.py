@@ -24,7 +24,8 @@ def language_of(data: dict[str, Any], request: HttpRequest) -> str | None:
                 400, "invalid_language", 'The field "language" must be a tag such as "vi".'
             )
         return value
-    header = request.headers.get("Accept-Language", "")
+    # META, not ``request.headers``: building that mapping costs more than the rest here.
+    header = request.META.get("HTTP_ACCEPT_LANGUAGE", "")
     first = header.split(",", 1)[0].split(";", 1)[0].strip()
     return first if LANGUAGE_TAG.fullmatch(first) else None
 

@@ -4,11 +4,22 @@ Every hash is Django's ``salted_hmac`` with its own purpose string, so a hash
 made for one purpose (say the history's question hash) cannot be matched
 against another (the answer cache's keys), and none is an HMAC under the raw
 ``SECRET_KEY``. ``GUEST_HASH_KEY`` gives them a key of their own.
+
+``salted_hmac`` derives its HMAC key (a SHA-256 of purpose and secret) on every
+call; here the derived key is kept per (purpose, secret), so a changed secret
+(``override_settings``, a new ``GUEST_HASH_KEY``) still gets a key of its own.
+The hash is the same bytes ``salted_hmac(purpose, text, secret, algorithm="sha256")``
+gives (a test compares them).
 """
 
 from __future__ import annotations
 
-from django.utils.crypto import salted_hmac
+import hashlib
+import hmac
+from functools import lru_cache
+
+from django.conf import settings
+from django.utils.encoding import force_bytes
 
 from .conf import app_settings
 
@@ -17,7 +28,13 @@ CLIENT = "guest_queue.history.client"
 ANSWER_CACHE = "guest_queue.answer_cache.key"
 
 
+@lru_cache(maxsize=32)
+def _derived_key(purpose: str, secret: str | bytes) -> bytes:
+    """``salted_hmac``'s key for ``purpose`` under ``secret``."""
+    return hashlib.sha256(force_bytes(purpose) + force_bytes(secret)).digest()
+
+
 def keyed_hash(purpose: str, text: str) -> str:
     """HMAC-SHA-256 of ``text`` for ``purpose``: 64 hex digits."""
-    secret = app_settings.HASH_KEY or None  # None: salted_hmac uses SECRET_KEY
-    return salted_hmac(purpose, text, secret=secret, algorithm="sha256").hexdigest()
+    secret = app_settings.HASH_KEY or settings.SECRET_KEY
+    return hmac.digest(_derived_key(purpose, secret), force_bytes(text), "sha256").hex()

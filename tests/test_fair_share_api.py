@@ -68,6 +68,22 @@ def test_the_default_key_is_the_address_with_ipv6_grouped_by_64() -> None:
 
 
 @override_settings(GUEST_CLIENT_KEY="tests.test_fair_share_api.broken_key")
+def test_client_ids_are_the_salted_hmac_of_the_key_under_the_current_secret() -> None:
+    from django.utils.crypto import salted_hmac
+
+    from guest_queue.hashing import CLIENT
+
+    def expected(secret: str | None) -> str:
+        return salted_hmac(CLIENT, "203.0.113.7", secret=secret, algorithm="sha256").hexdigest()
+
+    assert client_id(request_from("203.0.113.7")) == expected(None)[:32]
+    # The derived key is kept per secret: a new key gives new ids at once.
+    with override_settings(GUEST_HASH_KEY="another key for the keyed hashes, 40 chars"):
+        other = client_id(request_from("203.0.113.7"))
+        assert other == expected("another key for the keyed hashes, 40 chars")[:32]
+    assert client_id(request_from("203.0.113.7")) == expected(None)[:32]
+
+
 def test_a_failing_key_function_falls_back_to_the_address() -> None:
     assert client_id(request_from("203.0.113.7")) == client_id(request_from("203.0.113.7"))
 

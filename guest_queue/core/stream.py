@@ -120,7 +120,9 @@ class RequestStream:
                     self._burst = i < len(replayed) - 1
                     yield event
                 return
-            async for item in self._process():
+            # The workflow's events come straight from ``_pump``: one generator less
+            # for each of them to pass through.
+            async for item in self._pump(self._start()):
                 yield item
         finally:
             if not record.status.is_terminal and not self._carry_on():
@@ -166,13 +168,12 @@ class RequestStream:
             events.append(ev.Event(ev.ANSWER_CHUNK, chunk))
         return events
 
-    async def _process(self) -> AsyncIterator[ev.Event | None]:
-        ticket, host = self.ticket, self.host
+    def _start(self) -> Channel:
+        """Start the workflow for the admitted ticket: the channel its output comes on."""
         channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
         self._channel = channel
-        host.start_workflow(ticket, channel)
-        async for item in self._pump(channel):
-            yield item
+        self.host.start_workflow(self.ticket, channel)
+        return channel
 
     async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
         """The running workflow's events, to the terminal one."""
