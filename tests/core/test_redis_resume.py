@@ -6,10 +6,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from guest_queue.core.backends.redis.link import RedisLink, RedisOptions
 from guest_queue.core.resume import read_shared
 
 from .conftest import GateWorkflow, Stream, until
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
 
@@ -146,3 +150,54 @@ async def test_a_cancel_through_another_process_ends_the_request_at_once(
     assert await b.cancel_anywhere("00000000-0000-4000-8000-000000000000") is None
     gate.open(waiting.ticket.request_id)
     await waiting.done()
+
+
+async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    ticket = await a.submit("w")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: reader.names == ["queued"])
+    backend = admission(a)
+    script_run = backend.link.run
+
+    async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
+        reply = await script_run(script, keys, args)
+        if script is backend._hand_off:
+            # Its admission's message arrives before the script's reply.
+            backend._admit_waiting(ticket.request_id)
+        return reply
+
+    backend.link.run = admitted_meanwhile  # type: ignore[method-assign]
+    a.begin_drain()
+    await until(lambda: not a.accepting)
+    await asyncio.sleep(0.2)
+    assert await b.adopt(ticket.request_id) is None  # nobody else may drive it
+    assert ticket.interrupt != "handed_off"
+    gate.open(running.request_id)
+    gate.open(ticket.request_id)
+    assert (await reader.done())[-1] == "workflow_complete"
+    await asyncio.wait_for(a.close(), 4)  # the drain does not wait for a ticket nobody ends
+
+
+async def test_a_cancel_that_redis_py_turns_into_a_connection_error_still_cancels() -> None:
+    link = RedisLink(RedisOptions(url="redis://127.0.0.1:1"))
+
+    async def script(keys: list[str], args: list[Any]) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    task = asyncio.ensure_future(link.run(script, [], []))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await link.aclose()
