@@ -156,6 +156,7 @@ class RedisLink:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self.renew_every
                     )
+                    _raise_if_cancelling()  # redis-py may have swallowed a cancel
                     if message is not None:
                         on_message(str(message["data"]))
             except (RedisError, OSError):
