@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -68,10 +69,9 @@ async def test_close_stops_a_task_that_swallowed_its_first_cancel(gate: GateWork
     stopped = asyncio.Event()
 
     async def stubborn() -> None:
-        try:
+        # A library that turns the cancel into a quiet return, then reads again.
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            pass  # A library that turns the cancel into a quiet return, then reads again.
         try:
             await asyncio.sleep(60)
         finally:
