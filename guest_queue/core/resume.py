@@ -250,20 +250,29 @@ async def read_shared(
     block = min(heartbeat, REMOTE_ATTACH_SEC / 2)
     quiet_since = time.monotonic()
     while True:
-        await shared.attach(request_id, REMOTE_ATTACH_SEC)
         try:
+            await shared.attach(request_id, REMOTE_ATTACH_SEC)
             entries = await shared.read(request_id, cursor, block)
         except LogTrimmed:
+            return
+        except Exception as exc:  # Redis unreachable: end the stream, the client resumes.
+            logger.warning("Reading request %s's log from Redis failed (%s)", request_id, exc)
             return
         if entries:
             quiet_since = time.monotonic()
             cursor = entries[-1][0]
             yield b"".join(e.encode(request_id, s, with_id=with_ids) for s, e in entries)
-            if entries[-1][1].is_terminal:
+            if any(e.is_terminal or e.name == ev.RECONNECT for _, e in entries):
+                # Ended, or handed off: the client resumes (and another process adopts it).
                 return
             continue
         if time.monotonic() - quiet_since >= heartbeat:
             quiet_since = time.monotonic()
-            if await shared.state(request_id) != "live":
+            try:
+                state = await shared.state(request_id)
+            except Exception as exc:
+                logger.warning("Asking Redis for request %s's log failed (%s)", request_id, exc)
+                return
+            if state != "live":
                 return
             yield ev.HEARTBEAT_BYTES

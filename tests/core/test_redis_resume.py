@@ -10,6 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from guest_queue.core.backends.redis.link import RedisLink, RedisOptions
+from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
 from .conftest import GateWorkflow, Stream, until
@@ -201,3 +202,35 @@ async def test_a_cancel_that_redis_py_turns_into_a_connection_error_still_cancel
     with pytest.raises(asyncio.CancelledError):
         await task
     await link.aclose()
+
+
+async def test_a_remote_reader_ends_its_stream_at_a_reconnect(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000a"
+    logs.append(rid, 1, Event("queued", {"position": 1}))
+    logs.append(rid, 2, Event(RECONNECT, {"retry_ms": 250}))
+    reader = SharedReader(a, rid, 0)
+    # It ends (the client resumes and another process adopts the request): no heartbeats
+    # on a log nobody writes any more.
+    await asyncio.wait_for(reader.task, 3)
+    assert [e["event"] for e in reader.events] == ["queued", "reconnect"]
+
+
+async def test_a_remote_reader_ends_cleanly_when_redis_fails(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+
+    async def broken(*args: Any) -> Any:
+        raise RedisConnectionError("Connection refused.")
+
+    logs.read = broken  # type: ignore[assignment]
+    reader = SharedReader(a, "00000000-0000-4000-8000-00000000000b", 0)
+    await asyncio.wait_for(reader.task, 3)  # no exception: the stream just ends
+    assert reader.events == []
