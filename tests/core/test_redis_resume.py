@@ -10,9 +10,11 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from guest_queue.core.backends.redis.link import RedisLink, RedisOptions
+from guest_queue.core.errors import Unavailable
 from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
+from ..services import closed_port
 from .conftest import GateWorkflow, Stream, until
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
@@ -234,3 +236,17 @@ async def test_a_remote_reader_ends_cleanly_when_redis_fails(
     reader = SharedReader(a, "00000000-0000-4000-8000-00000000000b", 0)
     await asyncio.wait_for(reader.task, 3)  # no exception: the stream just ends
     assert reader.events == []
+
+
+async def test_resume_and_cancel_lookups_say_unavailable_when_redis_is_down(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000c"
+    # The views turn Unavailable into a 503 JSON answer with Retry-After, not a 500.
+    with pytest.raises(Unavailable):
+        await logs.state(rid)
+    with pytest.raises(Unavailable):
+        await logs.cancel(rid)

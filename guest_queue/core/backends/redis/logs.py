@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ...config import QueueConfig
+from ...errors import Unavailable
 from ...eventlog import LogTrimmed
 from ...events import Event
-from .link import RedisLink
+from .link import UNREACHABLE, RedisLink
 
 logger = logging.getLogger("guest_queue")
 
@@ -118,10 +119,14 @@ class RedisLogs:
     # -- reading (any process) ------------------------------------------------------
 
     async def state(self, request_id: str) -> str | None:
-        exists, done = await asyncio.gather(
-            self.client.exists(self._key(request_id)),
-            self.client.exists(self._done_key(request_id)),
-        )
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        try:
+            exists, done = await asyncio.gather(
+                self.client.exists(self._key(request_id)),
+                self.client.exists(self._done_key(request_id)),
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
         if exists:
             return "live"
         return "expired" if done else None
@@ -154,7 +159,11 @@ class RedisLogs:
         return bool(await self.client.exists(self._attached_key(request_id)))
 
     async def cancel(self, request_id: str) -> None:
-        await self.client.publish(self.cancels, request_id)
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        try:
+            await self.client.publish(self.cancels, request_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
 
     async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
         def heard(message: str) -> None:
