@@ -406,6 +406,8 @@ class QueueManager:
         for ticket in handed:
             ticket.interrupt = HANDED_OFF
             self.live.remove(ticket)
+            # The adopting process counts it (and records its ending): not counted twice.
+            self.stats.total -= 1
             self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
         if handed:
             logger.info("%d waiting request(s) left to the other processes", len(handed))

@@ -116,6 +116,8 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
         # Not ended: told to reconnect, and the stream closes.
         assert (await reader.done())[-1] == "reconnect"
     assert a.status()["cancelled_requests"] == 0
+    # Counted once, by the process that answers them: figures across processes add up.
+    assert a.status()["total_requests"] == 1
     resumed: list[Reader] = []
     for ticket, reader in zip(waiting, readers, strict=True):
         res = await b.adopt(ticket.request_id)
@@ -134,6 +136,9 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
     await behind.done()
     assert gate.started == ["running", "w0", "w1", "w2", "behind"]
     assert b.status()["completed_requests"] == 4
+    assert b.status()["total_requests"] == 4
+    await until(lambda: a.status()["completed_requests"] == 1)
+    assert a.status()["total_requests"] == 1
 
 
 async def test_a_cancel_through_another_process_ends_the_request_at_once(
