@@ -255,3 +255,17 @@ async def test_resume_and_cancel_lookups_say_unavailable_when_redis_is_down(
         await logs.state(rid)
     with pytest.raises(Unavailable):
         await logs.cancel(rid)
+
+
+async def test_closing_writes_every_pending_event_first(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = admission(a).logs
+    rid = "00000000-0000-4000-8000-00000000000d"
+    for seq in range(1, 301):
+        logs.append(rid, seq, Event("answer_chunk", {"text": "x" * 200}))
+        if seq % 100 == 0:
+            await asyncio.sleep(0)  # the writer takes a batch, more queue behind it
+    await logs.close()
+    assert len(await logs.read(rid, 0, 0.001)) == 300

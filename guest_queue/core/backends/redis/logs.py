@@ -24,7 +24,7 @@ from ...config import QueueConfig
 from ...errors import Unavailable
 from ...eventlog import LogTrimmed
 from ...events import Event
-from .link import UNREACHABLE, RedisLink
+from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 
 logger = logging.getLogger("guest_queue")
 
@@ -52,6 +52,9 @@ class RedisLogs:
         self._pending: list[tuple[str, int, Event | None]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        #: Whether the writer is sending a batch; whether the last batch failed once.
+        self._busy = False
+        self._retried = False
 
     def _key(self, request_id: str) -> str:
         return f"{self.tag}:log:{request_id}"
@@ -86,13 +89,24 @@ class RedisLogs:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            self._busy = True
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for request_id, seq, event in batch:
                         self._queue(pipe, request_id, seq, event)
                     await pipe.execute()
+                self._retried = False
             except (RedisError, OSError):
-                logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
+                if self._retried:
+                    self._retried = False
+                    logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
+                else:
+                    # Once more, ahead of what came since (an entry id never goes back).
+                    self._retried = True
+                    self._pending[:0] = batch
+                    self._wake.set()
+            finally:
+                self._busy = False
 
     def _queue(self, pipe: Any, request_id: str, seq: int, event: Event | None) -> None:
         key = self._key(request_id)
@@ -110,8 +124,11 @@ class RedisLogs:
     async def close(self) -> None:
         """Write what is pending, then stop the writer."""
         if self._writer is not None:
-            self._wake.set()
-            await asyncio.sleep(0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                    while (self._pending or self._busy) and not self._writer.done():
+                        self._wake.set()
+                        await asyncio.sleep(0.01)
             self._writer.cancel()
             with contextlib.suppress(BaseException):
                 await self._writer
