@@ -220,3 +220,12 @@ def test_the_log_trims_the_oldest_unless_the_reader_still_needs_them() -> None:
     log.pin(None)
     assert len(log) == 3
     assert not log.full
+
+
+def test_reading_after_any_seq_gives_exactly_the_later_events() -> None:
+    log = EventLog(max_events=1000, max_bytes=1_000_000)
+    for i in range(10):
+        log.append(Event("answer_chunk", {"text": str(i)}))
+    for after in range(11):
+        assert [s for s, _ in log.read_after(after)] == list(range(after + 1, 11)), after
+    assert [e.data["text"] for _, e in log.read_after(7)] == ["7", "8", "9"]
