@@ -39,6 +39,12 @@ def _canonical(request_id: str) -> str | None:
         return None
 
 
+def trimmed() -> HttpResponseBase:
+    return json_error(
+        410, "log_trimmed", "The events after this one are no longer kept; ask again."
+    )
+
+
 @allow("GET")
 async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase:
     """Re-attach to a resumable request: the events after the given seq, then live ones."""
@@ -59,6 +65,16 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             return json_error(404, "not_found", "No such resumable request (it may have expired).")
         if state != "live":
             return expired
+        assert shared is not None
+        bounds = await shared.bounds(canonical)
+        if bounds is not None:
+            # The same checks as for a log this process holds.
+            first, last = bounds
+            if after > last:
+                message = f"No event {after} has been sent yet."
+                raise BadRequest(400, "invalid_after", message) from None
+            if after + 1 < first:
+                return trimmed()
         if not manager.accepting:
             # Draining: another process should serve (and perhaps adopt) it.
             return json_error(
@@ -70,7 +86,6 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             return event_stream(manager.resumes.read(adopted, after, with_ids=True))
         # Another process drives it: read its log from the shared queue's Redis.
         heartbeat = manager.config.heartbeat_sec
-        assert shared is not None
         return event_stream(
             read_shared(shared, canonical, after, with_ids=True, heartbeat=heartbeat)
         )
@@ -79,9 +94,7 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
     try:
         res.log.read_after(after)
     except LogTrimmed:
-        return json_error(
-            410, "log_trimmed", "The events after this one are no longer kept; ask again."
-        )
+        return trimmed()
     return event_stream(manager.resumes.read(res, after, with_ids=True))
 
 

@@ -146,6 +146,9 @@ class SharedLogs(Protocol):
     async def read(self, request_id: str, after: int, block_sec: float) -> list[tuple[int, Event]]:
         """The events after ``after``, waiting up to ``block_sec`` for some; trimmed → error."""
 
+    async def bounds(self, request_id: str) -> tuple[int, int] | None:
+        """The first and last seq the log still holds; None if it holds none."""
+
     async def attach(self, request_id: str, ttl_sec: float) -> None:
         """Say a reader on some process is attached, for ``ttl_sec``."""
 

@@ -43,6 +43,7 @@ Listener = Callable[[RequestRecord], None]
 HANDED_OFF = "handed_off"
 #: How soon a client whose stream a draining process closed should resume it.
 HAND_OFF_RETRY_MS = 250
+UNREACHABLE_QUEUE = "The queue service is unreachable; please try again shortly."
 
 
 class QueueManager:
@@ -429,6 +430,9 @@ class QueueManager:
             return status
         found = await self.find(request_id)
         if found is None:
+            if not await self.admission.reachable():
+                # Not "unknown": the shared queue could not be asked.
+                raise Unavailable(UNREACHABLE_QUEUE, 1)
             return None
         if found.get("status") in ("queued", "processing"):
             await shared.cancel(request_id)

@@ -164,6 +164,19 @@ class RedisLogs:
                 raise LogTrimmed(after)
         return entries
 
+    async def bounds(self, request_id: str) -> tuple[int, int] | None:
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        key = self._key(request_id)
+        try:
+            first, last = await asyncio.gather(
+                self.client.xrange(key, count=1), self.client.xrevrange(key, count=1)
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
+        if not first or not last:
+            return None
+        return int(str(first[0][0]).split("-")[0]), int(str(last[0][0]).split("-")[0])
+
     @staticmethod
     def _event(fields: dict[Any, Any]) -> Event:
         raw = json.loads(fields["e"])
