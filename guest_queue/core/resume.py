@@ -88,6 +88,9 @@ class Resumes:
         for seq, event in earlier or ():
             log.last_seq = seq - 1
             log.append(event)
+        if not earlier:
+            # Nobody reads yet (the POST's reader attaches a moment later): keep it all.
+            log.pin(0)
         res = Resumable(ticket, log)
         # Its driver is its stream: whatever happens to the HTTP request, it has started.
         ticket.claimed = True
@@ -120,6 +123,9 @@ class Resumes:
                 try:
                     entries = log.read_after(cursor)
                 except LogTrimmed:
+                    # Never end without a terminal event: the guest asks again.
+                    lost = ev.error_event(ev.CODE_UNAVAILABLE, "Part of the answer is lost.")
+                    yield lost.encode(request_id, log.last_seq, with_id=with_ids)
                     return
                 if entries:
                     cursor = entries[-1][0]
@@ -224,8 +230,8 @@ class Resumes:
                 seq = log.append(event)
                 if shared is not None:
                     shared.append(request_id, seq, event)
-                while log.full and res.reader is not None:
-                    # The attached reader is behind by a whole log: wait for it.
+                while log.full and log.pinned is not None:
+                    # The reader (attached, or the first, not yet) is a whole log behind.
                     await log.changed().wait()
         except Exception:
             logger.exception("Driving resumable request %s failed", res.request_id)
