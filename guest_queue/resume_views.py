@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from django.http import HttpRequest, JsonResponse
@@ -87,7 +88,14 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
         # Another process drives it: read its log from the shared queue's Redis.
         heartbeat = manager.config.heartbeat_sec
         return event_stream(
-            read_shared(shared, canonical, after, with_ids=True, heartbeat=heartbeat)
+            read_shared(
+                shared,
+                canonical,
+                after,
+                with_ids=True,
+                heartbeat=heartbeat,
+                alive=functools.partial(manager.held_anywhere, canonical),
+            )
         )
     if after > res.log.last_seq:
         raise BadRequest(400, "invalid_after", f"No event {after} has been sent yet.")

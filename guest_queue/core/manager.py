@@ -413,6 +413,17 @@ class QueueManager:
         if handed:
             logger.info("%d waiting request(s) left to the other processes", len(handed))
 
+    async def held_anywhere(self, request_id: str) -> bool:
+        """Whether the request waits or runs in some process (True when that cannot be told)."""
+        if self.live.get(request_id) is not None:
+            return True
+        try:
+            if await self.admission.locate(request_id) is not None:
+                return True
+            return not await self.admission.reachable()
+        except Exception:
+            return True
+
     def cancel(self, request_id: str) -> Status | None:
         """End a request on purpose, freeing its place or slot; its status, None if unknown."""
         ticket = self.live.get(request_id)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import events as ev
@@ -31,6 +31,8 @@ logger = logging.getLogger("guest_queue")
 EXPIRED_MEMORY = 10_000
 #: A reader on another process says it is attached for this long, renewing it as it reads.
 REMOTE_ATTACH_SEC = 4.0
+#: A remote reader ends its stream once the request was found nowhere this many times in a row.
+DEAD_AFTER_MISSES = 2
 
 EventSource = Callable[[Ticket], AsyncIterator[ev.Event | None]]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
@@ -244,7 +246,13 @@ class Resumes:
 
 
 async def read_shared(
-    shared: SharedLogs, request_id: str, after: int, *, with_ids: bool, heartbeat: float
+    shared: SharedLogs,
+    request_id: str,
+    after: int,
+    *,
+    with_ids: bool,
+    heartbeat: float,
+    alive: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
     """A request another process drives: its log's messages from Redis, then live ones.
 
@@ -255,6 +263,7 @@ async def read_shared(
     cursor = after
     block = min(heartbeat, REMOTE_ATTACH_SEC / 2)
     quiet_since = time.monotonic()
+    misses = 0
     while True:
         try:
             await shared.attach(request_id, REMOTE_ATTACH_SEC)
@@ -281,4 +290,15 @@ async def read_shared(
                 return
             if state != "live":
                 return
+            if alive is not None and not await alive():
+                # Twice in a row (its terminal event may be on its way the first time):
+                # the process driving it died; it is neither waiting nor answered anywhere.
+                misses += 1
+                if misses >= DEAD_AFTER_MISSES:
+                    message = "The server answering this request stopped; please ask again."
+                    dead = ev.error_event(ev.CODE_UNAVAILABLE, message)
+                    yield dead.encode(request_id, cursor + 1, with_id=with_ids)
+                    return
+            else:
+                misses = 0
             yield ev.HEARTBEAT_BYTES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -269,3 +270,35 @@ async def test_closing_writes_every_pending_event_first(
             await asyncio.sleep(0)  # the writer takes a batch, more queue behind it
     await logs.close()
     assert len(await logs.read(rid, 0, 0.001)) == 300
+
+
+async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000e"  # in no process's line nor slots
+    logs.append(rid, 1, Event("queued", {"position": 1}))
+    await until_state(a, rid, "live")
+    gen = read_shared(
+        logs,
+        rid,
+        0,
+        with_ids=True,
+        heartbeat=0.2,
+        alive=functools.partial(a.held_anywhere, rid),
+    )
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for part in gen:
+            for message in part.decode().split("\n\n"):
+                if message.startswith("data: "):
+                    events.append(json.loads(message.split("\n")[0][len("data: ") :]))
+
+    await asyncio.wait_for(consume(), 5)
+    assert [e["event"] for e in events] == ["queued", "error"]
+    assert events[-1]["data"]["code"] == "unavailable"
+    ticket = await a.submit("q")  # one a process holds is alive
+    assert await a.held_anywhere(ticket.request_id)
