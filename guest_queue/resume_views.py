@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from django.http import HttpRequest, JsonResponse
@@ -39,6 +40,12 @@ def _canonical(request_id: str) -> str | None:
         return None
 
 
+def trimmed() -> HttpResponseBase:
+    return json_error(
+        410, "log_trimmed", "The events after this one are no longer kept; ask again."
+    )
+
+
 @allow("GET")
 async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase:
     """Re-attach to a resumable request: the events after the given seq, then live ones."""
@@ -59,6 +66,16 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             return json_error(404, "not_found", "No such resumable request (it may have expired).")
         if state != "live":
             return expired
+        assert shared is not None
+        bounds = await shared.bounds(canonical)
+        if bounds is not None:
+            # The same checks as for a log this process holds.
+            first, last = bounds
+            if after > last:
+                message = f"No event {after} has been sent yet."
+                raise BadRequest(400, "invalid_after", message) from None
+            if after + 1 < first:
+                return trimmed()
         if not manager.accepting:
             # Draining: another process should serve (and perhaps adopt) it.
             return json_error(
@@ -70,18 +87,22 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             return event_stream(manager.resumes.read(adopted, after, with_ids=True))
         # Another process drives it: read its log from the shared queue's Redis.
         heartbeat = manager.config.heartbeat_sec
-        assert shared is not None
         return event_stream(
-            read_shared(shared, canonical, after, with_ids=True, heartbeat=heartbeat)
+            read_shared(
+                shared,
+                canonical,
+                after,
+                with_ids=True,
+                heartbeat=heartbeat,
+                alive=functools.partial(manager.held_anywhere, canonical),
+            )
         )
     if after > res.log.last_seq:
         raise BadRequest(400, "invalid_after", f"No event {after} has been sent yet.")
     try:
         res.log.read_after(after)
     except LogTrimmed:
-        return json_error(
-            410, "log_trimmed", "The events after this one are no longer kept; ask again."
-        )
+        return trimmed()
     return event_stream(manager.resumes.read(res, after, with_ids=True))
 
 

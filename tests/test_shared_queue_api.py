@@ -95,3 +95,38 @@ async def test_health_shows_an_eviction_policy_that_could_drop_the_queue(
 async def test_health_has_no_warnings_on_a_dedicated_redis(async_client: AsyncClient) -> None:
     body = (await async_client.get("/api/v1/guest/health")).json()
     assert body["warnings"] == []
+
+
+@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True)
+@pytest.mark.usefixtures("shared_queue")
+async def test_resume_and_cancel_with_redis_down_are_json_503s(async_client: AsyncClient) -> None:
+    request_id = str(uuid.uuid4())
+    for response in (
+        await async_client.get(f"{CHAT}/{request_id}/events"),
+        await async_client.post(f"{CHAT}/{request_id}/cancel"),
+    ):
+        assert response.status_code == 503, response.content
+        assert response.json()["code"] == "unavailable"
+        assert int(response["Retry-After"]) >= 1
+
+
+@pytest.mark.usefixtures("shared_queue")
+async def test_a_resume_through_another_process_checks_the_seq_like_a_local_one(
+    async_client: AsyncClient,
+) -> None:
+    from guest_queue.core.events import Event
+
+    manager = get_manager()
+    manager.start()
+    shared = manager.resumes.shared
+    assert shared is not None
+    request_id = str(uuid.uuid4())  # driven by "another process": only its log is here
+    for seq in (5, 6, 7):  # the first four were trimmed
+        shared.append(request_id, seq, Event("answer_chunk", "x"))
+    async with asyncio.timeout(5):
+        while await shared.bounds(request_id) != (5, 7):
+            await asyncio.sleep(0.02)
+    ahead = await async_client.get(f"{CHAT}/{request_id}/events", {"after": "8"})
+    assert ahead.status_code == 400 and ahead.json()["code"] == "invalid_after"
+    gone = await async_client.get(f"{CHAT}/{request_id}/events", {"after": "2"})
+    assert gone.status_code == 410 and gone.json()["code"] == "log_trimmed"

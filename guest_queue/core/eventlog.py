@@ -10,6 +10,7 @@ events that were dropped gets ``LogTrimmed``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -88,7 +89,14 @@ class EventLog:
         start = seq + 1 - self.first_seq
         if start >= len(self._entries):
             return []
-        return [(s, e) for s, e, _ in list(self._entries)[start:]]
+        entries, count = self._entries, len(self._entries) - start
+        if count <= start:
+            # A reader keeping up wants the last few: walk from the end, copy only those.
+            tail = list(itertools.islice(reversed(entries), count))
+            tail.reverse()
+        else:
+            tail = list(itertools.islice(entries, start, None))
+        return [(s, e) for s, e, _ in tail]
 
     def pin(self, seq: int | None) -> None:
         """The attached reader has sent up to ``seq`` (None: nobody is attached)."""
@@ -137,6 +145,9 @@ class SharedLogs(Protocol):
 
     async def read(self, request_id: str, after: int, block_sec: float) -> list[tuple[int, Event]]:
         """The events after ``after``, waiting up to ``block_sec`` for some; trimmed → error."""
+
+    async def bounds(self, request_id: str) -> tuple[int, int] | None:
+        """The first and last seq the log still holds; None if it holds none."""
 
     async def attach(self, request_id: str, ttl_sec: float) -> None:
         """Say a reader on some process is attached, for ``ttl_sec``."""

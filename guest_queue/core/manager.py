@@ -43,6 +43,7 @@ Listener = Callable[[RequestRecord], None]
 HANDED_OFF = "handed_off"
 #: How soon a client whose stream a draining process closed should resume it.
 HAND_OFF_RETRY_MS = 250
+UNREACHABLE_QUEUE = "The queue service is unreachable; please try again shortly."
 
 
 class QueueManager:
@@ -406,9 +407,22 @@ class QueueManager:
         for ticket in handed:
             ticket.interrupt = HANDED_OFF
             self.live.remove(ticket)
+            # The adopting process counts it (and records its ending): not counted twice.
+            self.stats.total -= 1
             self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
         if handed:
             logger.info("%d waiting request(s) left to the other processes", len(handed))
+
+    async def held_anywhere(self, request_id: str) -> bool:
+        """Whether the request waits or runs in some process (True when that cannot be told)."""
+        if self.live.get(request_id) is not None:
+            return True
+        try:
+            if await self.admission.locate(request_id) is not None:
+                return True
+            return not await self.admission.reachable()
+        except Exception:
+            return True
 
     def cancel(self, request_id: str) -> Status | None:
         """End a request on purpose, freeing its place or slot; its status, None if unknown."""
@@ -427,6 +441,9 @@ class QueueManager:
             return status
         found = await self.find(request_id)
         if found is None:
+            if not await self.admission.reachable():
+                # Not "unknown": the shared queue could not be asked.
+                raise Unavailable(UNREACHABLE_QUEUE, 1)
             return None
         if found.get("status") in ("queued", "processing"):
             await shared.cancel(request_id)

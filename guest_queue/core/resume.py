@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import events as ev
@@ -31,6 +31,8 @@ logger = logging.getLogger("guest_queue")
 EXPIRED_MEMORY = 10_000
 #: A reader on another process says it is attached for this long, renewing it as it reads.
 REMOTE_ATTACH_SEC = 4.0
+#: A remote reader ends its stream once the request was found nowhere this many times in a row.
+DEAD_AFTER_MISSES = 2
 
 EventSource = Callable[[Ticket], AsyncIterator[ev.Event | None]]
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
@@ -88,6 +90,9 @@ class Resumes:
         for seq, event in earlier or ():
             log.last_seq = seq - 1
             log.append(event)
+        if not earlier:
+            # Nobody reads yet (the POST's reader attaches a moment later): keep it all.
+            log.pin(0)
         res = Resumable(ticket, log)
         # Its driver is its stream: whatever happens to the HTTP request, it has started.
         ticket.claimed = True
@@ -120,6 +125,9 @@ class Resumes:
                 try:
                     entries = log.read_after(cursor)
                 except LogTrimmed:
+                    # Never end without a terminal event: the guest asks again.
+                    lost = ev.error_event(ev.CODE_UNAVAILABLE, "Part of the answer is lost.")
+                    yield lost.encode(request_id, log.last_seq, with_id=with_ids)
                     return
                 if entries:
                     cursor = entries[-1][0]
@@ -224,8 +232,8 @@ class Resumes:
                 seq = log.append(event)
                 if shared is not None:
                     shared.append(request_id, seq, event)
-                while log.full and res.reader is not None:
-                    # The attached reader is behind by a whole log: wait for it.
+                while log.full and log.pinned is not None:
+                    # The reader (attached, or the first, not yet) is a whole log behind.
                     await log.changed().wait()
         except Exception:
             logger.exception("Driving resumable request %s failed", res.request_id)
@@ -238,7 +246,13 @@ class Resumes:
 
 
 async def read_shared(
-    shared: SharedLogs, request_id: str, after: int, *, with_ids: bool, heartbeat: float
+    shared: SharedLogs,
+    request_id: str,
+    after: int,
+    *,
+    with_ids: bool,
+    heartbeat: float,
+    alive: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
     """A request another process drives: its log's messages from Redis, then live ones.
 
@@ -249,21 +263,42 @@ async def read_shared(
     cursor = after
     block = min(heartbeat, REMOTE_ATTACH_SEC / 2)
     quiet_since = time.monotonic()
+    misses = 0
     while True:
-        await shared.attach(request_id, REMOTE_ATTACH_SEC)
         try:
+            await shared.attach(request_id, REMOTE_ATTACH_SEC)
             entries = await shared.read(request_id, cursor, block)
         except LogTrimmed:
+            return
+        except Exception as exc:  # Redis unreachable: end the stream, the client resumes.
+            logger.warning("Reading request %s's log from Redis failed (%s)", request_id, exc)
             return
         if entries:
             quiet_since = time.monotonic()
             cursor = entries[-1][0]
             yield b"".join(e.encode(request_id, s, with_id=with_ids) for s, e in entries)
-            if entries[-1][1].is_terminal:
+            if any(e.is_terminal or e.name == ev.RECONNECT for _, e in entries):
+                # Ended, or handed off: the client resumes (and another process adopts it).
                 return
             continue
         if time.monotonic() - quiet_since >= heartbeat:
             quiet_since = time.monotonic()
-            if await shared.state(request_id) != "live":
+            try:
+                state = await shared.state(request_id)
+            except Exception as exc:
+                logger.warning("Asking Redis for request %s's log failed (%s)", request_id, exc)
                 return
+            if state != "live":
+                return
+            if alive is not None and not await alive():
+                # Twice in a row (its terminal event may be on its way the first time):
+                # the process driving it died; it is neither waiting nor answered anywhere.
+                misses += 1
+                if misses >= DEAD_AFTER_MISSES:
+                    message = "The server answering this request stopped; please ask again."
+                    dead = ev.error_event(ev.CODE_UNAVAILABLE, message)
+                    yield dead.encode(request_id, cursor + 1, with_id=with_ids)
+                    return
+            else:
+                misses = 0
             yield ev.HEARTBEAT_BYTES

@@ -18,6 +18,9 @@ logger = logging.getLogger("guest_queue")
 
 #: Longest a cancelled workflow keeps its slot while it cleans up.
 STOP_GRACE_SEC = 5.0
+#: ``close()`` cancels the tasks it owns up to this many times, waiting this long each time.
+CLOSE_CANCEL_ROUNDS = 3
+CLOSE_CANCEL_WAIT_SEC = 1.0
 
 
 #: Ends a request with the event its stream must still send (``QueueManager.end``).
@@ -80,10 +83,19 @@ class QueueStopper:
     async def close(self) -> None:
         """Drain, then stop every task the manager owns."""
         await self.drain()
-        tasks = [t for t in self.background if t is not self._drain]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in self.background if t is not self._drain}
+        for _ in range(CLOSE_CANCEL_ROUNDS):
+            if not pending:
+                break
+            # A library may swallow a cancel (redis-py's socket reads): cancel again.
+            for task in pending:
+                task.cancel()
+            done, pending = await asyncio.wait(pending, timeout=CLOSE_CANCEL_WAIT_SEC)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # Retrieved: it was stopping anyway.
+        if pending:
+            logger.warning("%d background task(s) did not stop when cancelled", len(pending))
         await self.admission.close()
         for closer in self._closers:
             try:

@@ -184,6 +184,8 @@ class RequestStream:
         while True:
             if ticket.interrupt is not None:
                 host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+                if not _ended(ticket):
+                    return  # Handed off: another process answers it.
             if record.status.is_terminal:
                 for final in self._terminal_events():
                     yield final
@@ -191,6 +193,8 @@ class RequestStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 host.end(ticket, Status.TIMEOUT, "timeout", "")
+                if not _ended(ticket):
+                    return  # Handed off: never spin on an ending that does not take.
                 continue
             if channel.empty():
                 try:
@@ -269,3 +273,8 @@ class RequestStream:
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()
+
+
+def _ended(ticket: Ticket) -> bool:
+    """Whether the ticket has its final status (an ending may not take: a handed-off one)."""
+    return ticket.record.status.is_terminal

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from guest_queue.core.backends.redis.link import RedisLink, RedisOptions
+from guest_queue.core.errors import Unavailable
+from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
+from ..services import closed_port
 from .conftest import GateWorkflow, Stream, until
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
 
@@ -109,6 +117,8 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
         # Not ended: told to reconnect, and the stream closes.
         assert (await reader.done())[-1] == "reconnect"
     assert a.status()["cancelled_requests"] == 0
+    # Counted once, by the process that answers them: figures across processes add up.
+    assert a.status()["total_requests"] == 1
     resumed: list[Reader] = []
     for ticket, reader in zip(waiting, readers, strict=True):
         res = await b.adopt(ticket.request_id)
@@ -127,6 +137,9 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
     await behind.done()
     assert gate.started == ["running", "w0", "w1", "w2", "behind"]
     assert b.status()["completed_requests"] == 4
+    assert b.status()["total_requests"] == 4
+    await until(lambda: a.status()["completed_requests"] == 1)
+    assert a.status()["total_requests"] == 1
 
 
 async def test_a_cancel_through_another_process_ends_the_request_at_once(
@@ -146,3 +159,146 @@ async def test_a_cancel_through_another_process_ends_the_request_at_once(
     assert await b.cancel_anywhere("00000000-0000-4000-8000-000000000000") is None
     gate.open(waiting.ticket.request_id)
     await waiting.done()
+
+
+async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    ticket = await a.submit("w")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: reader.names == ["queued"])
+    backend = admission(a)
+    script_run = backend.link.run
+
+    async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
+        reply = await script_run(script, keys, args)
+        if script is backend._hand_off:
+            # Its admission's message arrives before the script's reply.
+            backend._admit_waiting(ticket.request_id)
+        return reply
+
+    backend.link.run = admitted_meanwhile  # type: ignore[method-assign]
+    a.begin_drain()
+    await until(lambda: not a.accepting)
+    await asyncio.sleep(0.2)
+    assert await b.adopt(ticket.request_id) is None  # nobody else may drive it
+    assert ticket.interrupt != "handed_off"
+    gate.open(running.request_id)
+    gate.open(ticket.request_id)
+    assert (await reader.done())[-1] == "workflow_complete"
+    await asyncio.wait_for(a.close(), 4)  # the drain does not wait for a ticket nobody ends
+
+
+async def test_a_cancel_that_redis_py_turns_into_a_connection_error_still_cancels() -> None:
+    link = RedisLink(RedisOptions(url="redis://127.0.0.1:1"))
+
+    async def script(keys: list[str], args: list[Any]) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    task = asyncio.ensure_future(link.run(script, [], []))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await link.aclose()
+
+
+async def test_a_remote_reader_ends_its_stream_at_a_reconnect(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000a"
+    logs.append(rid, 1, Event("queued", {"position": 1}))
+    logs.append(rid, 2, Event(RECONNECT, {"retry_ms": 250}))
+    reader = SharedReader(a, rid, 0)
+    # It ends (the client resumes and another process adopts the request): no heartbeats
+    # on a log nobody writes any more.
+    await asyncio.wait_for(reader.task, 3)
+    assert [e["event"] for e in reader.events] == ["queued", "reconnect"]
+
+
+async def test_a_remote_reader_ends_cleanly_when_redis_fails(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+
+    async def broken(*args: Any) -> Any:
+        raise RedisConnectionError("Connection refused.")
+
+    logs.read = broken  # type: ignore[assignment]
+    reader = SharedReader(a, "00000000-0000-4000-8000-00000000000b", 0)
+    await asyncio.wait_for(reader.task, 3)  # no exception: the stream just ends
+    assert reader.events == []
+
+
+async def test_resume_and_cancel_lookups_say_unavailable_when_redis_is_down(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000c"
+    # The views turn Unavailable into a 503 JSON answer with Retry-After, not a 500.
+    with pytest.raises(Unavailable):
+        await logs.state(rid)
+    with pytest.raises(Unavailable):
+        await logs.cancel(rid)
+
+
+async def test_closing_writes_every_pending_event_first(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = admission(a).logs
+    rid = "00000000-0000-4000-8000-00000000000d"
+    for seq in range(1, 301):
+        logs.append(rid, seq, Event("answer_chunk", {"text": "x" * 200}))
+        if seq % 100 == 0:
+            await asyncio.sleep(0)  # the writer takes a batch, more queue behind it
+    await logs.close()
+    assert len(await logs.read(rid, 0, 0.001)) == 300
+
+
+async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
+    shared: Factory,  # noqa: F811
+) -> None:
+    a = shared(Held())
+    logs = a.resumes.shared
+    assert logs is not None
+    rid = "00000000-0000-4000-8000-00000000000e"  # in no process's line nor slots
+    logs.append(rid, 1, Event("queued", {"position": 1}))
+    await until_state(a, rid, "live")
+    gen = read_shared(
+        logs,
+        rid,
+        0,
+        with_ids=True,
+        heartbeat=0.2,
+        alive=functools.partial(a.held_anywhere, rid),
+    )
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for part in gen:
+            for message in part.decode().split("\n\n"):
+                if message.startswith("data: "):
+                    events.append(json.loads(message.split("\n")[0][len("data: ") :]))
+
+    await asyncio.wait_for(consume(), 5)
+    assert [e["event"] for e in events] == ["queued", "error"]
+    assert events[-1]["data"]["code"] == "unavailable"
+    ticket = await a.submit("q")  # one a process holds is alive
+    assert await a.held_anywhere(ticket.request_id)

@@ -202,6 +202,9 @@ async def test_an_attached_reader_gets_an_answer_longer_than_the_log() -> None:
     assert len(res.log) <= 16
     with pytest.raises(LogTrimmed):
         res.log.read_after(0)
+    late = Reader(manager, res, after=0)  # too far behind: told so, never a silent end
+    assert await late.done() == ["error"]
+    assert late.events[0]["data"]["code"] == "unavailable"
 
 
 def test_the_log_trims_the_oldest_unless_the_reader_still_needs_them() -> None:
@@ -220,3 +223,27 @@ def test_the_log_trims_the_oldest_unless_the_reader_still_needs_them() -> None:
     log.pin(None)
     assert len(log) == 3
     assert not log.full
+
+
+def test_reading_after_any_seq_gives_exactly_the_later_events() -> None:
+    log = EventLog(max_events=1000, max_bytes=1_000_000)
+    for i in range(10):
+        log.append(Event("answer_chunk", {"text": str(i)}))
+    for after in range(11):
+        assert [s for s, _ in log.read_after(after)] == list(range(after + 1, 11)), after
+    assert [e.data["text"] for _, e in log.read_after(7)] == ["7", "8", "9"]
+
+
+async def test_a_long_answer_before_the_first_reader_attaches_is_kept_for_it() -> None:
+    class Long:
+        async def stream(self, request: Any) -> Any:
+            for i in range(200):
+                yield f"{i} "
+
+    manager = make_manager(Long(), resume_log_max_events=16, resume_grace_sec=5)
+    _ticket, res = await resumable(manager, "q")
+    await asyncio.sleep(0.2)  # the POST's reader is slow to attach
+    reader = Reader(manager, res)
+    await reader.done()
+    assert chunks(reader) == "".join(f"{i} " for i in range(200))
+    assert reader.names[-1] == "workflow_complete"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -60,3 +61,23 @@ async def test_a_cancellation_turned_into_another_error_still_stops_the_loop() -
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=2)
     assert runs == 1
+
+
+async def test_close_stops_a_task_that_swallowed_its_first_cancel(gate: GateWorkflow) -> None:
+    manager = make_manager(gate)
+    manager.start()
+    stopped = asyncio.Event()
+
+    async def stubborn() -> None:
+        # A library that turns the cancel into a quiet return, then reads again.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    manager.stopper.spawn(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(manager.close(), 5)
+    assert stopped.is_set()

@@ -367,10 +367,16 @@ class RedisAdmission(Admission):
             args += [rid, handoff_json(ticket)]
         async with self._in_order:
             handed = await self.link.run(self._hand_off, keys, args)
-            for rid in handed:
-                # No longer renewed nor given back by this process.
-                self.waiting.pop(rid, None)
-        return [by_id[rid] for rid in handed]
+            # No longer renewed nor given back by this process; but one admitted here while
+            # the script's reply was on its way (pub/sub) stays this process's own.
+            gone = [rid for rid in handed if self.waiting.pop(rid, None) is by_id[rid]]
+            kept = [f"{self.tag}:handoff:{rid}" for rid in handed if rid not in gone]
+            if kept:
+                try:
+                    await self.client.delete(*kept)
+                except (RedisError, OSError):
+                    logger.warning("Could not withdraw %d hand-off(s) from Redis", len(kept))
+        return [by_id[rid] for rid in gone]
 
     async def adopt(self, request_id: str) -> Ticket | None:
         """Take over a handed-off request: same place in line (or its slot, if admitted)."""

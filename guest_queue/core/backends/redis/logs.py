@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ...config import QueueConfig
+from ...errors import Unavailable
 from ...eventlog import LogTrimmed
 from ...events import Event
-from .link import RedisLink
+from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 
 logger = logging.getLogger("guest_queue")
 
@@ -51,6 +52,9 @@ class RedisLogs:
         self._pending: list[tuple[str, int, Event | None]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        #: Whether the writer is sending a batch; whether the last batch failed once.
+        self._busy = False
+        self._retried = False
 
     def _key(self, request_id: str) -> str:
         return f"{self.tag}:log:{request_id}"
@@ -85,13 +89,24 @@ class RedisLogs:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            self._busy = True
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for request_id, seq, event in batch:
                         self._queue(pipe, request_id, seq, event)
                     await pipe.execute()
+                self._retried = False
             except (RedisError, OSError):
-                logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
+                if self._retried:
+                    self._retried = False
+                    logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
+                else:
+                    # Once more, ahead of what came since (an entry id never goes back).
+                    self._retried = True
+                    self._pending[:0] = batch
+                    self._wake.set()
+            finally:
+                self._busy = False
 
     def _queue(self, pipe: Any, request_id: str, seq: int, event: Event | None) -> None:
         key = self._key(request_id)
@@ -109,8 +124,11 @@ class RedisLogs:
     async def close(self) -> None:
         """Write what is pending, then stop the writer."""
         if self._writer is not None:
-            self._wake.set()
-            await asyncio.sleep(0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
+                    while (self._pending or self._busy) and not self._writer.done():
+                        self._wake.set()
+                        await asyncio.sleep(0.01)
             self._writer.cancel()
             with contextlib.suppress(BaseException):
                 await self._writer
@@ -118,10 +136,14 @@ class RedisLogs:
     # -- reading (any process) ------------------------------------------------------
 
     async def state(self, request_id: str) -> str | None:
-        exists, done = await asyncio.gather(
-            self.client.exists(self._key(request_id)),
-            self.client.exists(self._done_key(request_id)),
-        )
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        try:
+            exists, done = await asyncio.gather(
+                self.client.exists(self._key(request_id)),
+                self.client.exists(self._done_key(request_id)),
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
         if exists:
             return "live"
         return "expired" if done else None
@@ -142,6 +164,19 @@ class RedisLogs:
                 raise LogTrimmed(after)
         return entries
 
+    async def bounds(self, request_id: str) -> tuple[int, int] | None:
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        key = self._key(request_id)
+        try:
+            first, last = await asyncio.gather(
+                self.client.xrange(key, count=1), self.client.xrevrange(key, count=1)
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
+        if not first or not last:
+            return None
+        return int(str(first[0][0]).split("-")[0]), int(str(last[0][0]).split("-")[0])
+
     @staticmethod
     def _event(fields: dict[Any, Any]) -> Event:
         raw = json.loads(fields["e"])
@@ -154,7 +189,11 @@ class RedisLogs:
         return bool(await self.client.exists(self._attached_key(request_id)))
 
     async def cancel(self, request_id: str) -> None:
-        await self.client.publish(self.cancels, request_id)
+        """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
+        try:
+            await self.client.publish(self.cancels, request_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
 
     async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
         def heard(message: str) -> None:
