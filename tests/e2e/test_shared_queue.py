@@ -89,7 +89,9 @@ async def test_three_processes_keep_one_limit_one_line_and_one_size(
     async with httpx.AsyncClient(timeout=30) as client:
         guests = []
         for i in range(6):
-            guest = Guest(client, servers[i % 3], f"r{i} sleep=1.5 chunks=2")
+            # Odd ones take 0.5 s longer: the two slots free up apart, so each admission's
+            # start (heard through pub/sub on another process) comes well before the next.
+            guest = Guest(client, servers[i % 3], f"r{i} sleep={1.5 + 0.5 * (i % 2)} chunks=2")
             await guest.reached("queued")
             guests.append(guest)
         # Positions count every process's waiters, in arrival order.
