@@ -14,67 +14,50 @@ from django.utils.module_loading import import_string
 from . import metrics
 from .conf import app_settings
 from .core.backends import backend_class
-from .core.config import ConfigProblem
+from .core.config import ConfigProblem, int_at_least, number
 from .ratelimit import parse_rate
-
-
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _number(
-    low: float, high: float | None = None, *, strict: bool = False
-) -> Callable[[Any], bool]:
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return False
-        above = v > low if strict else v >= low
-        return above and (high is None or v <= high)
-
-    return ok
-
 
 # (check id, setting name without GUEST_, test, what a valid value is)
 RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
-    ("E001", "MAX_CONCURRENT_REQUESTS", _int_at_least(1), "an integer >= 1"),
-    ("E002", "MAX_QUEUE_SIZE", _int_at_least(0), "an integer >= 0"),
-    ("E003", "REQUEST_TIMEOUT_SEC", _number(0, strict=True), "a number of seconds > 0"),
-    ("E004", "HISTORY_LIMIT", _int_at_least(1), "an integer >= 1"),
-    ("E005", "MAX_QUERY_CHARS", _int_at_least(1), "an integer >= 1"),
-    ("E006", "MAX_BODY_BYTES", _int_at_least(64), "an integer >= 64"),
-    ("E007", "SHUTDOWN_GRACE_SEC", _number(0), "a number of seconds >= 0"),
-    ("E008", "HEARTBEAT_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    ("E001", "MAX_CONCURRENT_REQUESTS", int_at_least(1), "an integer >= 1"),
+    ("E002", "MAX_QUEUE_SIZE", int_at_least(0), "an integer >= 0"),
+    ("E003", "REQUEST_TIMEOUT_SEC", number(0, strict=True), "a number of seconds > 0"),
+    ("E004", "HISTORY_LIMIT", int_at_least(1), "an integer >= 1"),
+    ("E005", "MAX_QUERY_CHARS", int_at_least(1), "an integer >= 1"),
+    ("E006", "MAX_BODY_BYTES", int_at_least(64), "an integer >= 64"),
+    ("E007", "SHUTDOWN_GRACE_SEC", number(0), "a number of seconds >= 0"),
+    ("E008", "HEARTBEAT_SEC", number(0, strict=True), "a number of seconds > 0"),
     (
         "E009",
         "MAX_QUEUE_WAIT_SEC",
-        lambda v: v is None or _number(0, strict=True)(v),
+        lambda v: v is None or number(0, strict=True)(v),
         "None (no limit) or a number of seconds > 0",
     ),
-    ("E010", "POSITION_UPDATE_SEC", _number(0.01, 5), "a number of seconds from 0.01 to 5"),
-    ("E011", "AVAILABILITY_CACHE_SEC", _number(0, 5), "a number of seconds from 0 to 5"),
-    ("E012", "DEMO_TOKEN_DELAY_SEC", _number(0, 10), "a number of seconds from 0 to 10"),
+    ("E010", "POSITION_UPDATE_SEC", number(0.01, 5), "a number of seconds from 0.01 to 5"),
+    ("E011", "AVAILABILITY_CACHE_SEC", number(0, 5), "a number of seconds from 0 to 5"),
+    ("E012", "DEMO_TOKEN_DELAY_SEC", number(0, 10), "a number of seconds from 0 to 10"),
     (
         "E013",
         "TIMEOUT_FALLBACK",
         lambda v: isinstance(v, str) and bool(v.strip()),
         "a non-empty string",
     ),
-    ("E016", "SYNC_THREADS", _int_at_least(1), "an integer >= 1"),
-    ("E100", "RESUME_GRACE_SEC", _number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
-    ("E101", "RESUME_LOG_MAX_EVENTS", _int_at_least(16), "an integer >= 16"),
-    ("E102", "RESUME_LOG_MAX_BYTES", _int_at_least(4096), "an integer >= 4096"),
-    ("E103", "MAX_HISTORY_TURNS", _int_at_least(0), "an integer >= 0"),
+    ("E016", "SYNC_THREADS", int_at_least(1), "an integer >= 1"),
+    ("E100", "RESUME_GRACE_SEC", number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
+    ("E101", "RESUME_LOG_MAX_EVENTS", int_at_least(16), "an integer >= 16"),
+    ("E102", "RESUME_LOG_MAX_BYTES", int_at_least(4096), "an integer >= 4096"),
+    ("E103", "MAX_HISTORY_TURNS", int_at_least(0), "an integer >= 0"),
     ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
-    ("E019", "HISTORY_BATCH_SIZE", _int_at_least(1), "an integer >= 1"),
-    ("E020", "HISTORY_FLUSH_SEC", _number(0.01, 60), "a number of seconds from 0.01 to 60"),
-    ("E021", "HISTORY_BUFFER_SIZE", _int_at_least(1), "an integer >= 1"),
+    ("E019", "HISTORY_BATCH_SIZE", int_at_least(1), "an integer >= 1"),
+    ("E020", "HISTORY_FLUSH_SEC", number(0.01, 60), "a number of seconds from 0.01 to 60"),
+    ("E021", "HISTORY_BUFFER_SIZE", int_at_least(1), "an integer >= 1"),
     ("E028", "CACHE_ENABLED", lambda v: isinstance(v, bool), "True or False"),
-    ("E029", "CACHE_TTL_SEC", _number(0, strict=True), "a number of seconds > 0"),
+    ("E029", "CACHE_TTL_SEC", number(0, strict=True), "a number of seconds > 0"),
     (
         "E030",
         "CACHE_SIMILARITY",
-        lambda v: v is None or _number(0.1, 1)(v),
+        lambda v: v is None or number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
     (
@@ -83,18 +66,18 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: isinstance(v, str) and bool(v) and not set(v) & set("{} "),
         "a non-empty string without spaces or braces",
     ),
-    ("E035", "QUEUE_LEASE_SEC", _number(0.3, 300), "a number of seconds from 0.3 to 300"),
-    ("E036", "QUEUE_REDIS_TIMEOUT_SEC", _number(0.05, 30), "a number of seconds from 0.05 to 30"),
+    ("E035", "QUEUE_LEASE_SEC", number(0.3, 300), "a number of seconds from 0.3 to 300"),
+    ("E036", "QUEUE_REDIS_TIMEOUT_SEC", number(0.05, 30), "a number of seconds from 0.05 to 30"),
     (
         "E061",
         "HASH_KEY",
         lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
         "None (use SECRET_KEY) or a string of at least 32 characters",
     ),
-    ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", _number(0.1, 60), "a number of seconds from 0.1 to 60"),
-    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", _number(0.1, 300), "a number of seconds from 0.1 to 300"),
-    ("E070", "MAX_REQUESTS_PER_CLIENT", _int_at_least(0), "an integer >= 0 (0: no cap)"),
-    ("E092", "CACHE_LOCAL_SEC", _number(0, 300), "a number of seconds from 0 to 300"),
+    ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", number(0.1, 60), "a number of seconds from 0.1 to 60"),
+    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", number(0.1, 300), "a number of seconds from 0.1 to 300"),
+    ("E070", "MAX_REQUESTS_PER_CLIENT", int_at_least(0), "an integer >= 0 (0: no cap)"),
+    ("E092", "CACHE_LOCAL_SEC", number(0, 300), "a number of seconds from 0 to 300"),
     (
         "E071",
         "RATE_LIMIT",

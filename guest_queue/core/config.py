@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,3 +48,20 @@ class ConfigProblem:
     id: str
     message: str
     hint: str = ""
+
+
+def int_at_least(low: int) -> Callable[[Any], bool]:
+    """A setting rule: an integer (not a bool) of at least ``low``."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def number(low: float, high: float | None = None, *, strict: bool = False) -> Callable[[Any], bool]:
+    """A setting rule: a number (not a bool) from ``low`` (or above it, ``strict``) to ``high``."""
+
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        above = v > low if strict else v >= low
+        return above and (high is None or v <= high)
+
+    return ok

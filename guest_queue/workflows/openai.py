@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ..core.config import ConfigProblem
+from ..core.config import ConfigProblem, int_at_least, number
 from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
 
 logger = logging.getLogger("guest_queue")
@@ -68,21 +68,6 @@ class OpenAISettings:
         return cls(**values)
 
 
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _number(
-    low: float, high: float | None = None, *, strict: bool = False
-) -> Callable[[Any], bool]:
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return False
-        return (v > low if strict else v >= low) and (high is None or v <= high)
-
-    return ok
-
-
 # (check id, option, test, what a valid value is): the ids the app has always used.
 RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     (
@@ -91,10 +76,10 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v in ("none", "completion", "fixed"),
         "'none', 'completion' or 'fixed'",
     ),
-    ("E024", "max_tokens", _int_at_least(1), "an integer >= 1"),
-    ("E025", "temperature", _number(0, 2), "a number from 0 to 2"),
-    ("E026", "connect_timeout_sec", _number(0, strict=True), "a number of seconds > 0"),
-    ("E027", "read_timeout_sec", _number(0, strict=True), "a number of seconds > 0"),
+    ("E024", "max_tokens", int_at_least(1), "an integer >= 1"),
+    ("E025", "temperature", number(0, 2), "a number from 0 to 2"),
+    ("E026", "connect_timeout_sec", number(0, strict=True), "a number of seconds > 0"),
+    ("E027", "read_timeout_sec", number(0, strict=True), "a number of seconds > 0"),
 ]
 
 
