@@ -51,6 +51,31 @@ async def sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
                 yield json.loads(message[6:])
 
 
+def http_scope(
+    method: str,
+    path: str,
+    headers: Any = (),
+    *,
+    query: bytes = b"",
+    client: tuple[str, int] = ("127.0.0.1", 50000),
+) -> dict[str, Any]:
+    """An ASGI HTTP scope for the project's app, as a server would pass it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": list(headers),
+        "client": client,
+        "server": ("testserver", 80),
+    }
+
+
 async def asgi_get(path: str) -> tuple[int, dict[str, Any]]:
     """GET through the project's real ASGI application (not the test client).
 
@@ -61,20 +86,7 @@ async def asgi_get(path: str) -> tuple[int, dict[str, Any]]:
 
     from genestory.asgi import application
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("GET", path, [(b"host", b"testserver")])
     app = ApplicationCommunicator(application, scope)
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await app.receive_output(5)

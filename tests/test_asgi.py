@@ -13,27 +13,12 @@ from django.test import override_settings
 from genestory.asgi import application
 from guest_queue.runtime import get_manager
 
-from .conftest import asgi_get
+from .conftest import asgi_get, http_scope
 
 
 def chat_scope(body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/guest/chat",
-        "raw_path": b"/api/v1/guest/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    content = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return http_scope("POST", "/api/v1/guest/chat", content)
 
 
 class Client:

@@ -11,24 +11,13 @@ from django.test import override_settings
 from genestory.asgi import application
 from guest_queue.runtime import get_manager
 
+from .conftest import http_scope
+
 LIMIT = 65536  # the documented default of GUEST_MAX_BODY_BYTES
 
 
 def scope(path: str, headers: list[tuple[bytes, bytes]], method: str = "POST") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    return http_scope(method, path, [(b"host", b"testserver"), *headers])
 
 
 async def response(app: ApplicationCommunicator) -> tuple[int, dict[bytes, bytes], bytes]:

@@ -22,7 +22,7 @@ from guest_queue.asgi import SharedSyncThreads
 from guest_queue.lane import GuestAPILane
 from guest_queue.lifespan import ASGIApp
 
-from .conftest import parse_sse
+from .conftest import http_scope, parse_sse
 
 SITE_MIDDLEWARE = [*settings.MIDDLEWARE, "tests.lane_middleware.SiteMark"]
 API_DEFAULT = [
@@ -45,20 +45,7 @@ async def call(
     if body:
         headers += [(b"content-type", b"application/json")]
         headers += [(b"content-length", str(len(body)).encode())]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(method, path, headers)
     communicator = ApplicationCommunicator(app, scope)
     await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
     start = await communicator.receive_output(5)

@@ -14,31 +14,14 @@ from django.test import AsyncClient, override_settings
 from genestory.asgi import application
 from guest_queue.runtime import get_manager
 
-from .conftest import parse_sse, read_stream
+from .conftest import http_scope, parse_sse, read_stream
 
 CHAT = "/api/v1/guest/chat"
 
 
 def scope(method: str, path: str, body: bytes = b"", headers: Any = (), query: bytes = b"") -> Any:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    content = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return http_scope(method, path, [(b"host", b"testserver"), *content, *headers], query=query)
 
 
 class Connection:
