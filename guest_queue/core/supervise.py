@@ -12,6 +12,19 @@ logger = logging.getLogger("guest_queue")
 RESTART_DELAY_SEC = 0.5
 
 
+def stay_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was asked to stop.
+
+    A cancel is delivered once: a library that swallows it (redis-py can, when it arrives
+    while a command is in flight) leaves the task running with ``cancelling()`` set, and a
+    loop that goes on would never stop (a dead process's renewals would keep its slots).
+    Loops call this after each such await.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
     """Run ``run()`` until cancelled; log and restart it whenever it raises or returns."""
     while True:
@@ -20,11 +33,9 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Cancelled, but a library turned the CancelledError into another error
-                # (a Redis client's connection error, say): stop, do not restart.
-                raise asyncio.CancelledError from None
+            # Cancelled, but a library turned the CancelledError into another error
+            # (a Redis client's connection error, say): stop, do not restart.
+            stay_cancelled()
             logger.exception("Background task %r died; restarting it", name)
         else:
             logger.error("Background task %r stopped by itself; restarting it", name)

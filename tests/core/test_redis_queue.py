@@ -7,6 +7,7 @@ separate uvicorn worker would; tests/e2e/test_shared_queue.py runs real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -149,6 +150,29 @@ async def test_a_dead_process_gives_its_slot_back_when_the_lease_runs_out(
     assert time.monotonic() - died < 2.0  # Within the lease (1 s) and one renewal pass.
     gate.open(waiter.ticket.request_id)
     assert (await waiter.done())[-1] == "workflow_complete"
+
+
+async def test_a_cancel_that_redis_py_swallows_still_stops_the_renewals(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    manager = shared(gate, max_concurrent=1, lease_sec=1.0)
+    link = admission(manager).link
+    real_run = link.run
+
+    async def swallowing_run(*args: Any) -> Any:
+        # A cancel arriving while a command is in flight, lost inside the client.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)
+        return await real_run(*args)
+
+    link.run = swallowing_run  # type: ignore[method-assign,assignment]
+    await until(lambda: len(manager.stopper.background) >= 2)
+    await asyncio.sleep(1.2)  # the renewal loop is inside swallowing_run now
+    tasks = list(manager.stopper.background)
+    for task in tasks:
+        task.cancel()
+    _, running = await asyncio.wait(tasks, timeout=2)
+    assert not running  # a renewal loop that ran on would keep a dead process's slots
 
 
 async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> None:

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...records import iso as _iso
-from ...supervise import supervised
+from ...supervise import stay_cancelled, supervised
 from ..base import Admission, LostCallback, Snapshot, Ticket
 from .handoff import ADOPT, HAND_OFF, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
@@ -218,6 +218,8 @@ class RedisAdmission(Admission):
                     )
             except Unavailable:
                 continue  # The next renewal pass tries again.
+            finally:
+                stay_cancelled()  # redis-py may have swallowed a cancel
             for rid in rids:
                 self._leaving.pop(rid, None)
             if self._leaving:
@@ -264,6 +266,7 @@ class RedisAdmission(Admission):
                 self._dirty.clear()
                 renew_at = time.monotonic() + self.renew_every
                 await self._renew()
+                stay_cancelled()  # redis-py may have swallowed a cancel
                 await asyncio.sleep(self.update_interval)
         finally:
             for task in helpers:

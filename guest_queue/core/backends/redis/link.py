@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ...config import ConfigProblem
 from ...errors import Unavailable
+from ...supervise import stay_cancelled
 
 logger = logging.getLogger("guest_queue")
 
@@ -73,14 +74,6 @@ class RedisOptions:
         return problems
 
 
-def _raise_if_cancelling() -> None:
-    """Cancelled while Redis was busy, and redis-py turned that into a connection error:
-    stay cancelled (a loop that caught the error would otherwise run on, and hang close())."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
@@ -117,7 +110,7 @@ class RedisLink:
         try:
             reply = await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            _raise_if_cancelling()
+            stay_cancelled()
             self._failed()
             if not self._down:
                 self._down = True
@@ -156,11 +149,11 @@ class RedisLink:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self.renew_every
                     )
-                    _raise_if_cancelling()  # redis-py may have swallowed a cancel
+                    stay_cancelled()  # redis-py may have swallowed a cancel
                     if message is not None:
                         on_message(str(message["data"]))
             except (RedisError, OSError):
-                _raise_if_cancelling()
+                stay_cancelled()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.renew_every)
             finally:
