@@ -76,3 +76,21 @@ async def test_followers_that_streamed_part_of_an_answer_share_its_failure() -> 
     assert follower.events[-1].data["code"] == "workflow_error"
     assert answer(follower) == "part "
     assert manager.status()["failed_requests"] == 2
+
+
+async def test_a_follower_cut_off_mid_answer_is_told_to_ask_again(gate: GateWorkflow) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=2, shutdown_grace_sec=5)
+    leader = Stream(manager, await manager.submit("Q"))
+    follower = Stream(manager, await manager.submit("Q"))
+    await until(lambda: answer(follower) == "Q-0 Q-1 ")
+    manager.begin_drain()
+    await until(lambda: not manager.accepting)
+    # Draining, the answer no longer carries on without its asker: the follower has half
+    # an answer and cannot start over unseen.
+    await leader.disconnect()
+    assert (await follower.done())[-1] == "error"
+    assert follower.events[-1].data == {
+        "error": "The answer was interrupted; please ask again.",
+        "code": "internal",
+    }
+    assert manager.lookup(follower.ticket.request_id)["status"] == "cancelled"  # type: ignore[index]
