@@ -23,7 +23,11 @@ def test_a_good_redis_configuration_has_no_problems() -> None:
 
 def test_a_missing_or_foreign_url_is_reported_with_its_value() -> None:
     hint = "GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares."
-    cases = (({}, "''"), ({"url": "http://h"}, "'http://h'"), ({"url": 6379}, "6379"))
+    cases: tuple[tuple[dict[str, object], str], ...] = (
+        ({}, "''"),
+        ({"url": "http://h"}, "'http://h'"),
+        ({"url": 6379}, "6379"),
+    )
     for options, shown in cases:
         assert RedisOptions.problems(options) == [
             ConfigProblem(
