@@ -1,0 +1,79 @@
+"""Ending requests on purpose (cancel) and releasing ones whose stream never started."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from guest_queue.core.errors import Unavailable
+from guest_queue.core.manager import UNREACHABLE_QUEUE
+from guest_queue.core.records import Status
+
+from ..services import closed_port
+from .conftest import GateWorkflow, Stream, make_manager, until
+from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+
+CANCELLED = {"error": "The request was cancelled.", "code": "cancelled"}
+
+
+async def test_cancel_ends_the_stream_with_a_cancelled_error(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1)
+    running = Stream(manager, await manager.submit("running"))
+    waiting = Stream(manager, await manager.submit("waiting"))
+    await until(lambda: gate.started == ["running"])
+    assert await manager.cancel_anywhere(waiting.ticket.request_id) is Status.CANCELLED
+    assert await manager.cancel_anywhere(running.ticket.request_id) is Status.CANCELLED
+    for stream in (running, waiting):
+        assert (await stream.done())[-1] == "error"
+        assert stream.events[-1].data == CANCELLED
+    assert await manager.cancel_anywhere("00000000-0000-4000-8000-000000000000") is None
+    await manager.close()
+
+
+async def test_a_cancel_through_another_process_ends_only_that_request(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    b = shared(gate, max_concurrent=1)
+    running = Stream(a, await a.submit("running"))
+    waiting = Stream(a, await a.submit("waiting"))
+    await until(lambda: gate.started == ["running"])
+    await asyncio.sleep(0.2)  # both processes listen for cancels
+    assert await b.cancel_anywhere(waiting.ticket.request_id) is Status.CANCELLED
+    await waiting.done()
+    assert waiting.events[-1].data == CANCELLED
+    assert a.status()["cancelled_requests"] == 1
+    assert running.ticket.record.status is Status.PROCESSING  # only the one asked for
+    gate.open(running.ticket.request_id)
+    await running.done()
+
+
+async def test_a_cancel_that_cannot_ask_the_shared_queue_is_unavailable(
+    shared: Factory,  # noqa: F811
+) -> None:
+    manager = shared(
+        GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2
+    )
+    with pytest.raises(Unavailable) as refused:
+        await manager.cancel_anywhere("00000000-0000-4000-8000-000000000000")
+    assert refused.value.retry_after == 1 and str(refused.value) == UNREACHABLE_QUEUE
+
+
+async def test_only_tickets_unclaimed_for_the_whole_limit_are_released(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=2, unclaimed_ticket_sec=0.3)
+    manager.start()
+    claimed = Stream(manager, await manager.submit("claimed"))
+    submitted = time.monotonic()
+    unclaimed = await manager.submit("never streamed")
+    await until(lambda: unclaimed.record.status.is_terminal, timeout=3)
+    # Not at the first sweep after it came (it was younger than the limit then).
+    assert time.monotonic() - submitted >= 0.3
+    assert unclaimed.record.status is Status.CANCELLED
+    await asyncio.sleep(0.7)  # two more sweeps
+    assert claimed.ticket.record.status is Status.PROCESSING
+    gate.open(claimed.ticket.request_id)
+    assert (await claimed.done())[-1] == "workflow_complete"
+    await manager.close()
