@@ -1,0 +1,82 @@
+"""Followers lining up again on a shared queue, and whether a request is held anywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guest_queue.core.backends.redis.link import UNREACHABLE
+from guest_queue.core.errors import Unavailable
+
+from ..services import closed_port
+from .conftest import GateWorkflow, Stream, until
+from .test_answer_cache import MemoryCache
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+
+
+async def test_a_follower_lines_up_again_even_when_the_line_is_full(
+    shared: Factory,  # noqa: F811
+) -> None:
+    gate = GateWorkflow(chunks=0)
+    a = shared(gate, MemoryCache(), max_concurrent=1, max_queue_size=1)
+    b = shared(gate, max_concurrent=1, max_queue_size=1)
+    leader = Stream(a, await a.submit("Q"))
+    follower = Stream(a, await a.submit("Q"))
+    other = Stream(b, await b.submit("other"))  # the line is full now
+    await until(lambda: gate.started == ["Q"])
+    await leader.disconnect()
+    # An accepted request is never refused for a full line when it lines up again.
+    gate.open(other.ticket.request_id)
+    await until(lambda: gate.started == ["Q", "other", "Q"])
+    for request_id in list(gate.gates):
+        gate.open(request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
+    await other.done()
+    await until(lambda: not admission(a)._requeues)  # no task left behind
+
+
+async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreachable(
+    shared: Factory,  # noqa: F811
+) -> None:
+    gate = GateWorkflow(chunks=0)
+    a = shared(gate, MemoryCache(), max_concurrent=1)
+    leader = Stream(a, await a.submit("Q"))
+    follower = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+
+    async def unreachable(*args: Any, **kwargs: Any) -> int:
+        raise Unavailable(UNREACHABLE, 1)
+
+    admission(a)._join = unreachable  # type: ignore[method-assign]
+    await leader.disconnect()
+    assert (await follower.done())[-1] == "error"
+    assert follower.events[-1].data == {"error": UNREACHABLE, "code": "unavailable"}
+    await until(lambda: a.status()["active_requests"] == 0)
+
+
+async def test_held_anywhere_finds_a_request_another_process_holds(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1)
+    b = shared(gate, max_concurrent=1)
+    running = Stream(b, await b.submit("running"))
+    waiting = Stream(b, await b.submit("waiting"))
+    await until(lambda: gate.started == ["running"])
+    assert await a.held_anywhere(running.ticket.request_id)
+    assert await a.held_anywhere(waiting.ticket.request_id)
+    assert not await a.held_anywhere("00000000-0000-4000-8000-000000000000")
+    for stream in (running, waiting):
+        gate.open(stream.ticket.request_id)
+    await running.done()
+    await waiting.done()
+
+
+async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> None:  # noqa: F811
+    down = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
+    assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
+
+    async def broken(request_id: str) -> None:
+        raise RuntimeError("a bug in the lookup")
+
+    down.admission.locate = broken  # type: ignore[method-assign]
+    assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
