@@ -1,0 +1,92 @@
+"""What a refused guest is told: the reason in words, and when to try again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from guest_queue.core.errors import ClientLimited, NotAccepting, QueueFull
+from guest_queue.core.manager import QueueManager
+
+from .conftest import GateWorkflow, Stream, make_manager, until
+from .test_answer_cache import MemoryCache
+from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+
+FULL = "Too many guests are asking right now; please try again shortly."
+RESTARTING = "The server is restarting; please try again."
+
+
+def at_cap(n: int) -> str:
+    noun = "question" if n == 1 else "questions"
+    return f"You already have {n} {noun} open; please wait for an answer before asking more."
+
+
+async def refused(manager: QueueManager, query: str, client: str) -> Exception:
+    with pytest.raises((QueueFull, ClientLimited, NotAccepting)) as caught:
+        await manager.submit(query, client_hint=client)
+    return caught.value
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+async def test_a_client_at_its_cap_is_told_how_many_it_has_open(
+    gate: GateWorkflow, cap: int
+) -> None:
+    manager = make_manager(
+        gate, max_concurrent=2, max_per_client=cap, request_timeout_sec=4, shutdown_grace_sec=0
+    )
+    for i in range(cap):
+        Stream(manager, await manager.submit(f"q{i}", client_hint="c"))
+    refusal = await refused(manager, "one more", "c")
+    assert isinstance(refusal, ClientLimited) and refusal.message == at_cap(cap)
+    # Before any answer finished: the time limit (at most 5 s) shared by the 2 slots.
+    assert refusal.retry_after == 2
+    await manager.close()
+
+
+async def test_a_follower_at_its_clients_cap_in_redis_is_refused(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=1)
+    b = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=1)
+    leader = Stream(a, await a.submit("Same?", client_hint="other"))
+    follower = Stream(a, await a.submit("Same?", client_hint="c"))  # held in Redis for c
+    refusal = await refused(b, "Another?", "c")
+    assert isinstance(refusal, ClientLimited) and refusal.message == at_cap(1)
+    gate.open(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
+
+
+async def test_a_full_shared_line_and_a_full_follower_table_say_so(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, max_queue_size=1, request_timeout_sec=3)
+    Stream(a, await a.submit("running"))
+    Stream(a, await a.submit("waiting"))
+    Stream(a, await a.submit("running"))  # a follower: the table of followers is full now
+    for query in ("new", "running"):  # a new question, and one more follower
+        refusal = await refused(a, query, "c")
+        assert isinstance(refusal, QueueFull) and refusal.message == FULL
+        assert refusal.retry_after == 3
+
+
+async def test_a_drain_that_starts_while_a_guest_is_being_let_in_refuses_it() -> None:
+    manager: QueueManager | None = None
+
+    class Restarting(GateWorkflow):
+        async def is_available(self) -> bool:
+            assert manager is not None
+            manager.begin_drain()  # SIGTERM arrives while the service is being probed
+            await asyncio.sleep(0.01)
+            return True
+
+    manager = make_manager(Restarting())
+    refusal = await refused(manager, "q", "c")
+    assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
+    assert refusal.retry_after == 5
+    refusal = await refused(manager, "q again", "c")  # and once it is draining
+    assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
+    assert refusal.retry_after == 5
+    await until(lambda: manager is not None and manager.status()["rejected_requests"] == 2)
