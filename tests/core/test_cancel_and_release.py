@@ -13,6 +13,7 @@ from guest_queue.core.records import Status
 
 from ..services import closed_port
 from .conftest import GateWorkflow, Stream, make_manager, until
+from .test_answer_cache import MemoryCache, make
 from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 CANCELLED = {"error": "The request was cancelled.", "code": "cancelled"}
@@ -76,4 +77,21 @@ async def test_only_tickets_unclaimed_for_the_whole_limit_are_released(gate: Gat
     assert claimed.ticket.record.status is Status.PROCESSING
     gate.open(claimed.ticket.request_id)
     assert (await claimed.done())[-1] == "workflow_complete"
+    await manager.close()
+
+
+async def test_a_cache_hit_is_recorded_as_started_and_finished_at_once(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    manager = make(gate, cache, max_concurrent=1)
+    first = Stream(manager, await manager.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    gate.open(first.ticket.request_id)
+    await first.done()
+    await until(lambda: cache.data)
+    hit = Stream(manager, await manager.submit("Q"))
+    assert (await hit.done())[-1] == "workflow_complete"
+    record = manager.lookup(hit.ticket.request_id)
+    assert record is not None and record["cached"] is True and record["status"] == "completed"
+    assert record["started_at"] is not None and record["wait_ms"] is not None
+    assert record["processing_ms"] is not None
     await manager.close()

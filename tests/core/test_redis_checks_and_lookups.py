@@ -81,6 +81,7 @@ def chunk(text: str) -> Event:
 
 async def test_bounds_are_the_first_and_last_seq_of_a_log(logs: RedisLogs) -> None:
     assert await logs.bounds("nobody") is None
+    assert await logs.state("nobody") is None
     for seq in (1, 2, 3):
         logs.append("r1", seq, chunk(str(seq)))
     await until_bounds(logs, "r1", (1, 3))
