@@ -128,9 +128,11 @@ async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_i
     shared: Factory,  # noqa: F811
 ) -> None:
     go = asyncio.Event()
+    calls: list[str] = []
 
     class Failing:
         async def stream(self, request: Any) -> AsyncIterator[str]:
+            calls.append(request.query)
             yield "part "
             await go.wait()
             raise WorkflowError("upstream broke")
@@ -147,6 +149,7 @@ async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_i
     assert follower.events[-1].data["code"] == "workflow_error"
     assert answer(follower) == "part "
     assert b.status()["failed_requests"] == 1
+    assert calls == ["Q"]  # It followed: the workflow ran once.
 
 
 async def test_a_follower_of_a_leader_whose_process_died_falls_back(
