@@ -222,7 +222,7 @@ class QueueManager:
             if self.relay is None:
                 return False
             # Perhaps another process sharing the queue is answering it right now.
-            remote = await self.relay.leader_of(key)
+            remote = self.relay.leader_of(key)
             if remote is None:
                 return False
         if hit is None and not self.accepting:

@@ -26,6 +26,11 @@ def answer(stream: Stream) -> str:
     return "".join(e.data for e in stream.events if e.name == "answer_chunk")
 
 
+async def announced(manager: Any, key: str = "q") -> None:
+    """Wait until ``manager`` has heard that another process answers ``key``."""
+    await until(lambda: manager.relay.shared.leader(key) is not None)
+
+
 def pair(shared: Factory, workflow: Any, **config: Any) -> tuple[Any, Any]:  # noqa: F811
     config.setdefault("max_concurrent", 2)
     return shared(workflow, MemoryCache(), **config), shared(workflow, MemoryCache(), **config)
@@ -38,6 +43,7 @@ async def test_a_follower_on_another_process_streams_the_answer_live_without_a_s
     a, b = pair(shared, gate, max_per_client=1)
     leader = Stream(a, await a.submit("Q"))
     await until(lambda: gate.started == ["Q"])
+    await announced(b)
     follower = Stream(b, await b.submit("Q", client_hint="guest"))
     # The leader is held at its gate after two chunks: the follower on b already has them.
     await until(lambda: answer(follower) == "Q-0 Q-1 ")
@@ -74,6 +80,7 @@ async def test_followers_on_another_process_keep_the_answer_when_the_leaders_gue
     a, b = pair(shared, gate)
     leader = Stream(a, await a.submit("Q"))
     await until(lambda: gate.started == ["Q"])
+    await announced(b)
     followers = [Stream(b, await b.submit("Q")) for _ in range(2)]
     await until(lambda: all(answer(f) == "Q-0 Q-1 " for f in followers))
     await leader.disconnect()
@@ -111,6 +118,7 @@ async def test_when_the_leader_fails_a_follower_elsewhere_goes_back_in_line_and_
     a, b = pair(shared, flow)
     leader = Stream(a, await a.submit("Q"))
     await until(lambda: len(flow.started) == 1)
+    await announced(b)
     follower = Stream(b, await b.submit("Q"))
     await until(lambda: b.sharing is not None and b.sharing.following == 1)
     await asyncio.sleep(0.2)
@@ -140,6 +148,7 @@ async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_i
     a, b = pair(shared, Failing())
     leader = Stream(a, await a.submit("Q"))
     await until(lambda: answer(leader) == "part ")
+    await announced(b)
     follower = Stream(b, await b.submit("Q"))
     await until(lambda: answer(follower) == "part ")
     go.set()
@@ -159,6 +168,7 @@ async def test_a_follower_of_a_leader_whose_process_died_falls_back(
     a, b = pair(shared, gate, lease_sec=1.0)
     Stream(a, await a.submit("Q"))
     await until(lambda: gate.started == ["Q"])
+    await announced(b)
     follower = Stream(b, await b.submit("Q"))
     await until(lambda: answer(follower) == "Q-0 Q-1 ")
     # The leader's process stops dead: no renewals, no relay, no goodbye to Redis.
@@ -180,6 +190,7 @@ async def test_a_follower_whose_guest_leaves_stops_reading(
     a, b = pair(shared, gate)
     leader = Stream(a, await a.submit("Q"))
     await until(lambda: gate.started == ["Q"])
+    await announced(b)
     follower = Stream(b, await b.submit("Q"))
     await until(lambda: answer(follower) == "Q-0 Q-1 ")
     assert b.sharing is not None

@@ -1,8 +1,9 @@
 """Single flight across processes: followers here stream a leader's answer from another process.
 
-A leader starting its workflow registers its question with the shared queue.
-A request for the same question reaching another process, where nobody
-answers it, follows a ``RemoteLeader`` standing in for that leader: one task
+A leader whose workflow has run a moment (``ANNOUNCE_AFTER_SEC``) is
+announced to the other processes sharing the queue. A request for the same
+question reaching another process, where nobody answers it, follows a
+``RemoteLeader`` standing in for that leader: one task
 per question and process asks the leader's process to relay the answer and
 reads it as it is produced, feeding the stand-in exactly as a local leader
 feeds its followers (they take no slot and no place in line). The leader's
@@ -32,8 +33,9 @@ from .sharing import AnswerSharing, RemoteLeader
 
 logger = logging.getLogger("guest_queue")
 
-#: How long a follower waits for the leader's process to say where it is, at most.
-LOOKUP_TIMEOUT_SEC = 1.0
+#: A leader is announced to the other processes once its workflow has run this long: a
+#: quick answer (a fast workflow, a short one) costs the shared queue nothing.
+ANNOUNCE_AFTER_SEC = 0.1
 #: A quiet relayed answer's leader is looked for this often.
 QUIET_CHECK_SEC = 1.0
 #: Its leader is taken for dead once found nowhere this many times in a row.
@@ -64,8 +66,10 @@ class AnswerRelay:
         self._spawn = spawn
         self._fall_back = fall_back
         self._is_local = is_local
-        #: This process's leaders registered with the shared queue, by request id.
+        #: This process's leaders running their workflow, by request id.
         self.leading: dict[str, Ticket] = {}
+        #: Those not yet announced to the other processes (they have not run long).
+        self._announcing: dict[str, asyncio.TimerHandle] = {}
 
     async def run(self) -> None:
         """Keep registrations alive and relay the answers other processes ask for."""
@@ -74,16 +78,29 @@ class AnswerRelay:
     # -- the leader's process -------------------------------------------------------
 
     def started(self, ticket: Ticket) -> None:
-        """A leader starts its workflow: other processes may now follow it."""
+        """A leader starts its workflow: other processes may follow it once it runs a while."""
         key = ticket.cache_key
         if key is None or self.sharing.inflight.get(key) is not ticket:
             return
+        loop = asyncio.get_running_loop()
         self.leading[ticket.request_id] = ticket
-        self.shared.register(key, ticket.request_id)
+        self._announcing[ticket.request_id] = loop.call_later(
+            ANNOUNCE_AFTER_SEC, self._announce, ticket
+        )
+
+    def _announce(self, ticket: Ticket) -> None:
+        self._announcing.pop(ticket.request_id, None)
+        if ticket.cache_key is not None and not ticket.record.status.is_terminal:
+            self.shared.register(ticket.cache_key, ticket.request_id)
 
     def ended(self, ticket: Ticket) -> None:
         """A request ended: if it led, its question is no longer answered here."""
-        if self.leading.pop(ticket.request_id, None) is not None and ticket.cache_key is not None:
+        if self.leading.pop(ticket.request_id, None) is None or ticket.cache_key is None:
+            return
+        timer = self._announcing.pop(ticket.request_id, None)
+        if timer is not None:
+            timer.cancel()  # Over before anyone was told: nothing to take back.
+        else:
             self.shared.unregister(ticket.cache_key, ticket.request_id)
 
     def _wanted(self, leader_id: str) -> None:
@@ -117,14 +134,9 @@ class AnswerRelay:
 
     # -- a follower's process ---------------------------------------------------------
 
-    async def leader_of(self, key: str) -> RemoteLeader | None:
+    def leader_of(self, key: str) -> RemoteLeader | None:
         """A stand-in for the request answering ``key`` in another process, if one does."""
-        try:
-            async with asyncio.timeout(LOOKUP_TIMEOUT_SEC):
-                leader_id = await self.shared.leader(key)
-        except Exception as exc:
-            logger.info("Could not ask who answers a question elsewhere (%s)", exc)
-            return None
+        leader_id = self.shared.leader(key)
         if leader_id is None or self._is_local(leader_id):
             return None
         return RemoteLeader(leader_id, key)

@@ -17,11 +17,11 @@ from ..events import Event
 class SharedAnswers(Protocol):
     """The answers being produced right now by every process sharing the queue."""
 
-    async def leader(self, key: str) -> str | None:
-        """The request id answering ``key`` in some process, if any (errors raise)."""
+    def leader(self, key: str) -> str | None:
+        """The request id answering ``key`` in another process, if any, as last heard."""
 
     def register(self, key: str, leader_id: str) -> None:
-        """Say this process answers ``key`` now (in the background, renewed until it ends)."""
+        """Say this process answers ``key`` now (in the background, until ``unregister``)."""
 
     def unregister(self, key: str, leader_id: str) -> None:
         """The answer to ``key`` has ended here (in the background)."""
@@ -42,4 +42,4 @@ class SharedAnswers(Protocol):
         """Whether the request waits or runs in some process (errors raise)."""
 
     async def run(self) -> None:
-        """Write registrations and keep them alive; runs until cancelled."""
+        """Tell the other processes what this one answers; runs until cancelled."""

@@ -105,7 +105,9 @@ class RedisAdmission(Admission):
         self._hand_off = self.client.register_script(HAND_OFF)
         self._adopt = self.client.register_script(ADOPT)
         self.logs = RedisLogs(self.link, tag, config, options.timeout_sec)
-        self.answers = RedisAnswers(self.link, tag, self.logs, self.lease_ms, self.keys[:2])
+        self.answers = RedisAnswers(
+            self.link, tag, self.logs, self.process_id, options.lease_sec, self.keys[:2]
+        )
         self._epoch = ""
         self._queue_size = 0
         self._active_count = 0
