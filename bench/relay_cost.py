@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import redis
 
@@ -30,13 +29,7 @@ from bench.redis_queue import redis_url
 from guest_queue.core.answers.cache import CachedAnswer
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.manager import QueueManager
-
-
-class TenChunks:
-    async def stream(self, request: object) -> AsyncIterator[object]:
-        for i in range(10):
-            yield f"chunk {i} "
-        yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
+from tests.scripted import TenChunksWorkflow
 
 
 class MemoryCache:
@@ -63,7 +56,7 @@ async def measure(rounds: int, per_round: int, prefix: str) -> dict[str, list[fl
     config = QueueConfig(
         backend="redis", backend_options=options, max_concurrent=4, shutdown_grace_sec=0
     )
-    manager = QueueManager(config, TenChunks(), cache=MemoryCache())
+    manager = QueueManager(config, TenChunksWorkflow(), cache=MemoryCache())
     relay = manager.relay
     assert relay is not None
     manager.start()

@@ -174,7 +174,7 @@ async def test_a_follower_of_a_leader_whose_process_died_falls_back(
     # The leader's process stops dead: no renewals, no relay, no goodbye to Redis.
     for task in list(a.stopper.background):
         task.cancel()
-    a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
+    a.admission.leave = lambda ticket: None
     died = time.monotonic()
     # It had streamed part of the answer: it ends with an error rather than starting over.
     assert (await follower.done(timeout=8))[-1] == "error"
