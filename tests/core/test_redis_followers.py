@@ -20,6 +20,7 @@ from guest_queue.workflows.base import WorkflowError
 from .conftest import GateWorkflow, Stream, until
 from .test_answer_cache import MemoryCache
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .test_resume import Reader, chunks
 
 
 def answer(stream: Stream) -> str:
@@ -204,3 +205,26 @@ async def test_a_follower_whose_guest_leaves_stops_reading(
     # The leader is not disturbed.
     gate.open(leader.ticket.request_id)
     assert (await leader.done())[-1] == "workflow_complete"
+
+
+async def test_a_resumable_follower_elsewhere_resumes_without_losing_a_chunk(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a, b = pair(shared, gate, resume_grace_sec=5)
+    leader = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    await announced(b)
+    ticket = await b.submit("Q")
+    res = b.resumable(ticket)
+    first = Reader(b, res)
+    await until(lambda: chunks(first) == "Q-0 Q-1 ")
+    await first.disconnect()  # its connection drops; the request keeps following
+    gate.open(leader.ticket.request_id)
+    await leader.done()
+    await until(lambda: ticket.record.status.value == "completed")
+    again = Reader(b, res, after=first.seqs[-1])
+    assert (await again.done())[-1] == "workflow_complete"
+    assert chunks(first) + chunks(again) == "Q-0 Q-1 "
+    assert first.seqs + again.seqs == list(range(1, len(first.seqs) + len(again.seqs) + 1))
+    assert gate.started == ["Q"]
