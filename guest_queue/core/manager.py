@@ -18,7 +18,8 @@ from typing import Any
 from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
 from .answers.cache import AnswerCache
-from .answers.sharing import AnswerSharing, serve_from
+from .answers.relay import AnswerRelay
+from .answers.sharing import AnswerSharing, RemoteLeader, serve_from
 from .availability import AvailabilityProbe
 from .backends import backend_class
 from .backends.base import Ticket
@@ -68,6 +69,15 @@ class QueueManager:
             if cache is not None
             else None
         )
+        answers = self.admission.shared_answers()
+        #: Single flight across the processes sharing the queue (a shared backend's).
+        self.relay = (
+            AnswerRelay(
+                self.sharing, answers, self.stopper.spawn, self._fall_back, self._known_here
+            )
+            if self.sharing is not None and answers is not None
+            else None
+        )
         self._listeners: list[Listener] = []
         self.resumes = Resumes(
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
@@ -99,6 +109,8 @@ class QueueManager:
         if shared is not None:
             listen = functools.partial(shared.listen_cancels, self._cancel_heard)
             self.stopper.spawn(supervised("cancel listener", listen))
+        if self.relay is not None:
+            self.stopper.spawn(supervised("answer relay", self.relay.run))
 
     @property
     def warnings(self) -> list[str]:
@@ -205,7 +217,15 @@ class QueueManager:
         ticket.cache_key = key
         if key is None:
             return False  # Not to be shared (hidden characters): answered on its own.
-        if hit is None and (not self.accepting or self.sharing.leader_of(key) is None):
+        remote: RemoteLeader | None = None
+        if hit is None and self.accepting and self.sharing.leader_of(key) is None:
+            if self.relay is None:
+                return False
+            # Perhaps another process sharing the queue is answering it right now.
+            remote = self.relay.leader_of(key)
+            if remote is None:
+                return False
+        if hit is None and not self.accepting:
             return False
         if hit is None and self.sharing.full:
             raise self._refusal("queue_full")
@@ -215,7 +235,11 @@ class QueueManager:
             serve_from(ticket, hit)
             return True
         # The leader may have finished while the hold was taken: then queue (still held).
-        return self.accepting and self.sharing.follow(ticket, key)
+        if not self.accepting:
+            return False
+        if self.relay is not None:
+            return self.relay.follow(ticket, remote)
+        return self.sharing.follow(ticket, key)
 
     def refuse(self, refusal: Refused) -> Refused:
         """Count a refusal (by its code) and hand it back to be raised."""
@@ -291,6 +315,8 @@ class QueueManager:
         )
         ticket.task = task
         self.stopper.track_workflow(task)
+        if self.relay is not None:
+            self.relay.started(ticket)  # Other processes may follow it from now on.
 
     # -- endings ------------------------------------------------------------------
 
@@ -331,19 +357,10 @@ class QueueManager:
             record.add_answer(self.config.timeout_fallback)
         self.live.remove(ticket)
         self.stopper.release_slot_when_stopped(ticket)
+        if self.relay is not None:
+            self.relay.ended(ticket)
         if self.sharing is not None:
-            # Followers of a leader that did not complete go back in line themselves.
-            for follower in self.sharing.finished(ticket):
-                if follower.forwarded_parts:
-                    # It has streamed part of this answer: it cannot start over unseen.
-                    self.finish(follower, _shared_failure(ending))
-                elif not self.accepting:
-                    self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
-                elif not self.sharing.follow(follower, follower.cache_key or ""):
-                    self.live.detached.discard(follower)
-                    self._lead(follower)
-                    self.admission.requeue(follower)
-                follower.wake.set()
+            self._fall_back(self.sharing.finished(ticket), ending)
         self.stats.record_finished(record)
         self.recent.add(record)
         for listener in self._listeners:
@@ -353,6 +370,25 @@ class QueueManager:
                 logger.exception("Request listener failed")
         if ending.event is not None:
             ticket.wake.set()
+
+    def _fall_back(self, followers: list[Ticket], ending: Ending) -> None:
+        """Followers of a leader that did not complete (``ending``) go back in line themselves."""
+        assert self.sharing is not None
+        for follower in followers:
+            if follower.forwarded_parts:
+                # It has streamed part of this answer: it cannot start over unseen.
+                self.finish(follower, _shared_failure(ending))
+            elif not self.accepting:
+                self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
+            elif not self.sharing.follow(follower, follower.cache_key or ""):
+                self.live.detached.discard(follower)
+                self._lead(follower)
+                self.admission.requeue(follower)
+            follower.wake.set()
+
+    def _known_here(self, request_id: str) -> bool:
+        """Whether this process holds, or held, the request."""
+        return self.live.get(request_id) is not None or self.recent.get(request_id) is not None
 
     def _lost(self, ticket: Ticket, message: str) -> None:
         """The shared queue no longer holds the ticket's place or slot: end it."""

@@ -132,8 +132,10 @@ class RequestStream:
 
     def _carry_on(self) -> bool:
         """Keep a running answer going for the followers streaming it: True if it goes on."""
-        channel = self._channel
-        if channel is None or not any(f.forwarded_parts for f in self.ticket.followers):
+        channel, ticket = self._channel, self.ticket
+        if channel is None:
+            return False
+        if not ticket.relayed and not any(f.forwarded_parts for f in ticket.followers):
             return False
         return self.host.carry_on(self.ticket, self._drain_unattended(channel))
 
@@ -226,8 +228,8 @@ class RequestStream:
             ticket.record.add_chunk(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
-                if ticket.followers:
-                    ticket.moved.set()  # followers stream it live
+                if ticket.followers or ticket.relayed:
+                    ticket.moved.set()  # followers (here, or relayed to others) stream it live
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:

@@ -10,6 +10,10 @@ no accepted request is lost with the leader.
 Followers take no place in line, but they are bounded: at most
 ``max_followers`` at once in this process (the queue's size), each one
 counted against its client's cap like any other open request.
+
+On a shared queue the leader may be in another process: its followers here
+follow a ``RemoteLeader`` standing in for it (see ``relay``), which gets the
+answer's chunks as they are produced there and ends as the leader ended.
 """
 
 from __future__ import annotations
@@ -20,12 +24,25 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..backends.base import Ticket
-from ..records import Status
+from ..records import RequestRecord, Status
 from .cache import AnswerCache, CachedAnswer, NearDuplicates, cacheable, question_key
 
 logger = logging.getLogger("guest_queue")
 
 LOOKUP_TIMEOUT_SEC = 1.0
+
+
+class RemoteLeader(Ticket):
+    """A leader answering in another process, as its followers in this one see it."""
+
+    __slots__ = ("reader",)
+
+    def __init__(self, leader_id: str, key: str) -> None:
+        super().__init__(RequestRecord(request_id=leader_id, query=""))
+        self.cache_key = key
+        self.answer_parts = []
+        #: The task reading the leader's answer; stopped when nobody here follows any more.
+        self.reader: asyncio.Task[None] | None = None
 
 
 class AnswerSharing:
@@ -104,6 +121,8 @@ class AnswerSharing:
             # Its stream may be waiting on the leader's event: wake it (and, harmlessly, the
             # other followers) so it sees how it ended.
             leader.moved.set()
+            if isinstance(leader, RemoteLeader) and not leader.followers:
+                self.forget(leader)  # Nobody here reads the answer any more.
             return []
         key = ticket.cache_key
         if key is None or self.inflight.get(key) is not ticket:
@@ -120,10 +139,18 @@ class AnswerSharing:
             return followers
         suggested = ticket.ending.suggested_questions if ticket.ending is not None else ()
         answer = CachedAnswer("".join(ticket.answer_parts), suggested)
-        self._spawn(self._store(key, answer))
+        if not isinstance(ticket, RemoteLeader):  # The leader's own process stores it.
+            self._spawn(self._store(key, answer))
         for follower in followers:
             serve_from(follower, answer)
         return []
+
+    def forget(self, leader: RemoteLeader) -> None:
+        """Stop following a leader in another process (its followers here have all gone)."""
+        if self.inflight.get(leader.cache_key or "") is leader:
+            del self.inflight[leader.cache_key or ""]
+        if leader.reader is not None:
+            leader.reader.cancel()
 
     async def _store(self, key: str, answer: CachedAnswer) -> None:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
+from ..answers.remote import SharedAnswers
 from ..config import ConfigProblem, QueueConfig
 from ..eventlog import SharedLogs
 from ..records import RequestRecord
@@ -41,6 +42,7 @@ class Ticket:
         "moved",
         "queue_score",
         "record",
+        "relayed",
         "replay",
         "task",
         "wake",
@@ -75,6 +77,8 @@ class Ticket:
         #: How much of its leader's answer a follower has streamed live (chunks, characters).
         self.forwarded_parts = 0
         self.forwarded_chars = 0
+        #: A leader whose answer other processes follow: it is relayed to them as produced.
+        self.relayed = False
         #: What the workflow gets beside the question: the guest's language, earlier turns.
         self.language: str | None = None
         self.history: tuple[tuple[str, str], ...] = ()
@@ -214,6 +218,10 @@ class Admission(ABC):
 
     def shared_logs(self) -> SharedLogs | None:
         """Where every process can read resumable requests' logs; None: this process only."""
+        return None
+
+    def shared_answers(self) -> SharedAnswers | None:
+        """Where processes share answers being produced; None: single flight within this one."""
         return None
 
     async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)

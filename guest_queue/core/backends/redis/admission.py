@@ -32,6 +32,7 @@ from ...errors import Unavailable
 from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
 from ..base import Admission, LostCallback, Snapshot, Ticket
+from .answers import RedisAnswers
 from .handoff import ADOPT, HAND_OFF, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
@@ -104,6 +105,9 @@ class RedisAdmission(Admission):
         self._hand_off = self.client.register_script(HAND_OFF)
         self._adopt = self.client.register_script(ADOPT)
         self.logs = RedisLogs(self.link, tag, config, options.timeout_sec)
+        self.answers = RedisAnswers(
+            self.link, tag, self.logs, self.process_id, options.lease_sec, self.keys[:2]
+        )
         self._epoch = ""
         self._queue_size = 0
         self._active_count = 0
@@ -402,6 +406,10 @@ class RedisAdmission(Admission):
     def shared_logs(self) -> RedisLogs:
         """Resumable requests' logs, in Redis Streams: a resume works on any process."""
         return self.logs
+
+    def shared_answers(self) -> RedisAnswers:
+        """Who answers which question now, and relayed answers: single flight across processes."""
+        return self.answers
 
     async def locate(self, request_id: str) -> dict[str, Any] | None:
         """What the shared queue knows of a request another process holds."""
