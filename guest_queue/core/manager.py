@@ -97,8 +97,8 @@ class QueueManager:
         self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
         shared = self.resumes.shared
         if shared is not None:
-            listen = functools.partial(shared.listen_cancels, self._cancel_heard)
-            self.stopper.spawn(supervised("cancel listener", listen))
+            listen = functools.partial(shared.listen, self._cancel_heard, self.resumes.heard_claim)
+            self.stopper.spawn(supervised("cancel and reader listener", listen))
 
     @property
     def warnings(self) -> list[str]:

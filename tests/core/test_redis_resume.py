@@ -37,11 +37,17 @@ class Held:
 
 
 class SharedReader:
-    """A reader on another process: the log from Redis."""
+    """A reader on another process: the log from Redis (``claims``: as the view reads it,
+    its claim known to the process, so that a newer reader there closes it at once)."""
 
-    def __init__(self, manager: Any, request_id: str, after: int) -> None:
+    def __init__(self, manager: Any, request_id: str, after: int, *, claims: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
-        gen = read_shared(manager.resumes.shared, request_id, after, with_ids=True, heartbeat=0.5)
+        if claims:
+            gen = manager.resumes.read_remote(request_id, after, with_ids=True)
+        else:
+            gen = read_shared(
+                manager.resumes.shared, request_id, after, with_ids=True, heartbeat=0.5
+            )
         self.task = asyncio.ensure_future(self._consume(gen))
 
     async def _consume(self, gen: Any) -> None:
@@ -302,3 +308,93 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
     assert events[-1]["data"]["code"] == "unavailable"
     ticket = await a.submit("q")  # one a process holds is alive
     assert await a.held_anywhere(ticket.request_id)
+
+
+async def _started(flow: Held, a: Any) -> tuple[Any, Reader]:
+    ticket = await a.submit("q")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: chunks(reader) == "a0 a1 a2 ")
+    return ticket, reader
+
+
+async def _replaced_promptly(old_task: asyncio.Future[None]) -> None:
+    """A replaced reader's connection closes within about a second (pub/sub), not at its
+    next renewal nor at the end of the answer."""
+    await asyncio.wait_for(asyncio.shield(old_task), 1.0)
+
+
+async def test_a_reader_on_another_process_replaces_the_local_one(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, old = await _started(flow, a)
+    await asyncio.sleep(0.2)  # both listen
+    new = SharedReader(b, ticket.request_id, old.seqs[-1], claims=True)
+    await _replaced_promptly(old.task)
+    assert a.resumes.by_id[ticket.request_id].reader is None
+    await asyncio.sleep(0.6)  # past the grace: the newer reader keeps the request alive
+    assert ticket.record.status.value == "processing"
+    flow.release.set()
+    await asyncio.wait_for(new.task, 5)
+    assert new.text() == "b0 b1 b2 " and new.events[-1]["event"] == "workflow_complete"
+    assert a.status()["completed_requests"] == 1
+
+
+async def test_a_local_resume_replaces_a_reader_on_another_process(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # both listen
+    remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
+    await asyncio.sleep(0.3)  # it has claimed the request and waits for more
+    assert not remote.task.done()
+    back = Reader(a, a.resumes.get(ticket.request_id), after=first.seqs[-1])
+    await _replaced_promptly(remote.task)
+    flow.release.set()
+    assert (await back.done())[-1] == "workflow_complete"
+    assert chunks(back) == "b0 b1 b2 " and remote.text() == ""
+
+
+async def test_a_newer_reader_on_a_third_process_replaces_a_remote_one(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=0.3)
+    b, c = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # every process listens
+    seen = first.seqs[-1]
+    on_b = SharedReader(b, ticket.request_id, seen, claims=True)
+    await asyncio.sleep(0.3)
+    on_c = SharedReader(c, ticket.request_id, seen, claims=True)
+    await _replaced_promptly(on_b.task)
+    # And one on the same process replaces it too.
+    again = SharedReader(c, ticket.request_id, seen, claims=True)
+    await _replaced_promptly(on_c.task)
+    flow.release.set()
+    await asyncio.wait_for(again.task, 5)
+    assert again.text() == "b0 b1 b2 " and again.events[-1]["event"] == "workflow_complete"
+    assert a.status()["completed_requests"] == 1 and a.status()["cancelled_requests"] == 0
+
+
+async def test_a_reader_that_missed_the_announcement_closes_at_its_next_renewal(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    logs = b.resumes.shared
+    assert logs is not None
+    # A reader reading without hearing announcements (as if its subscription dropped).
+    deaf = SharedReader(b, ticket.request_id, first.seqs[-1])
+    await asyncio.sleep(0.2)
+    await logs.claim(ticket.request_id, 4.0)  # a newer reader somewhere
+    # It renews every REMOTE_ATTACH_SEC / 2 at most (the heartbeat here is 0.5 s).
+    await asyncio.wait_for(asyncio.shield(deaf.task), 2.5)
+    flow.release.set()
