@@ -73,6 +73,7 @@ class QueueManager:
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
         )
         self.stopper.before_drain = self._hand_off
+        self.admission.on_abandoned = self._abandoned
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -396,6 +397,8 @@ class QueueManager:
         """Draining: leave waiting resumable requests' places to the other processes."""
         if self.resumes.shared is None:
             return
+        # A process on its way out records no hand-offs (its figures leave with it).
+        self.admission.on_abandoned = None
         waiting = [
             t
             for t in self.admission.waiting.values()
@@ -412,6 +415,14 @@ class QueueManager:
             self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
         if handed:
             logger.info("%d waiting request(s) left to the other processes", len(handed))
+
+    def _abandoned(self, ticket: Ticket) -> None:
+        """A hand-off nobody adopted in time, claimed by this process: it ends here, counted
+        and recorded once (its own process no longer counts it), as a guest who never came
+        back."""
+        self.stats.total += 1
+        message = "Nobody came back for the request after the server restarted."
+        self.finish(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, message))
 
     async def held_anywhere(self, request_id: str) -> bool:
         """Whether the request waits or runs in some process (True when that cannot be told)."""

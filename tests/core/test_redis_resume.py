@@ -398,3 +398,45 @@ async def test_a_reader_that_missed_the_announcement_closes_at_its_next_renewal(
     # It renews every REMOTE_ATTACH_SEC / 2 at most (the heartbeat here is 0.5 s).
     await asyncio.wait_for(asyncio.shield(deaf.task), 2.5)
     flow.release.set()
+
+
+async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    c = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: dict[str, list[Any]] = {"a": [], "b": [], "c": []}
+    for name, manager in (("a", a), ("b", b), ("c", c)):
+        manager.add_listener(ended[name].append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = [await a.submit(f"w{i}") for i in range(2)]
+    readers = [Reader(a, a.resumable(t)) for t in waiting]
+    await until(lambda: all(r.names == ["queued"] for r in readers))
+    a.begin_drain()
+    for reader in readers:
+        assert (await reader.done())[-1] == "reconnect"
+    # Nobody resumes them: after the grace, one live process (any) records each once.
+    await until(lambda: len(ended["b"]) + len(ended["c"]) == 2, timeout=5)
+    await asyncio.sleep(1.5)  # more renewal passes of every process: none records it again
+    recorded = ended["b"] + ended["c"]
+    assert sorted(r.request_id for r in recorded) == sorted(t.request_id for t in waiting)
+    assert {(r.status.value, r.query) for r in recorded} == {
+        ("cancelled", "w0"),
+        ("cancelled", "w1"),
+    }
+    assert ended["a"] == []
+    # The figures of all processes add up: every accepted request counted once, ended once.
+    figures = [m.status() for m in (a, b, c)]
+    assert sum(f["total_requests"] for f in figures) == 3
+    assert sum(f["cancelled_requests"] for f in figures) == 2
+    status = await b.shared_status()
+    assert status["cancelled_requests"] == 2 and status["queue_size"] == 0
+    holder = b if ended["b"] else c
+    assert (await holder.find(waiting[0].request_id) or {}).get("status") in ("cancelled", None)
+    assert await b.adopt(waiting[0].request_id) is None  # too late to adopt it now
+    gate.open(running.request_id)
+    await until(lambda: a.status()["completed_requests"] == 1)

@@ -151,6 +151,9 @@ class Admission(ABC):
         self.active: dict[str, Ticket] = {}
         #: Problems of the set-up found at start-up, shown in ``health``.
         self.warnings: list[str] = []
+        #: Called with a request another process handed off that nobody adopted in time,
+        #: once, in one process (shared queues): it must be recorded as ended.
+        self.on_abandoned: Callable[[Ticket], None] | None = None
 
     @property
     def queue_size(self) -> int:
