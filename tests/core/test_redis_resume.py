@@ -17,6 +17,7 @@ from guest_queue.core.resume import read_shared
 
 from ..services import closed_port
 from .conftest import GateWorkflow, Stream, until
+from .test_answer_cache import MemoryCache
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
@@ -440,3 +441,48 @@ async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
     assert await b.adopt(waiting[0].request_id) is None  # too late to adopt it now
     gate.open(running.request_id)
     await until(lambda: a.status()["completed_requests"] == 1)
+
+
+def standing(manager: Any) -> set[Any]:
+    """The manager's long-lived tasks (admission, sweeps, listener)."""
+    return set(manager.stopper.background)
+
+
+async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_task(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow)
+    await asyncio.sleep(0.2)  # both listen
+    before = standing(a)
+    ticket, reader = await _started(flow, a)
+    res = a.resumes.get(ticket.request_id)
+    await reader.disconnect()  # nobody reads: the driver pumps on alone
+    assert res.driver is not None and not res.driver.done()
+    assert await b.cancel_anywhere(ticket.request_id) is not None
+    await until(lambda: res.driver is not None and res.driver.done(), timeout=3)
+    await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
+    assert ticket.task is not None and ticket.task.cancelled()
+    assert res.log.finished and ticket.record.status.value == "cancelled"
+    assert a.status()["active_requests"] == 0
+
+
+async def test_an_answer_carried_on_for_followers_stops_when_it_ends(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=2)
+    await asyncio.sleep(0.1)
+    before = standing(a)
+    leader = Stream(a, await a.submit("Q"))
+    follower = Stream(a, await a.submit("Q"))
+    await until(lambda: "".join(e.data for e in follower.events[2:]) == "Q-0 Q-1 ")
+    await leader.disconnect()  # its answer is pumped on, for the follower
+    await asyncio.sleep(0.05)
+    carried = standing(a) - before
+    assert len(carried) == 1 and not next(iter(carried)).done()
+    # Stopped on purpose: the pump ends, the workflow stops, nothing is left running.
+    a.cancel(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "error"
+    await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
+    assert gate.closed == ["Q"] and a.status()["active_requests"] == 0

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ...config import QueueConfig
 from ...errors import Unavailable
@@ -140,7 +140,8 @@ class RedisLogs:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for request_id, seq, event in batch:
                         self._queue(pipe, request_id, seq, event)
-                    await pipe.execute()
+                    replies = await pipe.execute(raise_on_error=False)
+                _raise_unless_written(replies)
                 self._retried = False
             except (RedisError, OSError):
                 if self._retried:
@@ -268,6 +269,16 @@ class RedisLogs:
                 on_claim(request_id, int(number))
 
         await self.link.listen_all({self.cancels: cancel_heard, self.readers: claim_heard})
+
+
+def _raise_unless_written(replies: list[Any]) -> None:
+    """Raise a batch's first error; an XADD refused because its entry is already there is
+    none (a batch sent again after its reply was lost: nothing is written twice)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "equal or smaller" in str(reply):
+            continue
+        if isinstance(reply, Exception):
+            raise reply
 
 
 def _ms(seconds: float) -> int:
