@@ -486,3 +486,42 @@ async def test_an_answer_carried_on_for_followers_stops_when_it_ends(
     assert (await follower.done())[-1] == "error"
     await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
     assert gate.closed == ["Q"] and a.status()["active_requests"] == 0
+
+
+async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_leader(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    leader = await a.submit("Q")
+    leader_reader = Reader(a, a.resumable(leader))
+    follower = await a.submit("Q")
+    assert follower.leader is leader  # it waits on the leader's answer: no place of its own
+    follower_reader = Reader(a, a.resumable(follower))
+    behind = Stream(b, await b.submit("behind"))  # arrived after both, on the other process
+    await until(lambda: leader_reader.names == ["queued"] and follower_reader.names == ["queued"])
+    a.begin_drain()
+    # Not ended with shutting_down: told to reconnect, like any waiting resumable guest.
+    assert (await follower_reader.done())[-1] == "reconnect"
+    assert (await leader_reader.done())[-1] == "reconnect"
+    assert a.status()["cancelled_requests"] == 0 and a.status()["total_requests"] == 1
+    resumed = []
+    for ticket, old in ((leader, leader_reader), (follower, follower_reader)):
+        res = await b.adopt(ticket.request_id)
+        assert res is not None
+        resumed.append((Reader(b, res, after=old.seqs[-1]), old))
+    # The follower lined up where it arrived: after its leader, before "behind".
+    assert [b.resumes.get(t.request_id).ticket.position for t in (leader, follower)] == [1, 2]
+    gate.open(running.request_id)
+    for ticket in (leader, follower, behind.ticket):
+        gate.open(ticket.request_id)
+    for reader, old in resumed:
+        assert (await reader.done())[-1] == "workflow_complete"
+        assert reader.seqs[0] == old.seqs[-1] + 1
+    await behind.done()
+    assert gate.started == ["running", "Q", "Q", "behind"]
+    assert b.status()["completed_requests"] == 3 and b.status()["total_requests"] == 3

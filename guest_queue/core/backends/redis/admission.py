@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -374,29 +374,42 @@ class RedisAdmission(Admission):
     async def reachable(self) -> bool:
         return await self.link.reachable()
 
-    async def hand_off(self, tickets: list[Ticket], grace_sec: float) -> list[Ticket]:
-        """Leave the tickets' places (leases kept for ``grace_sec``) for another process."""
+    async def hand_off(
+        self,
+        tickets: list[Ticket],
+        grace_sec: float,
+        followers: Sequence[tuple[Ticket, str]] = (),
+    ) -> list[Ticket]:
+        """Leave the tickets' places (leases kept for ``grace_sec``) for another process;
+        ``followers`` (ticket, score) had no place: they line up at their score."""
         by_id = {t.request_id: t for t in tickets if self.waiting.get(t.request_id) is t}
+        scores = {t.request_id: score for t, score in followers if t.request_id not in by_id}
+        by_id.update((t.request_id, t) for t, _ in followers if t.request_id in scores)
         if not by_id:
             return []
         keys = [self.keys[0], self.keys[2], self.handoffs_key]
         args: list[Any] = [max(1, round(grace_sec * 1000)), KEEP_AFTER_DEADLINE_MS]
         for rid, ticket in by_id.items():
             keys.append(self.handoff_prefix + rid)
-            args += [rid, handoff_json(ticket)]
+            args += [rid, handoff_json(ticket), scores.get(rid, "")]
         async with self._in_order:
             handed = await self.link.run(self._hand_off, keys, args)
             # No longer renewed nor given back by this process; but one admitted here while
             # the script's reply was on its way (pub/sub) stays this process's own.
-            gone = [rid for rid in handed if self.waiting.pop(rid, None) is by_id[rid]]
-            kept = [self.handoff_prefix + rid for rid in handed if rid not in gone]
-            if kept:
+            gone = []
+            for rid in handed:
+                if rid in scores:
+                    self.held.pop(rid, None)  # its lease is the hand-off's now
+                    gone.append(rid)
+                elif self.waiting.pop(rid, None) is by_id[rid]:
+                    gone.append(rid)
+            withdrawn = [rid for rid in handed if rid not in gone]
+            if withdrawn:
                 try:
-                    withdrawn = [rid for rid in handed if rid not in gone]
-                    await self.client.delete(*kept)
+                    await self.client.delete(*(self.handoff_prefix + rid for rid in withdrawn))
                     await self.client.zrem(self.handoffs_key, *withdrawn)
                 except (RedisError, OSError):
-                    logger.warning("Could not withdraw %d hand-off(s) from Redis", len(kept))
+                    logger.warning("Could not withdraw %d hand-off(s) from Redis", len(withdrawn))
         return [by_id[rid] for rid in gone]
 
     async def adopt(self, request_id: str) -> Ticket | None:

@@ -26,7 +26,9 @@ from ...records import RequestRecord
 KEEP_AFTER_DEADLINE_MS = 600_000
 
 #: KEYS: waiting, leases, handoffs, then one handoff key per request.
-#: ARGV: grace ms, how long data outlives its deadline (ms), then per request: id, JSON.
+#: ARGV: grace ms, how long data outlives its deadline (ms), then per request: id, JSON,
+#: and '' for one waiting in line, or the score to line up at for one that had no place
+#: (it followed an identical question).
 HAND_OFF = """
 local waiting, leases, handoffs = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('TIME')
@@ -34,12 +36,17 @@ local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 100
 local grace_ms, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local deadline = string.format('%.0f', now + grace_ms)
 local handed = {}
-for i = 3, #ARGV, 2 do
-  local rid = ARGV[i]
-  if redis.call('ZSCORE', waiting, rid) then
+for i = 3, #ARGV, 3 do
+  local rid, score = ARGV[i], ARGV[i + 2]
+  local waits = redis.call('ZSCORE', waiting, rid)
+  if not waits and score ~= '' then
+    redis.call('ZADD', waiting, score, rid)
+    waits = score
+  end
+  if waits then
     redis.call('ZADD', leases, deadline, rid)
     redis.call('ZADD', handoffs, deadline, rid)
-    local key = KEYS[4 + (i - 3) / 2]
+    local key = KEYS[4 + (i - 3) / 3]
     redis.call('SET', key, ARGV[i + 1], 'PX', grace_ms + keep_ms)
     handed[#handed + 1] = rid
   end
