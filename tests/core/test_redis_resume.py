@@ -525,3 +525,34 @@ async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_lea
     await behind.done()
     assert gate.started == ["running", "Q", "Q", "behind"]
     assert b.status()["completed_requests"] == 3 and b.status()["total_requests"] == 3
+
+
+async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: list[Any] = []
+    b.add_listener(ended.append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    ticket = await a.submit("w")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: reader.names == ["queued"])
+    a.begin_drain()
+    assert (await reader.done())[-1] == "reconnect"
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    back = Reader(b, res, after=reader.seqs[-1])
+    # Left due in the hand-off list (as a process of an earlier version adopting it would):
+    # its lease is renewed by b, so no process claims it as abandoned.
+    backend = admission(b)
+    await backend.client.zadd(backend.handoffs_key, {ticket.request_id: 1})
+    await asyncio.sleep(1.5)  # past the hand-off's deadline, several renewal passes
+    assert ended == [] and ticket.request_id in b.live.by_id
+    gate.open(running.request_id)
+    gate.open(ticket.request_id)
+    assert (await back.done())[-1] == "workflow_complete"
+    assert [r.status.value for r in ended] == ["completed"]

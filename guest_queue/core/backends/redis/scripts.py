@@ -250,16 +250,18 @@ if ARGV[7] ~= '' then
   due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, 100)
 end
 for _, rid in ipairs(due) do
-  -- Its lease ran out with its deadline (purge() took its place): nobody adopted it.
   redis.call('ZREM', KEYS[9], rid)
-  redis.call('ZREM', waiting, rid)
-  redis.call('SREM', active, rid)
-  redis.call('ZREM', leases, rid)
-  disown(rid)
-  local key = ARGV[7] .. rid
-  abandoned[#abandoned + 1] = rid
-  abandoned[#abandoned + 1] = redis.call('GET', key) or ''
-  redis.call('DEL', key)
+  -- Its lease ran out with its deadline (purge() took its place): nobody adopted it. A
+  -- lease still running means some process renews it: adopted, it is that one's to end.
+  if not redis.call('ZSCORE', leases, rid) then
+    redis.call('ZREM', waiting, rid)
+    redis.call('SREM', active, rid)
+    disown(rid)
+    local key = ARGV[7] .. rid
+    abandoned[#abandoned + 1] = rid
+    abandoned[#abandoned + 1] = redis.call('GET', key) or ''
+    redis.call('DEL', key)
+  end
 end
 announce(ARGV[4], admit(tonumber(ARGV[2])), moved)
 local positions = {}
