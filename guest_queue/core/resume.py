@@ -35,6 +35,8 @@ logger = logging.getLogger("guest_queue")
 EXPIRED_MEMORY = 10_000
 #: A reader on another process says it is attached for this long, renewing it as it reads.
 REMOTE_ATTACH_SEC = 4.0
+#: ``Resumable.claim`` of a reader whose claim has not come back from Redis yet.
+CLAIM_PENDING = -1
 #: A remote reader ends its stream once the request was found nowhere this many times in a row.
 DEAD_AFTER_MISSES = 2
 
@@ -82,7 +84,8 @@ class Resumable:
         self.driver: asyncio.Task[Any] | None = None
         #: The attached reader's token; None while nobody reads.
         self.reader: object | None = None
-        #: The attached reader's claim number (0: it claimed nothing: the first reader).
+        #: The attached reader's claim number (0: it claimed nothing: the first reader;
+        #: ``CLAIM_PENDING``: its claim is on its way).
         self.claim = 0
         #: The newest claim heard of, on any process.
         self.newest = 0
@@ -155,16 +158,13 @@ class Resumes:
         Attaching replaces any other reader (its stream ends), on any process;
         leaving starts the grace timer. Idle readers get heartbeats.
         """
-        token, claim, shared = object(), 0, self.shared
-        if shared is not None and res.announce:
-            try:
-                claim = await shared.claim(res.request_id, REMOTE_ATTACH_SEC)
-            except Exception as exc:
-                logger.warning("Could not claim request %s in Redis (%s)", res.request_id, exc)
-            if claim and claim < res.newest:
-                return  # A newer reader attached meanwhile.
+        token = object()
+        claiming = self.shared is not None and res.announce
         res.announce = True
-        self._attach(res, token, after, claim)
+        self._attach(res, token, after, CLAIM_PENDING if claiming else 0)
+        if claiming:
+            # Replaying need not wait for Redis: the claim is settled alongside.
+            self._spawn(self._claim(res, token))
         log, request_id, cursor = res.log, res.request_id, after
         heartbeat = self.config.heartbeat_sec
         try:
@@ -194,9 +194,27 @@ class Resumes:
                     yield ev.HEARTBEAT_BYTES
         finally:
             if res.reader is token:
+                claim = res.claim
                 self._detach(res)
-                if claim and shared is not None:
+                if claim > 0:
                     self._spawn(self._unclaim(res.request_id, claim))
+
+    async def _claim(self, res: Resumable, token: object) -> None:
+        """Claim the request for a reader that has just attached here (see ``heard_claim``)."""
+        assert self.shared is not None
+        try:
+            number = await self.shared.claim(res.request_id, REMOTE_ATTACH_SEC)
+        except Exception as exc:
+            logger.warning("Could not claim request %s in Redis (%s)", res.request_id, exc)
+            if res.reader is token:
+                res.claim = 0
+            return
+        if res.reader is not token:
+            await self._unclaim(res.request_id, number)  # It has gone already.
+        elif res.newest > number:
+            self._detach(res)  # A newer reader attached elsewhere meanwhile.
+        else:
+            res.claim = res.newest = number
 
     async def read_remote(
         self,
@@ -242,7 +260,8 @@ class Resumes:
         res = self.by_id.get(request_id)
         if res is not None:
             res.newest = max(res.newest, number)
-            if res.reader is not None and res.claim < number:
+            # A reader whose own claim is on its way is settled when it comes back.
+            if res.reader is not None and 0 <= res.claim < number:
                 self._detach(res)
         for claim in self.remote.get(request_id, ()):
             claim.heard(number)
@@ -282,7 +301,6 @@ class Resumes:
     def _attach(self, res: Resumable, token: object, after: int, claim: int) -> None:
         res.reader = token
         res.claim = claim
-        res.newest = max(res.newest, claim)
         if res.timer is not None and not res.log.finished:
             res.timer.cancel()
             res.timer = None
