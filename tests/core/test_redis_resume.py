@@ -556,3 +556,29 @@ async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
     gate.open(ticket.request_id)
     assert (await back.done())[-1] == "workflow_complete"
     assert [r.status.value for r in ended] == ["completed"]
+
+
+async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_closes(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # both listen
+    remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
+    res = a.resumes.get(ticket.request_id)
+    await until(lambda: res.newest > 0)  # a heard of b's claim
+    logs = admission(a).logs
+
+    async def overtaken(request_id: str, ttl_sec: float) -> int:
+        await asyncio.sleep(0.05)
+        return 1  # as if b's claim had been taken after this one
+
+    logs.claim = overtaken  # type: ignore[method-assign]
+    late = Reader(a, res, after=first.seqs[-1])
+    await asyncio.wait_for(asyncio.shield(late.task), 1.0)  # it closes: b's reader is newer
+    assert res.reader is None
+    flow.release.set()
+    await asyncio.wait_for(remote.task, 5)
+    assert remote.text() == "b0 b1 b2 " and remote.events[-1]["event"] == "workflow_complete"
