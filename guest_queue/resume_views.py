@@ -9,7 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from .core.eventlog import LogTrimmed
-from .core.resume import LogExpired, Resumable, read_shared
+from .core.resume import LogExpired, Resumable
 from .responses import json_error
 from .resumable import event_stream
 from .runtime import get_manager
@@ -86,14 +86,11 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
             # Its process was drained for a deploy: this one drives it now, same place.
             return event_stream(manager.resumes.read(adopted, after, with_ids=True))
         # Another process drives it: read its log from the shared queue's Redis.
-        heartbeat = manager.config.heartbeat_sec
         return event_stream(
-            read_shared(
-                shared,
+            manager.resumes.read_remote(
                 canonical,
                 after,
                 with_ids=True,
-                heartbeat=heartbeat,
                 alive=functools.partial(manager.held_anywhere, canonical),
             )
         )

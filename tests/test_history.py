@@ -24,6 +24,9 @@ from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_history, get_manager, reset_manager
 
 from .conftest import asgi_get
+from .core.conftest import GateWorkflow, make_manager, until
+from .core.test_resume import Reader
+from .services import delete_prefix, redis_url
 
 DATABASES = ["default", "postgres"]
 AVAILABLE = ["default", "postgres"] if os.environ.get("GUEST_TEST_DATABASE_URL") else ["default"]
@@ -315,3 +318,50 @@ async def test_an_interface_error_does_not_stop_the_writer(
     later = await ask(2)
     stored = await wait_for_rows(alias, 4)
     assert sorted(str(r.request_id) for r in stored) == sorted(first + later)
+
+
+async def test_a_hand_off_nobody_adopts_gets_a_history_row_once(alias: str) -> None:
+    """A guest whose worker was drained and who never came back still leaves a row: the
+    request ends, as cancelled, in whichever live process claims it (this one here)."""
+    url, prefix = redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    redis_settings = {
+        "GUEST_QUEUE_BACKEND": "redis",
+        "GUEST_QUEUE_REDIS_URL": url,
+        "GUEST_QUEUE_REDIS_PREFIX": prefix,
+        "GUEST_QUEUE_LEASE_SEC": 1.5,
+        "GUEST_QUEUE_REDIS_TIMEOUT_SEC": 0.25,
+    }
+    gate = GateWorkflow()
+    options = {"url": url, "prefix": prefix, "lease_sec": 1.5, "timeout_sec": 0.25}
+    draining = make_manager(
+        gate,
+        backend="redis",
+        backend_options=options,
+        max_concurrent=1,
+        shutdown_grace_sec=0,
+        resume_grace_sec=0.5,
+    )
+    try:
+        with override_settings(**redis_settings):
+            reset_manager()
+            get_manager().start()  # this process: live, renewing, claiming hand-offs
+            running = await draining.submit("running")
+            Reader(draining, draining.resumable(running))
+            await until(lambda: gate.started == ["running"])
+            waiting = await draining.submit("never came back")
+            reader = Reader(draining, draining.resumable(waiting))
+            await until(lambda: reader.names == ["queued"])
+            draining.begin_drain()
+            assert (await reader.done())[-1] == "reconnect"
+            found = await wait_for_rows(alias, 1, last=waiting.request_id)
+            await asyncio.sleep(1.0)  # more renewal passes: no second row
+            assert [(str(r.request_id), r.status) for r in await sync_to_async(rows)(alias)] == [
+                (waiting.request_id, "cancelled")
+            ]
+            assert found[0].query == "never came back"
+            gate.open(running.request_id)
+            await get_manager().close()
+    finally:
+        await draining.close()
+        reset_manager()
+        await delete_prefix(url, prefix)

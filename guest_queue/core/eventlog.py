@@ -149,14 +149,28 @@ class SharedLogs(Protocol):
     async def bounds(self, request_id: str) -> tuple[int, int] | None:
         """The first and last seq the log still holds; None if it holds none."""
 
-    async def attach(self, request_id: str, ttl_sec: float) -> None:
-        """Say a reader on some process is attached, for ``ttl_sec``."""
+    async def claim(self, request_id: str, ttl_sec: float) -> int:
+        """A reader attaches: a claim numbered above every earlier one, announced to every
+        process (their older readers of the request close), held for ``ttl_sec``."""
+
+    async def renew(self, request_id: str, number: int, ttl_sec: float) -> bool:
+        """Hold the claim ``ttl_sec`` longer; False if a newer claim replaced it."""
+
+    async def unclaim(self, request_id: str, number: int) -> None:
+        """The reader has gone: give the claim up, unless a newer one replaced it."""
+
+    async def newest_claim(self, request_id: str) -> int:
+        """The number of the newest claim still held (0: none)."""
 
     async def attached(self, request_id: str) -> bool:
-        """Whether a reader on any process said it is attached (and has not lapsed)."""
+        """Whether a reader on any process holds a claim (it has not lapsed)."""
 
     async def cancel(self, request_id: str) -> None:
         """Ask every process to cancel the request (the one holding it does)."""
 
-    async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
-        """Call ``on_cancel`` with each request id any process asked to cancel; runs forever."""
+    async def listen(
+        self, on_cancel: Callable[[str], None], on_claim: Callable[[str, int], None]
+    ) -> None:
+        """Call ``on_cancel`` with each request id any process asked to cancel, and
+        ``on_claim`` with each new claim (``("", 0)``: some may have been missed); runs
+        forever."""

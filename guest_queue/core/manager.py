@@ -83,6 +83,7 @@ class QueueManager:
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
         )
         self.stopper.before_drain = self._hand_off
+        self.admission.on_abandoned = self._abandoned
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -107,8 +108,8 @@ class QueueManager:
         self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
         shared = self.resumes.shared
         if shared is not None:
-            listen = functools.partial(shared.listen_cancels, self._cancel_heard)
-            self.stopper.spawn(supervised("cancel listener", listen))
+            listen = functools.partial(shared.listen, self._cancel_heard, self.resumes.heard_claim)
+            self.stopper.spawn(supervised("cancel and reader listener", listen))
         if self.relay is not None:
             self.stopper.spawn(supervised("answer relay", self.relay.run))
 
@@ -432,15 +433,21 @@ class QueueManager:
         """Draining: leave waiting resumable requests' places to the other processes."""
         if self.resumes.shared is None:
             return
+        # A process on its way out records no hand-offs (its figures leave with it).
+        self.admission.on_abandoned = None
         waiting = [
             t
             for t in self.admission.waiting.values()
             if t.request_id in self.resumes.by_id and not t.record.status.is_terminal
         ]
-        if not waiting:
+        followers = self._waiting_followers()
+        if not waiting and not followers:
             return
-        handed = await self.admission.hand_off(waiting, self.config.resume_grace_sec)
+        grace = self.config.resume_grace_sec
+        handed = await self.admission.hand_off(waiting, grace, followers)
         for ticket in handed:
+            if ticket.leader is not None and self.sharing is not None:
+                self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
             ticket.interrupt = HANDED_OFF
             self.live.remove(ticket)
             # The adopting process counts it (and records its ending): not counted twice.
@@ -448,6 +455,36 @@ class QueueManager:
             self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
         if handed:
             logger.info("%d waiting request(s) left to the other processes", len(handed))
+
+    def _waiting_followers(self) -> list[tuple[Ticket, str]]:
+        """Resumable followers of a leader still waiting in line, with their arrival score.
+
+        A follower had no place of its own: it lines up where it arrived, its leader's
+        score (Redis's clock) plus the time it came after it (this process's clock).
+        """
+        followers = []
+        for res in self.resumes.by_id.values():
+            ticket = res.ticket
+            leader = ticket.leader
+            if (
+                leader is None
+                or leader.admitted
+                or leader.queue_score is None
+                or ticket.record.status.is_terminal
+            ):
+                continue
+            after = ticket.record.created_mono - leader.record.created_mono
+            score = int(float(leader.queue_score)) + max(1, round(after * 1_000_000))
+            followers.append((ticket, str(score)))
+        return followers
+
+    def _abandoned(self, ticket: Ticket) -> None:
+        """A hand-off nobody adopted in time, claimed by this process: it ends here, counted
+        and recorded once (its own process no longer counts it), as a guest who never came
+        back."""
+        self.stats.total += 1
+        message = "Nobody came back for the request after the server restarted."
+        self.finish(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, message))
 
     async def held_anywhere(self, request_id: str) -> bool:
         """Whether the request waits or runs in some process (True when that cannot be told)."""

@@ -3,7 +3,10 @@
 A resumable request is driven by a background task, not by the connection
 that asked it: the task runs the request's stream and appends each event to
 the request's ``EventLog``. Connections are readers of that log, one at a time
-(a newer reader replaces the older one). While nobody reads, a grace timer
+(a newer reader replaces the older one; with a shared queue, a newer reader on
+any process: each reader after the first claims the request in Redis, and
+every process closes its older readers when it hears of the claim). While
+nobody reads, a grace timer
 runs; when it fires the request ends as cancelled, exactly as if a plain
 stream's client had gone. A finished log is kept for the same grace period,
 then dropped; the ids of dropped logs are remembered (boundedly) so a late
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -31,6 +35,8 @@ logger = logging.getLogger("guest_queue")
 EXPIRED_MEMORY = 10_000
 #: A reader on another process says it is attached for this long, renewing it as it reads.
 REMOTE_ATTACH_SEC = 4.0
+#: ``Resumable.claim`` of a reader whose claim has not come back from Redis yet.
+CLAIM_PENDING = -1
 #: A remote reader ends its stream once the request was found nowhere this many times in a row.
 DEAD_AFTER_MISSES = 2
 
@@ -42,10 +48,35 @@ class LogExpired(Exception):
     """The request was resumable, but its log is gone."""
 
 
+class Claim:
+    """A reader's claim on a request (shared queue): any newer claim replaces it."""
+
+    __slots__ = ("newest", "number", "on_taken", "replaced")
+
+    def __init__(self, on_taken: Callable[[int], None] | None = None) -> None:
+        #: Its number once taken (0: not yet); the newest number heard of for the request.
+        self.number = 0
+        self.newest = 0
+        self.on_taken = on_taken
+        #: Set once a newer claim exists: the reader closes.
+        self.replaced = asyncio.Event()
+
+    def taken(self, number: int) -> None:
+        self.number = number
+        if self.on_taken is not None:
+            self.on_taken(number)
+        self.heard(number)
+
+    def heard(self, number: int) -> None:
+        self.newest = max(self.newest, number)
+        if self.number and self.newest > self.number:
+            self.replaced.set()
+
+
 class Resumable:
     """One resumable request: its ticket, its log, the task driving it, who reads it."""
 
-    __slots__ = ("driver", "log", "reader", "ticket", "timer")
+    __slots__ = ("announce", "claim", "driver", "log", "newest", "reader", "ticket", "timer")
 
     def __init__(self, ticket: Ticket, log: EventLog) -> None:
         self.ticket = ticket
@@ -53,6 +84,13 @@ class Resumable:
         self.driver: asyncio.Task[Any] | None = None
         #: The attached reader's token; None while nobody reads.
         self.reader: object | None = None
+        #: The attached reader's claim number (0: it claimed nothing: the first reader;
+        #: ``CLAIM_PENDING``: its claim is on its way).
+        self.claim = 0
+        #: The newest claim heard of, on any process.
+        self.newest = 0
+        #: Whether the next reader must claim the request (any reader but the first).
+        self.announce = False
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -76,6 +114,8 @@ class Resumes:
         #: Where every process can read the logs (a shared queue), if anywhere.
         self.shared = shared
         self.by_id: dict[str, Resumable] = {}
+        #: Claims of this process's readers of requests other processes drive.
+        self.remote: dict[str, list[Claim]] = {}
         self._expired: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -94,6 +134,8 @@ class Resumes:
             # Nobody reads yet (the POST's reader attaches a moment later): keep it all.
             log.pin(0)
         res = Resumable(ticket, log)
+        # An adopted request's readers elsewhere must hear of the one reading it here.
+        res.announce = bool(earlier)
         # Its driver is its stream: whatever happens to the HTTP request, it has started.
         ticket.claimed = True
         self.by_id[ticket.request_id] = res
@@ -113,11 +155,16 @@ class Resumes:
     async def read(self, res: Resumable, after: int, *, with_ids: bool) -> AsyncIterator[bytes]:
         """The log's messages after ``after`` as SSE, then live ones, to the terminal event.
 
-        Attaching replaces any other reader (its stream ends); leaving starts
-        the grace timer. Idle readers get heartbeats.
+        Attaching replaces any other reader (its stream ends), on any process;
+        leaving starts the grace timer. Idle readers get heartbeats.
         """
         token = object()
-        self._attach(res, token, after)
+        claiming = self.shared is not None and res.announce
+        res.announce = True
+        self._attach(res, token, after, CLAIM_PENDING if claiming else 0)
+        if claiming:
+            # Replaying need not wait for Redis: the claim is settled alongside.
+            self._spawn(self._claim(res, token))
         log, request_id, cursor = res.log, res.request_id, after
         heartbeat = self.config.heartbeat_sec
         try:
@@ -147,7 +194,93 @@ class Resumes:
                     yield ev.HEARTBEAT_BYTES
         finally:
             if res.reader is token:
+                claim = res.claim
                 self._detach(res)
+                if claim > 0:
+                    self._spawn(self._unclaim(res.request_id, claim))
+
+    async def _claim(self, res: Resumable, token: object) -> None:
+        """Claim the request for a reader that has just attached here (see ``heard_claim``)."""
+        assert self.shared is not None
+        try:
+            number = await self.shared.claim(res.request_id, REMOTE_ATTACH_SEC)
+        except Exception as exc:
+            logger.warning("Could not claim request %s in Redis (%s)", res.request_id, exc)
+            if res.reader is token:
+                res.claim = 0
+            return
+        if res.reader is not token:
+            await self._unclaim(res.request_id, number)  # It has gone already.
+        elif res.newest > number:
+            self._detach(res)  # A newer reader attached elsewhere meanwhile.
+        else:
+            res.claim = res.newest = number
+
+    async def read_remote(
+        self,
+        request_id: str,
+        after: int,
+        *,
+        with_ids: bool,
+        alive: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """``read_shared`` for a request another process drives; a newer reader closes it."""
+        assert self.shared is not None
+        claim = Claim(functools.partial(self.heard_claim, request_id))
+        self.remote.setdefault(request_id, []).append(claim)
+        try:
+            async for part in read_shared(
+                self.shared,
+                request_id,
+                after,
+                with_ids=with_ids,
+                heartbeat=self.config.heartbeat_sec,
+                alive=alive,
+                claim=claim,
+            ):
+                yield part
+        finally:
+            claims = self.remote.get(request_id, [])
+            if claim in claims:
+                claims.remove(claim)
+            if not claims:
+                self.remote.pop(request_id, None)
+            if claim.number and not claim.replaced.is_set():
+                self._spawn(self._unclaim(request_id, claim.number))
+
+    def heard_claim(self, request_id: str, number: int) -> None:
+        """A reader claimed the request (on some process): older readers here close.
+
+        ``("", 0)``: claims may have been missed (the subscription was remade): ask Redis.
+        """
+        if not request_id:
+            if self.shared is not None:
+                self._spawn(self._recheck_claims())
+            return
+        res = self.by_id.get(request_id)
+        if res is not None:
+            res.newest = max(res.newest, number)
+            # A reader whose own claim is on its way is settled when it comes back.
+            if res.reader is not None and 0 <= res.claim < number:
+                self._detach(res)
+        for claim in self.remote.get(request_id, ()):
+            claim.heard(number)
+
+    async def _recheck_claims(self) -> None:
+        assert self.shared is not None
+        ids = [rid for rid, res in self.by_id.items() if res.reader is not None]
+        for request_id in [*ids, *self.remote]:
+            try:
+                number = await self.shared.newest_claim(request_id)
+            except Exception:
+                return
+            if number:
+                self.heard_claim(request_id, number)
+
+    async def _unclaim(self, request_id: str, number: int) -> None:
+        assert self.shared is not None
+        with contextlib.suppress(Exception):  # It lapses by itself in a few seconds.
+            await self.shared.unclaim(request_id, number)
 
     def hand_off(self, request_id: str, retry_ms: int) -> None:
         """Another process will drive this request: tell its reader to reconnect, let go."""
@@ -165,8 +298,9 @@ class Resumes:
         if res.driver is not None:
             res.driver.cancel()
 
-    def _attach(self, res: Resumable, token: object, after: int) -> None:
+    def _attach(self, res: Resumable, token: object, after: int, claim: int) -> None:
         res.reader = token
+        res.claim = claim
         if res.timer is not None and not res.log.finished:
             res.timer.cancel()
             res.timer = None
@@ -175,6 +309,7 @@ class Resumes:
 
     def _detach(self, res: Resumable) -> None:
         res.reader = None
+        res.claim = 0
         res.log.pin(None)
         if not res.log.finished:
             self._start_grace(res)
@@ -253,26 +388,36 @@ async def read_shared(
     with_ids: bool,
     heartbeat: float,
     alive: Callable[[], Awaitable[bool]] | None = None,
+    claim: Claim | None = None,
 ) -> AsyncIterator[bytes]:
     """A request another process drives: its log's messages from Redis, then live ones.
 
-    The reader says it is attached (so the driving process does not end the
-    request at the end of its grace), and ends at the terminal event, or when
-    the log is gone (the request's process died and its log expired).
+    The reader claims the request (so the driving process does not end it at
+    the end of its grace, and older readers anywhere close), and ends at the
+    terminal event, when a newer reader claims the request, or when the log is
+    gone (the request's process died and its log expired).
     """
+    claim = claim if claim is not None else Claim()
     cursor = after
     block = min(heartbeat, REMOTE_ATTACH_SEC / 2)
     quiet_since = time.monotonic()
     misses = 0
     while True:
         try:
-            await shared.attach(request_id, REMOTE_ATTACH_SEC)
-            entries = await shared.read(request_id, cursor, block)
+            if not claim.number:
+                claim.taken(await shared.claim(request_id, REMOTE_ATTACH_SEC))
+            elif not await shared.renew(request_id, claim.number, REMOTE_ATTACH_SEC):
+                return  # A newer reader holds it (its announcement was missed).
+            if claim.replaced.is_set():
+                return
+            entries = await _read_unless_replaced(shared, request_id, cursor, block, claim)
         except LogTrimmed:
             return
         except Exception as exc:  # Redis unreachable: end the stream, the client resumes.
             logger.warning("Reading request %s's log from Redis failed (%s)", request_id, exc)
             return
+        if entries is None:
+            return  # Replaced by a newer reader: its connection goes on from here.
         if entries:
             quiet_since = time.monotonic()
             cursor = entries[-1][0]
@@ -302,3 +447,28 @@ async def read_shared(
             else:
                 misses = 0
             yield ev.HEARTBEAT_BYTES
+
+
+async def _read_unless_replaced(
+    shared: SharedLogs, request_id: str, after: int, block: float, claim: Claim
+) -> list[tuple[int, ev.Event]] | None:
+    """``shared.read``, given up at once (None) when a newer reader claims the request."""
+    read = asyncio.ensure_future(shared.read(request_id, after, block))
+    replaced = asyncio.ensure_future(claim.replaced.wait())
+    try:
+        await asyncio.wait((read, replaced), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        replaced.cancel()
+        if not read.done():
+            read.cancel()
+            # A cancelled blocking read closes its connection; redis-py may turn the
+            # cancel into an error: either way its outcome is not wanted.
+            await asyncio.wait((read,))
+            if not read.cancelled():
+                read.exception()
+    if read.cancelled():
+        return None
+    if claim.replaced.is_set():
+        read.exception()  # Retrieved: not wanted.
+        return None
+    return read.result()

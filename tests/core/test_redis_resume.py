@@ -17,6 +17,7 @@ from guest_queue.core.resume import read_shared
 
 from ..services import closed_port
 from .conftest import GateWorkflow, Stream, until
+from .test_answer_cache import MemoryCache
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
@@ -37,11 +38,17 @@ class Held:
 
 
 class SharedReader:
-    """A reader on another process: the log from Redis."""
+    """A reader on another process: the log from Redis (``claims``: as the view reads it,
+    its claim known to the process, so that a newer reader there closes it at once)."""
 
-    def __init__(self, manager: Any, request_id: str, after: int) -> None:
+    def __init__(self, manager: Any, request_id: str, after: int, *, claims: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
-        gen = read_shared(manager.resumes.shared, request_id, after, with_ids=True, heartbeat=0.5)
+        if claims:
+            gen = manager.resumes.read_remote(request_id, after, with_ids=True)
+        else:
+            gen = read_shared(
+                manager.resumes.shared, request_id, after, with_ids=True, heartbeat=0.5
+            )
         self.task = asyncio.ensure_future(self._consume(gen))
 
     async def _consume(self, gen: Any) -> None:
@@ -302,3 +309,276 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
     assert events[-1]["data"]["code"] == "unavailable"
     ticket = await a.submit("q")  # one a process holds is alive
     assert await a.held_anywhere(ticket.request_id)
+
+
+async def _started(flow: Held, a: Any) -> tuple[Any, Reader]:
+    ticket = await a.submit("q")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: chunks(reader) == "a0 a1 a2 ")
+    return ticket, reader
+
+
+async def _replaced_promptly(old_task: asyncio.Future[None]) -> None:
+    """A replaced reader's connection closes within about a second (pub/sub), not at its
+    next renewal nor at the end of the answer."""
+    await asyncio.wait_for(asyncio.shield(old_task), 1.0)
+
+
+async def test_a_reader_on_another_process_replaces_the_local_one(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, old = await _started(flow, a)
+    await asyncio.sleep(0.2)  # both listen
+    new = SharedReader(b, ticket.request_id, old.seqs[-1], claims=True)
+    await _replaced_promptly(old.task)
+    assert a.resumes.by_id[ticket.request_id].reader is None
+    await asyncio.sleep(0.6)  # past the grace: the newer reader keeps the request alive
+    assert ticket.record.status.value == "processing"
+    flow.release.set()
+    await asyncio.wait_for(new.task, 5)
+    assert new.text() == "b0 b1 b2 " and new.events[-1]["event"] == "workflow_complete"
+    assert a.status()["completed_requests"] == 1
+
+
+async def test_a_local_resume_replaces_a_reader_on_another_process(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # both listen
+    remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
+    await asyncio.sleep(0.3)  # it has claimed the request and waits for more
+    assert not remote.task.done()
+    back = Reader(a, a.resumes.get(ticket.request_id), after=first.seqs[-1])
+    await _replaced_promptly(remote.task)
+    flow.release.set()
+    assert (await back.done())[-1] == "workflow_complete"
+    assert chunks(back) == "b0 b1 b2 " and remote.text() == ""
+
+
+async def test_a_newer_reader_on_a_third_process_replaces_a_remote_one(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=0.3)
+    b, c = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # every process listens
+    seen = first.seqs[-1]
+    on_b = SharedReader(b, ticket.request_id, seen, claims=True)
+    await asyncio.sleep(0.3)
+    on_c = SharedReader(c, ticket.request_id, seen, claims=True)
+    await _replaced_promptly(on_b.task)
+    # And one on the same process replaces it too.
+    again = SharedReader(c, ticket.request_id, seen, claims=True)
+    await _replaced_promptly(on_c.task)
+    flow.release.set()
+    await asyncio.wait_for(again.task, 5)
+    assert again.text() == "b0 b1 b2 " and again.events[-1]["event"] == "workflow_complete"
+    assert a.status()["completed_requests"] == 1 and a.status()["cancelled_requests"] == 0
+
+
+async def test_a_reader_that_missed_the_announcement_closes_at_its_next_renewal(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    logs = b.resumes.shared
+    assert logs is not None
+    # A reader reading without hearing announcements (as if its subscription dropped).
+    deaf = SharedReader(b, ticket.request_id, first.seqs[-1])
+    await asyncio.sleep(0.2)
+    await logs.claim(ticket.request_id, 4.0)  # a newer reader somewhere
+    # It renews every REMOTE_ATTACH_SEC / 2 at most (the heartbeat here is 0.5 s).
+    await asyncio.wait_for(asyncio.shield(deaf.task), 2.5)
+    flow.release.set()
+
+
+async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    c = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: dict[str, list[Any]] = {"a": [], "b": [], "c": []}
+    for name, manager in (("a", a), ("b", b), ("c", c)):
+        manager.add_listener(ended[name].append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = [await a.submit(f"w{i}") for i in range(2)]
+    readers = [Reader(a, a.resumable(t)) for t in waiting]
+    await until(lambda: all(r.names == ["queued"] for r in readers))
+    a.begin_drain()
+    for reader in readers:
+        assert (await reader.done())[-1] == "reconnect"
+    # Nobody resumes them: after the grace, one live process (any) records each once.
+    await until(lambda: len(ended["b"]) + len(ended["c"]) == 2, timeout=5)
+    await asyncio.sleep(1.5)  # more renewal passes of every process: none records it again
+    recorded = ended["b"] + ended["c"]
+    assert sorted(r.request_id for r in recorded) == sorted(t.request_id for t in waiting)
+    assert {(r.status.value, r.query) for r in recorded} == {
+        ("cancelled", "w0"),
+        ("cancelled", "w1"),
+    }
+    assert ended["a"] == []
+    # The figures of all processes add up: every accepted request counted once, ended once.
+    figures = [m.status() for m in (a, b, c)]
+    assert sum(f["total_requests"] for f in figures) == 3
+    assert sum(f["cancelled_requests"] for f in figures) == 2
+    status = await b.shared_status()
+    assert status["cancelled_requests"] == 2 and status["queue_size"] == 0
+    holder = b if ended["b"] else c
+    assert (await holder.find(waiting[0].request_id) or {}).get("status") in ("cancelled", None)
+    assert await b.adopt(waiting[0].request_id) is None  # too late to adopt it now
+    gate.open(running.request_id)
+    await until(lambda: a.status()["completed_requests"] == 1)
+
+
+def standing(manager: Any) -> set[Any]:
+    """The manager's long-lived tasks (admission, sweeps, listener)."""
+    return set(manager.stopper.background)
+
+
+async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_task(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow)
+    await asyncio.sleep(0.2)  # both listen
+    before = standing(a)
+    ticket, reader = await _started(flow, a)
+    res = a.resumes.get(ticket.request_id)
+    await reader.disconnect()  # nobody reads: the driver pumps on alone
+    assert res.driver is not None and not res.driver.done()
+    assert await b.cancel_anywhere(ticket.request_id) is not None
+    await until(lambda: res.driver is not None and res.driver.done(), timeout=3)
+    await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
+    assert ticket.task is not None and ticket.task.cancelled()
+    assert res.log.finished and ticket.record.status.value == "cancelled"
+    assert a.status()["active_requests"] == 0
+
+
+async def test_an_answer_carried_on_for_followers_stops_when_it_ends(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=2)
+    await asyncio.sleep(0.1)
+    before = standing(a)
+    leader = Stream(a, await a.submit("Q"))
+    follower = Stream(a, await a.submit("Q"))
+    await until(lambda: "".join(e.data for e in follower.events[2:]) == "Q-0 Q-1 ")
+    await leader.disconnect()  # its answer is pumped on, for the follower
+    await asyncio.sleep(0.05)
+    carried = standing(a) - before
+    assert len(carried) == 1 and not next(iter(carried)).done()
+    # Stopped on purpose: the pump ends, the workflow stops, nothing is left running.
+    a.cancel(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "error"
+    await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
+    assert gate.closed == ["Q"] and a.status()["active_requests"] == 0
+
+
+async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_leader(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    leader = await a.submit("Q")
+    leader_reader = Reader(a, a.resumable(leader))
+    follower = await a.submit("Q")
+    assert follower.leader is leader  # it waits on the leader's answer: no place of its own
+    follower_reader = Reader(a, a.resumable(follower))
+    behind = Stream(b, await b.submit("behind"))  # arrived after both, on the other process
+    await until(lambda: leader_reader.names == ["queued"] and follower_reader.names == ["queued"])
+    a.begin_drain()
+    # Not ended with shutting_down: told to reconnect, like any waiting resumable guest.
+    assert (await follower_reader.done())[-1] == "reconnect"
+    assert (await leader_reader.done())[-1] == "reconnect"
+    assert a.status()["cancelled_requests"] == 0 and a.status()["total_requests"] == 1
+    resumed = []
+    for ticket, old in ((leader, leader_reader), (follower, follower_reader)):
+        res = await b.adopt(ticket.request_id)
+        assert res is not None
+        resumed.append((Reader(b, res, after=old.seqs[-1]), old))
+    # The follower lined up where it arrived: after its leader, before "behind".
+    assert [b.resumes.get(t.request_id).ticket.position for t in (leader, follower)] == [1, 2]
+    gate.open(running.request_id)
+    for ticket in (leader, follower, behind.ticket):
+        gate.open(ticket.request_id)
+    for reader, old in resumed:
+        assert (await reader.done())[-1] == "workflow_complete"
+        assert reader.seqs[0] == old.seqs[-1] + 1
+    await behind.done()
+    assert gate.started == ["running", "Q", "Q", "behind"]
+    assert b.status()["completed_requests"] == 3 and b.status()["total_requests"] == 3
+
+
+async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: list[Any] = []
+    b.add_listener(ended.append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    ticket = await a.submit("w")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: reader.names == ["queued"])
+    a.begin_drain()
+    assert (await reader.done())[-1] == "reconnect"
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    back = Reader(b, res, after=reader.seqs[-1])
+    # Left due in the hand-off list (as a process of an earlier version adopting it would):
+    # its lease is renewed by b, so no process claims it as abandoned.
+    backend = admission(b)
+    await backend.client.zadd(backend.handoffs_key, {ticket.request_id: 1})
+    await asyncio.sleep(1.5)  # past the hand-off's deadline, several renewal passes
+    assert ended == [] and ticket.request_id in b.live.by_id
+    gate.open(running.request_id)
+    gate.open(ticket.request_id)
+    assert (await back.done())[-1] == "workflow_complete"
+    assert [r.status.value for r in ended] == ["completed"]
+
+
+async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_closes(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
+    ticket, first = await _started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # both listen
+    remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
+    res = a.resumes.get(ticket.request_id)
+    await until(lambda: res.newest > 0)  # a heard of b's claim
+    logs = admission(a).logs
+
+    async def overtaken(request_id: str, ttl_sec: float) -> int:
+        await asyncio.sleep(0.05)
+        return 1  # as if b's claim had been taken after this one
+
+    logs.claim = overtaken  # type: ignore[method-assign]
+    late = Reader(a, res, after=first.seqs[-1])
+    await asyncio.wait_for(asyncio.shield(late.task), 1.0)  # it closes: b's reader is newer
+    assert res.reader is None
+    flow.release.set()
+    await asyncio.wait_for(remote.task, 5)
+    assert remote.text() == "b0 b1 b2 " and remote.events[-1]["event"] == "workflow_complete"

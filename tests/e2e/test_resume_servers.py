@@ -138,3 +138,42 @@ async def test_a_rolling_restart_answers_every_waiting_guest_in_order(
     key = "{" + redis_test_prefix + "}:probe"
     started = [q.split()[0] for q in cast(list[str], probe.lrange(f"{key}:started", 0, -1))]
     assert started == ["r0", "r1", "r2", "r3"]
+
+
+async def test_a_resume_on_another_process_closes_the_older_connection(
+    start_server: ServerFactory, redis_test_url: str, redis_test_prefix: str
+) -> None:
+    env = shared_env(
+        redis_test_url, redis_test_prefix, GUEST_WORKFLOW="tests.scripted.ScriptedWorkflow"
+    )
+    servers = [start_server(**env) for _ in range(2)]
+    body = {"query": "chunks=30 delay=0.1", "resumable": True}
+    url = f"{servers[0].url}/api/v1/guest/chat"
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("POST", url, json=body) as old,
+    ):
+        lines = old.aiter_lines()
+        first: list[dict[str, Any]] = []
+        async for line in lines:
+            if line.startswith("data: "):
+                first.append(json.loads(line[6:]))
+                if len(first) == 3:
+                    break
+        guest = ResumingGuest(client, servers, "chunks=30 delay=0.1")
+        guest.events = list(first)
+        newer = asyncio.ensure_future(guest.resume(prefer=1))
+        # The older connection (still open, on the other process) is closed promptly,
+        # long before its answer (3 s) would have ended it.
+        later: list[str] = []
+
+        async def rest() -> None:
+            async for line in lines:
+                later.append(line)
+
+        await asyncio.wait_for(rest(), 2.0)
+        assert not any('"workflow_complete"' in line for line in later)
+        await asyncio.wait_for(newer, 10)
+    assert guest.resumes == [1]
+    assert guest.events[-1]["event"] == "workflow_complete"
+    assert guest.text() == "".join(f"chunk{i} " for i in range(30))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..answers.cache import CachedAnswer
@@ -155,6 +155,9 @@ class Admission(ABC):
         self.active: dict[str, Ticket] = {}
         #: Problems of the set-up found at start-up, shown in ``health``.
         self.warnings: list[str] = []
+        #: Called with a request another process handed off that nobody adopted in time,
+        #: once, in one process (shared queues): it must be recorded as ended.
+        self.on_abandoned: Callable[[Ticket], None] | None = None
 
     @property
     def queue_size(self) -> int:
@@ -208,8 +211,16 @@ class Admission(ABC):
         """The whole queue's line, slots and other processes' figures; None for a local one."""
         return None
 
-    async def hand_off(self, tickets: list[Ticket], grace_sec: float) -> list[Ticket]:
-        """Leave waiting tickets' places for another process to adopt; those handed off."""
+    async def hand_off(
+        self,
+        tickets: list[Ticket],
+        grace_sec: float,
+        followers: Sequence[tuple[Ticket, str]] = (),
+    ) -> list[Ticket]:
+        """Leave waiting tickets' places for another process to adopt; those handed off.
+
+        ``followers`` (ticket, arrival score) take no place yet: they line up at their score.
+        """
         return []
 
     async def adopt(self, request_id: str) -> Ticket | None:

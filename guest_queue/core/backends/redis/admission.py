@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -33,7 +33,7 @@ from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
 from ..base import Admission, LostCallback, Snapshot, Ticket
 from .answers import RedisAnswers
-from .handoff import ADOPT, HAND_OFF, adopted_ticket, handoff_json
+from .handoff import ADOPT, HAND_OFF, KEEP_AFTER_DEADLINE_MS, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
 from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
@@ -93,6 +93,8 @@ class RedisAdmission(Admission):
         ]
         self.channel = f"{tag}:events"
         self.processes_key = f"{tag}:processes"
+        self.handoffs_key = f"{tag}:handoffs"
+        self.handoff_prefix = f"{tag}:handoff:"
         self.process_key_prefix = f"{tag}:process:"
         self.process_key = self.process_key_prefix + self.process_id
         self._enter = self.client.register_script(ENTER)
@@ -292,16 +294,18 @@ class RedisAdmission(Admission):
     async def _renew_in_order(self) -> None:
         waiting = list(self.waiting.items())
         args: list[Any] = [self.lease_ms, self.max_active, self._epoch, self.channel]
-        args += [self.process_id, json.dumps(self._snapshot())]
+        # Only a process that records them claims abandoned hand-offs (not one draining).
+        claims = self.handoff_prefix if self.on_abandoned is not None else ""
+        args += [self.process_id, json.dumps(self._snapshot()), claims]
         for rid, ticket in self.active.items():
             args += [rid, "a", ticket.client]
         for rid, ticket in self.held.items():
             args += [rid, "h", ticket.client]
         for rid, ticket in waiting:
             args += [rid, ticket.queue_score, ticket.client]
-        keys = [*self.keys, self.process_key, self.processes_key]
+        keys = [*self.keys, self.process_key, self.processes_key, self.handoffs_key]
         try:
-            epoch, queued, active, lost, positions = await self.link.run(self._sync, keys, args)
+            reply = await self.link.run(self._sync, keys, args)
         except Unavailable:
             if time.monotonic() - self.link.last_ok > self.options.lease_sec:
                 # Every lease this process held has run out: nobody keeps these places.
@@ -309,7 +313,9 @@ class RedisAdmission(Admission):
                 for ticket in list(self.waiting.values()):
                     self._on_lost(ticket, UNREACHABLE)
             return
+        epoch, queued, active, lost, positions, abandoned = reply
         self._heard(epoch, queued, active)
+        self._abandoned(abandoned)
         if lost:
             logger.warning(
                 "%d slot(s) expired before this process renewed them; stopping their answers",
@@ -326,6 +332,16 @@ class RedisAdmission(Admission):
                 self._admit_waiting(rid)
             else:
                 self._set_position(ticket, int(position))
+
+    def _abandoned(self, claimed: list[str]) -> None:
+        """Hand-offs nobody adopted in time, claimed by this process: record their ending."""
+        for rid, data in zip(claimed[::2], claimed[1::2], strict=True):
+            if not data:
+                logger.warning("Hand-off of request %s expired without its data", rid)
+                continue
+            ticket = adopted_ticket(rid, data)
+            if self.on_abandoned is not None:
+                self.on_abandoned(ticket)
 
     # -- talking to Redis -----------------------------------------------------------
 
@@ -362,32 +378,47 @@ class RedisAdmission(Admission):
     async def reachable(self) -> bool:
         return await self.link.reachable()
 
-    async def hand_off(self, tickets: list[Ticket], grace_sec: float) -> list[Ticket]:
-        """Leave the tickets' places (leases kept for ``grace_sec``) for another process."""
+    async def hand_off(
+        self,
+        tickets: list[Ticket],
+        grace_sec: float,
+        followers: Sequence[tuple[Ticket, str]] = (),
+    ) -> list[Ticket]:
+        """Leave the tickets' places (leases kept for ``grace_sec``) for another process;
+        ``followers`` (ticket, score) had no place: they line up at their score."""
         by_id = {t.request_id: t for t in tickets if self.waiting.get(t.request_id) is t}
+        scores = {t.request_id: score for t, score in followers if t.request_id not in by_id}
+        by_id.update((t.request_id, t) for t, _ in followers if t.request_id in scores)
         if not by_id:
             return []
-        keys = [self.keys[0], self.keys[2]]
-        args: list[Any] = [max(1, round(grace_sec * 1000))]
+        keys = [self.keys[0], self.keys[2], self.handoffs_key]
+        args: list[Any] = [max(1, round(grace_sec * 1000)), KEEP_AFTER_DEADLINE_MS]
         for rid, ticket in by_id.items():
-            keys.append(f"{self.tag}:handoff:{rid}")
-            args += [rid, handoff_json(ticket)]
+            keys.append(self.handoff_prefix + rid)
+            args += [rid, handoff_json(ticket), scores.get(rid, "")]
         async with self._in_order:
             handed = await self.link.run(self._hand_off, keys, args)
             # No longer renewed nor given back by this process; but one admitted here while
             # the script's reply was on its way (pub/sub) stays this process's own.
-            gone = [rid for rid in handed if self.waiting.pop(rid, None) is by_id[rid]]
-            kept = [f"{self.tag}:handoff:{rid}" for rid in handed if rid not in gone]
-            if kept:
+            gone = []
+            for rid in handed:
+                if rid in scores:
+                    self.held.pop(rid, None)  # its lease is the hand-off's now
+                    gone.append(rid)
+                elif self.waiting.pop(rid, None) is by_id[rid]:
+                    gone.append(rid)
+            withdrawn = [rid for rid in handed if rid not in gone]
+            if withdrawn:
                 try:
-                    await self.client.delete(*kept)
+                    await self.client.delete(*(self.handoff_prefix + rid for rid in withdrawn))
+                    await self.client.zrem(self.handoffs_key, *withdrawn)
                 except (RedisError, OSError):
-                    logger.warning("Could not withdraw %d hand-off(s) from Redis", len(kept))
+                    logger.warning("Could not withdraw %d hand-off(s) from Redis", len(withdrawn))
         return [by_id[rid] for rid in gone]
 
     async def adopt(self, request_id: str) -> Ticket | None:
         """Take over a handed-off request: same place in line (or its slot, if admitted)."""
-        keys = [*self.keys[:3], f"{self.tag}:handoff:{request_id}"]
+        keys = [*self.keys[:3], self.handoff_prefix + request_id, self.handoffs_key]
         async with self._in_order:
             reply = await self.link.run(self._adopt, keys, [request_id, self.lease_ms])
             if reply is None:

@@ -6,6 +6,11 @@ grace, and writes what another process needs to drive them (the question and
 its context) under ``{prefix}:handoff:<id>``. When the guest resumes through
 another process, that process adopts the request (atomically, so only one
 does): same score, same place in line.
+
+A hand-off nobody adopts before its lease runs out still ends somewhere: its
+id waits in ``{prefix}:handoffs`` (by deadline) and the next renewal pass of
+any live process claims it (``SYNC``, atomically: one process only) and
+records it as cancelled, as a request nobody came back for.
 """
 
 from __future__ import annotations
@@ -17,27 +22,42 @@ from typing import Any
 from ...backends.base import Ticket
 from ...records import RequestRecord
 
-#: KEYS: waiting, leases, then one handoff key per request.
-#: ARGV: grace ms, then per request: id, its hand-off JSON.
+#: A hand-off's data outlives its deadline this long, for the process that records it.
+KEEP_AFTER_DEADLINE_MS = 600_000
+
+#: KEYS: waiting, leases, handoffs, then one handoff key per request.
+#: ARGV: grace ms, how long data outlives its deadline (ms), then per request: id, JSON,
+#: and '' for one waiting in line, or the score to line up at for one that had no place
+#: (it followed an identical question).
 HAND_OFF = """
-local waiting, leases = KEYS[1], KEYS[2]
+local waiting, leases, handoffs = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('TIME')
 local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
-local grace_ms = tonumber(ARGV[1])
+local grace_ms, keep_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local deadline = string.format('%.0f', now + grace_ms)
 local handed = {}
-for i = 2, #ARGV, 2 do
-  local rid = ARGV[i]
-  if redis.call('ZSCORE', waiting, rid) then
-    redis.call('ZADD', leases, string.format('%.0f', now + grace_ms), rid)
-    local key = KEYS[3 + (i - 2) / 2]
-    redis.call('SET', key, ARGV[i + 1], 'PX', grace_ms)
+for i = 3, #ARGV, 3 do
+  local rid, score = ARGV[i], ARGV[i + 2]
+  local waits = redis.call('ZSCORE', waiting, rid)
+  if not waits and score ~= '' then
+    redis.call('ZADD', waiting, score, rid)
+    waits = score
+  end
+  if waits then
+    redis.call('ZADD', leases, deadline, rid)
+    redis.call('ZADD', handoffs, deadline, rid)
+    local key = KEYS[4 + (i - 3) / 3]
+    redis.call('SET', key, ARGV[i + 1], 'PX', grace_ms + keep_ms)
     handed[#handed + 1] = rid
   end
+end
+if #handed > 0 then
+  redis.call('PEXPIRE', handoffs, grace_ms + keep_ms)
 end
 return handed
 """
 
-#: KEYS: waiting, active, leases, the request's handoff key. ARGV: id, lease ms.
+#: KEYS: waiting, active, leases, the request's handoff key, handoffs. ARGV: id, lease ms.
 #: Returns nil, or {hand-off JSON, "w" + score and 1-based rank, or "a" (admitted)}.
 ADOPT = """
 local waiting, active, leases, key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -54,6 +74,7 @@ if not score and not admitted then
   return nil
 end
 redis.call('DEL', key)
+redis.call('ZREM', KEYS[5], rid)
 redis.call('ZADD', leases, string.format('%.0f', now + tonumber(ARGV[2])), rid)
 if admitted then
   return {data, 'a', '', 0}

@@ -138,12 +138,17 @@ class RedisLink:
 
     async def listen(self, channel: str, on_message: Callable[[str], None]) -> None:
         """Pass every message on ``channel`` to ``on_message`` (``""`` after a reconnect)."""
+        await self.listen_all({channel: on_message})
+
+    async def listen_all(self, handlers: Mapping[str, Callable[[str], None]]) -> None:
+        """``listen`` on several channels over one subscription, each to its own handler."""
         delay = 0.1
         while True:
             pubsub = self._events.pubsub()
             try:
-                await pubsub.subscribe(channel)
-                on_message("")  # Whatever was published while unsubscribed.
+                await pubsub.subscribe(*handlers)
+                for on_message in handlers.values():
+                    on_message("")  # Whatever was published while unsubscribed.
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(
@@ -151,7 +156,9 @@ class RedisLink:
                     )
                     stay_cancelled()  # redis-py may have swallowed a cancel
                     if message is not None:
-                        on_message(str(message["data"]))
+                        handler = handlers.get(str(message["channel"]))
+                        if handler is not None:
+                            handler(str(message["data"]))
             except (RedisError, OSError):
                 stay_cancelled()
                 await asyncio.sleep(delay)

@@ -5,6 +5,12 @@ with ``XADD MAXLEN ~``; its TTL is refreshed on every append and is the resume
 grace once the terminal event is in (a small ``logdone`` key then remembers
 the id for an hour, so a late resume gets "expired", not "unknown").
 Appends are written in order by one background task, pipelined.
+
+Readers claim a request (``{prefix}:attached:<id>`` holds the newest claim's
+number, taken from Redis's clock so that it only grows) and announce the claim
+on ``{prefix}:readers``: every process closes its older readers of that
+request at once. A remote reader renews its claim only while it is still the
+newest, so a lost announcement closes it at its next renewal anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ...config import QueueConfig
 from ...errors import Unavailable
@@ -32,6 +38,41 @@ logger = logging.getLogger("guest_queue")
 DONE_MEMORY_SEC = 3600
 #: Margin on a live log's TTL beyond the longest the request may still take.
 LIVE_TTL_MARGIN_SEC = 60
+#: How long the last claim number is kept (numbers only grow while it is).
+CLAIM_MEMORY_MS = 86_400_000
+
+#: KEYS: the request's attached key, the queue's last claim number. ARGV: ttl ms, channel,
+#: request id, how long the last number is kept (ms). A new claim: a number above every
+#: earlier one, announced. Returns it.
+CLAIM = """
+local clock = redis.call('TIME')
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local number = math.max(now_us, tonumber(redis.call('GET', KEYS[2]) or '0') + 1)
+number = string.format('%.0f', number)
+redis.call('SET', KEYS[2], number, 'PX', tonumber(ARGV[4]))
+redis.call('SET', KEYS[1], number, 'PX', tonumber(ARGV[1]))
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. number)
+return number
+"""
+
+#: KEYS: the request's attached key. ARGV: the claim's number, ttl ms.
+#: Renews the claim while it is the newest (or lapsed): 1; a newer one holds it: 0.
+RENEW = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1
+"""
+
+#: KEYS: the request's attached key. ARGV: the claim's number. Gives it up if still held.
+UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisLogs:
@@ -41,6 +82,11 @@ class RedisLogs:
         self.link = link
         self.client: Redis = link.client
         self.cancels = f"{tag}:cancels"
+        self.readers = f"{tag}:readers"
+        self._last_claim = f"{tag}:lastclaim"
+        self._claim = self.client.register_script(CLAIM)
+        self._renew = self.client.register_script(RENEW)
+        self._unclaim = self.client.register_script(UNCLAIM)
         # A blocking read must end well within the client's read timeout.
         self.max_block_sec = timeout_sec / 2
         self.tag = tag
@@ -94,7 +140,8 @@ class RedisLogs:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for request_id, seq, event in batch:
                         self._queue(pipe, request_id, seq, event)
-                    await pipe.execute()
+                    replies = await pipe.execute(raise_on_error=False)
+                _raise_unless_written(replies)
                 self._retried = False
             except (RedisError, OSError):
                 if self._retried:
@@ -182,8 +229,20 @@ class RedisLogs:
         raw = json.loads(fields["e"])
         return Event(raw["event"], raw["data"])
 
-    async def attach(self, request_id: str, ttl_sec: float) -> None:
-        await self.client.set(self._attached_key(request_id), 1, px=max(1, round(ttl_sec * 1000)))
+    async def claim(self, request_id: str, ttl_sec: float) -> int:
+        keys = [self._attached_key(request_id), self._last_claim]
+        args: list[str | int] = [_ms(ttl_sec), self.readers, request_id, CLAIM_MEMORY_MS]
+        return int(await self._claim(keys=keys, args=args))
+
+    async def renew(self, request_id: str, number: int, ttl_sec: float) -> bool:
+        keys = [self._attached_key(request_id)]
+        return bool(await self._renew(keys=keys, args=[number, _ms(ttl_sec)]))
+
+    async def unclaim(self, request_id: str, number: int) -> None:
+        await self._unclaim(keys=[self._attached_key(request_id)], args=[number])
+
+    async def newest_claim(self, request_id: str) -> int:
+        return int(await self.client.get(self._attached_key(request_id)) or 0)
 
     async def attached(self, request_id: str) -> bool:
         return bool(await self.client.exists(self._attached_key(request_id)))
@@ -195,9 +254,32 @@ class RedisLogs:
         except (RedisError, OSError, TimeoutError) as exc:
             raise Unavailable(UNREACHABLE, self.link.retry_after) from exc
 
-    async def listen_cancels(self, on_cancel: Callable[[str], None]) -> None:
-        def heard(message: str) -> None:
+    async def listen(
+        self, on_cancel: Callable[[str], None], on_claim: Callable[[str, int], None]
+    ) -> None:
+        def cancel_heard(message: str) -> None:
             if message:  # "" only says the subscription was (re)made
                 on_cancel(message)
 
-        await self.link.listen(self.cancels, heard)
+        def claim_heard(message: str) -> None:
+            request_id, _, number = message.partition(" ")
+            if not message:
+                on_claim("", 0)  # Announcements may have been missed: check the claims.
+            elif number.isdigit():
+                on_claim(request_id, int(number))
+
+        await self.link.listen_all({self.cancels: cancel_heard, self.readers: claim_heard})
+
+
+def _raise_unless_written(replies: list[Any]) -> None:
+    """Raise a batch's first error; an XADD refused because its entry is already there is
+    none (a batch sent again after its reply was lost: nothing is written twice)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "equal or smaller" in str(reply):
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

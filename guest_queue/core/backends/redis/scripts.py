@@ -205,12 +205,14 @@ return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admi
 """
 )
 
-#: KEYS[7]: this process's status key; KEYS[8]: the sorted set of live processes.
-#: ARGV: lease ms, max active, epoch seen, channel, process id, status JSON, then triples
+#: KEYS[7]: this process's status key; KEYS[8]: the sorted set of live processes;
+#: KEYS[9]: hand-offs by deadline. ARGV: lease ms, max active, epoch seen, channel,
+#: process id, status JSON, prefix of hand-off keys ('' claims none), then triples
 #: (request id, "a" for a slot held, "h" for a request held without a place, or the
-#: waiting score; client id or ''). Renews every lease, puts back places and client counts
-#: Redis lost, reports slots it lost. Returns {epoch, waiting, active, {lost ids},
-#: {position of each waiting triple, 0 once admitted}}.
+#: waiting score; client id or ''). Renews every lease, puts back places and client
+#: counts Redis lost, reports slots it lost, and claims hand-offs nobody adopted in time
+#: (this process records them). Returns {epoch, waiting, active, {lost ids}, {position
+#: of each waiting triple, 0 once admitted}, {id, hand-off JSON ('' if gone), ...}}.
 SYNC = (
     PRELUDE
     + """
@@ -220,7 +222,7 @@ local moved = purge()
 local expiry = int(now + lease_ms)
 local recover = recovering()
 local lost = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local rid, score = ARGV[i], ARGV[i + 1]
   if score == 'a' then
     if recover or redis.call('SISMEMBER', active, rid) == 1 then
@@ -242,9 +244,28 @@ for i = 7, #ARGV, 3 do
     own(rid, ARGV[i + 2])
   end
 end
+local abandoned = {}
+local due = {}
+if ARGV[7] ~= '' then
+  due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, 100)
+end
+for _, rid in ipairs(due) do
+  redis.call('ZREM', KEYS[9], rid)
+  -- Its lease ran out with its deadline (purge() took its place): nobody adopted it. A
+  -- lease still running means some process renews it: adopted, it is that one's to end.
+  if not redis.call('ZSCORE', leases, rid) then
+    redis.call('ZREM', waiting, rid)
+    redis.call('SREM', active, rid)
+    disown(rid)
+    local key = ARGV[7] .. rid
+    abandoned[#abandoned + 1] = rid
+    abandoned[#abandoned + 1] = redis.call('GET', key) or ''
+    redis.call('DEL', key)
+  end
+end
 announce(ARGV[4], admit(tonumber(ARGV[2])), moved)
 local positions = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   if ARGV[i + 1] ~= 'a' and ARGV[i + 1] ~= 'h' then
     local rank = redis.call('ZRANK', waiting, ARGV[i])
     positions[#positions + 1] = rank and (rank + 1) or 0
@@ -254,7 +275,9 @@ redis.call('SET', KEYS[7], ARGV[6], 'PX', lease_ms)
 redis.call('ZADD', KEYS[8], expiry, ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
 keep(lease_ms, KEYS[8])
-return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions}
+return {
+  current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions, abandoned
+}
 """
 )
 
