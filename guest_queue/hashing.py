@@ -37,4 +37,5 @@ def _derived_key(purpose: str, secret: str | bytes) -> bytes:
 def keyed_hash(purpose: str, text: str) -> str:
     """HMAC-SHA-256 of ``text`` for ``purpose``: 64 hex digits."""
     secret = app_settings.HASH_KEY or settings.SECRET_KEY
-    return hmac.digest(_derived_key(purpose, secret), force_bytes(text), "sha256").hex()
+    # The constructor, not the name "sha256": OpenSSL 3 looks a name up on every call.
+    return hmac.digest(_derived_key(purpose, secret), text.encode(), hashlib.sha256).hex()
