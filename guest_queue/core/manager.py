@@ -289,8 +289,7 @@ class QueueManager:
         task = asyncio.create_task(
             run_workflow(self.workflow, request, channel, self.availability.mark_down)
         )
-        ticket.task = task
-        self.stopper.track_workflow(task)
+        self.stopper.track_workflow(ticket, task)
 
     # -- endings ------------------------------------------------------------------
 
