@@ -31,6 +31,14 @@ from guest_queue.client_guard import ClientCapGuard  # noqa: E402
 from guest_queue.lane import GuestAPILane  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
+import gc  # noqa: E402
+
+# Everything loaded so far (Django, the apps, the URL and template machinery) lives as
+# long as the process: out of the collector's sight, its full passes stay short (see
+# docs/performance.md, "Garbage collection").
+gc.collect()
+gc.freeze()
+
 application = ProtocolTypeRouter(
     {
         # A client at its cap is refused before Django runs (docs/fair-share.md); the
