@@ -163,3 +163,33 @@ async def test_waiting_guests_hold_no_threads() -> None:
     manager = get_manager()
     await settle(lambda: manager.status()["queue_size"] == manager.status()["active_requests"] == 0)
     assert manager.status()["cancelled_requests"] == 31
+
+
+@override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=0, GUEST_HISTORY_ENABLED=False)
+async def test_a_finished_request_frees_its_ticket_without_the_garbage_collector() -> None:
+    # Django's request cycle leaves reference cycles (its tasks, their contexts) that only
+    # the collector frees; a ticket (its record, events, answer) hanging off them would
+    # wait for its slowest pass and make it longer. Each request's ticket goes at its end.
+    import gc
+
+    from guest_queue.core.backends.base import Ticket
+
+    def live_tickets() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, Ticket))
+
+    async def ask(query: str) -> None:
+        client = Client(query)
+        assert await client.start() == 200
+        await client.finish()
+
+    await ask("chunks=1")  # the manager and its start-up
+    gc.collect()
+    before = live_tickets()
+    gc.disable()
+    try:
+        for _ in range(5):
+            await ask("chunks=2")
+        await asyncio.sleep(0.05)  # the workflow tasks' done callbacks
+        assert live_tickets() == before
+    finally:
+        gc.enable()
