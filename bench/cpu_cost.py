@@ -29,6 +29,8 @@ import time
 from typing import Any
 
 TARGETS = ["bare", "site", "limit3", "cached", "lane-off", "view", "queue"]
+#: Requests before the measurement.
+WARMUP = 200
 QUESTION = json.dumps({"query": "What is DNA?"}).encode()
 
 
@@ -76,7 +78,7 @@ async def request(app: Any, path: str) -> None:
 
 async def drive(app: Any, path: str, requests: int, concurrency: int) -> float:
     """CPU seconds per request over ``requests`` requests, ``concurrency`` at a time."""
-    for _ in range(int(os.environ.get("GUEST_BENCH_WARMUP", "200"))):  # warm-up; the cached target's first answer
+    for _ in range(WARMUP):  # the cached target's first answer among them
         await request(app, path)
     # Start-up's garbage collected now: its full collection would fall in the measurement.
     gc.collect()
