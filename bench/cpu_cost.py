@@ -8,7 +8,9 @@ hardly does. Each target runs in its own subprocess (they need different
 Django settings): ``bare`` (bench/bare_site.py), ``site`` (genestory, the lean
 lane on, history on, cache off), ``cached`` (the same, cache on, one cached
 question), ``limit3`` (``site`` at the seed's default limit of 3), ``lane-off``
-(genestory through its whole middleware stack).
+(genestory through its whole middleware stack); ``view`` and ``queue`` are
+``sse_load throughput``'s pair in one server (``bench.settings``, history off):
+the bench-only bare view and ``POST chat``.
 The HTTP server's own cost is left out, so the ratios here are harsher than
 through uvicorn; the differences in microseconds are what to compare.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -25,7 +28,9 @@ import tempfile
 import time
 from typing import Any
 
-TARGETS = ["bare", "site", "limit3", "cached", "lane-off"]
+TARGETS = ["bare", "site", "limit3", "cached", "lane-off", "view", "queue"]
+#: Requests before the measurement.
+WARMUP = 200
 QUESTION = json.dumps({"query": "What is DNA?"}).encode()
 
 
@@ -73,8 +78,10 @@ async def request(app: Any, path: str) -> None:
 
 async def drive(app: Any, path: str, requests: int, concurrency: int) -> float:
     """CPU seconds per request over ``requests`` requests, ``concurrency`` at a time."""
-    for _ in range(200):  # warm-up; the cached target's first answer
+    for _ in range(WARMUP):  # the cached target's first answer among them
         await request(app, path)
+    # Start-up's garbage collected now: its full collection would fall in the measurement.
+    gc.collect()
     remaining = requests
 
     async def client() -> None:
@@ -94,8 +101,9 @@ def load_target(target: str) -> tuple[Any, str]:
 
         return bare_site.application, "/chat"
     tmp = tempfile.mkdtemp(prefix="guest-cpu-")
+    pair = target in ("view", "queue")
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="genestory.settings",
+        DJANGO_SETTINGS_MODULE="bench.settings" if pair else "genestory.settings",
         DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
         DEBUG="false",
         SECRET_KEY="benchmark-only-" + "x" * 50,
@@ -104,7 +112,7 @@ def load_target(target: str) -> tuple[Any, str]:
         GUEST_MAX_CONCURRENT_REQUESTS="3" if target == "limit3" else "100",
         GUEST_MAX_QUEUE_SIZE="100",
         GUEST_MAX_REQUESTS_PER_CLIENT="0",
-        GUEST_HISTORY_ENABLED="true",
+        GUEST_HISTORY_ENABLED="false" if pair else "true",
         GUEST_CACHE_ENABLED="true" if target == "cached" else "false",
     )
     import django
@@ -118,6 +126,8 @@ def load_target(target: str) -> tuple[Any, str]:
         return lane_off, "/api/v1/guest/chat"
     from genestory.asgi import application
 
+    if target == "view":
+        return application, "/api/v1/guest/bench/bare"
     return application, "/api/v1/guest/chat"
 
 

@@ -65,24 +65,42 @@ def show(name: str, s: dict[str, float]) -> None:
 
 
 async def compare(
-    url: str, clients: int, seconds: float, rounds: int
+    server: BenchServer, clients: int, seconds: float, rounds: int
 ) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Alternate queue and bare runs so drift on the machine hits both alike.
 
     Returns the summaries over all rounds and each round's queue/bare throughput ratio.
+    Each summary also holds ``cpu_us``, the server's CPU time per request: on a busy
+    machine it moves far less than throughput does.
     """
+    url = server.url
     collected: dict[str, list[Result]] = {"bare": [], "queue": []}
+    cpu = {"bare": 0.0, "queue": 0.0}
     ratios = []
     for path in (BARE, QUEUE):  # warm-up
         await run_load(url, path, "warm up", clients, 1.0)
     for _ in range(rounds):
         counts = {}
         for name, path in (("bare", BARE), ("queue", QUEUE)):
+            before = server.cpu_seconds()
             results = await run_load(url, path, "What is DNA?", clients, seconds)
+            cpu[name] += server.cpu_seconds() - before
             collected[name] += results
             counts[name] = len(results)
         ratios.append(counts["queue"] / counts["bare"])
-    return {name: summary(res, seconds * rounds) for name, res in collected.items()}, ratios
+    summaries = {}
+    for name, res in collected.items():
+        summaries[name] = summary(res, seconds * rounds)
+        summaries[name]["cpu_us"] = cpu[name] / max(1, len(res)) * 1e6
+    return summaries, ratios
+
+
+def show_cpu(s: dict[str, dict[str, float]]) -> None:
+    bare, queue = s["bare"]["cpu_us"], s["queue"]["cpu_us"]
+    print(
+        f"  server CPU per request: bare {bare:.0f} us, queue {queue:.0f} us"
+        f" (+{queue - bare:.0f} us; bare/queue {bare / queue:.3f})"
+    )
 
 
 def throughput(clients: int, seconds: float, rounds: int, history: str = "false") -> None:
@@ -96,9 +114,10 @@ def throughput(clients: int, seconds: float, rounds: int, history: str = "false"
         "GUEST_HISTORY_ENABLED": history,
     }
     with BenchServer(settings) as server:
-        s, ratios = asyncio.run(compare(server.url, clients, seconds, rounds))
+        s, ratios = asyncio.run(compare(server, clients, seconds, rounds))
     show("bare", s["bare"])
     show("queue", s["queue"])
+    show_cpu(s)
     ratio = s["queue"]["rps"] / s["bare"]["rps"]
     per_round = ", ".join(f"{r:.2f}" for r in ratios)
     print(f"  ratio queue/bare throughput: {ratio:.3f}  (target >= 0.9; per round {per_round})")
@@ -107,7 +126,7 @@ def throughput(clients: int, seconds: float, rounds: int, history: str = "false"
 def latency(seconds: float, rounds: int) -> None:
     print(f"latency: 1 client, {rounds} x {seconds:g} s per endpoint")
     with BenchServer({"GUEST_WORKFLOW": TEN_CHUNKS, "GUEST_HISTORY_ENABLED": "false"}) as server:
-        s, _ = asyncio.run(compare(server.url, 1, seconds, rounds))
+        s, _ = asyncio.run(compare(server, 1, seconds, rounds))
     show("bare", s["bare"])
     show("queue", s["queue"])
     added = s["queue"]["p50"] - s["bare"]["p50"]

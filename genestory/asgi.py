@@ -3,6 +3,7 @@
 Serve with ``uvicorn genestory.asgi:application --lifespan on``.
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -30,6 +31,12 @@ from guest_queue.asgi import SharedSyncThreads  # noqa: E402
 from guest_queue.client_guard import ClientCapGuard  # noqa: E402
 from guest_queue.lane import GuestAPILane  # noqa: E402
 from guest_queue.lifespan import LifespanHandler  # noqa: E402
+
+# Everything loaded so far (Django, the apps, the URL and template machinery) lives as
+# long as the process: out of the collector's sight, its full passes stay short (see
+# docs/performance.md, "Garbage collection").
+gc.collect()
+gc.freeze()
 
 application = ProtocolTypeRouter(
     {

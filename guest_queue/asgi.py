@@ -91,5 +91,8 @@ class SharedSyncThreads:
             finally:
                 _taken.reset(token)
                 _release_unstarted(taken)
+                # Django's request cycle keeps copies of this context alive until the
+                # garbage collector frees them; the tickets need not wait for it.
+                taken.clear()
         else:
             await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from functools import cache
 
@@ -37,6 +38,8 @@ def address_key(request: HttpRequest) -> str:
 
 def key_of_address(address: str) -> str:
     """``address_key`` for an address string (as an ASGI scope's ``client`` holds it)."""
+    if _plain_ipv4(address):
+        return address  # What ``ipaddress`` would give back, for a fraction of its cost.
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -46,6 +49,14 @@ def key_of_address(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def _plain_ipv4(address: str) -> bool:
+    """Whether ``address`` is an IPv4 address written as ``ipaddress`` writes it."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(address)) == address
+    except (OSError, ValueError):
+        return False
 
 
 @cache

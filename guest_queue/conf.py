@@ -1,10 +1,17 @@
-"""The app's settings, in one place, read lazily so ``override_settings`` works."""
+"""The app's settings, in one place, read lazily so ``override_settings`` works.
+
+A value read once is kept on ``app_settings`` until a ``GUEST_*`` setting changes
+(Django's ``setting_changed``, which ``override_settings`` sends): a request reads
+a dozen of them, and Django looks a setting the site leaves out up by raising and
+catching an ``AttributeError`` each time.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from .core.config import DEFAULT_TIMEOUT_FALLBACK, QueueConfig
 
@@ -66,10 +73,17 @@ class GuestQueueSettings:
     """Attribute access to every ``GUEST_*`` setting, falling back to its default."""
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for a name not kept yet (see the module's docstring).
         key = f"GUEST_{name}"
         if key not in DEFAULTS:
             raise AttributeError(name)
-        return getattr(settings, key, DEFAULTS[key])
+        value = getattr(settings, key, DEFAULTS[key])
+        self.__dict__[name] = value
+        return value
+
+    def forget(self) -> None:
+        """Read every setting afresh from now on."""
+        self.__dict__.clear()
 
     def queue_config(self) -> QueueConfig:
         """The core's configuration built from the current settings."""
@@ -108,3 +122,11 @@ class GuestQueueSettings:
 
 
 app_settings = GuestQueueSettings()
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("GUEST_"):
+        app_settings.forget()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="guest_queue.conf")

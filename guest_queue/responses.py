@@ -32,8 +32,12 @@ class EventStreamResponse(StreamingHttpResponse):
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
         self._manager = manager
-        self._ticket = ticket
+        self._ticket: Ticket | None = ticket
 
     def close(self) -> None:
-        self._manager.release_threadsafe(self._ticket)
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            self._manager.release_threadsafe(ticket)
+            # Forgotten: Django's request cycle keeps the response until the garbage
+            # collector frees it, and the ticket (its record, events) need not wait.
         super().close()

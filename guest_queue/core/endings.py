@@ -9,7 +9,7 @@ and error go to the record, its event (if any) is the last the stream sends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import events as ev
@@ -52,7 +52,8 @@ class Ending:
         """A completed ending whose event says whether the answer came from the cache."""
         if self.event is None or self.status is not Status.COMPLETED:
             return self
-        return replace(self, event=ev.Event(self.event.name, {**self.event.data, "cached": cached}))
+        event = ev.Event(self.event.name, {**self.event.data, "cached": cached})
+        return Ending(self.status, self.code, self.message, event)
 
     @property
     def suggested_questions(self) -> tuple[str, ...]:

@@ -314,8 +314,7 @@ class QueueManager:
         task = asyncio.create_task(
             run_workflow(self.workflow, request, channel, self.availability.mark_down)
         )
-        ticket.task = task
-        self.stopper.track_workflow(task)
+        self.stopper.track_workflow(ticket, task)
         if self.relay is not None:
             self.relay.started(ticket)  # Other processes may follow it from now on.
 

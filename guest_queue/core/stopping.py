@@ -4,6 +4,7 @@ really stopped) and all at once (the drain at shutdown), and the tasks a queue o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -54,10 +55,19 @@ class QueueStopper:
         task.add_done_callback(self.background.discard)
         return task
 
-    def track_workflow(self, task: asyncio.Task[None]) -> None:
-        """A workflow's task: the drain waits for it to stop."""
+    def track_workflow(self, ticket: Ticket, task: asyncio.Task[None]) -> None:
+        """The ticket's workflow task: the drain waits for it to stop."""
+        ticket.task = task
         self.workflow_tasks.add(task)
-        task.add_done_callback(self.workflow_tasks.discard)
+        task.add_done_callback(functools.partial(self._workflow_done, ticket))
+
+    def _workflow_done(self, ticket: Ticket, task: asyncio.Task[None]) -> None:
+        self.workflow_tasks.discard(task)
+        # A stopped task is as good as none (``release_slot_when_stopped``, ``cancel_task``);
+        # forgetting it breaks the cycle ticket -> task -> its context -> the request's
+        # noted tickets -> ticket, which only the garbage collector's slowest pass frees.
+        if ticket.task is task:
+            ticket.task = None
 
     def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Await ``closer`` in ``close()``, after the drain."""

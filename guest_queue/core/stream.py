@@ -77,7 +77,9 @@ class RequestStream:
         record = ticket.record
         try:
             reported = ticket.position
-            self._burst = ticket.replay is not None
+            # Admitted at once (or answered from the cache): ``processing`` is ready too,
+            # so both go out in one write.
+            self._burst = ticket.replay is not None or ticket.admitted
             yield self._queued_event()
             while not ticket.admitted and ticket.replay is None:
                 if record.status.is_terminal:
@@ -172,7 +174,7 @@ class RequestStream:
 
     def _start(self) -> Channel:
         """Start the workflow for the admitted ticket: the channel its output comes on."""
-        channel: Channel = asyncio.Queue(maxsize=CHANNEL_SIZE)
+        channel = Channel(CHANNEL_SIZE)
         self._channel = channel
         self.host.start_workflow(self.ticket, channel)
         return channel

@@ -68,6 +68,27 @@ def test_an_event_encodes_as_one_compact_data_line() -> None:
     assert ev.error_event("internal", "x").data == {"error": "x", "code": "internal"}
 
 
+def test_every_event_encodes_as_json_dumps_would() -> None:
+    # The encoder puts the message together from its parts: the bytes must stay those of
+    # json.dumps (ASCII only, compact), whatever a workflow's event and data hold.
+    cases: list[tuple[str, Any]] = [
+        (ev.ANSWER_CHUNK, 'héllo \u2028 "quoted" \\ \n\t 日本'),
+        (ev.ANSWER_CHUNK, ""),
+        (ev.QUEUED, {"queue_position": 3, "queue_size": 7, "estimated_wait_sec": 1.5}),
+        (ev.WORKFLOW_COMPLETE, {"suggested_questions": ["Why?"], "cached": False}),
+        ("sources", [{"title": "é", "score": 0.25}, None, True, 3, float("inf")]),
+        ('custom "é"\u2028', {"nested": {"k": [1, 2.5e-10]}}),
+        ("number", 12),
+    ]
+    for name, data in cases:
+        for seq in (1, 13, 10**12):
+            payload = {"event": name, "data": data, "request_id": "r-é", "seq": seq}
+            dumped = b"data: " + json.dumps(payload, separators=(",", ":")).encode()
+            assert ev.Event(name, data).encode("r-é", seq) == dumped + b"\n\n"
+            with_id = dumped + b"\nid: " + str(seq).encode() + b"\n\n"
+            assert ev.Event(name, data).encode("r-é", seq, with_id=True) == with_id
+
+
 async def test_the_status_document_of_a_request() -> None:
     gate = GateWorkflow(chunks=1)
     manager = make_manager(gate, max_concurrent=1)
