@@ -42,6 +42,12 @@ def pin_client() -> None:
         os.sched_setaffinity(0, cpus - {min(cpus)})
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system, every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class BenchServer:
     """``uvicorn genestory.asgi:application --lifespan on`` with benchmark settings.
 
@@ -113,8 +119,7 @@ class BenchServer:
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far (user + system, every thread)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def threads(self) -> int:
         return len(list(Path(f"/proc/{self.process.pid}/task").iterdir()))

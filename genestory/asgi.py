@@ -34,7 +34,7 @@ from guest_queue.lifespan import LifespanHandler  # noqa: E402
 
 # Everything loaded so far (Django, the apps, the URL and template machinery) lives as
 # long as the process: out of the collector's sight, its full passes stay short (see
-# docs/performance.md, "Garbage collection").
+# docs/performance.md, "The queue's own per-request work").
 gc.collect()
 gc.freeze()
 
