@@ -330,8 +330,9 @@ async def test_a_hand_off_nobody_adopts_gets_a_history_row_once(alias: str) -> N
         "GUEST_QUEUE_REDIS_PREFIX": prefix,
         "GUEST_QUEUE_LEASE_SEC": 1.5,
         "GUEST_QUEUE_REDIS_TIMEOUT_SEC": 0.25,
-        # One limit for the whole queue: a process with a higher one would admit the waiter.
+        # The same limit in every process sharing the queue (each admits up to its own).
         "GUEST_MAX_CONCURRENT_REQUESTS": 1,
+        "GUEST_RESUME_GRACE_SEC": 0.5,
     }
     gate = GateWorkflow()
     options = {"url": url, "prefix": prefix, "lease_sec": 1.5, "timeout_sec": 0.25}

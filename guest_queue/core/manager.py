@@ -459,7 +459,8 @@ class QueueManager:
         """Resumable followers of a leader still waiting in line, with their arrival score.
 
         A follower had no place of its own: it lines up where it arrived, its leader's
-        score (Redis's clock) plus the time it came after it (this process's clock).
+        score (Redis's clock) plus the time it came after that score was given (this
+        process's clock; at least just behind its leader).
         """
         followers = []
         for res in self.resumes.by_id.values():
@@ -472,7 +473,8 @@ class QueueManager:
                 or ticket.record.status.is_terminal
             ):
                 continue
-            after = ticket.record.created_mono - leader.record.created_mono
+            scored = leader.scored_mono or leader.record.created_mono
+            after = ticket.record.created_mono - scored
             score = int(float(leader.queue_score)) + max(1, round(after * 1_000_000))
             followers.append((ticket, str(score)))
         return followers

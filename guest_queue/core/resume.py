@@ -4,8 +4,9 @@ A resumable request is driven by a background task, not by the connection
 that asked it: the task runs the request's stream and appends each event to
 the request's ``EventLog``. Connections are readers of that log, one at a time
 (a newer reader replaces the older one; with a shared queue, a newer reader on
-any process: each reader after the first claims the request in Redis, and
-every process closes its older readers when it hears of the claim). While
+any process: a reader on another process claims the request in Redis, every
+process closes its older readers when it hears of a claim, and a reader here
+claims it too once a reader elsewhere has). While
 nobody reads, a grace timer
 runs; when it fires the request ends as cancelled, exactly as if a plain
 stream's client had gone. A finished log is kept for the same grace period,
@@ -76,7 +77,7 @@ class Claim:
 class Resumable:
     """One resumable request: its ticket, its log, the task driving it, who reads it."""
 
-    __slots__ = ("announce", "claim", "driver", "log", "newest", "reader", "ticket", "timer")
+    __slots__ = ("claim", "driver", "log", "newest", "reader", "ticket", "timer")
 
     def __init__(self, ticket: Ticket, log: EventLog) -> None:
         self.ticket = ticket
@@ -87,10 +88,8 @@ class Resumable:
         #: The attached reader's claim number (0: it claimed nothing: the first reader;
         #: ``CLAIM_PENDING``: its claim is on its way).
         self.claim = 0
-        #: The newest claim heard of, on any process.
+        #: The newest claim heard of, on any process (0: no reader elsewhere, ever).
         self.newest = 0
-        #: Whether the next reader must claim the request (any reader but the first).
-        self.announce = False
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -134,8 +133,6 @@ class Resumes:
             # Nobody reads yet (the POST's reader attaches a moment later): keep it all.
             log.pin(0)
         res = Resumable(ticket, log)
-        # An adopted request's readers elsewhere must hear of the one reading it here.
-        res.announce = bool(earlier)
         # Its driver is its stream: whatever happens to the HTTP request, it has started.
         ticket.claimed = True
         self.by_id[ticket.request_id] = res
@@ -159,8 +156,9 @@ class Resumes:
         leaving starts the grace timer. Idle readers get heartbeats.
         """
         token = object()
-        claiming = self.shared is not None and res.announce
-        res.announce = True
+        # Older readers elsewhere must hear of this one; if none was ever heard of, every
+        # older reader is here (replaced below): no need to ask Redis.
+        claiming = self.shared is not None and res.newest > 0
         self._attach(res, token, after, CLAIM_PENDING if claiming else 0)
         if claiming:
             # Replaying need not wait for Redis: the claim is settled alongside.

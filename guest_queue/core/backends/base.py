@@ -44,6 +44,7 @@ class Ticket:
         "record",
         "relayed",
         "replay",
+        "scored_mono",
         "task",
         "wake",
     )
@@ -53,6 +54,9 @@ class Ticket:
         self._position = 0
         #: The ticket's place in a shared queue (its sort key there), once it has one.
         self.queue_score: str | None = None
+        #: This process's monotonic clock when the score came back (Redis read its own
+        #: clock for it a moment earlier): maps this process's times onto the line.
+        self.scored_mono: float | None = None
         self.admitted = False
         self.claimed = False
         #: Set from outside (shutdown) to make the stream stop with this error code.

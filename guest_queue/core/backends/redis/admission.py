@@ -190,7 +190,7 @@ class RedisAdmission(Admission):
             self._admit(ticket)
             ticket.position = 1
         else:
-            ticket.queue_score = score
+            ticket.queue_score, ticket.scored_mono = score, time.monotonic()
             ticket.position = int(position)
             self.waiting[rid] = ticket
             if rid in self._early:
@@ -428,7 +428,7 @@ class RedisAdmission(Admission):
             if where == "a":
                 self._admit(ticket)
             else:
-                ticket.queue_score = score
+                ticket.queue_score, ticket.scored_mono = score, time.monotonic()
                 ticket.position = int(rank)
                 self.waiting[request_id] = ticket
         self._dirty.set()

@@ -1,0 +1,123 @@
+"""Hand-offs at a drain: unadopted ones recorded once, followers handed off too."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .conftest import GateWorkflow, Stream, until
+from .test_answer_cache import MemoryCache
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .test_resume import Reader
+
+
+async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    c = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: dict[str, list[Any]] = {"a": [], "b": [], "c": []}
+    for name, manager in (("a", a), ("b", b), ("c", c)):
+        manager.add_listener(ended[name].append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = [await a.submit(f"w{i}") for i in range(2)]
+    readers = [Reader(a, a.resumable(t)) for t in waiting]
+    await until(lambda: all(r.names == ["queued"] for r in readers))
+    a.begin_drain()
+    for reader in readers:
+        assert (await reader.done())[-1] == "reconnect"
+    # Nobody resumes them: after the grace, one live process (any) records each once.
+    await until(lambda: len(ended["b"]) + len(ended["c"]) == 2, timeout=5)
+    await asyncio.sleep(1.5)  # more renewal passes of every process: none records it again
+    recorded = ended["b"] + ended["c"]
+    assert sorted(r.request_id for r in recorded) == sorted(t.request_id for t in waiting)
+    assert {(r.status.value, r.query) for r in recorded} == {
+        ("cancelled", "w0"),
+        ("cancelled", "w1"),
+    }
+    assert ended["a"] == []
+    # The figures of all processes add up: every accepted request counted once, ended once.
+    figures = [m.status() for m in (a, b, c)]
+    assert sum(f["total_requests"] for f in figures) == 3
+    assert sum(f["cancelled_requests"] for f in figures) == 2
+    status = await b.shared_status()
+    assert status["cancelled_requests"] == 2 and status["queue_size"] == 0
+    holder = b if ended["b"] else c
+    assert (await holder.find(waiting[0].request_id) or {}).get("status") in ("cancelled", None)
+    assert await b.adopt(waiting[0].request_id) is None  # too late to adopt it now
+    gate.open(running.request_id)
+    await until(lambda: a.status()["completed_requests"] == 1)
+
+
+async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_leader(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    leader = await a.submit("Q")
+    leader_reader = Reader(a, a.resumable(leader))
+    follower = await a.submit("Q")
+    assert follower.leader is leader  # it waits on the leader's answer: no place of its own
+    follower_reader = Reader(a, a.resumable(follower))
+    behind = Stream(b, await b.submit("behind"))  # arrived after both, on the other process
+    await until(lambda: leader_reader.names == ["queued"] and follower_reader.names == ["queued"])
+    a.begin_drain()
+    # Not ended with shutting_down: told to reconnect, like any waiting resumable guest.
+    assert (await follower_reader.done())[-1] == "reconnect"
+    assert (await leader_reader.done())[-1] == "reconnect"
+    assert a.status()["cancelled_requests"] == 0 and a.status()["total_requests"] == 1
+    resumed = []
+    for ticket, old in ((leader, leader_reader), (follower, follower_reader)):
+        res = await b.adopt(ticket.request_id)
+        assert res is not None
+        resumed.append((Reader(b, res, after=old.seqs[-1]), old))
+    # The follower lined up where it arrived: after its leader, before "behind".
+    assert [b.resumes.get(t.request_id).ticket.position for t in (leader, follower)] == [1, 2]
+    gate.open(running.request_id)
+    for ticket in (leader, follower, behind.ticket):
+        gate.open(ticket.request_id)
+    for reader, old in resumed:
+        assert (await reader.done())[-1] == "workflow_complete"
+        assert reader.seqs[0] == old.seqs[-1] + 1
+    await behind.done()
+    assert gate.started == ["running", "Q", "Q", "behind"]
+    assert b.status()["completed_requests"] == 3 and b.status()["total_requests"] == 3
+
+
+async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: list[Any] = []
+    b.add_listener(ended.append)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    ticket = await a.submit("w")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: reader.names == ["queued"])
+    a.begin_drain()
+    assert (await reader.done())[-1] == "reconnect"
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    back = Reader(b, res, after=reader.seqs[-1])
+    # Left due in the hand-off list (as a process of an earlier version adopting it would):
+    # its lease is renewed by b, so no process claims it as abandoned.
+    backend = admission(b)
+    await backend.client.zadd(backend.handoffs_key, {ticket.request_id: 1})
+    await asyncio.sleep(1.5)  # past the hand-off's deadline, several renewal passes
+    assert ended == [] and ticket.request_id in b.live.by_id
+    gate.open(running.request_id)
+    gate.open(ticket.request_id)
+    assert (await back.done())[-1] == "workflow_complete"
+    assert [r.status.value for r in ended] == ["completed"]
