@@ -90,3 +90,25 @@ async def test_a_drain_that_starts_while_a_guest_is_being_let_in_refuses_it() ->
     assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
     assert refusal.retry_after == 5
     await until(lambda: manager is not None and manager.status()["rejected_requests"] == 2)
+
+
+async def test_a_client_at_its_cap_cannot_follow_and_a_follow_stays_counted_past_a_lease(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=2, max_per_client=1, lease_sec=1.0)
+    b = shared(gate, MemoryCache(), max_concurrent=2, max_per_client=1, lease_sec=1.0)
+    leader = Stream(a, await a.submit("Same?", client_hint="other"))
+    mine = Stream(a, await a.submit("Mine?", client_hint="c"))
+    # At its cap, the client may not follow an answer either (the hold is refused).
+    refusal = await refused(a, "Same?", "c")
+    assert isinstance(refusal, ClientLimited) and refusal.message == at_cap(1)
+    gate.open(mine.ticket.request_id)
+    await mine.done()
+    await until(lambda: a.status()["active_requests"] == 1)
+    follower = Stream(a, await a.submit("Same?", client_hint="d"))
+    await asyncio.sleep(1.6)  # past a lease: the hold is renewed like any place
+    refusal = await refused(b, "Another?", "d")
+    assert isinstance(refusal, ClientLimited)
+    gate.open(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
