@@ -7,6 +7,7 @@ import time
 
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
+from guest_queue.core.manager import HAND_OFF_RETRY_MS
 from guest_queue.core.records import RequestRecord
 
 from .conftest import GateWorkflow, until
@@ -66,6 +67,7 @@ async def test_an_adopted_guest_hears_everything_after_the_hand_off(
     await until(lambda: old.names == ["queued"])
     a.begin_drain()
     assert (await old.done())[-1] == "reconnect"
+    assert old.events[-1]["data"] == {"retry_ms": HAND_OFF_RETRY_MS}  # when to come back
     draining_too.begin_drain()
     await until(lambda: not draining_too.accepting)
     assert await draining_too.adopt(waiting.request_id) is None  # it takes nobody on
