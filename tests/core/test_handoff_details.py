@@ -1,0 +1,82 @@
+"""A handed-off request arrives on the adopting process whole: its question's context and
+the wait the guest has already done."""
+
+from __future__ import annotations
+
+import time
+
+from guest_queue.core.backends.base import Ticket
+from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
+from guest_queue.core.manager import HAND_OFF_RETRY_MS
+from guest_queue.core.records import RequestRecord
+
+from .conftest import GateWorkflow, until
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .test_resume import Reader
+
+RID = "00000000-0000-4000-8000-0000000000a1"
+
+
+def handed(created_at: float) -> Ticket:
+    record = RequestRecord(request_id=RID, query="And the BRCA2 gene?", client_hint="hint-7")
+    record.created_at = created_at
+    ticket = Ticket(record)
+    ticket.language = "fr"
+    ticket.history = (("What is BRCA1?", "A tumour suppressor gene."), ("Where?", "Chr 17."))
+    return ticket
+
+
+def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None:
+    sent = handed(time.time() - 30)
+    got = adopted_ticket(RID, handoff_json(sent))
+    assert got.request_id == RID and got.record.query == "And the BRCA2 gene?"
+    assert got.record.client_hint == "hint-7"
+    assert got.language == "fr"
+    assert got.history == sent.history
+
+
+def test_an_adopted_request_keeps_the_wait_already_done() -> None:
+    created = time.time() - 30
+    got = adopted_ticket(RID, handoff_json(handed(created)))
+    assert got.record.created_at == created
+    assert 29 < time.monotonic() - got.record.created_mono < 31
+
+
+def test_a_hand_off_from_a_clock_ahead_counts_no_negative_nor_invented_wait() -> None:
+    got = adopted_ticket(RID, handoff_json(handed(time.time() + 5)))
+    assert 0 <= time.monotonic() - got.record.created_mono < 0.5
+
+
+def test_a_hand_off_without_context_adopts_a_plain_request() -> None:
+    got = adopted_ticket(RID, '{"query": "q"}')
+    assert got.record.client_hint is None and got.language is None and got.history == ()
+
+
+async def test_an_adopted_guest_hears_everything_after_the_hand_off(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    draining_too = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = await a.submit("waiting")
+    old = Reader(a, a.resumable(waiting))
+    await until(lambda: old.names == ["queued"])
+    a.begin_drain()
+    assert (await old.done())[-1] == "reconnect"
+    assert old.events[-1]["data"] == {"retry_ms": HAND_OFF_RETRY_MS}  # when to come back
+    draining_too.begin_drain()
+    await until(lambda: not draining_too.accepting)
+    assert await draining_too.adopt(waiting.request_id) is None  # it takes nobody on
+    res = await b.adopt(waiting.request_id)
+    assert res is not None and res.ticket.record.arrival_position == 1
+    resumed = Reader(b, res, after=old.seqs[-1])
+    await until(lambda: "queued" in resumed.names)
+    gate.open(running.request_id)
+    gate.open(waiting.request_id)
+    assert (await resumed.done())[-1] == "workflow_complete"
+    assert resumed.names[0] == "queued" and "processing" in resumed.names
+    assert resumed.seqs[0] == old.seqs[-1] + 1
