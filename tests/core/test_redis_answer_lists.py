@@ -88,6 +88,7 @@ async def test_a_quiet_answer_is_waited_for_and_a_waiting_request_is_alive(
     gate: GateWorkflow,
 ) -> None:
     manager = shared(gate, MemoryCache(), max_concurrent=1)
+    assert manager.relay is not None
     lists = manager.relay.shared
     assert isinstance(lists, RedisAnswers)
     running = Stream(manager, await manager.submit("one"))

@@ -110,7 +110,7 @@ class Process:
         self.sharing = AnswerSharing(MemoryCache(), None, self.spawn, 10)
         self.relay = AnswerRelay(
             self.sharing,
-            shared,  # type: ignore[arg-type]
+            shared,
             self.spawn,
             lambda tickets, ending: self.fallen.append((tickets, ending)),
             lambda request_id: request_id.startswith(local),
@@ -236,7 +236,8 @@ async def test_the_answer_is_relayed_in_order_and_the_follower_gets_all_of_it(
     assert [e.name for _, e in shared.log["L1"]] == [ev.ANSWER_CHUNK] * 2 + [ev.WORKFLOW_COMPLETE]
     answered(there, ticket, "abc")
     assert ticket.replay is not None and ticket.replay.suggested_questions == ("Why?",)
-    here.close(), there.close()
+    here.close()
+    there.close()
 
 
 async def test_a_relay_wakes_on_its_own_when_nobody_says_the_answer_moved(
@@ -437,4 +438,5 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     leader.moved.set()
     await settled(there, remote)
     answered(there, ticket, "z")
-    here.close(), there.close()
+    here.close()
+    there.close()
