@@ -51,8 +51,9 @@ async def test_a_lapsed_list_does_not_hide_another_process_s_leaders() -> None:
     lists._heard_list('["P1",[["k1","L1"]]]')
     await asyncio.sleep(0.1)
     lists._heard_list('["P2",[["k2","L2"]]]')
-    assert lists.leader("k1") is None  # P1's list lapsed
+    # P1's list, heard first, has lapsed: P2's leaders are still found (and P1's are not).
     assert lists.leader("k2") == "L2"
+    assert lists.leader("k1") is None
 
 
 def test_an_empty_list_forgets_that_process_s_leaders() -> None:
