@@ -1,0 +1,102 @@
+"""Single flight across processes, the Redis side: the lists of leaders each process hears."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from guest_queue.core.backends.redis.answers import RedisAnswers
+
+from .conftest import GateWorkflow, Stream, until
+from .test_answer_cache import MemoryCache
+from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+
+
+class FakeClient:
+    def register_script(self, script: str) -> None:
+        return None
+
+
+class FakeLink:
+    """Hands ``listen`` the messages it was given, as the channel would."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.client = FakeClient()
+        self.messages = messages
+
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        for message in self.messages:
+            heard(message)
+
+
+def answers(lease_sec: float = 10.0, messages: list[str] | None = None) -> RedisAnswers:
+    link: Any = FakeLink(messages or [])
+    return RedisAnswers(link, "gq", None, "me", lease_sec, [])  # type: ignore[arg-type]
+
+
+async def test_a_question_with_spaces_is_heard_whole_and_wants_reach_the_relay() -> None:
+    wanted: list[str] = []
+    lists = answers(messages=['s ["P2",[["what is dna","L2"]]]', "w L1"])
+    await lists.listen_wants(wanted.append)
+    assert lists.leader("what is dna") == "L2"
+    assert wanted == ["L1"]
+
+
+async def test_a_lapsed_list_does_not_hide_another_process_s_leaders() -> None:
+    lists = answers(lease_sec=0.05)
+    lists._heard_list('["P1",[["k1","L1"]]]')
+    await asyncio.sleep(0.1)
+    lists._heard_list('["P2",[["k2","L2"]]]')
+    # P1's list, heard first, has lapsed: P2's leaders are still found (and P1's are not).
+    assert lists.leader("k2") == "L2"
+    assert lists.leader("k1") is None
+
+
+def test_an_empty_list_forgets_that_process_s_leaders() -> None:
+    lists = answers()
+    lists._heard_list('["P1",[["k1","L1"]]]')
+    lists._heard_list('["P1",[]]')
+    assert lists.leader("k1") is None
+    assert lists.theirs == {}
+    lists._heard_list('["P3",[]]')  # a process never heard of says it answers nothing
+    assert lists.theirs == {}
+
+
+def test_a_malformed_list_is_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    lists = answers()
+    lists._heard_list("not json")
+    lists._heard_list('["P1",[["k1"]]]')
+    assert lists.theirs == {}
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert messages == ["Ignoring a malformed message on gq:answers"] * 2
+
+
+def test_an_older_leader_ending_does_not_unregister_the_newer_one() -> None:
+    lists = answers()
+    lists.register("q", "L2")
+    lists.unregister("q", "L1")
+    assert lists.mine == {"q": "L2"}
+    lists.unregister("q", "L2")
+    assert lists.mine == {}
+
+
+async def test_a_quiet_answer_is_waited_for_and_a_waiting_request_is_alive(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    manager = shared(gate, MemoryCache(), max_concurrent=1)
+    assert manager.relay is not None
+    lists = manager.relay.shared
+    assert isinstance(lists, RedisAnswers)
+    running = Stream(manager, await manager.submit("one"))
+    waiting = Stream(manager, await manager.submit("two"))
+    await until(lambda: gate.started == ["one"])
+    assert await lists.alive(running.ticket.request_id)
+    assert await lists.alive(waiting.ticket.request_id)
+    assert not await lists.alive("nobody")
+    # Nothing relayed yet: the read waits (up to its block) and finds nothing.
+    assert await lists.read("nobody", 0, 0.2) == []
