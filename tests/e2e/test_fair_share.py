@@ -77,9 +77,13 @@ async def test_a_flood_from_one_address_holds_at_most_the_cap_and_others_get_thr
                 await asyncio.gather(*batch)
 
         flooding = asyncio.ensure_future(flood_loop())
-        await asyncio.sleep(1.0)
-        queue = await status(server)
-        assert queue["queue_size"] + queue["active_requests"] <= cap
+        # The server's own count of the flooder's requests, sampled while it floods alone.
+        held = []
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            queue = await status(server)
+            held.append(queue["queue_size"] + queue["active_requests"])
+        assert max(held) <= cap and max(held) >= 1
         guest = Streams(guest_http, server)
         events = await guest.ask(f"guest sleep={answer_sec} chunks=1")
         stop.set()
@@ -88,7 +92,10 @@ async def test_a_flood_from_one_address_holds_at_most_the_cap_and_others_get_thr
     positions = [e["data"]["queue_position"] for e in events if e["event"] == "queued"]
     # At most the flooder's cap ahead of the guest: answered within cap + 1 turns.
     assert positions[0] <= cap and positions == sorted(positions, reverse=True)
-    assert flood.most_open <= cap and flood.answered >= cap
+    # Seen from the client, a stream still delivering its last bytes may overlap the next
+    # one the server accepted once the first had ended (two connections, no common
+    # order): at most one more than the cap, never more.
+    assert flood.most_open <= cap + 1 and flood.answered >= cap
     assert set(flood.refusals) == {"client_limit"}
     final = await status(server)
     assert final["rejected_client_limit"] == len(flood.refusals)
