@@ -27,6 +27,8 @@ async def shared_queue(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         GUEST_QUEUE_REDIS_URL=url,
         GUEST_QUEUE_REDIS_PREFIX=prefix,
         GUEST_SHUTDOWN_GRACE_SEC=0,
+        # These tests have no database: the history writer would retry until its flush timeout.
+        GUEST_HISTORY_ENABLED=False,
     ):
         yield
         await get_manager().close()
