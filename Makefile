@@ -11,13 +11,14 @@ BIN := $(VENV)/bin
 PYTHON_NEW ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV_NEW := .venv-django6
-# The Django 6 run: every test but the end-to-end tier, plus the end-to-end tests that go
-# through Django's own request handling (servers, start-up, wheel + mount steps, resume).
-# The rest of tests/e2e (nginx, browsers, floods, Redis restarts) tests the same code on
-# both versions and runs once, in the Django 5.2 run: that keeps `make test` short.
-DJANGO6_TESTS ?= tests/core $(wildcard tests/test_*.py) tests/e2e/test_servers.py \
-	tests/e2e/test_startup.py tests/e2e/test_wheel.py tests/e2e/test_resume_servers.py \
-	tests/e2e/test_static.py
+# The Django 6 run: the Django layer's tests (tests/test_*.py, which drive the core through
+# it) and the end-to-end tests that go through Django's own request handling (servers,
+# start-up, wheel + mount steps, static files). tests/core holds no Django (a test proves
+# it) and runs once, in the Django 5.2 run; so does the rest of tests/e2e (nginx, browsers,
+# floods, Redis restarts, resumes across servers), which tests the same code on both
+# versions. That keeps `make test` short.
+DJANGO6_TESTS ?= $(wildcard tests/test_*.py) tests/e2e/test_servers.py \
+	tests/e2e/test_startup.py tests/e2e/test_wheel.py tests/e2e/test_static.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # make serve: uvicorn's drain must outlast GUEST_SHUTDOWN_GRACE_SEC (30 by default).
