@@ -273,9 +273,9 @@ def announce_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(relay_module, "ANNOUNCE_AFTER_SEC", 0.01)
 
 
-def leading(process: Process, request_id: str = "L1") -> Ticket:
+def leading(process: Process, request_id: str = "L1", key: str = "q") -> Ticket:
     ticket = Ticket(RequestRecord(request_id=request_id, query="Q"))
-    ticket.cache_key = "q"
+    ticket.cache_key = key
     process.sharing.lead(ticket)
     return ticket
 
@@ -296,11 +296,10 @@ async def test_a_leader_ending_before_its_announcement_is_never_announced(
     shared: FakeShared, announce_soon: None
 ) -> None:
     here = Process(shared)
-    quick_one, finished_one = leading(here, "L1"), leading(here, "L2")
-    finished_one.cache_key = "q2"
-    here.sharing.lead(finished_one)
+    quick_one, finished_one = leading(here, "L1"), leading(here, "L2", "q2")
     here.relay.started(quick_one)
     here.relay.started(finished_one)
+    assert set(here.relay.leading) == {"L1", "L2"}  # both lead: both would be announced
     here.relay.ended(quick_one)
     # Finished, its ending not yet handled: still not announced.
     finished_one.record.mark_finished(Status.COMPLETED, None, None)
