@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,25 +19,92 @@ from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 
 class FakeClient:
+    def __init__(self) -> None:
+        self.published: list[tuple[float, str]] = []
+        #: Raised by the next publishes, in turn.
+        self.failures: list[Exception] = []
+
     def register_script(self, script: str) -> None:
         return None
+
+    async def publish(self, channel: str, message: str) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.published.append((time.monotonic(), message))
 
 
 class FakeLink:
     """Hands ``listen`` the messages it was given, as the channel would."""
 
-    def __init__(self, messages: list[str]) -> None:
+    def __init__(self, messages: list[str], renew_every: float = 1.0) -> None:
         self.client = FakeClient()
         self.messages = messages
+        self.renew_every = renew_every
 
     async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
         for message in self.messages:
             heard(message)
 
 
-def answers(lease_sec: float = 10.0, messages: list[str] | None = None) -> RedisAnswers:
-    link: Any = FakeLink(messages or [])
+def answers(
+    lease_sec: float = 10.0, messages: list[str] | None = None, renew_every: float = 1.0
+) -> RedisAnswers:
+    link: Any = FakeLink(messages or [], renew_every)
     return RedisAnswers(link, "gq", None, "me", lease_sec, [])  # type: ignore[arg-type]
+
+
+def said(lists: RedisAnswers) -> list[str]:
+    client: Any = lists.client
+    return [message for _, message in client.published]
+
+
+async def test_a_process_says_its_list_at_each_change_and_each_renewal_and_idles_quietly() -> None:
+    lists = answers(renew_every=0.1)
+    runner = asyncio.ensure_future(lists.run())
+    try:
+        await asyncio.sleep(0.35)
+        assert said(lists) == []  # answering nothing, never said anything: nothing to say
+        lists.register("q", "L1")
+        await until(lambda: len(said(lists)) == 1)
+        assert said(lists) == ['s ["me",[["q","L1"]]]']  # at once, not at the next renewal
+        await until(lambda: len(said(lists)) >= 3)  # then every renewal, for the others' lease
+        assert set(said(lists)) == {'s ["me",[["q","L1"]]]'}
+        client: Any = lists.client
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(client.published)]
+        assert all(gap >= 0.08 for gap in gaps), gaps
+        lists.unregister("q", "L1")
+        await until(lambda: said(lists)[-1] == 's ["me",[]]')
+        count = len(said(lists))
+        await asyncio.sleep(0.35)
+        assert len(said(lists)) == count  # the empty list said once, then quiet
+        lists.register("q2", "L2")  # still listening after a quiet spell
+        await until(lambda: said(lists)[-1] == 's ["me",[["q2","L2"]]]')
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_failed_publish_is_logged_and_said_again_at_the_next_renewal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lists = answers(renew_every=0.1)
+    client: Any = lists.client
+    client.failures.append(ConnectionError("Redis went away"))
+    runner = asyncio.ensure_future(lists.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="guest_queue"):
+            lists.register("q", "L1")
+            await until(lambda: said(lists) == ['s ["me",[["q","L1"]]]'])
+        messages = [r.getMessage() for r in caplog.records]
+        assert "Publishing the questions answered here failed (Redis went away)" in messages
+        # Saying "nothing any more" fails too: it is said again, or the others would go on
+        # sending this question's followers here until the list lapsed.
+        client.failures.append(ConnectionError("Redis went away"))
+        lists.unregister("q", "L1")
+        await until(lambda: said(lists)[-1] == 's ["me",[]]')
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_a_question_with_spaces_is_heard_whole_and_wants_reach_the_relay() -> None:
