@@ -326,6 +326,22 @@ def test_a_request_without_a_key_follows_nobody(shared: FakeShared) -> None:
     assert there.sharing.follow(ticket, None) is False
 
 
+async def test_a_leader_here_is_followed_rather_than_one_elsewhere(shared: FakeShared) -> None:
+    # The manager found the question answered only elsewhere, then awaited the guest's hold:
+    # meanwhile this process may have started answering it too, or its leader here finished.
+    here = Process(shared)
+    local = leading(here, "L1")
+    follower = Ticket(RequestRecord(request_id="f1", query="Q"))
+    follower.cache_key = "q"
+    assert here.relay.follow(follower, RemoteLeader("R1", "q")) is True
+    assert follower.leader is local and here.sharing.inflight["q"] is local
+    local.record.mark_finished(Status.COMPLETED, None, None)
+    late = Ticket(RequestRecord(request_id="f2", query="Q"))
+    late.cache_key = "q"
+    assert here.relay.follow(late, None) is False  # nobody to follow: it lines up
+    assert late.leader is None and shared.wants == []
+
+
 # -- a follower's process: reading the relayed answer -----------------------------------
 
 
