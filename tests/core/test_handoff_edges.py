@@ -1,0 +1,95 @@
+"""Hand-offs at a drain, at their edges: adopting one Redis has admitted meanwhile, the
+deadline a guest has to come back, followers' leases, and admissions racing the hand-off."""
+
+from __future__ import annotations
+
+import asyncio
+
+from guest_queue.core.backends.base import Ticket
+from guest_queue.core.backends.redis import RedisAdmission
+from guest_queue.core.manager import QueueManager
+
+from .conftest import GateWorkflow, until
+from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .test_resume import Reader
+
+
+async def redis_ms(backend: RedisAdmission) -> int:
+    seconds, micros = await backend.client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def behind_a_running_one(
+    manager: QueueManager, gate: GateWorkflow, *queries: str
+) -> tuple[Ticket, list[tuple[Ticket, Reader]]]:
+    """A running resumable request, then resumable ones waiting behind it."""
+    running = await manager.submit("running")
+    Reader(manager, manager.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = []
+    for query in queries:
+        ticket = await manager.submit(query)
+        waiting.append((ticket, Reader(manager, manager.resumable(ticket))))
+    await until(lambda: all(r.names == ["queued"] for _, r in waiting))
+    return running, waiting
+
+
+async def test_an_adopted_waiting_request_counts_once_and_replays_from_its_first_event(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    grace_ms = 600_000
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=grace_ms / 1000)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=grace_ms / 1000)
+    running, [(ticket, old)] = await behind_a_running_one(a, gate, "waiting")
+    backend = admission(a)
+    before = await redis_ms(backend)
+    a.begin_drain()
+    assert (await old.done())[-1] == "reconnect"
+    after = await redis_ms(backend)
+    # The guest has exactly the resume grace to come back.
+    deadline = await backend.client.zscore(backend.handoffs_key, ticket.request_id)
+    assert deadline is not None and before + grace_ms <= deadline <= after + grace_ms
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    # Waiting in b's line: counted once there, not also as following a leader.
+    assert b.status()["queue_size"] == 1 and b.status()["active_requests"] == 0
+    # A guest resuming from the start hears every event, the first one included.
+    replay = Reader(b, res, after=0)
+    await until(lambda: replay.events)
+    assert replay.events[0] == old.events[0] and replay.seqs[0] == 1
+    gate.open(running.request_id)
+    await until(lambda: gate.started == ["running", "waiting"])
+    gate.open(ticket.request_id)
+    resumed = Reader(b, res, after=old.seqs[-1])
+    assert (await resumed.done())[-1] == "workflow_complete"
+
+
+async def test_adopting_a_hand_off_redis_admitted_meanwhile_starts_it_at_once(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running, [(ticket, old)] = await behind_a_running_one(a, gate, "waiting")
+    a.begin_drain()
+    assert (await old.done())[-1] == "reconnect"
+    # The running request ends: the hand-off, first in line, takes the free slot while
+    # its guest is away.
+    gate.open(running.request_id)
+    backend = admission(a)
+    active_key = backend.keys[1]
+    for _ in range(500):
+        if await backend.client.sismember(active_key, ticket.request_id):  # type: ignore[misc]
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("never admitted")
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    # It runs on b at once: in a slot, not back in line.
+    assert b.status()["queue_size"] == 0 and b.status()["active_requests"] == 1
+    await until(lambda: gate.started == ["running", "waiting"])
+    resumed = Reader(b, res, after=old.seqs[-1])
+    gate.open(ticket.request_id)
+    assert (await resumed.done())[-1] == "workflow_complete"
