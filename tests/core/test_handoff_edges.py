@@ -8,10 +8,15 @@ import asyncio
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis import RedisAdmission
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.records import RequestRecord, Status
+from guest_queue.core.stream import DISCONNECTED
 
 from .conftest import GateWorkflow, until
+from .test_answer_cache import MemoryCache
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
+
+ABANDONED = "Nobody came back for the request after the server restarted."
 
 
 async def redis_ms(backend: RedisAdmission) -> int:
@@ -20,15 +25,15 @@ async def redis_ms(backend: RedisAdmission) -> int:
 
 
 async def behind_a_running_one(
-    manager: QueueManager, gate: GateWorkflow, *queries: str
+    manager: QueueManager, gate: GateWorkflow, *queries: str, client: str | None = None
 ) -> tuple[Ticket, list[tuple[Ticket, Reader]]]:
-    """A running resumable request, then resumable ones waiting behind it."""
+    """A running resumable request, then resumable ones waiting behind it (``client``'s)."""
     running = await manager.submit("running")
     Reader(manager, manager.resumable(running))
     await until(lambda: gate.started == ["running"])
     waiting = []
     for query in queries:
-        ticket = await manager.submit(query)
+        ticket = await manager.submit(query, client_hint=client)
         waiting.append((ticket, Reader(manager, manager.resumable(ticket))))
     await until(lambda: all(r.names == ["queued"] for _, r in waiting))
     return running, waiting
@@ -93,3 +98,30 @@ async def test_adopting_a_hand_off_redis_admitted_meanwhile_starts_it_at_once(
     resumed = Reader(b, res, after=old.seqs[-1])
     gate.open(ticket.request_id)
     assert (await resumed.done())[-1] == "workflow_complete"
+
+
+async def test_a_handed_off_follower_nobody_adopts_ends_while_its_old_process_still_drains(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.5)
+    ended: list[RequestRecord] = []
+    b.add_listener(ended.append)
+    running, [(leader, leader_reader), (follower, follower_reader)] = await behind_a_running_one(
+        a, gate, "Q", "Q", client="guest-1"
+    )
+    assert follower.leader is leader
+    a.begin_drain()
+    assert (await leader_reader.done())[-1] == "reconnect"
+    assert (await follower_reader.done())[-1] == "reconnect"
+    # The draining process keeps no lease of the follower's (held for its client's cap,
+    # the hand-off's is now its only one): once the grace is over, another process
+    # records both, as guests who left.
+    await until(lambda: len(ended) == 2, timeout=4)
+    assert {r.request_id for r in ended} == {leader.request_id, follower.request_id}
+    for record in ended:
+        assert record.status is Status.CANCELLED
+        assert (record.error_code, record.error_message) == (DISCONNECTED, ABANDONED)
+    assert gate.started == ["running"] and a.status()["active_requests"] == 1
+    gate.open(running.request_id)
