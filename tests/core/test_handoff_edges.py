@@ -4,6 +4,10 @@ deadline a guest has to come back, followers' leases, and admissions racing the 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis import RedisAdmission
@@ -125,3 +129,64 @@ async def test_a_handed_off_follower_nobody_adopts_ends_while_its_old_process_st
         assert (record.error_code, record.error_message) == (DISCONNECTED, ABANDONED)
     assert gate.started == ["running"] and a.status()["active_requests"] == 1
     gate.open(running.request_id)
+
+
+async def test_the_drain_hands_off_the_others_when_redis_has_just_admitted_one(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    running, [(admitted, _), (waiting, reader)] = await behind_a_running_one(a, gate, "w1", "w2")
+    # Another process's leave moved w1 into a slot; a has not heard of it yet.
+    backend = admission(a)
+    await backend.client.zrem(backend.keys[0], admitted.request_id)
+    await backend.client.sadd(backend.keys[1], admitted.request_id)  # type: ignore[misc]
+    a.begin_drain()
+    assert (await reader.done())[-1] == "reconnect"
+    handed = await backend.client.zrange(backend.handoffs_key, 0, -1)
+    assert handed == [waiting.request_id]
+    gate.open(running.request_id)
+
+
+@pytest.mark.parametrize("redis_fails", [False, True])
+async def test_a_hand_off_admitted_here_while_on_its_way_is_withdrawn(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+    redis_fails: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    running, [(ticket, reader)] = await behind_a_running_one(a, gate, "waiting")
+    backend = admission(a)
+    rid = ticket.request_id
+    run = backend.link.run
+
+    async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
+        reply = await run(script, keys, args)
+        if script is backend._hand_off:
+            # Another process's leave admitted it; its message came before the reply.
+            await backend.client.zrem(backend.keys[0], rid)
+            await backend.client.sadd(backend.keys[1], rid)  # type: ignore[misc]
+            backend._admitted([rid])
+            if redis_fails:
+                backend.client.delete = failing  # type: ignore[method-assign,assignment]
+        return reply
+
+    delete = backend.client.delete
+
+    async def failing(*names: str) -> int:
+        backend.client.delete = delete  # type: ignore[method-assign]
+        raise RedisConnectionError("gone")
+
+    backend.link.run = admitted_meanwhile  # type: ignore[method-assign]
+    a.begin_drain()
+    # It stays a's own: it runs there, its guest is not sent elsewhere.
+    await until(lambda: gate.started == ["running", "waiting"])
+    gate.open(running.request_id)
+    gate.open(rid)
+    assert (await reader.done())[-1] == "workflow_complete"
+    if redis_fails:
+        assert "Could not withdraw 1 hand-off(s) from Redis" in caplog.messages
+    else:
+        assert await backend.client.zrange(backend.handoffs_key, 0, -1) == []
+        assert not await backend.client.exists(backend.handoff_prefix + rid)
