@@ -64,14 +64,15 @@ async def test_a_cancel_that_cannot_ask_the_shared_queue_is_unavailable(
 
 
 async def test_only_tickets_unclaimed_for_the_whole_limit_are_released(gate: GateWorkflow) -> None:
-    manager = make_manager(gate, max_concurrent=2, unclaimed_ticket_sec=0.3)
-    manager.start()
+    manager = make_manager(gate, max_concurrent=2, unclaimed_ticket_sec=0.4)
+    manager.start()  # the sweep runs every 0.4 s from now
     claimed = Stream(manager, await manager.submit("claimed"))
+    await asyncio.sleep(0.2)  # half-way between two sweeps
     submitted = time.monotonic()
     unclaimed = await manager.submit("never streamed")
     await until(lambda: unclaimed.record.status.is_terminal, timeout=3)
     # Not at the first sweep after it came (it was younger than the limit then).
-    assert time.monotonic() - submitted >= 0.3
+    assert time.monotonic() - submitted >= 0.4
     assert unclaimed.record.status is Status.CANCELLED
     await asyncio.sleep(0.7)  # two more sweeps
     assert claimed.ticket.record.status is Status.PROCESSING

@@ -443,3 +443,10 @@ async def test_a_workflow_that_ignores_cancellation_loses_its_slot_after_a_grace
     await until(lambda: started == ["first", "second"], timeout=2)
     await second.disconnect()
     await asyncio.wait_for(manager.close(), 2)  # Shutdown does not wait on it forever either.
+
+
+def test_a_set_up_warning_added_by_the_host_is_reported(gate: GateWorkflow) -> None:
+    manager = make_manager(gate)
+    assert manager.warnings == []
+    manager.add_warning("Several processes each run their own local queue.")
+    assert manager.warnings == ["Several processes each run their own local queue."]

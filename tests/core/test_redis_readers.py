@@ -117,3 +117,20 @@ async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_clo
     flow.release.set()
     await asyncio.wait_for(remote.task, 5)
     assert remote.text() == "b0 b1 b2 " and remote.events[-1]["event"] == "workflow_complete"
+
+
+async def test_the_first_reader_stays_when_the_claims_are_checked_again(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=0.3)
+    ticket, first = await started(flow, a)
+    # What the listener does once its subscription is remade: claims announced meanwhile
+    # may have been missed, so each attached reader's newest claim is read from Redis.
+    # The first reader never claimed anything (nobody read elsewhere): it stays.
+    a.resumes.heard_claim("", 0)
+    await asyncio.sleep(0.2)
+    assert a.resumes.by_id[ticket.request_id].reader is not None
+    flow.release.set()
+    assert (await first.done())[-1] == "workflow_complete"
+    assert chunks(first) == "a0 a1 a2 b0 b1 b2 "

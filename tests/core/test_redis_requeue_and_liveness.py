@@ -80,3 +80,17 @@ async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> No
 
     down.admission.locate = broken  # type: ignore[method-assign]
     assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
+
+
+async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
+    shared: Factory,  # noqa: F811
+) -> None:
+    gate = GateWorkflow(chunks=0)
+    a = shared(gate, MemoryCache(), max_concurrent=1)
+    leader = Stream(a, await a.submit("Q"))
+    follower = Stream(a, await a.submit("Q"))
+    assert follower.ticket.leader is leader.ticket  # in no line and no slot in Redis
+    assert await a.held_anywhere(follower.ticket.request_id)
+    await until(lambda: gate.started == ["Q"])
+    gate.open(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
