@@ -106,3 +106,30 @@ async def test_a_batch_that_keeps_failing_is_given_up_with_a_warning(
         while await written(logs) != [4]:
             await asyncio.sleep(0.02)
     await asyncio.wait_for(logs.close(), 3)
+
+
+async def test_every_failed_batch_gets_its_own_second_try(
+    shared: Factory,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retry that worked, or one given up, does not use up the next batch's retry."""
+    logs = admission(shared(Held())).logs
+    # Calls 1, 3 and 4 fail: batch 1 is sent again (2) and written; batch 2 fails twice
+    # (3, 4) and is given up; batch 3 fails once (5) and is sent again (6).
+    failing = {1, 3, 4, 5}
+    failing_pipelines(logs, lambda n: "before" if n in failing else None)
+    with caplog.at_level(logging.WARNING, logger="guest_queue"):
+        logs.append(RID, 1, chunk(1))
+        async with asyncio.timeout(3):
+            while await written(logs) != [1]:
+                await asyncio.sleep(0.01)
+        logs.append(RID, 2, chunk(2))
+        async with asyncio.timeout(3):
+            while FAILED not in caplog.text:
+                await asyncio.sleep(0.01)
+        logs.append(RID, 3, chunk(3))
+        async with asyncio.timeout(3):
+            while await written(logs) != [1, 3]:
+                await asyncio.sleep(0.01)
+    assert caplog.text.count(FAILED) == 1  # batch 2 only
+    await asyncio.wait_for(logs.close(), 3)
