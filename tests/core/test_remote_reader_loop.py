@@ -204,7 +204,10 @@ async def test_redis_failing_under_a_remote_reader_ends_it_with_a_warning_naming
     ]
 
 
-async def test_each_newer_reader_on_the_same_process_closes_the_older_one_at_once() -> None:
+async def test_each_newer_reader_on_the_same_process_closes_the_older_one_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "guest_queue")
     logs = started_log()
     here = resumes(logs, 5.0)
     wires = []
@@ -218,3 +221,27 @@ async def test_each_newer_reader_on_the_same_process_closes_the_older_one_at_onc
     logs.append(RID, 3, Event("workflow_complete", {"suggested_questions": []}))
     assert await wires[-1].done() == DONE
     assert here.remote == {}
+    assert caplog.records == []  # being replaced is no failure to warn of
+
+
+async def test_redis_failing_as_a_remote_reader_gives_up_its_claim_is_no_error() -> None:
+    logs = started_log()
+    spawned: list[asyncio.Task[Any]] = []
+
+    def spawn(coro: Any) -> asyncio.Task[Any]:
+        spawned.append(asyncio.ensure_future(coro))
+        return spawned[-1]
+
+    here = resumes(logs, 5.0)
+    here._spawn = spawn
+
+    async def refused(request_id: str, number: int) -> None:
+        raise ConnectionError("refused")
+
+    logs.unclaim = refused  # type: ignore[method-assign]
+    logs.append(RID, 3, Event("workflow_complete", {"suggested_questions": []}))
+    assert await Wire(here.read_remote(RID, 2, with_ids=True)).done() == DONE
+    assert len(spawned) == 1
+    await asyncio.wait(spawned)
+    # The claim lapses by itself: nothing for the loop to report as a failed task.
+    assert spawned[0].exception() is None
