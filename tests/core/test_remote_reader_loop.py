@@ -241,7 +241,7 @@ async def test_redis_failing_as_a_remote_reader_gives_up_its_claim_is_no_error()
     logs.unclaim = refused  # type: ignore[method-assign]
     logs.append(RID, 3, Event("workflow_complete", {"suggested_questions": []}))
     assert await Wire(here.read_remote(RID, 2, with_ids=True)).done() == DONE
-    assert len(spawned) == 1
+    assert spawned != []
     await asyncio.wait(spawned)
     # The claim lapses by itself: nothing for the loop to report as a failed task.
-    assert spawned[0].exception() is None
+    assert [t.exception() for t in spawned] == [None] * len(spawned)
