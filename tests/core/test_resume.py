@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from guest_queue.core import resume
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.eventlog import EventLog, LogTrimmed
 from guest_queue.core.events import Event
@@ -150,6 +151,26 @@ async def test_a_finished_log_is_kept_for_the_grace_then_expires(gate: GateWorkf
     with pytest.raises(LogExpired):
         manager.resumes.get(ticket.request_id)
     assert manager.status()["completed_requests"] == 1
+
+
+async def test_the_most_recently_expired_ids_are_the_ones_remembered(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resume, "EXPIRED_MEMORY", 2)
+    manager = make_manager(gate, resume_grace_sec=0.05)
+    tickets = []
+    for query in ("first", "second", "third"):
+        ticket, res = await resumable(manager, query)
+        gate.open(ticket.request_id)
+        await until(lambda: manager.resumes.by_id == {})  # dropped, one after the other
+        assert res.log.finished
+        tickets.append(ticket)
+    # A late resume of either of the last two: "expired" (410); of the first: "unknown" (404).
+    for ticket in tickets[1:]:
+        with pytest.raises(LogExpired):
+            manager.resumes.get(ticket.request_id)
+    with pytest.raises(KeyError):
+        manager.resumes.get(tickets[0].request_id)
 
 
 async def test_a_newer_reader_replaces_the_older(gate: GateWorkflow) -> None:
