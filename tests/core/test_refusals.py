@@ -112,3 +112,33 @@ async def test_a_client_at_its_cap_cannot_follow_and_a_follow_stays_counted_past
     assert isinstance(refusal, ClientLimited)
     gate.open(leader.ticket.request_id)
     assert (await follower.done())[-1] == "workflow_complete"
+
+
+async def test_a_guest_refused_for_a_full_line_keeps_its_own_allowance(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1, max_queue_size=1, max_per_client=1)
+    running = Stream(manager, await manager.submit("q1", client_hint="a"))
+    waiting = Stream(manager, await manager.submit("q2", client_hint="b"))
+    refusal = await refused(manager, "q3", "c")
+    assert isinstance(refusal, QueueFull) and refusal.message == FULL
+    gate.open(running.ticket.request_id)
+    await running.done()
+    await until(lambda: waiting.ticket.record.status.name == "PROCESSING")
+    # The refused request held nothing: the same guest now gets the free place in line.
+    later = Stream(manager, await manager.submit("q4", client_hint="c"))
+    gate.open(waiting.ticket.request_id)
+    gate.open(later.ticket.request_id)
+    assert (await later.done())[-1] == "workflow_complete"
+    await manager.close()
+
+
+async def test_with_no_line_a_guest_gets_a_free_slot_or_is_refused(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1, max_queue_size=0)
+    running = Stream(manager, await manager.submit("q1", client_hint="a"))
+    refusal = await refused(manager, "q2", "b")
+    assert isinstance(refusal, QueueFull) and refusal.message == FULL
+    gate.open(running.ticket.request_id)
+    await running.done()
+    after = Stream(manager, await manager.submit("q3", client_hint="b"))
+    gate.open(after.ticket.request_id)
+    assert (await after.done())[-1] == "workflow_complete"
+    await manager.close()
