@@ -162,6 +162,31 @@ async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_i
     assert calls == ["Q"]  # It followed: the workflow ran once.
 
 
+async def test_a_leader_here_that_ends_while_a_guest_is_let_in_leaves_it_to_line_up(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=2)
+    leader = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    hold = admission(a).hold
+
+    async def leader_leaves_meanwhile(ticket: Any) -> bool:
+        await leader.disconnect()  # nobody follows it yet: it is cancelled
+        return await hold(ticket)
+
+    # The question is answered here (not elsewhere), but its leader is gone once the new
+    # guest's hold is taken: the guest answers it itself.
+    monkeypatch.setattr(admission(a), "hold", leader_leaves_meanwhile)
+    late = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q", "Q"])
+    gate.open(late.ticket.request_id)
+    assert (await late.done())[-1] == "workflow_complete"
+    assert answer(late) == "Q-0 Q-1 " and late.events[-1].data["cached"] is False
+    assert leader.ticket.record.status.value == "cancelled"
+
+
 async def test_a_follower_of_a_leader_whose_process_died_falls_back(
     shared: Factory,  # noqa: F811
     gate: GateWorkflow,

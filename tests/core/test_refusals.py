@@ -6,11 +6,13 @@ import asyncio
 
 import pytest
 
+from guest_queue.core.answers.cache import CachedAnswer
+from guest_queue.core.backends.base import Ticket
 from guest_queue.core.errors import ClientLimited, NotAccepting, QueueFull
 from guest_queue.core.manager import QueueManager
 
 from .conftest import GateWorkflow, Stream, make_manager, until
-from .test_answer_cache import MemoryCache
+from .test_answer_cache import MemoryCache, make
 from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 FULL = "Too many guests are asking right now; please try again shortly."
@@ -90,6 +92,49 @@ async def test_a_drain_that_starts_while_a_guest_is_being_let_in_refuses_it() ->
     assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
     assert refusal.retry_after == 5
     await until(lambda: manager is not None and manager.status()["rejected_requests"] == 2)
+
+
+async def test_a_drain_that_starts_during_the_cache_lookup_refuses_the_guest(
+    gate: GateWorkflow,
+) -> None:
+    manager: QueueManager | None = None
+
+    class SlowCache(MemoryCache):
+        async def get(self, key: str) -> CachedAnswer | None:
+            assert manager is not None
+            manager.begin_drain()  # SIGTERM arrives while the cache is being read
+            await asyncio.sleep(0.01)
+            return await super().get(key)
+
+    # No queue of its own, so no follower either: a miss would be told the line is full.
+    manager = make(gate, SlowCache(), max_queue_size=0)
+    refusal = await refused(manager, "not cached", "c")
+    assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
+    status = manager.status()
+    assert status["rejected_requests"] == 1 and status["rejected_queue_full"] == 0
+    assert status["total_requests"] == 0
+
+
+async def test_a_drain_that_starts_while_a_follower_is_held_refuses_it(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5)
+    leader = Stream(manager, await manager.submit("Same?"))
+    await until(lambda: gate.started == ["Same?"])
+    hold = manager.admission.hold
+
+    async def draining_hold(ticket: Ticket) -> bool:
+        manager.begin_drain()  # SIGTERM arrives while the follower's hold is taken
+        await until(lambda: not manager.accepting)
+        return await hold(ticket)
+
+    monkeypatch.setattr(manager.admission, "hold", draining_hold)
+    refusal = await refused(manager, "Same?", "c")
+    assert isinstance(refusal, NotAccepting) and refusal.message == RESTARTING
+    assert manager.status()["total_requests"] == 1 and manager.queue_size == 0
+    gate.open(leader.ticket.request_id)
+    assert (await leader.done())[-1] == "workflow_complete"
+    assert leader.ticket.followers == {}
 
 
 async def test_a_client_at_its_cap_cannot_follow_and_a_follow_stays_counted_past_a_lease(
