@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -92,6 +94,34 @@ async def test_position_updates_are_coalesced_to_the_latest_value(gate: GateWork
     await until(lambda: last.positions()[-1] == 10)
     # The first departure is sent at once, the other nineteen as one update: 30, 29, 10.
     assert last.positions()[-1] == 10 and len(last.positions()) <= 3
+
+
+async def test_position_updates_keep_the_configured_pace_without_failing(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = make_manager(
+        gate,
+        max_concurrent=1,
+        max_queue_size=10,
+        max_per_client=3,
+        position_update_interval_sec=0.2,
+        shutdown_grace_sec=0,
+    )
+    Stream(manager, await manager.submit("head", client_hint="h"))
+    waiters = [
+        Stream(manager, await manager.submit(f"w{i}", client_hint=f"c{i}")) for i in range(4)
+    ]
+    last = waiters[-1]
+    await until(lambda: last.positions() == [4])
+    began = time.monotonic()
+    await waiters[0].disconnect()
+    await until(lambda: last.positions() == [4, 3])  # the first change goes out at once
+    await waiters[1].disconnect()
+    await until(lambda: last.positions() == [4, 3, 2])  # the next, one interval later
+    took = time.monotonic() - began
+    assert 0.15 <= took <= 0.6, took
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    await manager.close()
 
 
 async def test_queue_full_is_refused_with_a_retry_hint_and_counted(gate: GateWorkflow) -> None:
