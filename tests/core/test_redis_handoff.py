@@ -121,3 +121,34 @@ async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
     gate.open(ticket.request_id)
     assert (await back.done())[-1] == "workflow_complete"
     assert [r.status.value for r in ended] == ["completed"]
+
+
+async def test_a_draining_process_leaves_overdue_hand_offs_to_a_live_one(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    # Only the draining process is there when the hand-offs are overdue: it must not take
+    # them (it records nothing any more); the next live process records them.
+    a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.3)
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    waiting = [await a.submit(f"w{i}") for i in range(2)]
+    readers = [Reader(a, a.resumable(t)) for t in waiting]
+    await until(lambda: all(r.names == ["queued"] for r in readers))
+    ended_a: list[Any] = []
+    a.add_listener(ended_a.append)
+    a.begin_drain()
+    for reader in readers:
+        assert (await reader.done())[-1] == "reconnect"
+    await asyncio.sleep(1.5)  # overdue, and several renewal passes of the draining process
+    listed = await admission(a).client.zrange(admission(a).handoffs_key, 0, -1)
+    assert sorted(listed) == sorted(t.request_id for t in waiting)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=0.3)
+    ended_b: list[Any] = []
+    b.add_listener(ended_b.append)
+    await until(lambda: len(ended_b) == 2, timeout=5)
+    assert sorted(r.request_id for r in ended_b) == sorted(t.request_id for t in waiting)
+    assert ended_a == []
+    gate.open(running.request_id)
+    await until(lambda: a.status()["completed_requests"] == 1)

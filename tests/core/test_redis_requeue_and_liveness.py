@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from guest_queue.core.backends.redis.link import UNREACHABLE
@@ -94,3 +95,33 @@ async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
     await until(lambda: gate.started == ["Q"])
     gate.open(leader.ticket.request_id)
     assert (await follower.done())[-1] == "workflow_complete"
+
+
+async def test_waiting_guests_keep_their_places_through_a_short_redis_outage(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    # Renewal passes fail for a moment, well within the lease (1.5 s): nothing is lost.
+    a = shared(gate, max_concurrent=1)
+    running = Stream(a, await a.submit("running"))
+    waiting = Stream(a, await a.submit("waiting"))
+    await until(lambda: waiting.ticket.position == 1)
+    link = admission(a).link
+    real_run = link.run
+    failures = 0
+
+    async def unreachable(script: Any, keys: list[str], args: list[Any]) -> Any:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise Unavailable(UNREACHABLE, 1)
+        return await real_run(script, keys, args)
+
+    link.run = unreachable  # type: ignore[method-assign]
+    await until(lambda: failures == 2)
+    link.run = real_run  # type: ignore[method-assign]
+    await asyncio.sleep(0.6)  # another renewal pass, successful
+    assert waiting.names == ["queued"] and waiting.ticket.position == 1
+    gate.open(running.ticket.request_id)
+    gate.open(waiting.ticket.request_id)
+    assert (await waiting.done())[-1] == "workflow_complete"
