@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from guest_queue.core.backends.redis.link import UNREACHABLE
@@ -123,5 +124,27 @@ async def test_waiting_guests_keep_their_places_through_a_short_redis_outage(
     await asyncio.sleep(0.6)  # another renewal pass, successful
     assert waiting.names == ["queued"] and waiting.ticket.position == 1
     gate.open(running.ticket.request_id)
+    gate.open(waiting.ticket.request_id)
+    assert (await waiting.done())[-1] == "workflow_complete"
+
+
+async def test_a_freed_slot_goes_at_once_to_the_next_guest_in_another_process(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    # Renewals every 2 s: the next guest must be let in by the admission Redis announces,
+    # not at its process's next renewal.
+    a = shared(gate, max_concurrent=1, lease_sec=6)
+    b = shared(gate, max_concurrent=1, lease_sec=6)
+    running = Stream(a, await a.submit("running"))
+    await until(lambda: gate.started == ["running"])
+    waiting = Stream(b, await b.submit("waiting"))
+    await until(lambda: waiting.names == ["queued"])
+    await asyncio.sleep(0.3)
+    gate.open(running.ticket.request_id)
+    await running.done()
+    freed = time.monotonic()
+    await until(lambda: gate.started == ["running", "waiting"], timeout=3)
+    assert time.monotonic() - freed < 0.5
     gate.open(waiting.ticket.request_id)
     assert (await waiting.done())[-1] == "workflow_complete"
