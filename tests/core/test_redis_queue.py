@@ -186,6 +186,8 @@ async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> No
         assert time.monotonic() - started < 1.5
         # Retry once every lease this process held has surely run out: ceil(1.2 s).
         assert refused.value.status_code == 503 and refused.value.retry_after == 2
+        # The same words whether Redis was tried (the first) or is quiet after a failure.
+        assert refused.value.message == UNREACHABLE
     assert not await manager.admission.reachable()
     assert await manager.find("0b0e6c1e-6e2b-4d47-9a3b-2f0f5c7f6a11") is None
     status = await manager.shared_status()
