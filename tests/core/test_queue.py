@@ -480,3 +480,24 @@ def test_a_set_up_warning_added_by_the_host_is_reported(gate: GateWorkflow) -> N
     assert manager.warnings == []
     manager.add_warning("Several processes each run their own local queue.")
     assert manager.warnings == ["Several processes each run their own local queue."]
+
+
+async def test_a_drain_whose_preparation_fails_still_ends_every_guest_cleanly(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = make_manager(gate, max_concurrent=1, shutdown_grace_sec=0)
+
+    async def failing_hand_off() -> None:
+        raise ConnectionError("Redis went away")
+
+    manager.stopper.before_drain = failing_hand_off
+    running = Stream(manager, await manager.submit("running"))
+    waiting = Stream(manager, await manager.submit("waiting"))
+    await until(lambda: waiting.names == ["queued"])
+    await manager.close()
+    assert waiting.names == ["queued", "error"]
+    assert waiting.events[-1].data["code"] == "shutting_down"
+    assert running.events[-1].data["code"] == "shutting_down"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["Preparing the drain failed"]
+    assert errors[0].exc_info is not None  # with the traceback, for the operator
