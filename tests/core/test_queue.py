@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -501,3 +502,40 @@ async def test_a_drain_whose_preparation_fails_still_ends_every_guest_cleanly(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["Preparing the drain failed"]
     assert errors[0].exc_info is not None  # with the traceback, for the operator
+
+
+async def test_shutdown_waits_a_bounded_time_for_a_workflow_that_will_not_stop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guest_queue.core import stopping
+
+    monkeypatch.setattr(stopping, "STOP_GRACE_SEC", 0.3)
+
+    let_go = asyncio.Event()
+    stopped: list[str] = []
+
+    class Deaf:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            yield "chunk "
+            while not let_go.is_set():  # shrugs off every cancel until the test lets it go
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+            stopped.append(request.query)
+
+    manager = make_manager(Deaf(), max_concurrent=1, shutdown_grace_sec=0)
+    stream = Stream(manager, await manager.submit("deaf"))
+    await until(lambda: "answer_chunk" in stream.names)
+    began = time.monotonic()
+    await asyncio.wait_for(manager.close(), 3)
+    assert time.monotonic() - began < 1.5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "1 workflow(s) did not stop when cancelled" in warnings
+    let_go.set()
+    await until(lambda: stopped == ["deaf"])
+
+
+async def test_closing_an_idle_queue_is_immediate(gate: GateWorkflow) -> None:
+    manager = make_manager(gate)
+    began = time.monotonic()
+    await manager.close()
+    assert time.monotonic() - began < 0.5
