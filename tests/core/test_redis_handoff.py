@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+import pytest
+
+from guest_queue.core.answers.sharing import RemoteLeader
 
 from .conftest import GateWorkflow, Stream, until
 from .test_answer_cache import MemoryCache
+from .test_redis_followers import announced, pair
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
@@ -162,3 +168,25 @@ async def test_handed_off_followers_line_up_where_they_arrived_among_other_proce
     for ticket in (leader, follower):
         gate.open(ticket.request_id)
     await late.done()
+
+
+async def test_a_drain_hands_off_waiting_guests_while_a_follower_here_follows_another_process(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = pair(shared, gate, max_concurrent=1, resume_grace_sec=10)
+    leader = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    await announced(b, "q")
+    follower = await b.submit("Q")
+    assert isinstance(follower.leader, RemoteLeader)  # it has no place in line, nor a score
+    follower_reader = Reader(b, b.resumable(follower))
+    waiting = await b.submit("waiting")
+    waiting_reader = Reader(b, b.resumable(waiting))
+    await until(lambda: waiting_reader.names == ["queued"] and follower_reader.names)
+    b.begin_drain()
+    assert (await waiting_reader.done())[-1] == "reconnect"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    gate.open(leader.ticket.request_id)
+    await leader.done()
