@@ -94,3 +94,23 @@ async def test_a_follower_cut_off_mid_answer_is_told_to_ask_again(gate: GateWork
         "code": "internal",
     }
     assert manager.lookup(follower.ticket.request_id)["status"] == "cancelled"  # type: ignore[index]
+
+
+async def test_a_follower_is_told_how_long_it_waited_when_its_leader_starts(
+    gate: GateWorkflow,
+) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=1)
+    head = Stream(manager, await manager.submit("head"))
+    leader = Stream(manager, await manager.submit("Q"))
+    follower = Stream(manager, await manager.submit("Q"))
+    await until(lambda: follower.names == ["queued"])
+    await asyncio.sleep(0.15)  # both wait in line behind "head"
+    gate.open(head.ticket.request_id)
+    await until(lambda: answer(follower) == "Q-0 Q-1 ")
+    processing = follower.events[1]
+    assert processing.name == "processing"
+    assert processing.data == {"waited_ms": follower.ticket.record.wait_ms}
+    assert processing.data["waited_ms"] >= 150
+    gate.open(leader.ticket.request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
+    await leader.done()

@@ -165,6 +165,17 @@ def test_retry_after_spreads_the_processing_time_over_the_slots() -> None:
     assert stats.retry_after(1, 60) == 300  # capped
 
 
+def test_estimated_wait_counts_the_guests_ahead_beyond_the_free_slots() -> None:
+    stats = QueueStats()
+    assert stats.estimate_wait_sec(3, 0, 2) is None  # nothing finished yet: unknown
+    stats.processing_ms.add(1234)
+    # Three ahead, two slots, 1.234 s each: 1.851 s, to a tenth.
+    assert stats.estimate_wait_sec(3, 0, 2) == 1.9
+    assert stats.estimate_wait_sec(3, 1, 1) == 2.5  # one slot about to free up: two ahead
+    assert stats.estimate_wait_sec(2, 2, 2) == 0.0  # a slot for it already
+    assert stats.estimate_wait_sec(1, 3, 1) == 0.0  # never negative
+
+
 async def test_estimated_wait_comes_from_recent_processing_times(gate: GateWorkflow) -> None:
     manager = make_manager(gate, max_concurrent=1)
     head = Stream(manager, await manager.submit("head"))
@@ -213,6 +224,23 @@ async def test_queue_wait_limit_ends_a_request_that_waited_too_long(gate: GateWo
     assert manager.status()["queue_size"] == 0
     gate.open(head.ticket.request_id)
     await head.done()
+
+
+async def test_a_guest_admitted_within_the_queue_wait_limit_is_answered(
+    gate: GateWorkflow,
+) -> None:
+    manager = make_manager(gate, max_concurrent=1, max_queue_wait_sec=5)
+    head = Stream(manager, await manager.submit("head"))
+    waiter = Stream(manager, await manager.submit("waiter"))
+    await until(lambda: waiter.events)
+    await asyncio.sleep(0.1)  # waiting in line, well within the limit
+    assert waiter.names == ["queued"]
+    gate.open(head.ticket.request_id)
+    await head.done()
+    await until(lambda: gate.started == ["head", "waiter"])
+    gate.open(waiter.ticket.request_id)
+    assert (await waiter.done())[-1] == "workflow_complete"
+    assert manager.status()["timeout_requests"] == 0
 
 
 async def test_disconnect_while_processing_cancels_the_workflow_and_frees_the_slot(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+import pytest
+
+from guest_queue.core.answers.sharing import RemoteLeader
 
 from .conftest import GateWorkflow, Stream, until
 from .test_answer_cache import MemoryCache
+from .test_redis_followers import announced, pair
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
@@ -152,3 +158,66 @@ async def test_a_draining_process_leaves_overdue_hand_offs_to_a_live_one(
     assert ended_a == []
     gate.open(running.request_id)
     await until(lambda: a.status()["completed_requests"] == 1)
+
+
+async def test_handed_off_followers_line_up_where_they_arrived_among_other_processes_guests(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, resume_grace_sec=10)
+    b = shared(gate, max_concurrent=1, resume_grace_sec=10)
+    running = Stream(b, await b.submit("running"))
+    await until(lambda: gate.started == ["running"])
+    first = Stream(a, await a.submit("Q"))
+    leader = await a.submit("Q")
+    assert leader.leader is first.ticket
+    leader_reader = Reader(a, a.resumable(leader))
+    await asyncio.sleep(0.3)  # it follows "first" for a while
+    # "first" leaves: its follower lines up itself, at the back of the line, and leads.
+    a.cancel(first.ticket.request_id)
+    await until(lambda: leader.queue_score is not None)
+    early = Stream(b, await b.submit("early"))
+    # Well apart (each process maps its own clock onto Redis's only to a few ms).
+    await asyncio.sleep(0.1)
+    follower = await a.submit("Q")
+    assert follower.leader is leader
+    follower_reader = Reader(a, a.resumable(follower))
+    await asyncio.sleep(0.1)
+    late = Stream(b, await b.submit("late"))
+    await until(lambda: follower_reader.names == ["queued"] and late.events)
+    a.begin_drain()
+    assert (await follower_reader.done())[-1] == "reconnect"
+    assert (await leader_reader.done())[-1] == "reconnect"
+    adopted = [await b.adopt(t.request_id) for t in (leader, follower)]
+    # The follower lined up where it arrived: after "early", before "late" (not just
+    # behind its leader, and not as if it had arrived when its leader first did).
+    positions = [r.ticket.position for r in adopted if r is not None]
+    assert positions == [1, 3]
+    await until(lambda: [s.ticket.position for s in (early, late)] == [2, 4])
+    for stream in (running, early, late):
+        gate.open(stream.ticket.request_id)
+    for ticket in (leader, follower):
+        gate.open(ticket.request_id)
+    await late.done()
+
+
+async def test_a_drain_hands_off_waiting_guests_while_a_follower_here_follows_another_process(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = pair(shared, gate, max_concurrent=1, resume_grace_sec=10)
+    leader = Stream(a, await a.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    await announced(b, "q")
+    follower = await b.submit("Q")
+    assert isinstance(follower.leader, RemoteLeader)  # it has no place in line, nor a score
+    follower_reader = Reader(b, b.resumable(follower))
+    waiting = await b.submit("waiting")
+    waiting_reader = Reader(b, b.resumable(waiting))
+    await until(lambda: waiting_reader.names == ["queued"] and follower_reader.names)
+    b.begin_drain()
+    assert (await waiting_reader.done())[-1] == "reconnect"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    gate.open(leader.ticket.request_id)
+    await leader.done()

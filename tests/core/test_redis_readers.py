@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
+
+from guest_queue.core.records import Status
 
 from .conftest import until
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
@@ -134,3 +139,64 @@ async def test_the_first_reader_stays_when_the_claims_are_checked_again(
     flow.release.set()
     assert (await first.done())[-1] == "workflow_complete"
     assert chunks(first) == "a0 a1 a2 b0 b1 b2 "
+
+
+async def test_a_remote_reader_closes_as_soon_as_a_newer_reader_claims_not_at_its_renewal(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=5)
+    # b's Redis timeout lets its remote reader block 2 s between renewals of its claim.
+    b = shared(flow, resume_grace_sec=5, redis_timeout_sec=4, lease_sec=15)
+    ticket, first = await started(flow, a)
+    await first.disconnect()
+    await asyncio.sleep(0.2)  # both listen
+    logs = b.resumes.shared
+    assert logs is not None
+    remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
+    async with asyncio.timeout(3):
+        while not await logs.attached(ticket.request_id):
+            await asyncio.sleep(0.02)
+    # Its claim was just renewed; a reader coming back to a closes it at once all the same.
+    back = Reader(a, a.resumes.get(ticket.request_id), after=first.seqs[-1])
+    await asyncio.wait_for(asyncio.shield(remote.task), 0.5)
+    flow.release.set()
+    assert (await back.done())[-1] == "workflow_complete"
+    assert chunks(back) == "b0 b1 b2 " and remote.text() == ""
+
+
+async def test_a_reader_replaced_unheard_closes_when_the_claims_are_checked_again(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=5)
+    ticket, first = await started(flow, a)
+    logs = admission(a).logs
+    # A reader on another process claimed the request while this process's subscription
+    # was being remade: the claim is in Redis, its announcement never arrived here.
+    await logs.client.set(logs._attached_key(ticket.request_id), 1, px=4000)
+    await asyncio.sleep(0.2)
+    assert not first.task.done()
+    # What the listener does once its subscription is remade: the claims are read again.
+    a.resumes.heard_claim("", 0)
+    await _replaced_promptly(first.task)
+    assert a.resumes.by_id[ticket.request_id].reader is None
+    flow.release.set()
+
+
+async def test_a_cancel_right_after_a_reader_moved_to_another_process_is_heard(
+    shared: Factory,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
+    ticket, old = await started(flow, a)
+    await asyncio.sleep(0.2)  # both listen
+    new = SharedReader(b, ticket.request_id, old.seqs[-1], claims=True)
+    await _replaced_promptly(old.task)
+    # a heard of b's claim (a request nobody on a reads remotely): its listener listens on.
+    assert await b.cancel_anywhere(ticket.request_id) is Status.CANCELLED
+    await until(lambda: ticket.record.status is Status.CANCELLED, timeout=1)
+    await asyncio.wait_for(new.task, 5)
+    assert new.events[-1]["event"] == "error"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
