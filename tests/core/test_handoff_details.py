@@ -3,7 +3,11 @@ the wait the guest has already done."""
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
+
+import pytest
 
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
@@ -80,3 +84,24 @@ async def test_an_adopted_guest_hears_everything_after_the_hand_off(
     assert (await resumed.done())[-1] == "workflow_complete"
     assert resumed.names[0] == "queued" and "processing" in resumed.names
     assert resumed.seqs[0] == old.seqs[-1] + 1
+
+
+async def test_a_hand_off_whose_data_is_gone_is_reported_and_the_next_one_still_recorded(
+    shared: Factory,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    b = shared(GateWorkflow())
+    ended: list[Any] = []
+    b.add_listener(ended.append)
+    backend = admission(b)
+    # Two hand-offs long overdue, nobody adopted them: the first one's data has expired.
+    await backend.client.set(backend.handoff_prefix + RID, handoff_json(handed(time.time())))
+    await backend.client.zadd(backend.handoffs_key, {"gone-request": 1, RID: 2})
+    with caplog.at_level(logging.WARNING, logger="guest_queue"):
+        await until(lambda: ended, timeout=3)
+    assert [(r.request_id, r.status.value, r.query) for r in ended] == [
+        (RID, "cancelled", "And the BRCA2 gene?")
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "Hand-off of request gone-request expired without its data"
+    ]
