@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from guest_queue.core.answers.cache import CachedAnswer
 from guest_queue.core.records import RequestRecord, iso
 from guest_queue.core.reporting import merge_status
 
-from .conftest import GateWorkflow, make_manager
+from .conftest import GateWorkflow, Stream, make_manager, until
 
 
 def figures(**values: Any) -> dict[str, Any]:
@@ -145,3 +146,66 @@ async def test_this_process_publishes_its_followers_and_replays() -> None:
     assert (snapshot["following"], snapshot["replaying"]) == (1, 0)
     assert snapshot["total_requests"] == 2
     gate.open(leader.request_id)
+
+
+async def test_status_names_every_figure_an_operator_reads() -> None:
+    manager = make_manager(
+        GateWorkflow(),
+        max_concurrent=2,
+        max_queue_size=7,
+        request_timeout_sec=45.0,
+        max_per_client=4,
+    )
+    manager.stats.wait_ms.add(1234.5678)
+    manager.stats.processing_ms.add(987.6543)
+    status = manager.status()
+    uptime = status.pop("uptime_sec")
+    assert isinstance(uptime, float) and 0 <= uptime < 60
+    assert status == {
+        "queue_size": 0,
+        "active_requests": 0,
+        "max_concurrent_requests": 2,
+        "max_queue_size": 7,
+        "request_timeout_sec": 45.0,
+        "total_requests": 0,
+        "completed_requests": 0,
+        "failed_requests": 0,
+        "timeout_requests": 0,
+        "cancelled_requests": 0,
+        "rejected_requests": 0,
+        # No refusal yet: each code still shows 0, not null.
+        "rejected_queue_full": 0,
+        "rejected_client_limit": 0,
+        "rejected_rate_limited": 0,
+        "max_requests_per_client": 4,
+        "cache_hits": 0,
+        # Averages in milliseconds, to a tenth.
+        "avg_wait_ms": 1234.6,
+        "avg_processing_ms": 987.7,
+        "accepting": True,
+    }
+
+
+async def test_followers_wait_in_the_line_and_replays_take_no_slot_but_count_as_active(
+    gate: GateWorkflow,
+) -> None:
+    from .test_answer_cache import MemoryCache, make
+
+    cache = MemoryCache()
+    cache.data["what is dna"] = CachedAnswer("DNA is a molecule.")
+    manager = make(gate, cache, max_concurrent=2)
+    leader = Stream(manager, await manager.submit("Q"))
+    await until(lambda: gate.started == ["Q"])
+    follower = await manager.submit("Q")  # waits for the leader's answer
+    replay = await manager.submit("What is DNA?")  # answered from the cache, not yet streamed
+    assert follower.replay is None and replay.replay is not None
+    status = manager.status()
+    assert (status["queue_size"], status["active_requests"]) == (1, 2)
+    assert status["total_requests"] == 3
+    gate.open(leader.ticket.request_id)
+    await leader.done()
+    for ticket in (follower, replay):
+        await Stream(manager, ticket).done()
+    status = manager.status()
+    assert (status["queue_size"], status["active_requests"]) == (0, 0)
+    assert status["completed_requests"] == 3 and status["cache_hits"] == 2

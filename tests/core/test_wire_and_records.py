@@ -13,7 +13,8 @@ from guest_queue.core.answers.cache import CachedAnswer, NearDuplicates
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.consume import collect, sse_stream
 from guest_queue.core.manager import QueueManager
-from guest_queue.core.records import RequestRecord, Status
+from guest_queue.core.records import ANSWER_PREVIEW_CHARS, RequestRecord, Status
+from guest_queue.core.runner import Channel
 from guest_queue.core.stats import QueueStats
 
 from .conftest import GateWorkflow, Stream, make_manager, until
@@ -238,3 +239,38 @@ async def test_a_manager_that_never_started_ignores_thread_calls() -> None:
     manager.begin_drain()
     assert manager.accepting and orphan.record.status is Status.QUEUED
     assert await manager.admission.reachable() is True  # a local queue is always reachable
+
+
+def test_the_answer_preview_keeps_exactly_the_first_500_characters() -> None:
+    record = RequestRecord(request_id="r", query="q")
+    record.add_chunk("a" * 498)
+    record.add_chunk("b")
+    assert record.answer_preview == "a" * 498 + "b"  # chunks add up
+    record.add_chunk("cde")  # one character of room left: it is filled
+    record.add_answer("f")  # full: nothing more is kept
+    assert record.answer_preview == "a" * 498 + "bc"
+    assert len(record.answer_preview) == ANSWER_PREVIEW_CHARS == 500
+
+
+def test_time_to_first_chunk_is_taken_at_the_first_chunk(monkeypatch: Any) -> None:
+    record = RequestRecord(request_id="r", query="q", created_mono=100.0)
+    assert record.first_chunk_ms is None
+    monkeypatch.setattr("guest_queue.core.records.time.monotonic", lambda: 100.25)
+    record.add_chunk("first ")
+    monkeypatch.setattr("guest_queue.core.records.time.monotonic", lambda: 103.0)
+    record.add_chunk("second")
+    assert record.first_chunk_ms == 250
+
+
+async def test_a_writer_that_stops_waiting_for_room_leaves_the_channel_working() -> None:
+    channel = Channel(1)
+    channel.put_nowait("first")
+    writer = asyncio.ensure_future(channel.put("second"))
+    await asyncio.sleep(0)
+    assert not writer.done()  # full: the writer waits for room
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    # Its item was never added; the reader gets what was there, and the next put goes in.
+    assert channel.get_nowait() == "first" and channel.empty()
+    await asyncio.wait_for(channel.put("third"), 1)
+    assert await asyncio.wait_for(channel.get(), 1) == "third"
