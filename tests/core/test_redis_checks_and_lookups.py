@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,29 @@ async def test_lookups_and_cancels_say_unavailable_when_redis_is_down() -> None:
             assert refused.value.retry_after == 3 and str(refused.value) == UNREACHABLE
     finally:
         await link.aclose()
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = RedisLink(RedisOptions(url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=2.5))
+    replies: list[Any] = ["ok", OSError("refused"), OSError("refused"), "ok", "ok"]
+
+    async def script(keys: list[str], args: list[Any]) -> Any:
+        reply = replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    with caplog.at_level(logging.WARNING, logger="guest_queue"):
+        assert await link.run(script, [], []) == "ok"  # a healthy start says nothing
+        for _ in range(2):
+            with pytest.raises(Unavailable):
+                await link.run(script, [], [])
+        assert await link.run(script, [], []) == "ok"
+        assert await link.run(script, [], []) == "ok"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis queue unreachable (refused); refusing new requests",
+        "Redis queue reachable again",
+    ]
+    await link.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -175,17 +176,20 @@ async def test_a_cancel_that_redis_py_swallows_still_stops_the_renewals(
     assert not running  # a renewal loop that ran on would keep a dead process's slots
 
 
-async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> None:
+@pytest.mark.parametrize(("lease", "retry_after"), [(1.2, 2), (0.6, 1)])
+async def test_unreachable_redis_refuses_at_once_with_503(
+    shared: Factory, caplog: pytest.LogCaptureFixture, lease: float, retry_after: int
+) -> None:
     manager = shared(
-        GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2
+        GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=lease
     )
     for _ in range(3):
         started = time.monotonic()
         with pytest.raises(Unavailable) as refused:
             await manager.submit("anyone?")
         assert time.monotonic() - started < 1.5
-        # Retry once every lease this process held has surely run out: ceil(1.2 s).
-        assert refused.value.status_code == 503 and refused.value.retry_after == 2
+        # Retry once every lease this process held has surely run out: ceil(lease), >= 1 s.
+        assert refused.value.status_code == 503 and refused.value.retry_after == retry_after
         # The same words whether Redis was tried (the first) or is quiet after a failure.
         assert refused.value.message == UNREACHABLE
     assert not await manager.admission.reachable()
@@ -193,6 +197,8 @@ async def test_unreachable_redis_refuses_at_once_with_503(shared: Factory) -> No
     status = await manager.shared_status()
     assert status["queue_reachable"] is False and status["rejected_requests"] == 3
     assert status["total_requests"] == 0
+    await asyncio.sleep(lease / 2)  # renewal passes while Redis has never been reached
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_redis_losing_the_queue_admits_nobody_extra(
