@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from guest_queue.core.backends.redis.link import UNREACHABLE
-from guest_queue.core.backends.redis.logs import DONE_MEMORY_SEC
+from guest_queue.core.backends.redis.logs import DONE_MEMORY_SEC, LIVE_TTL_MARGIN_SEC
 from guest_queue.core.errors import Unavailable
 from guest_queue.core.eventlog import LogTrimmed
 from guest_queue.core.events import Event
@@ -116,3 +116,45 @@ async def test_redis_down_says_why_and_when_to_retry(shared: Factory) -> None:  
             await lookup(RID)
         assert raised.value.message == UNREACHABLE
         assert isinstance(raised.value.retry_after, int) and raised.value.retry_after >= 1
+
+
+async def test_a_logs_lifetime_covers_the_grace_the_limits_and_the_wait_exactly(
+    shared: Factory,  # noqa: F811
+) -> None:
+    # Open: the whole time a request may still run and be resumed (grace + wait in line +
+    # processing limit + a margin); finished: the resume grace only.
+    logs = logs_of(shared, resume_grace_sec=20, request_timeout_sec=50, max_queue_wait_sec=300)
+    key = f"{logs.tag}:log:{RID}"
+    logs.append(RID, 1, chunk(1))
+    await until(lambda: not logs._pending and not logs._busy)
+    live_ms = (20 + 50 + 300 + LIVE_TTL_MARGIN_SEC) * 1000
+    assert live_ms - 2000 < await logs.client.pttl(key) <= live_ms
+    logs.append(RID, 2, DONE)
+    await until(lambda: not logs._pending and not logs._busy)
+    assert 20_000 - 2000 < await logs.client.pttl(key) <= 20_000
+
+
+async def test_closing_logs_that_never_wrote_anything_is_immediate(
+    shared: Factory,  # noqa: F811
+) -> None:
+    logs = logs_of(shared)
+    began = time.monotonic()
+    await logs.close()
+    assert time.monotonic() - began < 0.5
+
+
+async def test_a_remade_subscription_asks_for_the_claims_to_be_checked_again(
+    shared: Factory,  # noqa: F811
+) -> None:
+    logs = logs_of(shared)
+    claims: list[tuple[str, int]] = []
+    listening = asyncio.ensure_future(logs.listen(lambda rid: None, lambda *c: claims.append(c)))
+    try:
+        await until(lambda: claims != [])
+        assert claims == [("", 0)]  # subscribed: announcements may have been missed
+        await logs.client.publish(logs.readers, f"{RID} 7")
+        await until(lambda: len(claims) == 2)
+        assert claims[1] == (RID, 7)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
