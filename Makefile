@@ -78,8 +78,10 @@ bench: $(VENV)/.dev-installed
 
 # Mutation testing of guest_queue/core against tests/core (slow; not part of `make test`).
 # Results: `$(BIN)/mutmut results`; the score is recorded in docs/testing-mutation.md.
+# The tests mostly sleep (Redis leases, timeouts), so more workers than cores pay off.
+MUTATE_WORKERS ?= 8
 mutate: $(VENV)/.dev-installed
-	$(BIN)/mutmut run --max-children 2
+	PYTEST_ADDOPTS="--timeout=20" $(BIN)/mutmut run --max-children $(MUTATE_WORKERS)
 	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
 
 clean:
