@@ -186,3 +186,30 @@ async def test_a_workflow_that_will_not_stop_is_named_in_a_warning(
     finally:
         let_go.set()
         await asyncio.wait_for(manager.close(), 3)
+
+
+async def test_a_wait_ending_exactly_at_a_heartbeat_ends_without_one(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the line's limit and the next heartbeat fall due together, the guest times out."""
+    from types import SimpleNamespace
+
+    from guest_queue.core import stream as stream_module
+
+    manager = make_manager(gate, max_concurrent=1, max_queue_wait_sec=1.0, heartbeat_sec=0.25)
+    head = Stream(manager, await manager.submit("head"))
+    await until(lambda: gate.started)
+    ticket = await manager.submit("waiter")
+    deadline = ticket.record.created_mono + 1.0
+    # A clock read exactly 0.25 s (one heartbeat) before the limit: no rounding on the way.
+    monkeypatch.setattr(stream_module, "time", SimpleNamespace(monotonic=lambda: deadline - 0.25))
+    waiter = Stream(manager, ticket)
+    try:
+        assert (await waiter.done(timeout=2))[-1] == ev.TIMEOUT
+        assert waiter.heartbeats == 0
+    finally:
+        monkeypatch.undo()
+        await waiter.disconnect()
+        gate.open(head.ticket.request_id)
+        await head.done()
+        await manager.close()
