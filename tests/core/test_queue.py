@@ -567,3 +567,29 @@ async def test_closing_an_idle_queue_is_immediate(gate: GateWorkflow) -> None:
     began = time.monotonic()
     await manager.close()
     assert time.monotonic() - began < 0.5
+
+
+async def test_the_workflow_is_given_the_guests_language_and_earlier_turns() -> None:
+    heard: list[WorkflowRequest] = []
+
+    class Listening:
+        async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+            heard.append(request)
+            yield "Xin chào."
+
+    manager = make_manager(Listening())
+    history = (("user", "Hello"), ("assistant", "Hi! How can I help?"))
+    ticket = await manager.submit("Còn phòng không?", language="vi", history=history)
+    assert (await Stream(manager, ticket).done())[-1] == "workflow_complete"
+    [request] = heard
+    assert (request.request_id, request.query) == (ticket.request_id, "Còn phòng không?")
+    assert (request.language, request.history) == ("vi", history)
+
+
+async def test_status_reports_accepting_false_once_the_drain_begins(gate: GateWorkflow) -> None:
+    manager = make_manager(gate)
+    manager.start()
+    assert manager.status()["accepting"] is True
+    await asyncio.wait_for(manager.drain(), 2)
+    assert manager.status()["accepting"] is False  # a JSON boolean for the operator, not null
+    await manager.close()

@@ -81,3 +81,49 @@ async def test_close_stops_a_task_that_swallowed_its_first_cancel(gate: GateWork
     await asyncio.sleep(0)
     await asyncio.wait_for(manager.close(), 5)
     assert stopped.is_set()
+
+
+async def test_close_warns_of_a_background_task_that_shrugs_off_every_cancel(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guest_queue.core import stopping
+
+    monkeypatch.setattr(stopping, "CLOSE_CANCEL_WAIT_SEC", 0.05)
+    manager = make_manager(gate)
+    manager.start()
+    let_go = asyncio.Event()
+
+    async def deaf() -> None:
+        while not let_go.is_set():  # every cancel swallowed until the test lets it go
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    task = manager.stopper.spawn(deaf())
+    try:
+        await asyncio.wait_for(manager.close(), 2)
+    finally:
+        let_go.set()
+        await asyncio.wait_for(task, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["1 background task(s) did not stop when cancelled"]
+
+
+async def test_a_failing_closer_is_logged_with_its_traceback_and_the_next_still_runs(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = make_manager(gate)
+    closed: list[str] = []
+
+    async def failing() -> None:
+        raise RuntimeError("the flush failed")
+
+    async def next_closer() -> None:
+        closed.append("next")
+
+    manager.add_closer(failing)
+    manager.add_closer(next_closer)
+    await asyncio.wait_for(manager.close(), 2)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [f"Closing {failing!r} failed"]
+    assert errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], RuntimeError)
+    assert closed == ["next"]
