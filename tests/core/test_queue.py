@@ -120,7 +120,9 @@ async def test_position_updates_keep_the_configured_pace_without_failing(
     await waiters[1].disconnect()
     await until(lambda: last.positions() == [4, 3, 2])  # the next, one interval later
     took = time.monotonic() - began
-    assert 0.15 <= took <= 0.6, took
+    assert 0.15 <= took <= 1.5, (
+        took
+    )  # not before the interval; well before a restart's 0.5 s + pass
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     await manager.close()
 
@@ -557,8 +559,10 @@ async def test_shutdown_waits_a_bounded_time_for_a_workflow_that_will_not_stop(
     await asyncio.wait_for(manager.close(), 3)
     assert time.monotonic() - began < 1.5
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "1 workflow(s) did not stop when cancelled" in warnings
-    let_go.set()
+    try:
+        assert "1 workflow(s) did not stop when cancelled" in warnings
+    finally:
+        let_go.set()
     await until(lambda: stopped == ["deaf"])
 
 
@@ -566,7 +570,7 @@ async def test_closing_an_idle_queue_is_immediate(gate: GateWorkflow) -> None:
     manager = make_manager(gate)
     began = time.monotonic()
     await manager.close()
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 0.9  # no pause for requests that are not there
 
 
 async def test_the_workflow_is_given_the_guests_language_and_earlier_turns() -> None:

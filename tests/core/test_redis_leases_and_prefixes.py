@@ -46,7 +46,8 @@ async def test_a_guest_of_another_queue_on_the_same_redis_never_follows_this_que
         b.start()
         try:
             await announced(a2)  # a process of the same queue has heard who answers Q
-            await asyncio.sleep(0.1)
+            # More than one of a's renewal passes: b would have heard a's list by now.
+            await asyncio.sleep(0.7)
             assert b.relay is not None and b.relay.shared.leader("q") is None
             # The other queue's guest gets an answer of its own, at once.
             mine = Stream(b, await b.submit("Q"))

@@ -140,7 +140,7 @@ async def test_closing_logs_that_never_wrote_anything_is_immediate(
     logs = logs_of(shared)
     began = time.monotonic()
     await logs.close()
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 1.5  # not the close timeout
 
 
 async def test_a_remade_subscription_asks_for_the_claims_to_be_checked_again(

@@ -145,6 +145,6 @@ async def test_a_freed_slot_goes_at_once_to_the_next_guest_in_another_process(
     await running.done()
     freed = time.monotonic()
     await until(lambda: gate.started == ["running", "waiting"], timeout=3)
-    assert time.monotonic() - freed < 0.5
+    assert time.monotonic() - freed < 1.5  # the next renewal is 2 s away
     gate.open(waiting.ticket.request_id)
     assert (await waiting.done())[-1] == "workflow_complete"

@@ -6,7 +6,10 @@ import asyncio
 import json
 import threading
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from guest_queue.core import events as ev
 from guest_queue.core.answers.cache import CachedAnswer, NearDuplicates
@@ -252,12 +255,17 @@ def test_the_answer_preview_keeps_exactly_the_first_500_characters() -> None:
     assert len(record.answer_preview) == ANSWER_PREVIEW_CHARS == 500
 
 
-def test_time_to_first_chunk_is_taken_at_the_first_chunk(monkeypatch: Any) -> None:
+def test_time_to_first_chunk_is_taken_at_the_first_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from guest_queue.core import records
+
     record = RequestRecord(request_id="r", query="q", created_mono=100.0)
     assert record.first_chunk_ms is None
-    monkeypatch.setattr("guest_queue.core.records.time.monotonic", lambda: 100.25)
+    # Only the records module's clock: the event loop's own stays real.
+    monkeypatch.setattr(records, "time", SimpleNamespace(monotonic=lambda: 100.25))
     record.add_chunk("first ")
-    monkeypatch.setattr("guest_queue.core.records.time.monotonic", lambda: 103.0)
+    monkeypatch.setattr(records, "time", SimpleNamespace(monotonic=lambda: 103.0))
     record.add_chunk("second")
     assert record.first_chunk_ms == 250
 
