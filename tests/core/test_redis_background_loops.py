@@ -65,6 +65,20 @@ async def test_a_listener_that_dies_is_named_in_the_log_and_started_again(
     assert (await waiting.done())[-1] == "workflow_complete"
 
 
+def fail_the_next_leave(adm: Any, error: Exception) -> list[Exception]:
+    """Make the next LEAVE script raise ``error``; the list empties once it has."""
+    real_run = adm.link.run
+    failures = [error]
+
+    async def run(script: Any, keys: list[str], args: list[Any]) -> Any:
+        if script is adm._leave and failures:
+            raise failures.pop()
+        return await real_run(script, keys, args)
+
+    adm.link.run = run
+    return failures
+
+
 async def test_a_leaves_sender_that_dies_is_named_in_the_log_and_the_slot_still_given_back(
     shared: Factory,  # noqa: F811
     gate: GateWorkflow,
@@ -73,15 +87,7 @@ async def test_a_leaves_sender_that_dies_is_named_in_the_log_and_the_slot_still_
     manager = shared(gate, max_concurrent=1)
     adm = admission(manager)
     running, waiting = await one_after_another(manager, gate)
-    real_run = adm.link.run
-    failures = [RuntimeError("a bug in the leave")]
-
-    async def leave_fails_once(script: Any, keys: list[str], args: list[Any]) -> Any:
-        if script is adm._leave and failures:
-            raise failures.pop()
-        return await real_run(script, keys, args)
-
-    adm.link.run = leave_fails_once  # type: ignore[method-assign]
+    failures = fail_the_next_leave(adm, RuntimeError("a bug in the leave"))
     with caplog.at_level(logging.ERROR, logger="guest_queue"):
         gate.open(running.ticket.request_id)
         await running.done()
@@ -100,15 +106,7 @@ async def test_a_leave_redis_did_not_get_is_sent_again_without_an_error_logged(
     manager = shared(gate, max_concurrent=1)
     adm = admission(manager)
     running, waiting = await one_after_another(manager, gate)
-    real_run = adm.link.run
-    failures = [Unavailable(UNREACHABLE, 1)]
-
-    async def leave_unreachable_once(script: Any, keys: list[str], args: list[Any]) -> Any:
-        if script is adm._leave and failures:
-            raise failures.pop()
-        return await real_run(script, keys, args)
-
-    adm.link.run = leave_unreachable_once  # type: ignore[method-assign]
+    failures = fail_the_next_leave(adm, Unavailable(UNREACHABLE, 1))
     with caplog.at_level(logging.WARNING, logger="guest_queue"):
         gate.open(running.ticket.request_id)
         await running.done()
