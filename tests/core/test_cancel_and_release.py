@@ -74,6 +74,11 @@ async def test_only_tickets_unclaimed_for_the_whole_limit_are_released(gate: Gat
     # Not at the first sweep after it came (it was younger than the limit then).
     assert time.monotonic() - submitted >= 0.4
     assert unclaimed.record.status is Status.CANCELLED
+    # Its history row says why: the guest never came for the answer.
+    assert (unclaimed.record.error_code, unclaimed.record.error_message) == (
+        "abandoned",
+        "Stream never started.",
+    )
     await asyncio.sleep(0.7)  # two more sweeps
     assert claimed.ticket.record.status is Status.PROCESSING
     gate.open(claimed.ticket.request_id)

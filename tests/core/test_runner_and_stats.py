@@ -136,7 +136,10 @@ async def test_a_reader_that_stops_waiting_leaves_the_channel_working() -> None:
 def test_a_fresh_channel_takes_an_item_at_once() -> None:
     channel = Channel(1)
     channel.put_nowait("first")
+    with pytest.raises(asyncio.QueueFull):  # full at its size: the item is not taken
+        channel.put_nowait("second")
     assert channel.full() and channel.get_nowait() == "first"
+    assert channel.empty()
 
 
 def test_the_moving_average_is_the_mean_of_the_last_samples() -> None:
