@@ -356,7 +356,8 @@ class RedisAdmission(Admission):
             async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
                 config = await self.client.config_get("maxmemory*")
         except (RedisError, OSError, TimeoutError) as exc:
-            logger.info("Could not read Redis's maxmemory-policy (%s); not checked", exc)
+            reason = str(exc) or "timed out"  # A timeout has no text of its own.
+            logger.info("Could not read Redis's maxmemory-policy (%s); not checked", reason)
             return
         policy = str(config.get("maxmemory-policy", "noeviction"))
         limit = int(config.get("maxmemory", 0) or 0)
