@@ -29,6 +29,7 @@ from . import events as ev
 from .backends.base import Ticket
 from .config import QueueConfig
 from .eventlog import EventLog, LogTrimmed, SharedLogs
+from .supervise import stay_cancelled
 
 logger = logging.getLogger("guest_queue")
 
@@ -406,12 +407,16 @@ async def read_shared(
                 claim.taken(await shared.claim(request_id, REMOTE_ATTACH_SEC))
             elif not await shared.renew(request_id, claim.number, REMOTE_ATTACH_SEC):
                 return  # A newer reader holds it (its announcement was missed).
+            # redis-py may have swallowed a cancel (it lands as the command is sent): a reader
+            # going on would renew its claim for ever, and the request would never end.
+            stay_cancelled()
             if claim.replaced.is_set():
                 return
             entries = await _read_unless_replaced(shared, request_id, cursor, block, claim)
         except LogTrimmed:
             return
         except Exception as exc:  # Redis unreachable: end the stream, the client resumes.
+            stay_cancelled()  # Or a cancel that redis-py turned into an error.
             logger.warning("Reading request %s's log from Redis failed (%s)", request_id, exc)
             return
         if entries is None:
@@ -429,8 +434,10 @@ async def read_shared(
             try:
                 state = await shared.state(request_id)
             except Exception as exc:
+                stay_cancelled()
                 logger.warning("Asking Redis for request %s's log failed (%s)", request_id, exc)
                 return
+            stay_cancelled()
             if state != "live":
                 return
             if alive is not None and not await alive():

@@ -30,6 +30,7 @@ from ...config import QueueConfig
 from ...errors import Unavailable
 from ...eventlog import LogTrimmed
 from ...events import Event
+from ...supervise import stay_cancelled
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 
 logger = logging.getLogger("guest_queue")
@@ -141,9 +142,13 @@ class RedisLogs:
                     for request_id, seq, event in batch:
                         self._queue(pipe, request_id, seq, event)
                     replies = await pipe.execute(raise_on_error=False)
+                # redis-py may swallow a cancel that lands as the command is sent: a writer
+                # going on would wait for the next batch for ever, and close() with it.
+                stay_cancelled()
                 _raise_unless_written(replies)
                 self._retried = False
             except (RedisError, OSError):
+                stay_cancelled()  # Or a cancel that redis-py turned into an error.
                 if self._retried:
                     self._retried = False
                     logger.warning("Writing %d resumable event(s) to Redis failed", len(batch))
@@ -177,8 +182,10 @@ class RedisLogs:
                         self._wake.set()
                         await asyncio.sleep(0.01)
             self._writer.cancel()
-            with contextlib.suppress(BaseException):
-                await self._writer
+            # Bounded: a writer that shrugs off its cancel must not hold the shutdown.
+            await asyncio.wait((self._writer,), timeout=CLOSE_TIMEOUT_SEC)
+            if self._writer.done() and not self._writer.cancelled():
+                self._writer.exception()  # Retrieved: it was stopping anyway.
 
     # -- reading (any process) ------------------------------------------------------
 
