@@ -177,3 +177,17 @@ async def test_a_reader_attaching_while_redis_is_asked_at_the_graces_end_keeps_t
     flow.release.set()
     assert (await back.done())[-1] == "workflow_complete"
     assert a.status()["cancelled_requests"] == 0
+
+
+async def test_a_request_nobody_ever_reads_ends_one_grace_after_it_was_accepted(
+    shared: Factory,  # noqa: F811
+) -> None:
+    """The guest's POST was answered, but no stream ever came, on any process."""
+    flow = Held()
+    a = shared(flow, resume_grace_sec=0.3)
+    ticket = await a.submit("q")
+    a.resumable(ticket)
+    await until(lambda: ticket.record.status.value == "processing")
+    # Redis says nobody reads it: it is ended as cancelled, its slot given back.
+    await until(lambda: a.status()["cancelled_requests"] == 1, timeout=3)
+    assert a.status()["active_requests"] == 0

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
+from guest_queue.core.backends.redis.logs import _raise_unless_written
 from guest_queue.core.events import Event
 
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
@@ -134,3 +136,15 @@ async def test_every_failed_batch_gets_its_own_second_try(
                 await asyncio.sleep(0.01)
     assert caplog.text.count(FAILED) == 1  # batch 2 only
     await asyncio.wait_for(logs.close(), 3)
+
+
+def test_only_an_entry_already_written_counts_as_written() -> None:
+    again = ResponseError(
+        "The ID specified in XADD is equal or smaller than the target stream top item"
+    )
+    _raise_unless_written([1, again, True])  # a batch sent again: nothing written twice
+    full = ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    for replies in ([full], [again, full], [True, again, full]):
+        with pytest.raises(ResponseError) as raised:
+            _raise_unless_written(replies)
+        assert raised.value is full
