@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -268,3 +270,41 @@ async def test_a_long_answer_before_the_first_reader_attaches_is_kept_for_it() -
     await reader.done()
     assert chunks(reader) == "".join(f"{i} " for i in range(200))
     assert reader.names[-1] == "workflow_complete"
+
+
+async def test_a_log_read_to_its_end_is_kept_for_the_grace_after_the_answer(
+    gate: GateWorkflow,
+) -> None:
+    manager = make_manager(gate, resume_grace_sec=0.3)
+    ticket, res = await resumable(manager, "q")
+    reader = Reader(manager, res)  # attached from the start: no grace runs meanwhile
+    await until(lambda: reader.names == ["queued", "processing", "answer_chunk", "answer_chunk"])
+    await asyncio.sleep(0.4)  # longer than the grace: still answering, still kept
+    gate.open(ticket.request_id)
+    assert (await reader.done())[-1] == "workflow_complete"
+    assert manager.resumes.get(ticket.request_id) is res  # a late resume still finds it
+    await asyncio.sleep(0.4)
+    with pytest.raises(LogExpired):
+        manager.resumes.get(ticket.request_id)
+    await manager.close()
+
+
+async def test_a_driver_that_fails_is_logged_and_its_log_closed(
+    gate: GateWorkflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This source is not the queue's stream, whose own clean-up would end the ticket:
+    # no grace for the running ticket at close.
+    manager = make_manager(gate, shutdown_grace_sec=0)
+
+    async def broken(ticket: Ticket) -> AsyncIterator[Event | None]:
+        yield Event("queued", {"queue_position": 1})
+        raise RuntimeError("a bug in the stream")
+
+    manager.resumes._source = broken
+    with caplog.at_level(logging.ERROR, logger="guest_queue"):
+        ticket, res = await resumable(manager, "q")
+        await until(lambda: res.log.finished)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == f"Driving resumable request {ticket.request_id} failed"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the stream"
+    await manager.close()
