@@ -200,3 +200,25 @@ async def test_a_drain_that_hands_off_guests_says_how_many_and_counts_them_no_mo
     assert "2 waiting request(s) left to the other processes" in infos
     for ticket in running:
         gate.open(ticket.request_id)
+
+
+async def test_a_drain_hands_off_a_resumable_follower_of_a_plain_waiting_leader(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    shared(gate, max_concurrent=1, resume_grace_sec=10)  # a live process to hand it to
+    running = await a.submit("running")
+    Reader(a, a.resumable(running))
+    await until(lambda: gate.started == ["running"])
+    leader = Stream(a, await a.submit("Q"))  # a plain stream: nothing to hand off
+    follower = await a.submit("Q")
+    assert follower.leader is leader.ticket
+    reader = Reader(a, a.resumable(follower))
+    await until(lambda: reader.names == ["queued"] and leader.names == ["queued"])
+    a.begin_drain()
+    # The only request to hand off is a follower: it is handed off all the same.
+    assert (await reader.done())[-1] == "reconnect"
+    assert (await leader.done())[-1] == "error"
+    assert leader.events[-1].data["code"] == "shutting_down"
+    gate.open(running.request_id)

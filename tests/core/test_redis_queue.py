@@ -293,7 +293,11 @@ async def test_a_long_outage_ends_waiters_and_lets_processing_finish(
 
 
 async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
-    shared: Factory, gate: GateWorkflow, redis_test_url: str, redis_test_prefix: str
+    shared: Factory,
+    gate: GateWorkflow,
+    redis_test_url: str,
+    redis_test_prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     a = shared(gate, max_concurrent=1)
     held = Stream(a, await a.submit("held"))
@@ -304,12 +308,17 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
         await client.srem("{" + redis_test_prefix + "}:active", held.ticket.request_id)  # type: ignore[misc]
     finally:
         await client.aclose()
-    assert (await held.done(timeout=3))[-1] == "error"
+    with caplog.at_level(logging.WARNING, logger="guest_queue"):
+        assert (await held.done(timeout=3))[-1] == "error"
     assert held.events[-1].data == {
         "error": "This request's place in the queue expired.",
         "code": "unavailable",
     }
     await until(lambda: gate.closed == ["held"])  # The workflow was stopped, not left running.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "1 slot(s) expired before this process renewed them; stopping their answers" in (
+        warnings
+    )
 
 
 async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
