@@ -9,6 +9,7 @@ that, deterministically.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -103,3 +104,46 @@ async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
     finally:
         closing.cancel()  # (cancels the writer too, which it awaits)
         await asyncio.gather(closing, writer, return_exceptions=True)
+
+
+async def test_closing_is_bounded_when_the_log_writer_shrugs_off_every_cancel(
+    shared: Factory,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs_module, "CLOSE_TIMEOUT_SEC", 0.2)
+    manager = shared(Held())
+    logs = admission(manager).logs
+    entered, let_go = asyncio.Event(), asyncio.Event()
+
+    async def deaf(*args: Any, **kwargs: Any) -> list[Any]:
+        entered.set()
+        while not let_go.is_set():  # every cancel swallowed until the test lets it go
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+        return []
+
+    class Pipeline:
+        async def __aenter__(self) -> Pipeline:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+        execute = staticmethod(deaf)
+
+    monkeypatch.setattr(logs.client, "pipeline", lambda **kwargs: Pipeline())
+    logs.append("request", 1, Event("answer_chunk", "text"))
+    await asyncio.wait_for(entered.wait(), 2)
+    closing = asyncio.ensure_future(logs.close())
+    try:
+        done, _ = await asyncio.wait((closing,), timeout=1.5)  # its bounds: 0.2 s twice
+        assert done, "close() waits for ever on a writer that never stops"
+    finally:
+        let_go.set()
+        await asyncio.gather(closing, return_exceptions=True)
+        if logs._writer is not None:
+            logs._writer.cancel()
+            await asyncio.gather(logs._writer, return_exceptions=True)
