@@ -191,3 +191,16 @@ async def test_a_request_nobody_ever_reads_ends_one_grace_after_it_was_accepted(
     # Redis says nobody reads it: it is ended as cancelled, its slot given back.
     await until(lambda: a.status()["cancelled_requests"] == 1, timeout=3)
     assert a.status()["active_requests"] == 0
+
+
+async def test_a_local_reader_that_claimed_the_request_gives_its_claim_back_when_it_leaves(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a, b = shared(flow, resume_grace_sec=1.0), shared(flow, resume_grace_sec=1.0)
+    res, first = await read_elsewhere_before(flow, a, b)
+    late = Reader(a, res, after=first.seqs[-1])
+    await until(lambda: res.claim > 0)  # claimed in Redis (for 4 s, renewed as it reads)
+    await late.disconnect()
+    # Gone: one grace (1 s) later the request ends, not once its claim would have lapsed.
+    await until(lambda: a.status()["cancelled_requests"] == 1, timeout=3)
