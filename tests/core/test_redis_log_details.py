@@ -158,3 +158,26 @@ async def test_a_remade_subscription_asks_for_the_claims_to_be_checked_again(
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
+
+
+async def test_a_guest_waiting_in_line_keeps_its_log_alive_at_each_heartbeat(
+    shared: Factory,  # noqa: F811
+) -> None:
+    flow = Held()
+    a = shared(flow, max_concurrent=1, heartbeat_sec=0.1, resume_grace_sec=5)
+    running = await a.submit("running")
+    a.resumable(running)
+    waiting = await a.submit("waiting")
+    a.resumable(waiting)  # nothing new to say while it waits: only heartbeats
+    logs = admission(a).logs
+    key = f"{logs.tag}:log:{waiting.request_id}"
+    for _ in range(200):
+        if await logs.client.exists(key):  # its queued event is written
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the waiting guest's log was never written")
+    await logs.client.pexpire(key, 2000)
+    await asyncio.sleep(0.3)  # a few heartbeats
+    assert await logs.client.pttl(key) > 10_000
+    flow.release.set()
