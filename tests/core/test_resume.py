@@ -264,8 +264,10 @@ async def test_a_long_answer_before_the_first_reader_attaches_is_kept_for_it() -
                 yield f"{i} "
 
     manager = make_manager(Long(), resume_log_max_events=16, resume_grace_sec=5)
-    _ticket, res = await resumable(manager, "q")
+    ticket, res = await resumable(manager, "q")
     await asyncio.sleep(0.2)  # the POST's reader is slow to attach
+    # Meanwhile the answer waits for it, its log within its cap (one over, then it waits).
+    assert len(res.log) <= 17 and not ticket.record.status.is_terminal
     reader = Reader(manager, res)
     await reader.done()
     assert chunks(reader) == "".join(f"{i} " for i in range(200))
@@ -307,4 +309,22 @@ async def test_a_driver_that_fails_is_logged_and_its_log_closed(
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.getMessage() == f"Driving resumable request {ticket.request_id} failed"
     assert record.exc_info is not None and str(record.exc_info[1]) == "a bug in the stream"
+    await manager.close()
+
+
+async def test_an_answer_runs_to_its_end_while_its_guest_is_away() -> None:
+    class Long:
+        async def stream(self, request: Any) -> Any:
+            for i in range(200):
+                yield f"{i} "
+                await asyncio.sleep(0)
+
+    manager = make_manager(Long(), resume_log_max_events=16, resume_grace_sec=5)
+    ticket, res = await resumable(manager, "q")
+    reader = Reader(manager, res)
+    await until(lambda: "answer_chunk" in reader.names)
+    await reader.disconnect()  # the phone lost its connection
+    # Nobody reads: the log keeps only its last events, and the answer does not wait.
+    await until(lambda: ticket.record.status.is_terminal, timeout=3)
+    assert ticket.record.status.value == "completed"
     await manager.close()
