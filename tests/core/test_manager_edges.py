@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from guest_queue.core import availability
 from guest_queue.core.answers.cache import CachedAnswer
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.errors import ClientLimited, Unavailable
@@ -222,3 +223,34 @@ async def test_a_drain_hands_off_a_resumable_follower_of_a_plain_waiting_leader(
     assert (await leader.done())[-1] == "error"
     assert leader.events[-1].data["code"] == "shutting_down"
     gate.open(running.request_id)
+
+
+async def test_a_probe_that_never_answers_counts_as_down_after_its_timeout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Hanging(Down):
+        async def is_available(self) -> bool:
+            await asyncio.Event().wait()
+            return True
+
+    monkeypatch.setattr(availability, "PROBE_TIMEOUT_SEC", 0.1)
+    manager = make_manager(Hanging())
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(manager.submit("anyone there?"), 2)
+    assert [r.getMessage() for r in caplog.records] == ["Workflow availability probe failed"]
+    await manager.close()
+
+
+async def test_a_drain_ends_what_still_runs_at_the_end_of_its_grace_at_once(
+    gate: GateWorkflow,
+) -> None:
+    manager = make_manager(gate, shutdown_grace_sec=0)
+    stream = Stream(manager, await manager.submit("still running"))
+    await until(lambda: gate.started == ["still running"])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(manager.close(), 5)
+    # Told at once, and the drain over in a moment (its only pause: 50 ms for the streams).
+    assert loop.time() - began < 0.8
+    assert (await stream.done())[-1] == "error"
+    assert stream.events[-1].data["code"] == "shutting_down"
