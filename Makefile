@@ -81,7 +81,9 @@ bench: $(VENV)/.dev-installed
 # The tests mostly sleep (Redis leases, timeouts), so more workers than cores pay off.
 MUTATE_WORKERS ?= 8
 mutate: $(VENV)/.dev-installed
-	PYTEST_ADDOPTS="--timeout=20" $(BIN)/mutmut run --max-children $(MUTATE_WORKERS)
+	tools/mutmut-watchdog.sh & watchdog=$$!; \
+	PYTEST_ADDOPTS="--timeout=20" $(BIN)/mutmut run --max-children $(MUTATE_WORKERS); status=$$?; \
+	kill $$watchdog; exit $$status
 	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
 
 clean:
