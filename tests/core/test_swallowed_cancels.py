@@ -42,6 +42,31 @@ def swallowing(reply: Any, entered: asyncio.Event) -> Any:
     return command
 
 
+class Pipeline:
+    """A Redis pipeline that queues any command and runs ``execute`` for the batch."""
+
+    def __init__(self, execute: Any) -> None:
+        self.execute = execute
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None  # xadd, pexpire, set: queued
+
+
+async def writing_through(
+    monkeypatch: pytest.MonkeyPatch, logs: Any, execute: Any, entered: asyncio.Event
+) -> None:
+    """Make the log writer send its batches through ``execute``; wait until one is sent."""
+    monkeypatch.setattr(logs.client, "pipeline", lambda **kwargs: Pipeline(execute))
+    logs.append("request", 1, Event("answer_chunk", "text"))
+    await asyncio.wait_for(entered.wait(), 2)
+
+
 async def test_a_reader_elsewhere_stops_when_its_cancel_is_swallowed_mid_renewal(
     shared: Factory,  # noqa: F811
 ) -> None:
@@ -77,21 +102,7 @@ async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
     logs = admission(manager).logs
     entered = asyncio.Event()
 
-    class Pipeline:
-        async def __aenter__(self) -> Pipeline:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def __getattr__(self, name: str) -> Any:
-            return lambda *args, **kwargs: None  # xadd, pexpire, set: queued
-
-        execute = staticmethod(swallowing([], entered))
-
-    monkeypatch.setattr(logs.client, "pipeline", lambda **kwargs: Pipeline())
-    logs.append("request", 1, Event("answer_chunk", "text"))
-    await asyncio.wait_for(entered.wait(), 2)
+    await writing_through(monkeypatch, logs, swallowing([], entered), entered)
     writer = logs._writer
     assert writer is not None
     # The write never finishes: close gives up on it after its bound and cancels the writer,
@@ -122,21 +133,7 @@ async def test_closing_is_bounded_when_the_log_writer_shrugs_off_every_cancel(
                 await asyncio.sleep(0.01)
         return []
 
-    class Pipeline:
-        async def __aenter__(self) -> Pipeline:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def __getattr__(self, name: str) -> Any:
-            return lambda *args, **kwargs: None
-
-        execute = staticmethod(deaf)
-
-    monkeypatch.setattr(logs.client, "pipeline", lambda **kwargs: Pipeline())
-    logs.append("request", 1, Event("answer_chunk", "text"))
-    await asyncio.wait_for(entered.wait(), 2)
+    await writing_through(monkeypatch, logs, deaf, entered)
     closing = asyncio.ensure_future(logs.close())
     try:
         done, _ = await asyncio.wait((closing,), timeout=1.5)  # its bounds: 0.2 s twice
