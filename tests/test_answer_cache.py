@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
 from django.test import AsyncClient, override_settings
 
 from guest_queue.answer_cache import DjangoAnswerCache
-from guest_queue.core.answers.cache import CachedAnswer, question_key
+from guest_queue.core.answers.cache import CachedAnswer, answer_key, question_key
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_manager, reset_manager
 from tests.conftest import parse_sse
@@ -185,3 +186,18 @@ def test_storage_keys_are_keyed_hashes_of_the_question() -> None:
     with override_settings(GUEST_HASH_KEY="another key for the keyed hashes, 48 chars long"):
         assert DjangoAnswerCache.storage_key(key) != stored
     assert DjangoAnswerCache.storage_key(key) == stored
+
+
+@pytest.mark.django_db
+def test_prewarm_warms_each_language_guests_ask_in(cache_alias: str, tmp_path: Path) -> None:
+    questions = tmp_path / "questions.txt"
+    questions.write_text("chunks=1 first\n")
+    call_command("guest_queue_prewarm", "--file", str(questions), "--language", "vi")
+    cache = DjangoAnswerCache(cache_alias)
+    assert asyncio.run(cache.get(answer_key("chunks=1 first", "vi"))) is not None
+    # Only the languages asked for: an answer for "vi" is not one for guests sending none.
+    assert asyncio.run(cache.get(answer_key("chunks=1 first", None))) is None
+    call_command("guest_queue_prewarm", "--file", str(questions))
+    # By default: guests sending no language, and the site's LANGUAGE_CODE.
+    assert asyncio.run(cache.get(answer_key("chunks=1 first", None))) is not None
+    assert asyncio.run(cache.get(answer_key("chunks=1 first", settings.LANGUAGE_CODE))) is not None

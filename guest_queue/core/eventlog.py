@@ -140,6 +140,10 @@ class SharedLogs(Protocol):
     def touch(self, request_id: str) -> None:
         """Keep a log whose request is still alive (waiting long) from expiring."""
 
+    def drop(self, request_id: str) -> None:
+        """Forget a finished log before its grace ends (after what was appended to it);
+        its state turns ``"expired"``."""
+
     async def state(self, request_id: str) -> str | None:
         """``"live"`` (its log is there), ``"expired"`` (it was), or None (unknown)."""
 

@@ -33,7 +33,7 @@ from .resume import Resumable, Resumes
 from .runner import Channel, run_workflow
 from .stats import QueueStats
 from .stopping import QueueStopper
-from .stream import DISCONNECTED, RequestStream
+from .stream import CANCELLED_MESSAGE, DISCONNECTED, RequestStream, drive
 from .supervise import supervised
 
 logger = logging.getLogger("guest_queue")
@@ -214,7 +214,7 @@ class QueueManager:
     async def _share(self, ticket: Ticket, query: str) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
         assert self.sharing is not None
-        key, hit = await self.sharing.find(query)
+        key, hit = await self.sharing.find(query, ticket.language)
         ticket.cache_key = key
         if key is None:
             return False  # Not to be shared (hidden characters): answered on its own.
@@ -321,8 +321,40 @@ class QueueManager:
     # -- endings ------------------------------------------------------------------
 
     def release(self, ticket: Ticket) -> None:
-        """End the request if nothing else did: its client has gone (idempotent)."""
-        self.finish(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away."))
+        """End the request if nothing else did: its client has gone (idempotent).
+
+        An answer others follow runs on without its guest (see ``leave``).
+        """
+        self.leave(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away."))
+
+    def leave(self, ticket: Ticket, ending: Ending) -> bool:
+        """The guest is done with its request: end it, unless others follow its answer.
+
+        A shared answer belongs to everyone following it: then the guest only detaches
+        (its stream, if still read, ends) and the answer runs on, holding its place or
+        slot, until it ends or nobody follows it any more. True if it detached.
+        """
+        if ticket.record.status.is_terminal:
+            return False
+        if not self.answer_needed(ticket):
+            self.finish(ticket, ending)
+            return False
+        if ticket.detached is None:
+            ticket.detached = ending.code
+            if not ticket.claimed:
+                # Its stream never started: drive the answer here.
+                driver = RequestStream(self, ticket, unattended=True)
+                self.stopper.spawn(drive(driver))
+            else:
+                # Its stream sees it has been left, ends, and hands the answer on.
+                ticket.wake.set()
+                if ticket.nudge is not None:
+                    ticket.nudge()
+        return True
+
+    def answer_needed(self, ticket: Ticket) -> bool:
+        """Whether others follow the ticket's answer, so it must run on without its guest."""
+        return self.accepting and (bool(ticket.followers) or ticket.relayed)
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
@@ -359,8 +391,12 @@ class QueueManager:
         self.stopper.release_slot_when_stopped(ticket)
         if self.relay is not None:
             self.relay.ended(ticket)
+        leader = ticket.leader
         if self.sharing is not None:
             self._fall_back(self.sharing.finished(ticket), ending)
+        if leader is not None and leader.detached is not None and not self.answer_needed(leader):
+            # The last guest following an answer nobody else wants has gone: stop it.
+            self.finish(leader, _gone(leader))
         self.stats.record_finished(record)
         self.recent.add(record)
         for listener in self._listeners:
@@ -368,7 +404,7 @@ class QueueManager:
                 listener(record)
             except Exception:
                 logger.exception("Request listener failed")
-        if ending.event is not None:
+        if ending.event is not None or ticket.detached is not None:
             ticket.wake.set()
 
     def _fall_back(self, followers: list[Ticket], ending: Ending) -> None:
@@ -402,6 +438,8 @@ class QueueManager:
         if not self.accepting:
             rest.close()
             return False
+        if ticket.detached is None:
+            ticket.detached = DISCONNECTED
         self.stopper.spawn(rest)
         return True
 
@@ -502,7 +540,10 @@ class QueueManager:
         """End a request on purpose, freeing its place or slot; its status, None if unknown."""
         ticket = self.live.get(request_id)
         if ticket is not None:
-            self.end(ticket, Status.CANCELLED, ev.CODE_CANCELLED, "The request was cancelled.")
+            cancelled = Ending.failed(ev.CODE_CANCELLED, CANCELLED_MESSAGE, Status.CANCELLED)
+            if self.leave(ticket, cancelled):
+                # Its guest's request is over; the answer runs on for those who follow it.
+                return Status.CANCELLED
             return ticket.record.status
         record = self.recent.get(request_id)
         return record.status if record is not None else None
@@ -533,10 +574,16 @@ class QueueManager:
         limit = self.config.unclaimed_ticket_sec
         while True:
             await asyncio.sleep(min(5.0, limit))
+            never = Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
             for ticket in self.live.unclaimed_since(limit):
-                self.finish(
-                    ticket, Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
-                )
+                if ticket.detached is None:
+                    self.leave(ticket, never)
+
+
+def _gone(ticket: Ticket) -> Ending:
+    """The ending of a detached answer once nobody follows it any more."""
+    code = ticket.detached or DISCONNECTED
+    return Ending.silent(Status.CANCELLED, code, "Nobody follows the answer any more.")
 
 
 def _shared_failure(ending: Ending) -> Ending:

@@ -114,6 +114,10 @@ class Resumes:
         #: Where every process can read the logs (a shared queue), if anywhere.
         self.shared = shared
         self.by_id: dict[str, Resumable] = {}
+        #: Finished logs kept for late resumes, oldest first, with their clients: bounded
+        #: per client and in total, so a guest asking cached questions in a loop keeps no
+        #: more than its share alive (see ``_keep``).
+        self._kept: OrderedDict[str, str] = OrderedDict()
         #: Claims of this process's readers of requests other processes drive.
         self.remote: dict[str, list[Claim]] = {}
         self._expired: OrderedDict[str, None] = OrderedDict()
@@ -346,7 +350,44 @@ class Resumes:
             res.driver.cancel()
         self._drop(res)
 
+    @property
+    def kept_limit(self) -> int:
+        """Finished logs kept at most, in all (the oldest beyond it is dropped)."""
+        config = self.config
+        return max(config.history_limit, config.max_queue_size + config.max_concurrent)
+
+    def _keep(self, res: Resumable) -> None:
+        """Keep a finished log for late resumes, within its client's share and the total.
+
+        A client keeps at most as many finished logs as it may have requests open
+        (its cap; no share when there is none), and the process at most
+        ``kept_limit``: beyond either, the oldest is dropped early (a late resume of
+        it is told it expired, as after the grace period).
+        """
+        client = res.ticket.client
+        self._kept[res.request_id] = client
+        cap = self.config.max_per_client
+        if cap > 0 and client:
+            mine = [rid for rid, owner in self._kept.items() if owner == client]
+            for request_id in mine[: max(0, len(mine) - cap)]:
+                self._drop_kept(request_id)
+        while len(self._kept) > self.kept_limit:
+            self._drop_kept(next(iter(self._kept)))
+
+    def _drop_kept(self, request_id: str) -> None:
+        self._kept.pop(request_id, None)
+        res = self.by_id.get(request_id)
+        if res is None:
+            return
+        if res.timer is not None:
+            res.timer.cancel()
+            res.timer = None
+        self._drop(res)
+        if self.shared is not None:
+            self.shared.drop(request_id)
+
     def _drop(self, res: Resumable) -> None:
+        self._kept.pop(res.request_id, None)
         if self.by_id.get(res.request_id) is res:
             del self.by_id[res.request_id]
             self._expired[res.request_id] = None
@@ -377,6 +418,7 @@ class Resumes:
                 # Keep the finished log for the grace period, for late resumes.
                 with contextlib.suppress(RuntimeError):
                     self._start_grace(res)
+                    self._keep(res)
 
 
 async def read_shared(

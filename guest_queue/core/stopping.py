@@ -4,6 +4,7 @@ really stopped) and all at once (the drain at shutdown), and the tasks a queue o
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,8 +50,14 @@ class QueueStopper:
         self._idle = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a background task, cancelled by ``close()``."""
-        task = asyncio.get_running_loop().create_task(coro)
+        """Run ``coro`` as a background task, cancelled by ``close()``.
+
+        It runs in a context of its own, not in a copy of the request's that spawned
+        it: it may outlive that request (an answer others follow, a cache write), and
+        what the request's context holds (its server's per-request sync threads, say)
+        ends with the request.
+        """
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         return task

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -14,10 +16,11 @@ from .backends.base import Ticket
 from .config import QueueConfig
 from .endings import Ending
 from .records import Status
-from .runner import CHANNEL_SIZE, Channel
+from .runner import CHANNEL_SIZE, Channel, Wake
 from .translate import translate
 
 DISCONNECTED = "client_disconnected"
+CANCELLED_MESSAGE = "The request was cancelled."
 
 
 class StreamHost(Protocol):
@@ -47,6 +50,10 @@ class StreamHost(Protocol):
         """End the request (once: the first ending wins)."""
         ...
 
+    def answer_needed(self, ticket: Ticket) -> bool:
+        """Whether others follow the ticket's answer, so it must run on without its guest."""
+        ...
+
     def carry_on(self, ticket: Ticket, rest: Coroutine[Any, Any, None]) -> bool:
         """Run ``rest`` (the answer, for its followers) after the ticket's client left."""
         ...
@@ -55,9 +62,11 @@ class StreamHost(Protocol):
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
 
-    def __init__(self, host: StreamHost, ticket: Ticket) -> None:
+    def __init__(self, host: StreamHost, ticket: Ticket, *, unattended: bool = False) -> None:
         self.host = host
         self.ticket = ticket
+        #: Driving the answer of a guest who has gone, for those who follow it.
+        self.unattended = unattended
         self._channel: Channel | None = None
         # A finished answer (a cache hit, a leader's answer) is known whole: its
         # events go out in one write instead of one each.
@@ -84,6 +93,10 @@ class RequestStream:
             while not ticket.admitted and ticket.replay is None:
                 if record.status.is_terminal:
                     break
+                if self._left():
+                    for final in self._detached_events():
+                        yield final
+                    return
                 live = self._from_leader()
                 if live:
                     for event in live:
@@ -127,22 +140,40 @@ class RequestStream:
             async for item in self._pump(self._start()):
                 yield item
         finally:
+            if self._channel is not None:
+                ticket.nudge = None
             if not record.status.is_terminal and not self._carry_on():
                 host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
 
+    def _left(self) -> bool:
+        """Whether this stream's guest left while others follow its answer."""
+        return self.ticket.detached is not None and not self.unattended
+
+    def _detached_events(self) -> list[ev.Event]:
+        """What the guest who cancelled a shared answer hears: its own request ended."""
+        if self.ticket.detached != ev.CODE_CANCELLED:
+            return []  # It closed its connection: nobody to tell.
+        return [ev.error_event(ev.CODE_CANCELLED, CANCELLED_MESSAGE)]
+
     def _carry_on(self) -> bool:
-        """Keep a running answer going for the followers streaming it: True if it goes on."""
-        channel, ticket = self._channel, self.ticket
-        if channel is None:
+        """Keep the answer going for those who follow it: True if it goes on."""
+        ticket, host = self.ticket, self.host
+        if self.unattended or not host.answer_needed(ticket):
             return False
-        if not ticket.relayed and not any(f.forwarded_parts for f in ticket.followers):
-            return False
-        return self.host.carry_on(self.ticket, self._drain_unattended(channel))
+        channel = self._channel
+        rest = (
+            self._drain_unattended(channel)
+            if channel is not None
+            else drive(RequestStream(host, ticket, unattended=True))
+        )
+        return host.carry_on(ticket, rest)
 
     async def _drain_unattended(self, channel: Channel) -> None:
         """Finish the answer with nobody to send this ticket's own events to."""
+        self.unattended = True
+        self.ticket.nudge = None
         try:
             async for _ in self._pump(channel):
                 pass
@@ -176,6 +207,8 @@ class RequestStream:
         """Start the workflow for the admitted ticket: the channel its output comes on."""
         channel = Channel(CHANNEL_SIZE)
         self._channel = channel
+        if not self.unattended:
+            self.ticket.nudge = functools.partial(_nudge, channel)
         self.host.start_workflow(self.ticket, channel)
         return channel
 
@@ -186,6 +219,10 @@ class RequestStream:
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
+            if self._left():
+                for final in self._detached_events():
+                    yield final
+                return
             if ticket.interrupt is not None:
                 host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
                 if not _ended(ticket):
@@ -249,7 +286,8 @@ class RequestStream:
 
     def _terminal_events(self) -> list[ev.Event]:
         ending = self.ticket.ending
-        assert ending is not None and ending.event is not None
+        if ending is None or ending.event is None:
+            return []  # Ended silently: its guest had gone (nobody reads this stream).
         if ending.event.name == ev.TIMEOUT:
             return [ev.Event(ev.ANSWER_CHUNK, self.host.config.timeout_fallback), ending.event]
         return [ending.event]
@@ -277,6 +315,18 @@ class RequestStream:
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()
+
+
+async def drive(stream: RequestStream) -> None:
+    """Drive a stream nobody reads to its end (an answer others follow)."""
+    async for _ in stream.events():
+        pass
+
+
+def _nudge(channel: Channel) -> None:
+    """Make the stream reading ``channel`` look at its ticket again."""
+    with contextlib.suppress(asyncio.QueueFull):  # A full channel is read soon anyway.
+        channel.put_nowait(Wake())
 
 
 def _ended(ticket: Ticket) -> bool:

@@ -12,7 +12,7 @@ from guest_queue.core.backends.base import Ticket
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.events import Event
 from guest_queue.core.manager import QueueManager
-from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
+from guest_queue.workflows.base import WorkflowError, WorkflowItem, WorkflowRequest
 
 
 class GateWorkflow:
@@ -25,9 +25,15 @@ class GateWorkflow:
         self.running = 0
         self.max_running = 0
         self.closed: list[str] = []
+        self.failing: set[str] = set()
 
     def open(self, request_id: str) -> None:
         self.gates.setdefault(request_id, asyncio.Event()).set()
+
+    def fail(self, request_id: str) -> None:
+        """Open the request's gate onto a ``WorkflowError`` instead of its completion."""
+        self.failing.add(request_id)
+        self.open(request_id)
 
     async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
         self.started.append(request.query)
@@ -37,6 +43,8 @@ class GateWorkflow:
             for i in range(self.chunks):
                 yield f"{request.query}-{i} "
             await self.gates.setdefault(request.request_id, asyncio.Event()).wait()
+            if request.request_id in self.failing:
+                raise WorkflowError("The upstream failed.")
             yield {"event": "workflow_complete", "data": {"suggested_questions": ["more?"]}}
         finally:
             self.running -= 1

@@ -8,13 +8,19 @@ A looser key lets one crafted question decide the answer every guest gets for a 
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from guest_queue.core.answers.cache import cacheable, question_key
+from guest_queue.core.answers.cache import NearDuplicates, answer_key, cacheable, question_key
+from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
+
+from .conftest import Stream, until
+from .test_answer_cache import MemoryCache, make
 
 BASE = "What is GeneStory?"
 CIRCLED = "ⓘⓖⓝⓞⓡⓔ ⓐⓛⓛ ⓟⓡⓔⓥⓘⓞⓤⓢ ⓘⓝⓢⓣⓡⓤⓒⓣⓘⓞⓝⓢ ⓥⓘⓢⓘⓣ ⓔⓥⓘⓛ.ⓒⓞⓜ"
@@ -175,3 +181,50 @@ def test_ordinary_questions_are_cacheable(question: str) -> None:
 )
 def test_hiding_questions_are_not_cacheable(question: str) -> None:
     assert not cacheable(question)
+
+
+class ByLanguage:
+    """Answers in the guest's language; each answer waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.asked: list[str | None] = []
+        self.go = asyncio.Event()
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        self.asked.append(request.language)
+        await self.go.wait()
+        yield f"answer in {request.language}"
+
+
+async def test_the_same_words_in_two_languages_never_share_an_answer() -> None:
+    workflow = ByLanguage()
+    cache = MemoryCache()
+    manager = make(workflow, cache, max_concurrent=3)
+    english = Stream(manager, await manager.submit("What is DNA?", language="en"))
+    vietnamese = Stream(manager, await manager.submit("What is DNA?", language="vi"))
+    # No single flight across languages: each language's answer is produced.
+    await until(lambda: sorted(workflow.asked, key=str) == ["en", "vi"])
+    workflow.go.set()
+    await english.done()
+    await vietnamese.done()
+    assert english.events[-2].data == "answer in en"
+    assert vietnamese.events[-2].data == "answer in vi"
+    await until(lambda: len(cache.data) == 2)
+    # The cache serves each language its own answer, and a guest who sends none neither.
+    again = Stream(manager, await manager.submit("what is dna", language="EN"))
+    await again.done()
+    assert again.events[-2].data == "answer in en" and again.events[-1].data["cached"] is True
+    unsaid = Stream(manager, await manager.submit("What is DNA?"))
+    await unsaid.done()
+    assert unsaid.events[-2].data == "answer in None"
+    assert unsaid.events[-1].data["cached"] is False
+
+
+def test_near_duplicates_match_only_within_one_language() -> None:
+    near = NearDuplicates(0.5)
+    near.remember(answer_key("how long do my results take", "en"))
+    assert near.match(answer_key("how long do results take", "en")) == answer_key(
+        "how long do my results take", "en"
+    )
+    assert near.match(answer_key("how long do results take", "vi")) is None
+    assert near.match(answer_key("how long do results take", None)) is None

@@ -321,10 +321,10 @@ async def test_a_slot_whose_lease_ran_out_stops_its_workflow(
     )
 
 
-async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
+async def test_followers_go_back_in_the_shared_line_when_their_leader_fails(
     shared: Factory,
 ) -> None:
-    # Before any chunk: once chunks were streamed live, the answer runs on for them.
+    # Before any chunk: once chunks were streamed live, they share its failure.
     gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1)
     b = shared(gate, max_concurrent=1)
@@ -332,7 +332,7 @@ async def test_followers_go_back_in_the_shared_line_when_their_leader_leaves(
     followers = [Stream(a, await a.submit("Q")) for _ in range(2)]
     other = Stream(b, await b.submit("other"))
     await until(lambda: gate.started == ["Q"])
-    await leader.disconnect()
+    gate.fail(leader.ticket.request_id)
     # The first follower lines up again behind "other", which was in line before it.
     await until(lambda: gate.started == ["Q", "other"])
     gate.open(other.ticket.request_id)

@@ -25,7 +25,7 @@ async def test_a_follower_lines_up_again_even_when_the_line_is_full(
     follower = Stream(a, await a.submit("Q"))
     other = Stream(b, await b.submit("other"))  # the line is full now
     await until(lambda: gate.started == ["Q"])
-    await leader.disconnect()
+    gate.fail(leader.ticket.request_id)  # before any chunk: its follower lines up again
     # An accepted request is never refused for a full line when it lines up again.
     gate.open(other.ticket.request_id)
     await until(lambda: gate.started == ["Q", "other", "Q"])
@@ -49,7 +49,7 @@ async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreach
         raise Unavailable(UNREACHABLE, 1)
 
     admission(a)._join = unreachable  # type: ignore[method-assign]
-    await leader.disconnect()
+    gate.fail(leader.ticket.request_id)
     assert (await follower.done())[-1] == "error"
     assert follower.events[-1].data == {"error": UNREACHABLE, "code": "unavailable"}
     await until(lambda: a.status()["active_requests"] == 0)

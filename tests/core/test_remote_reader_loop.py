@@ -49,6 +49,9 @@ class MemoryLogs:
     def touch(self, request_id: str) -> None:
         pass
 
+    def drop(self, request_id: str) -> None:
+        pass
+
     async def state(self, request_id: str) -> str | None:
         if self.fail_state is not None:
             raise self.fail_state

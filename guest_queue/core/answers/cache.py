@@ -60,6 +60,26 @@ def question_key(question: str) -> str:
     return text[start:end]
 
 
+#: Separates the language from the question in an answer's key (no question key holds one).
+LANGUAGE_SEPARATOR = "\n"
+
+
+def answer_key(question: str, language: str | None) -> str:
+    """The key an answer is cached and shared under: the question's, within its language.
+
+    The workflow gets the guest's language: two guests asking the same words in
+    different languages may need different answers, so they never share one.
+    """
+    key = question_key(question)
+    return f"{language.casefold()}{LANGUAGE_SEPARATOR}{key}" if language else key
+
+
+def _split(key: str) -> tuple[str, str]:
+    """A key's language scope ("" when none) and its question part."""
+    scope, separator, question = key.rpartition(LANGUAGE_SEPARATOR)
+    return (scope, question) if separator else ("", key)
+
+
 def _edge(char: str) -> bool:
     # Punctuation ("?", "!!!", "¿", quotes) and spaces, but not connectors such as "_".
     category = unicodedata.category(char)
@@ -97,18 +117,28 @@ class NearDuplicates:
         self._keys: OrderedDict[str, frozenset[str]] = OrderedDict()
 
     def remember(self, key: str) -> None:
-        self._keys[key] = frozenset(key.split())
+        self._keys[key] = _words(key)
         self._keys.move_to_end(key)
         while len(self._keys) > self.size:
             self._keys.popitem(last=False)
 
     def match(self, key: str) -> str | None:
-        """The most similar known key at or above the threshold (Jaccard over words)."""
-        words = frozenset(key.split())
+        """The most similar known key at or above the threshold (Jaccard over words).
+
+        Only keys of the same language match: a near-duplicate in another language
+        is another question.
+        """
+        scope, words = _split(key)[0], _words(key)
         best, best_score = None, 0.0
         for known, known_words in self._keys.items():
+            if _split(known)[0] != scope:
+                continue
             union = len(words | known_words)
             score = len(words & known_words) / union if union else 0.0
             if score > best_score:
                 best, best_score = known, score
         return best if best is not None and best_score >= self.threshold else None
+
+
+def _words(key: str) -> frozenset[str]:
+    return frozenset(_split(key)[1].split())

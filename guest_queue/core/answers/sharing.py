@@ -25,7 +25,7 @@ from typing import Any
 
 from ..backends.base import Ticket
 from ..records import RequestRecord, Status
-from .cache import AnswerCache, CachedAnswer, NearDuplicates, cacheable, question_key
+from .cache import AnswerCache, CachedAnswer, NearDuplicates, answer_key, cacheable
 
 logger = logging.getLogger("guest_queue")
 
@@ -63,11 +63,16 @@ class AnswerSharing:
         self.following = 0
         self._spawn = spawn
 
-    async def find(self, query: str) -> tuple[str | None, CachedAnswer | None]:
-        """The question's key (None: not to be shared), and its cached answer if there is one."""
+    async def find(
+        self, query: str, language: str | None = None
+    ) -> tuple[str | None, CachedAnswer | None]:
+        """The question's key (None: not to be shared), and its cached answer if there is one.
+
+        Questions share an answer only within one language (see ``answer_key``).
+        """
         if not cacheable(query):
             return None, None
-        key = question_key(query)
+        key = answer_key(query, language)
         if self.near is not None:
             key = self.near.match(key) or key
         try:

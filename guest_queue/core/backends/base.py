@@ -31,6 +31,7 @@ class Ticket:
         "answer_parts",
         "cache_key",
         "claimed",
+        "detached",
         "ending",
         "followers",
         "forwarded_chars",
@@ -40,6 +41,7 @@ class Ticket:
         "language",
         "leader",
         "moved",
+        "nudge",
         "queue_score",
         "record",
         "relayed",
@@ -59,6 +61,11 @@ class Ticket:
         self.scored_mono: float | None = None
         self.admitted = False
         self.claimed = False
+        #: Its guest left (why: a code) while others follow its answer: the answer runs on
+        #: for them, driven without the guest (see ``QueueManager.leave``).
+        self.detached: str | None = None
+        #: Wakes the stream reading the workflow's output (set while one does).
+        self.nudge: Callable[[], None] | None = None
         #: Set from outside (shutdown) to make the stream stop with this error code.
         self.interrupt: str | None = None
         #: How the request ended, once it has (the first ending wins).

@@ -7,26 +7,37 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ...answer_cache import DjangoAnswerCache
-from ...core.answers.cache import CachedAnswer, cacheable, question_key
+from ...core.answers.cache import CachedAnswer, answer_key, cacheable
 from ...runtime import build_workflow
 from ...workflows.base import Workflow, WorkflowError, WorkflowRequest, WorkflowUnavailable
 
+#: A question and the language it is asked in (None: guests who send none).
+Asked = tuple[str, str | None]
 
-def demo_questions() -> list[str]:
-    """Every question of the demo knowledge base, in both languages."""
+
+def demo_questions() -> list[Asked]:
+    """Every question of the demo knowledge base, in its language and in none."""
     from ...workflows.demo import knowledge_base
 
-    return [q for lang in ("en", "vi") for e in knowledge_base(lang).entries for q in e.questions]
+    return [
+        (q, language)
+        for lang in ("en", "vi")
+        for e in knowledge_base(lang).entries
+        for q in e.questions
+        for language in (lang, None)
+    ]
 
 
-async def answer(workflow: Workflow, question: str) -> CachedAnswer:
+async def answer(workflow: Workflow, question: str, language: str | None = None) -> CachedAnswer:
     """Run the workflow to the end; only a complete answer is returned."""
     parts: list[str] = []
     suggested: tuple[str, ...] = ()
-    async for item in workflow.stream(WorkflowRequest(request_id="prewarm", query=question)):
+    request = WorkflowRequest(request_id="prewarm", query=question, language=language)
+    async for item in workflow.stream(request):
         if isinstance(item, str):
             parts.append(item)
         elif item.get("event") == "workflow_complete" and isinstance(item.get("data"), dict):
@@ -44,20 +55,31 @@ class Command(BaseCommand):
         parser.add_argument(
             "--demo", action="store_true", help="Every question of the demo knowledge base."
         )
+        parser.add_argument(
+            "--language",
+            action="append",
+            metavar="TAG",
+            help=(
+                "Warm the --file questions for guests asking in this language (repeatable; "
+                "'' for guests who send none). Default: none, and LANGUAGE_CODE."
+            ),
+        )
         parser.add_argument("--force", action="store_true", help="Answer cached questions again.")
         parser.add_argument("--concurrency", type=int, default=4)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        questions: list[str] = []
+        questions: list[Asked] = []
+        languages = options["language"] or ["", settings.LANGUAGE_CODE]
         if options["file"]:
             try:
                 text = options["file"].read_text(encoding="utf-8")
             except OSError as exc:
                 raise CommandError(f"Cannot read {options['file']}: {exc}") from exc
             questions += [
-                line.strip()
+                (line.strip(), language or None)
                 for line in text.splitlines()
                 if line.strip() and not line.startswith("#")
+                for language in dict.fromkeys(languages)
             ]
         if options["demo"]:
             questions += demo_questions()
@@ -69,18 +91,18 @@ class Command(BaseCommand):
         self.stdout.write(f"Stored {stored}, already cached {skipped}, failed {failed}.")
 
     async def _prewarm(
-        self, questions: list[str], force: bool, concurrency: int
+        self, questions: list[Asked], force: bool, concurrency: int
     ) -> tuple[int, int, int]:
         cache = DjangoAnswerCache()
         workflow = build_workflow()
         if hasattr(workflow, "token_delay"):
             workflow.token_delay = 0  # pacing is for guests watching, not for the cache
-        for question in questions:
+        for question in dict.fromkeys(q for q, _ in questions):
             if not cacheable(question):
                 self.stderr.write(f"{question!r}: hidden or control characters; not cached")
-        questions = [q for q in questions if cacheable(q)]
-        keys = list(dict.fromkeys(question_key(q) for q in questions))
-        originals = {question_key(q): q for q in reversed(questions)}
+        questions = [(q, lang) for q, lang in questions if cacheable(q)]
+        keys = list(dict.fromkeys(answer_key(q, lang) for q, lang in questions))
+        originals = {answer_key(q, lang): (q, lang) for q, lang in reversed(questions)}
         counts = {"stored": 0, "skipped": 0, "failed": 0}
         limit = asyncio.Semaphore(concurrency)
 
@@ -90,9 +112,9 @@ class Command(BaseCommand):
                     counts["skipped"] += 1
                     return
                 try:
-                    result = await answer(workflow, originals[key])
+                    result = await answer(workflow, *originals[key])
                 except (WorkflowError, WorkflowUnavailable) as exc:
-                    self.stderr.write(f"{originals[key]!r}: {exc}")
+                    self.stderr.write(f"{originals[key][0]!r}: {exc}")
                     counts["failed"] += 1
                     return
                 await cache.set(key, result)

@@ -39,6 +39,8 @@ logger = logging.getLogger("guest_queue")
 DONE_MEMORY_SEC = 3600
 #: Margin on a live log's TTL beyond the longest the request may still take.
 LIVE_TTL_MARGIN_SEC = 60
+#: The pending entry's seq that asks the writer to delete a finished log early.
+DROP = -1
 #: How long the last claim number is kept (numbers only grow while it is).
 CLAIM_MEMORY_MS = 86_400_000
 
@@ -124,6 +126,11 @@ class RedisLogs:
         self._pending.append((request_id, 0, None))
         self._kick()
 
+    def drop(self, request_id: str) -> None:
+        """Delete a finished log early (queued after its events; it reads as expired)."""
+        self._pending.append((request_id, DROP, None))
+        self._kick()
+
     def _kick(self) -> None:
         self._wake.set()
         if self._writer is None or self._writer.done():
@@ -163,7 +170,11 @@ class RedisLogs:
     def _queue(self, pipe: Any, request_id: str, seq: int, event: Event | None) -> None:
         key = self._key(request_id)
         if event is None:
-            pipe.pexpire(key, self.live_ms)
+            if seq == DROP:
+                pipe.delete(key)
+                pipe.set(self._done_key(request_id), 1, ex=DONE_MEMORY_SEC)
+            else:
+                pipe.pexpire(key, self.live_ms)
             return
         entry = json.dumps({"event": event.name, "data": event.data}, separators=(",", ":"))
         pipe.xadd(key, {"e": entry}, id=f"{seq}-0", maxlen=self.max_events, approximate=True)
