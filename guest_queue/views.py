@@ -38,6 +38,7 @@ logger = logging.getLogger("guest_queue")
 SIMPLE_ERROR_STATUS = {
     ev.CODE_WORKFLOW_ERROR: 502,
     ev.CODE_INTERNAL: 502,
+    ev.CODE_WORKFLOW_OUTPUT: 502,
     ev.CODE_UNAVAILABLE: 503,
     ev.CODE_SHUTTING_DOWN: 503,
 }

@@ -27,6 +27,8 @@ CODE_WORKFLOW_ERROR: Final = "workflow_error"
 CODE_UNAVAILABLE: Final = "unavailable"
 CODE_SHUTTING_DOWN: Final = "shutting_down"
 CODE_INTERNAL: Final = "internal"
+#: The workflow yielded an item that cannot be sent as strict JSON (``NaN``, an object).
+CODE_WORKFLOW_OUTPUT: Final = "workflow_output"
 #: The guest stopped the request on purpose (``POST chat/<id>/cancel``).
 CODE_CANCELLED: Final = "cancelled"
 #: A server closing a resumable stream on purpose asks the client to resume it.
@@ -34,8 +36,10 @@ RECONNECT: Final = "reconnect"
 
 HEARTBEAT_BYTES: Final = b": keep-alive\n\n"
 
-#: ``json.dumps(..., separators=(",", ":"))``'s encoder, built once instead of per call.
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+#: ``json.dumps(..., separators=(",", ":"), allow_nan=False)``'s encoder, built once instead
+#: of per call. Strict JSON only: ``NaN`` and ``Infinity`` raise ``ValueError`` instead of
+#: going out as bare words a browser's ``JSON.parse`` refuses.
+encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 #: The queue's own event names as JSON strings.
 _NAMES: Final = {
     name: encode_basestring_ascii(name)
@@ -66,14 +70,27 @@ class Event:
         # chunk (most messages) costs one C call instead of an encoder built per message.
         # ensure_ascii keeps the line free of U+2028 and other separators some parsers split on.
         name, data = self.name, self.data
-        data_json = encode_basestring_ascii(data) if type(data) is str else _encode_json(data)
+        data_json = encode_basestring_ascii(data) if type(data) is str else encode_json(data)
         line = (
-            f'data: {{"event":{_NAMES.get(name) or _encode_json(name)},"data":{data_json},'
+            f'data: {{"event":{_NAMES.get(name) or encode_json(name)},"data":{data_json},'
             f'"request_id":{encode_basestring_ascii(request_id)},"seq":{int(seq)}}}'
         ).encode()
         if with_id:
             return line + b"\nid: " + str(seq).encode() + b"\n\n"
         return line + b"\n\n"
+
+
+def json_problem(data: object) -> str | None:
+    """Why ``data`` cannot be sent as strict JSON; None when it can.
+
+    ``NaN`` or an infinity, an object JSON has no form for (a set, a ``datetime``), a key
+    that is not a string or number, a cycle, nesting too deep: each is a reason.
+    """
+    try:
+        encode_json(data)
+    except Exception as exc:  # Whatever a hostile object's methods raise while encoded.
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def error_event(code: str, message: str) -> Event:

@@ -21,8 +21,8 @@ from ..workflows.base import (
     WorkflowRequest,
     WorkflowUnavailable,
 )
+from . import events as ev
 from .endings import Ending
-from .events import CODE_INTERNAL, CODE_UNAVAILABLE, CODE_WORKFLOW_ERROR
 
 logger = logging.getLogger("guest_queue")
 
@@ -121,27 +121,69 @@ async def run_workflow(
 ) -> None:
     """Feed the workflow's output into ``channel``, then how it ended (an ``Ending``).
 
-    A failure's message is safe to show to the guest.
+    A failure's message is safe to show to the guest. An item that cannot go on the
+    wire as strict JSON stops the workflow and ends the request (``workflow_output``).
     """
     try:
         stream = workflow.stream(request)
         closing = contextlib.aclosing(cast(Any, stream)) if hasattr(stream, "aclose") else None
+        ending = Ending.completed()
         async with closing or contextlib.nullcontext():
             async for item in stream:
+                # A text chunk always encodes: only the rare dict item is checked.
+                if type(item) is not str and (problem := unsendable(item)) is not None:
+                    logger.error(
+                        "Workflow %s yielded output that cannot be sent for request %s (%s); "
+                        "the request ends with %s",
+                        _name(workflow),
+                        request.request_id,
+                        problem,
+                        ev.CODE_WORKFLOW_OUTPUT,
+                    )
+                    ending = Ending.failed(ev.CODE_WORKFLOW_OUTPUT, GENERIC_FAILURE)
+                    # Leaving the block closes the workflow; its clean-up runs to its end
+                    # before the ending frees the slot (a freed slot's task is cancelled).
+                    break
                 if channel.full():
                     await channel.put(item)
                 else:
                     channel.put_nowait(item)  # no coroutine to make: most items
-        await channel.put(Ending.completed())
+        await channel.put(ending)
     except asyncio.CancelledError:
         with contextlib.suppress(asyncio.QueueFull):
             channel.put_nowait(Wake())
         raise
     except WorkflowError as exc:
-        await channel.put(Ending.failed(CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
+        await channel.put(Ending.failed(ev.CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
     except WorkflowUnavailable as exc:
         on_unavailable()
-        await channel.put(Ending.failed(CODE_UNAVAILABLE, exc.message))
+        await channel.put(Ending.failed(ev.CODE_UNAVAILABLE, exc.message))
     except Exception:
         logger.exception("Workflow failed for request %s", request.request_id)
-        await channel.put(Ending.failed(CODE_INTERNAL, GENERIC_FAILURE))
+        await channel.put(Ending.failed(ev.CODE_INTERNAL, GENERIC_FAILURE))
+
+
+def unsendable(item: object) -> str | None:
+    """Why the part of a workflow's item that reaches the guest cannot be sent; None if it can.
+
+    That part is a custom event's data or a ``workflow_complete`` payload, which must be
+    strict JSON, or an ``answer_chunk`` item's data, which must be text. Text always
+    encodes; an ``error`` item's message becomes text; the queue's own names are dropped
+    and anything but a dict with a string ``"event"`` is ``translate``'s to refuse.
+    """
+    if not isinstance(item, dict):
+        return None
+    name, data = item.get("event"), item.get("data")
+    if type(data) is str or not isinstance(name, str) or name in ev.RESERVED_EVENTS:
+        return None
+    if name == ev.ANSWER_CHUNK:
+        return None if isinstance(data, str) else f"answer_chunk data of type {type(data).__name__}"
+    if name == ev.WORKFLOW_COMPLETE and not isinstance(data, dict):
+        return None  # Sent as an empty payload.
+    return ev.json_problem(data)
+
+
+def _name(workflow: Workflow) -> str:
+    """The workflow's class by its dotted path, as ``GUEST_WORKFLOW`` names it."""
+    kind = type(workflow)
+    return f"{kind.__module__}.{kind.__qualname__}"

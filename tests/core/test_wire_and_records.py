@@ -74,13 +74,14 @@ def test_an_event_encodes_as_one_compact_data_line() -> None:
 
 def test_every_event_encodes_as_json_dumps_would() -> None:
     # The encoder puts the message together from its parts: the bytes must stay those of
-    # json.dumps (ASCII only, compact), whatever a workflow's event and data hold.
+    # json.dumps (ASCII only, compact), whatever a workflow's event and data hold (strict
+    # JSON: ``NaN`` and infinities never get this far, see test_workflow_output.py).
     cases: list[tuple[str, Any]] = [
         (ev.ANSWER_CHUNK, 'héllo \u2028 "quoted" \\ \n\t 日本'),
         (ev.ANSWER_CHUNK, ""),
         (ev.QUEUED, {"queue_position": 3, "queue_size": 7, "estimated_wait_sec": 1.5}),
         (ev.WORKFLOW_COMPLETE, {"suggested_questions": ["Why?"], "cached": False}),
-        ("sources", [{"title": "é", "score": 0.25}, None, True, 3, float("inf")]),
+        ("sources", [{"title": "é", "score": 0.25}, None, True, 3, 1.7976931348623157e308]),
         ('custom "é"\u2028', {"nested": {"k": [1, 2.5e-10]}}),
         ("number", 12),
     ]

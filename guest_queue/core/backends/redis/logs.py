@@ -29,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from ...config import QueueConfig
 from ...errors import Unavailable
 from ...eventlog import LogTrimmed
-from ...events import Event
+from ...events import Event, encode_json
 from ...supervise import stay_cancelled
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink
 
@@ -176,7 +176,8 @@ class RedisLogs:
             else:
                 pipe.pexpire(key, self.live_ms)
             return
-        entry = json.dumps({"event": event.name, "data": event.data}, separators=(",", ":"))
+        # Strict JSON, like the wire: the runner let no ``NaN`` or object through.
+        entry = encode_json({"event": event.name, "data": event.data})
         pipe.xadd(key, {"e": entry}, id=f"{seq}-0", maxlen=self.max_events, approximate=True)
         if event.is_terminal:
             pipe.pexpire(key, self.grace_ms)
