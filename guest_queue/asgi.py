@@ -1,4 +1,7 @@
-"""ASGI helpers for sites that serve guest_queue.
+"""ASGI for sites that serve guest_queue: ``application(app)``, the one-line mount.
+
+``application`` composes what the API needs in front of the site's app (see its
+docstring); the parts below are what it composes.
 
 Django runs each ASGI request in its own ``ThreadSensitiveContext``: the first
 sync step of a request (the ``request_started`` receivers, any sync middleware)
@@ -22,11 +25,14 @@ when the request's ASGI call ends without its stream having started.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from typing import Any, cast
 
 from asgiref.sync import ThreadSensitiveContext
+from django.apps import apps
 from django.urls import reverse
 
 from .body_limit import read_within_limit
@@ -96,3 +102,59 @@ class SharedSyncThreads:
                 taken.clear()
         else:
             await self.app(scope, receive, send)
+
+
+def application(app: ASGIApp) -> ASGIApp:
+    """Mount guest_queue in front of the site's ASGI app: the one call a site's ``asgi.py`` makes.
+
+    ::
+
+        application = guest_queue.asgi.application(get_asgi_application())
+
+    The result serves every ASGI protocol the server sends:
+
+    - ``lifespan``: the queue starts with the server and drains at its shutdown
+      (``LifespanHandler``);
+    - ``http`` under the API's prefix, outermost first: a client already at its cap
+      is refused before anything else runs (``ClientCapGuard``, inactive when
+      ``GUEST_MAX_REQUESTS_PER_CLIENT`` is 0 or the cap is counted elsewhere); the
+      body is limited to ``GUEST_MAX_BODY_BYTES`` before Django reads it and the
+      request shares ``GUEST_SYNC_THREADS`` threads (``SharedSyncThreads``); it runs
+      through ``GUEST_API_MIDDLEWARE``, not the site's whole ``MIDDLEWARE``
+      (``GuestAPILane``; set it to ``MIDDLEWARE`` for the site's stack);
+    - every other ``http`` path and every other protocol (``websocket`` under a
+      channels router, say): ``app``, untouched. With ``DEBUG`` on and
+      ``django.contrib.staticfiles`` installed, static files are served as
+      ``runserver`` serves them (in production, ServeStatic or the proxy does).
+
+    ``app`` is Django's ASGI app or anything wrapping it (a channels
+    ``ProtocolTypeRouter``). Call it once, after ``get_asgi_application()``: what is
+    loaded by then lives as long as the process and is moved out of the garbage
+    collector's sight (``gc.freeze``), which keeps its full passes short.
+    """
+    from django.conf import settings
+
+    from .client_guard import ClientCapGuard
+    from .lane import GuestAPILane
+    from .lifespan import LifespanHandler
+
+    site = app
+    if settings.DEBUG and apps.is_installed("django.contrib.staticfiles"):
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        # Typed for Django's handler, it serves any ASGI app (it only reads STATIC_URL paths).
+        site = ASGIStaticFilesHandler(cast(Any, site))
+    http = ClientCapGuard(SharedSyncThreads(GuestAPILane(site)))
+    lifespan = LifespanHandler()
+
+    async def mounted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await lifespan(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    gc.collect()
+    gc.freeze()
+    return mounted

@@ -8,6 +8,7 @@ tasks and the drain, ``sharing`` the answer cache and single flight.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
@@ -311,8 +312,11 @@ class QueueManager:
             language=ticket.language,
             history=ticket.history,
         )
+        # In a context of its own: the answer may outlive the request that asked it (others
+        # follow it), and what that request's context holds ends with the request.
         task = asyncio.create_task(
-            run_workflow(self.workflow, request, channel, self.availability.mark_down)
+            run_workflow(self.workflow, request, channel, self.availability.mark_down),
+            context=contextvars.Context(),
         )
         self.stopper.track_workflow(ticket, task)
         if self.relay is not None:
