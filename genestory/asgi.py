@@ -1,6 +1,9 @@
 """ASGI entry point: Django for HTTP, guest_queue's handler for the lifespan protocol.
 
-Serve with ``uvicorn genestory.asgi:application --lifespan on``.
+Serve with ``uvicorn genestory.asgi:application --lifespan on`` plus the options of
+docs/deployment.md, among them ``--proxy-headers --forwarded-allow-ips=<proxy>`` behind a
+proxy or ``--no-proxy-headers`` without one (uvicorn otherwise believes
+``X-Forwarded-For`` from 127.0.0.1).
 """
 
 import gc
