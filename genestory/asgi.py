@@ -1,6 +1,9 @@
 """ASGI entry point: the site's Django app with guest_queue mounted in front of it.
 
-Serve with ``uvicorn genestory.asgi:application --lifespan on``.
+Serve with ``uvicorn genestory.asgi:application --lifespan on`` plus the options of
+docs/deployment.md, among them ``--proxy-headers --forwarded-allow-ips=<proxy>`` behind a
+proxy or ``--no-proxy-headers`` without one (uvicorn otherwise believes
+``X-Forwarded-For`` from 127.0.0.1).
 """
 
 import os

@@ -68,3 +68,77 @@ def test_readme_links_every_docs_page() -> None:
     readme = (ROOT / "README.md").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
+
+
+# A uvicorn invocation: `uvicorn app:obj`, `.venv/bin/uvicorn app:obj`, `$(BIN)/uvicorn ...`,
+# `python -m uvicorn ...`, or a list `["uvicorn", "app:obj", ...]` (a Kubernetes spec).
+UVICORN = re.compile(r"""(?:^|[\s/"'`\[])uvicorn["']?\s*,?\s*["']?[\w.]+:\w+""")
+FENCE = re.compile(r"^\s*```")
+INLINE_CODE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+
+
+def logical_lines(lines: list[str]) -> list[str]:
+    """Lines joined across shell/Makefile continuations (``\\``) and open brackets."""
+    joined: list[str] = []
+    current = ""
+    for line in lines:
+        current = f"{current} {line.strip()}" if current else line.strip()
+        if current.endswith("\\"):
+            current = current[:-1].rstrip()
+        elif current.count("[") <= current.count("]"):
+            joined.append(current)
+            current = ""
+    if current:
+        joined.append(current)
+    return joined
+
+
+def commands_in_markdown(text: str) -> list[str]:
+    """Every command line in fenced blocks, and every inline code span, of a page."""
+    blocks: list[str] = []
+    fenced: list[str] | None = None
+    prose: list[str] = []
+    for line in text.splitlines():
+        if FENCE.match(line):
+            if fenced is None:
+                fenced = []
+            else:
+                blocks += logical_lines(fenced)
+                fenced = None
+        elif fenced is not None:
+            fenced.append(line)
+        else:
+            prose.append(line)
+    # Inline spans may wrap across lines of a paragraph.
+    blocks += [" ".join(span.split()) for span in INLINE_CODE.findall("\n".join(prose))]
+    return blocks
+
+
+def uvicorn_commands() -> dict[str, list[str]]:
+    """Each uvicorn command line a reader may copy, by file: README, docs/, deploy/, make."""
+    found: dict[str, list[str]] = {}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        found[page.name] = commands_in_markdown(page.read_text())
+    deploy = sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())
+    for path in [ROOT / "Makefile", *deploy]:
+        found[str(path.relative_to(ROOT))] = logical_lines(path.read_text().splitlines())
+    return {name: [line for line in lines if UVICORN.search(line)] for name, lines in found.items()}
+
+
+def test_every_documented_uvicorn_command_says_whose_forwarded_headers_it_believes() -> None:
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, proxy or not:
+    # any process on the host could then pick the address every per-client limit keys on.
+    commands = uvicorn_commands()
+    # The places the docs name: each has its command, so the scan below sees them.
+    for name in ["README.md", "deployment.md", "Makefile", "deploy/systemd/genestory@.service"]:
+        assert commands[name], f"no uvicorn command found in {name}"
+    unstated = [
+        f"{name}: {line}"
+        for name, lines in commands.items()
+        for line in lines
+        if "--forwarded-allow-ips" not in line and "--no-proxy-headers" not in line
+    ]
+    assert unstated == [], "state --forwarded-allow-ips or --no-proxy-headers:\n" + "\n".join(
+        unstated
+    )

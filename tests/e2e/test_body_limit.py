@@ -1,21 +1,26 @@
-"""A 1 GiB upload to a real uvicorn server: refused after the limit, nothing spooled or kept."""
+"""Oversized bodies sent to real servers: refused after the limit, nothing spooled or kept,
+and the JSON 413 read by clients that are still uploading."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from guest_queue.body_limit import LINGER_MAX_BYTES, LINGER_MAX_SEC
+
 from .conftest import Server, ServerFactory
 
 GIB = 1 << 30
+MB = 1_000_000
 CHUNK = 64 * 1024
 LIMIT = 65536  # GUEST_MAX_BODY_BYTES default
 # What the kernel may buffer between client and server on loopback (both socket buffers),
@@ -119,8 +124,9 @@ def test_a_1_gib_upload_is_refused_without_being_read(
     elapsed = time.monotonic() - started
     assert status == 413, payload
     assert payload["code"] == "body_too_large"
-    # Refused after the limit plus what the sockets held, not after the gigabyte.
-    assert sent < LIMIT + IN_FLIGHT, (sent, elapsed)
+    # Refused after the limit, plus what the refusal reads away so the client can read it
+    # (LINGER_MAX_BYTES at most), plus what the sockets held: not after the gigabyte.
+    assert sent < LIMIT + LINGER_MAX_BYTES + IN_FLIGHT, (sent, elapsed)
     assert most_spooled == 0
     assert [p for p in spool.iterdir() if not is_site_lock(p)] == []
     assert rss(server.process.pid) - before < 16 << 20
@@ -129,3 +135,82 @@ def test_a_1_gib_upload_is_refused_without_being_read(
         f"{server.url}/api/v1/guest/chat/simple", json={"query": "chunks=1"}, timeout=10
     )
     assert response.status_code == 200
+
+
+async def post(url: str, content: bytes | AsyncIterator[bytes], length: str = "") -> httpx.Response:
+    """POST as an ordinary asyncio client does: the whole body written, then the answer read."""
+    headers = {"content-type": "application/json"}
+    if length:
+        headers["content-length"] = length
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(f"{url}/api/v1/guest/chat", content=content, headers=headers)
+
+
+async def blocks(total: int, counter: list[int]) -> AsyncIterator[bytes]:
+    """``total`` bytes, produced as they are sent; ``counter[0]`` counts those handed over."""
+    block = b"x" * CHUNK
+    while counter[0] < total:
+        counter[0] += CHUNK
+        yield block
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_client_still_uploading_reads_the_json_413(
+    start_server: ServerFactory, kind: str, chunked: bool
+) -> None:
+    # httpx.AsyncClient writes the whole 3 MB before it reads the answer. Had the server
+    # closed the connection on the bytes still coming, the TCP reset would destroy the 413
+    # (httpx: ReadError, 3 times out of 3 before the refusal read the rest of the body).
+    server = start_server(kind)
+
+    async def three() -> list[tuple[int, object]]:
+        answers = []
+        for _ in range(3):
+            content = blocks(3 * MB, [0]) if chunked else b"x" * (3 * MB)
+            response = await post(server.url, content)
+            answers.append((response.status_code, response.json()))
+        return answers
+
+    refusal = {"error": f"The request body exceeds {LIMIT} bytes.", "code": "body_too_large"}
+    assert asyncio.run(three()) == [(413, refusal)] * 3
+
+
+def test_a_body_far_beyond_what_a_refusal_reads_still_ends_at_once(
+    start_server: ServerFactory,
+) -> None:
+    # 100 MB: the refusal reads at most LINGER_MAX_BYTES of it, then the server closes.
+    server = start_server("uvicorn")
+    sent = [0]
+    started = time.monotonic()
+    body = blocks(100 * MB, sent)
+    try:
+        outcome: object = asyncio.run(post(server.url, body, str(100 * MB)))
+    except httpx.TransportError as error:
+        outcome = error  # the reset, past the bound: the client is still writing
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, (outcome, elapsed)
+    assert sent[0] < LIMIT + LINGER_MAX_BYTES + IN_FLIGHT, (outcome, sent[0])
+    response = httpx.post(
+        f"{server.url}/api/v1/guest/chat/simple", json={"query": "chunks=1"}, timeout=10
+    )
+    assert response.status_code == 200
+
+
+def test_a_client_that_stops_sending_after_a_413_is_let_go(start_server: ServerFactory) -> None:
+    server = start_server("uvicorn")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /api/v1/guest/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 100_000
+    )
+    started = time.monotonic()
+    raw = b""
+    try:
+        while part := sock.recv(65536):
+            raw += part
+    finally:
+        sock.close()
+    # The 413 at once, then the connection closed after LINGER_MAX_SEC, not held for the rest.
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert LINGER_MAX_SEC - 0.5 < time.monotonic() - started < LINGER_MAX_SEC + 2

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -278,3 +279,137 @@ async def test_rolling_restart_loses_no_accepted_request(
             *(stream_events(client, deployment.url, "chunks=1") for _ in range(4))
         )
     assert all(names(events)[-1] == "workflow_complete" for events in after)
+
+
+def client_at(address: str, **kwargs: Any) -> httpx.AsyncClient:
+    """A client with its own address, so nginx's per-address limits count it alone."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(transport=transport, timeout=30, **kwargs)
+
+
+async def questions_served(deployment: Deployment) -> int:
+    """Questions the workers accepted, both together (asked directly, not through nginx)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        figures = [await process_figures(client, w) for w in deployment.workers]
+    return sum(int(f["total_requests"]) + int(f["rejected_requests"]) for f in figures)
+
+
+def rate_limited_shape(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["retry-after"] == "1"
+    body = response.json()
+    assert set(body) == {"error", "code", "retry_after"}, body
+    assert body["code"] == code and body["retry_after"] == 1 and body["error"]
+
+
+async def test_nginx_refuses_a_burst_of_questions_in_the_apis_json(
+    deployment: Deployment,
+) -> None:
+    served_before = await questions_served(deployment)
+    url = f"{deployment.url}/api/v1/guest/chat/simple"
+    async with client_at("127.0.0.2") as flooder, client_at("127.0.0.6") as other:
+        answers: list[httpx.Response] = []
+        # 30 questions in three quick volleys of 10 (under the 20 connections an address
+        # may hold): the rate is 2 a second with a burst of 20, so 21 pass, or 22 if a
+        # half-second went by, and the rest are refused by nginx.
+        for _ in range(3):
+            answers += await asyncio.gather(
+                *(flooder.post(url, json={"query": "chunks=1"}) for _ in range(10))
+            )
+        passed = [a for a in answers if a.status_code == 200]
+        refused = [a for a in answers if a.status_code != 200]
+        assert 21 <= len(passed) <= 23, [a.status_code for a in answers]
+        for answer in refused:
+            rate_limited_shape(answer, "rate_limited")
+        # The stream shares the count; another address does not.
+        stream = await flooder.post(f"{deployment.url}/api/v1/guest/chat", json={"query": "x"})
+        rate_limited_shape(stream, "rate_limited")
+        assert (await other.post(url, json={"query": "chunks=1"})).status_code == 200
+        # The refused questions never reached a worker.
+        assert await questions_served(deployment) - served_before == len(passed) + 1
+        # After Retry-After the flooder is served again.
+        await asyncio.sleep(1)
+        assert (await flooder.post(url, json={"query": "chunks=1"})).status_code == 200
+
+
+def stalled(address: str, port: int, head: bytes) -> socket.socket:
+    """A connection from ``address`` that sends ``head`` and then nothing."""
+    sock = socket.socket()
+    sock.bind((address, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(head)
+    return sock
+
+
+def closed_after(sock: socket.socket, started: float) -> tuple[float, bytes]:
+    """Read until nginx closes: (seconds since ``started``, what it sent)."""
+    sock.settimeout(30)
+    received = b""
+    try:
+        while part := sock.recv(65536):
+            received += part
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    return time.monotonic() - started, received
+
+
+async def test_nginx_cuts_off_slow_clients_and_caps_connections_per_address(
+    deployment: Deployment,
+) -> None:
+    port = deployment.nginx.port
+    served_before = await questions_served(deployment)
+    started = time.monotonic()
+    # A question whose body never comes: nginx reads bodies before passing requests on.
+    slow_body = stalled(
+        "127.0.0.7",
+        port,
+        b"POST /api/v1/guest/chat HTTP/1.1\r\nHost: chat.example.com\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b'{"query": "',
+    )
+    slow_head = stalled("127.0.0.8", port, b"GET /api/v1/guest/health HTTP/1.1\r\nHost: x\r\n")
+    # One address holding 20 requests open (their bodies never come either).
+    held = [
+        stalled(
+            "127.0.0.3",
+            port,
+            f"POST /api/v1/guest/chat/{uuid.uuid4()}/cancel HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 10\r\n\r\n".encode(),
+        )
+        for _ in range(20)
+    ]
+    await asyncio.sleep(0.5)
+    status = "/api/v1/guest/queue/status"
+    async with client_at("127.0.0.3") as holder, client_at("127.0.0.4") as other:
+        rate_limited_shape(await holder.get(f"{deployment.url}{status}"), "client_limit")
+        assert (await other.get(f"{deployment.url}{status}")).status_code == 200
+        # client_body_timeout / client_header_timeout (10 s without a byte): cut off.
+        ends = await asyncio.gather(
+            *(asyncio.to_thread(closed_after, s, started) for s in [slow_body, slow_head, *held])
+        )
+        for elapsed, received in ends:
+            assert 9 < elapsed < 14, ends
+            assert received == b"" or received.startswith(b"HTTP/1.1 408"), ends
+        # Their places are free again, and no worker ever saw them.
+        assert (await holder.get(f"{deployment.url}{status}")).status_code == 200
+    assert await questions_served(deployment) == served_before
+
+
+async def test_an_oversized_body_gets_a_json_413_through_nginx(deployment: Deployment) -> None:
+    url = f"{deployment.url}/api/v1/guest/chat"
+    headers = {"content-type": "application/json"}
+    async with client_at("127.0.0.9") as client:
+        for _ in range(3):
+            # Above client_max_body_size (1m): nginx's 413, in the API's shape, read by a
+            # client that writes all 3 MB before reading (nginx lingers, no reset).
+            big = await client.post(url, content=b"x" * 3_000_000, headers=headers)
+            assert big.status_code == 413 and big.json() == {
+                "error": "The request body is too large.",
+                "code": "body_too_large",
+            }
+            # Between GUEST_MAX_BODY_BYTES and 1m: the app's own 413.
+            mid = await client.post(url, content=b"x" * 200_000, headers=headers)
+            assert mid.status_code == 413 and mid.json()["code"] == "body_too_large"
+            assert "65536" in mid.json()["error"]
