@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
+from .core.errors import NotAccepting
 from .core.eventlog import LogTrimmed
-from .core.resume import LogExpired, Resumable
+from .core.resume import LogExpired, NotSentYet, UnknownRequest
 from .responses import json_error
 from .resumable import event_stream
 from .runtime import get_manager
@@ -53,54 +53,22 @@ async def chat_events(request: HttpRequest, request_id: str) -> HttpResponseBase
     canonical = _canonical(request_id)
     if canonical is None:
         return json_error(404, "not_found", "No such request: malformed id.")
-    manager = get_manager()
-    expired = json_error(410, "log_expired", "This request's events have expired.")
     try:
-        res: Resumable = manager.resumes.get(canonical)
+        messages = await get_manager().resume(canonical, after)
+    except UnknownRequest:
+        return json_error(404, "not_found", "No such resumable request (it may have expired).")
     except LogExpired:
-        return expired
-    except KeyError:
-        shared = manager.resumes.shared
-        state = await shared.state(canonical) if shared is not None else None
-        if state is None:
-            return json_error(404, "not_found", "No such resumable request (it may have expired).")
-        if state != "live":
-            return expired
-        assert shared is not None
-        bounds = await shared.bounds(canonical)
-        if bounds is not None:
-            # The same checks as for a log this process holds.
-            first, last = bounds
-            if after > last:
-                message = f"No event {after} has been sent yet."
-                raise BadRequest(400, "invalid_after", message) from None
-            if after + 1 < first:
-                return trimmed()
-        if not manager.accepting:
-            # Draining: another process should serve (and perhaps adopt) it.
-            return json_error(
-                503, "shutting_down", "The server is restarting; resume again.", retry_after=1
-            )
-        adopted = await manager.adopt(canonical)
-        if adopted is not None:
-            # Its process was drained for a deploy: this one drives it now, same place.
-            return event_stream(manager.resumes.read(adopted, after, with_ids=True))
-        # Another process drives it: read its log from the shared queue's Redis.
-        return event_stream(
-            manager.resumes.read_remote(
-                canonical,
-                after,
-                with_ids=True,
-                alive=functools.partial(manager.held_anywhere, canonical),
-            )
-        )
-    if after > res.log.last_seq:
-        raise BadRequest(400, "invalid_after", f"No event {after} has been sent yet.")
-    try:
-        res.log.read_after(after)
+        return json_error(410, "log_expired", "This request's events have expired.")
     except LogTrimmed:
         return trimmed()
-    return event_stream(manager.resumes.read(res, after, with_ids=True))
+    except NotSentYet as exc:
+        raise BadRequest(400, "invalid_after", str(exc)) from None
+    except NotAccepting:
+        # Draining: another process should serve (and perhaps adopt) it.
+        return json_error(
+            503, "shutting_down", "The server is restarting; resume again.", retry_after=1
+        )
+    return event_stream(messages)
 
 
 @allow("POST")

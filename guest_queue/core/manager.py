@@ -27,10 +27,11 @@ from .backends.base import Ticket
 from .config import QueueConfig
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
+from .eventlog import LogTrimmed
 from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporter
-from .resume import Resumable, Resumes
+from .resume import LogExpired, NotSentYet, Resumable, Resumes, UnknownRequest
 from .runner import Channel, run_workflow
 from .stats import QueueStats
 from .stopping import QueueStopper
@@ -452,6 +453,54 @@ class QueueManager:
     def resumable(self, ticket: Ticket) -> Resumable:
         """Drive an accepted ticket in the background, so that it survives a disconnect."""
         return self.resumes.open(ticket)
+
+    async def resume(self, request_id: str, after: int) -> AsyncIterator[bytes]:
+        """A resumable request's messages after seq ``after``, then live ones (SSE with ids).
+
+        Checked before anything is sent: ``UnknownRequest`` (never seen, or not
+        resumable), ``LogExpired`` (its log is gone), ``NotSentYet`` (``after`` is
+        beyond its last message), ``LogTrimmed`` (the messages after ``after`` are no
+        longer kept), ``NotAccepting`` (draining, and the request is not held here:
+        resume through another process). The request may be driven here, driven by
+        another process sharing the queue, or left by a draining one to be adopted.
+        """
+        try:
+            res = self.resumes.get(request_id)
+        except KeyError:
+            return await self._resume_elsewhere(request_id, after)
+        if after > res.log.last_seq:
+            raise NotSentYet(after)
+        res.log.read_after(after)  # LogTrimmed when they are gone
+        return self.resumes.read(res, after, with_ids=True)
+
+    async def _resume_elsewhere(self, request_id: str, after: int) -> AsyncIterator[bytes]:
+        shared = self.resumes.shared
+        state = await shared.state(request_id) if shared is not None else None
+        if shared is None or state is None:
+            raise UnknownRequest(request_id)
+        if state != "live":
+            raise LogExpired(request_id)
+        bounds = await shared.bounds(request_id)
+        if bounds is not None:
+            # The same checks as for a log this process holds.
+            first, last = bounds
+            if after > last:
+                raise NotSentYet(after)
+            if after + 1 < first:
+                raise LogTrimmed(after)
+        if not self.accepting:
+            raise NotAccepting("The server is restarting; resume again.", 1)
+        adopted = await self.adopt(request_id)
+        if adopted is not None:
+            # Its process was drained for a deploy: this one drives it now, same place.
+            return self.resumes.read(adopted, after, with_ids=True)
+        # Another process drives it: read its log from the shared queue's Redis.
+        return self.resumes.read_remote(
+            request_id,
+            after,
+            with_ids=True,
+            alive=functools.partial(self.held_anywhere, request_id),
+        )
 
     async def adopt(self, request_id: str) -> Resumable | None:
         """Drive a resumable request a draining process handed off; None if there is none."""

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from . import events as ev
@@ -37,8 +39,26 @@ logger = logging.getLogger("guest_queue")
 EXPIRED_MEMORY = 10_000
 #: A reader on another process says it is attached for this long, renewing it as it reads.
 REMOTE_ATTACH_SEC = 4.0
-#: ``Resumable.claim`` of a reader whose claim has not come back from Redis yet.
-CLAIM_PENDING = -1
+
+
+class Unclaimed(enum.Enum):
+    """What an attached reader's claim is when it holds no number (yet)."""
+
+    #: It claimed nothing: the first reader (nobody ever read elsewhere), or none at all.
+    NONE = "none"
+    #: Its claim has been asked of Redis and has not come back yet.
+    PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The attached reader holds claim ``number`` in Redis."""
+
+    number: int
+
+
+#: The attached reader's claim: none, on its way, or held with its number.
+ReaderClaim = Unclaimed | Held
 #: A remote reader ends its stream once the request was found nowhere this many times in a row.
 DEAD_AFTER_MISSES = 2
 
@@ -48,6 +68,18 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
 
 class LogExpired(Exception):
     """The request was resumable, but its log is gone."""
+
+
+class UnknownRequest(LookupError):
+    """No resumable request has this id (never seen, not resumable, or long gone)."""
+
+
+class NotSentYet(ValueError):
+    """A resume asked for the messages after one that has not been sent yet."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__(f"No event {after} has been sent yet.")
+        self.after = after
 
 
 class Claim:
@@ -86,9 +118,8 @@ class Resumable:
         self.driver: asyncio.Task[Any] | None = None
         #: The attached reader's token; None while nobody reads.
         self.reader: object | None = None
-        #: The attached reader's claim number (0: it claimed nothing: the first reader;
-        #: ``CLAIM_PENDING``: its claim is on its way).
-        self.claim = 0
+        #: The attached reader's claim.
+        self.claim: ReaderClaim = Unclaimed.NONE
         #: The newest claim heard of, on any process (0: no reader elsewhere, ever).
         self.newest = 0
         self.timer: asyncio.TimerHandle | None = None
@@ -164,7 +195,7 @@ class Resumes:
         # Older readers elsewhere must hear of this one; if none was ever heard of, every
         # older reader is here (replaced below): no need to ask Redis.
         claiming = self.shared is not None and res.newest > 0
-        self._attach(res, token, after, CLAIM_PENDING if claiming else 0)
+        self._attach(res, token, after, Unclaimed.PENDING if claiming else Unclaimed.NONE)
         if claiming:
             # Replaying need not wait for Redis: the claim is settled alongside.
             self._spawn(self._claim(res, token))
@@ -199,8 +230,8 @@ class Resumes:
             if res.reader is token:
                 claim = res.claim
                 self._detach(res)
-                if claim > 0:
-                    self._spawn(self._unclaim(res.request_id, claim))
+                if isinstance(claim, Held):
+                    self._spawn(self._unclaim(res.request_id, claim.number))
 
     async def _claim(self, res: Resumable, token: object) -> None:
         """Claim the request for a reader that has just attached here (see ``heard_claim``)."""
@@ -210,14 +241,14 @@ class Resumes:
         except Exception as exc:
             logger.warning("Could not claim request %s in Redis (%s)", res.request_id, exc)
             if res.reader is token:
-                res.claim = 0
+                res.claim = Unclaimed.NONE
             return
         if res.reader is not token:
             await self._unclaim(res.request_id, number)  # It has gone already.
         elif res.newest > number:
             self._detach(res)  # A newer reader attached elsewhere meanwhile.
         else:
-            res.claim = res.newest = number
+            res.claim, res.newest = Held(number), number
 
     async def read_remote(
         self,
@@ -264,7 +295,7 @@ class Resumes:
         if res is not None:
             res.newest = max(res.newest, number)
             # A reader whose own claim is on its way is settled when it comes back.
-            if res.reader is not None and 0 <= res.claim < number:
+            if res.reader is not None and _older(res.claim, number):
                 self._detach(res)
         for claim in self.remote.get(request_id, ()):
             claim.heard(number)
@@ -301,7 +332,7 @@ class Resumes:
         if res.driver is not None:
             res.driver.cancel()
 
-    def _attach(self, res: Resumable, token: object, after: int, claim: int) -> None:
+    def _attach(self, res: Resumable, token: object, after: int, claim: ReaderClaim) -> None:
         res.reader = token
         res.claim = claim
         if res.timer is not None and not res.log.finished:
@@ -312,7 +343,7 @@ class Resumes:
 
     def _detach(self, res: Resumable) -> None:
         res.reader = None
-        res.claim = 0
+        res.claim = Unclaimed.NONE
         res.log.pin(None)
         if not res.log.finished:
             self._start_grace(res)
@@ -419,6 +450,13 @@ class Resumes:
                 with contextlib.suppress(RuntimeError):
                     self._start_grace(res)
                     self._keep(res)
+
+
+def _older(claim: ReaderClaim, number: int) -> bool:
+    """Whether a reader with ``claim`` is replaced by the claim numbered ``number``."""
+    if isinstance(claim, Held):
+        return claim.number < number
+    return claim is Unclaimed.NONE
 
 
 async def read_shared(

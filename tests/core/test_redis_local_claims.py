@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from guest_queue.core import resume
 from guest_queue.core.backends.redis.logs import RedisLogs
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.resume import Resumable
@@ -200,7 +201,7 @@ async def test_a_local_reader_that_claimed_the_request_gives_its_claim_back_when
     a, b = shared(flow, resume_grace_sec=1.0), shared(flow, resume_grace_sec=1.0)
     res, first = await read_elsewhere_before(flow, a, b)
     late = Reader(a, res, after=first.seqs[-1])
-    await until(lambda: res.claim > 0)  # claimed in Redis (for 4 s, renewed as it reads)
+    await until(lambda: isinstance(res.claim, resume.Held))  # claimed in Redis, renewed
     await late.disconnect()
     # Gone: one grace (1 s) later the request ends, not once its claim would have lapsed.
     await until(lambda: a.status()["cancelled_requests"] == 1, timeout=3)
