@@ -23,7 +23,7 @@ from .answers.relay import AnswerRelay
 from .answers.sharing import AnswerSharing, RemoteLeader, serve_from
 from .availability import AvailabilityProbe
 from .backends import backend_class
-from .backends.base import Ticket
+from .backends.base import StopReason, Ticket
 from .config import QueueConfig
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
@@ -42,8 +42,6 @@ logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
 
-#: ``Ticket.interrupt`` of a waiting request handed to another process at a drain.
-HANDED_OFF = "handed_off"
 #: How soon a client whose stream a draining process closed should resume it.
 HAND_OFF_RETRY_MS = 250
 UNREACHABLE_QUEUE = "The queue service is unreachable; please try again shortly."
@@ -359,7 +357,9 @@ class QueueManager:
 
     def answer_needed(self, ticket: Ticket) -> bool:
         """Whether others follow the ticket's answer, so it must run on without its guest."""
-        return self.accepting and (bool(ticket.followers) or ticket.relayed)
+        if not self.accepting:
+            return False
+        return bool(ticket.followers) or (self.relay is not None and self.relay.relays(ticket))
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
@@ -386,7 +386,7 @@ class QueueManager:
     def finish(self, ticket: Ticket, ending: Ending) -> None:
         """End the request: once, whatever path gets here first (its ending is the first)."""
         record = ticket.record
-        if record.status.is_terminal or ticket.interrupt == HANDED_OFF:
+        if record.status.is_terminal or ticket.stop is StopReason.HANDED_OFF:
             return
         ticket.ending = ending
         record.mark_finished(ending.status, ending.code, ending.message)
@@ -538,7 +538,7 @@ class QueueManager:
         for ticket in handed:
             if ticket.leader is not None and self.sharing is not None:
                 self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
-            ticket.interrupt = HANDED_OFF
+            ticket.stop = StopReason.HANDED_OFF
             self.live.remove(ticket)
             # The adopting process counts it (and records its ending): not counted twice.
             self.stats.total -= 1

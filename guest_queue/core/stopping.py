@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import events as ev
-from .backends.base import Admission, Ticket
+from .backends.base import Admission, StopReason, Ticket
 from .config import QueueConfig
 from .live import LiveTickets
 from .records import Status
@@ -136,7 +136,7 @@ class QueueStopper:
             except TimeoutError:
                 logger.warning("%d request(s) cut off at shutdown", len(self.admission.active))
         for ticket in list(self.admission.active.values()):
-            ticket.interrupt = ev.CODE_SHUTTING_DOWN
+            ticket.stop = StopReason.SHUTTING_DOWN
             self.cancel_task(ticket)
         # Streams answer an interrupt at once; end any whose stream is gone.
         await asyncio.sleep(0.05 if self.admission.active else 0)

@@ -223,8 +223,8 @@ class RequestStream:
                 for final in self._detached_events():
                     yield final
                 return
-            if ticket.interrupt is not None:
-                host.end(ticket, Status.CANCELLED, ticket.interrupt, "The server is restarting.")
+            if ticket.stop is not None:
+                host.end(ticket, Status.CANCELLED, ticket.stop.value, "The server is restarting.")
                 if not _ended(ticket):
                     return  # Handed off: another process answers it.
             if record.status.is_terminal:
@@ -267,8 +267,8 @@ class RequestStream:
             ticket.record.add_chunk(step.data)
             if ticket.answer_parts is not None:
                 ticket.answer_parts.append(step.data)
-                if ticket.followers or ticket.relayed:
-                    ticket.moved.set()  # followers (here, or relayed to others) stream it live
+                # Its followers (here, or the relay to other processes) stream it live.
+                ticket.moved.set()
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:

@@ -262,7 +262,7 @@ async def test_a_finished_leader_is_not_relayed(shared: FakeShared) -> None:
     leader = finished_leader(Ending.completed())
     here.relay.leading["L1"] = leader
     here.relay._wanted("L1")
-    assert here.tasks == [] and not leader.relayed
+    assert here.tasks == [] and not here.relay.relays(leader)
 
 
 # -- the leader's process: announcing --------------------------------------------------
@@ -443,7 +443,7 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     ticket, remote = there.follower()
     await until(lambda: len(shared.wants) >= 2)
     assert set(shared.wants) == {"L1"}
-    assert leader.relayed
+    assert here.relay.relays(leader)
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "Could not ask for request L1's answer (publish failed)" in infos
     assert leader.answer_parts is not None

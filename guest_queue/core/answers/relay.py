@@ -68,6 +68,8 @@ class AnswerRelay:
         self._is_local = is_local
         #: This process's leaders running their workflow, by request id.
         self.leading: dict[str, Ticket] = {}
+        #: Leaders whose answer other processes follow: relayed to them as it is produced.
+        self.relaying: set[str] = set()
         #: Those not yet announced to the other processes (they have not run long).
         self._announcing: dict[str, asyncio.TimerHandle] = {}
 
@@ -105,10 +107,20 @@ class AnswerRelay:
 
     def _wanted(self, leader_id: str) -> None:
         leader = self.leading.get(leader_id)
-        if leader is None or leader.relayed or leader.record.status.is_terminal:
+        if leader is None or leader_id in self.relaying or leader.record.status.is_terminal:
             return
-        leader.relayed = True
-        self._spawn(self._relay(leader))
+        self.relaying.add(leader_id)
+        self._spawn(self._relaying(leader))
+
+    def relays(self, ticket: Ticket) -> bool:
+        """Whether other processes follow the ticket's answer (it is relayed to them)."""
+        return ticket.request_id in self.relaying
+
+    async def _relaying(self, leader: Ticket) -> None:
+        try:
+            await self._relay(leader)
+        finally:
+            self.relaying.discard(leader.request_id)
 
     async def _relay(self, leader: Ticket) -> None:
         """Relay the leader's answer as it is produced, then how it ended."""

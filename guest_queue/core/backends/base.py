@@ -7,6 +7,7 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+import enum
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,15 @@ from ..records import RequestRecord
 
 if TYPE_CHECKING:
     from ..endings import Ending
+
+
+class StopReason(enum.Enum):
+    """Why a ticket's stream is made to stop from outside; the value is its error code."""
+
+    #: The server drains: the request ends with ``shutting_down``.
+    SHUTTING_DOWN = "shutting_down"
+    #: Draining, its place was left to another process sharing the queue (it ends there).
+    HANDED_OFF = "handed_off"
 
 
 class Ticket:
@@ -37,16 +47,15 @@ class Ticket:
         "forwarded_chars",
         "forwarded_parts",
         "history",
-        "interrupt",
         "language",
         "leader",
         "moved",
         "nudge",
         "queue_score",
         "record",
-        "relayed",
         "replay",
         "scored_mono",
+        "stop",
         "task",
         "wake",
     )
@@ -66,8 +75,8 @@ class Ticket:
         self.detached: str | None = None
         #: Wakes the stream reading the workflow's output (set while one does).
         self.nudge: Callable[[], None] | None = None
-        #: Set from outside (shutdown) to make the stream stop with this error code.
-        self.interrupt: str | None = None
+        #: Set from outside to make the stream stop (a drain: with its reason's code).
+        self.stop: StopReason | None = None
         #: How the request ended, once it has (the first ending wins).
         self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
@@ -88,8 +97,6 @@ class Ticket:
         #: How much of its leader's answer a follower has streamed live (chunks, characters).
         self.forwarded_parts = 0
         self.forwarded_chars = 0
-        #: A leader whose answer other processes follow: it is relayed to them as produced.
-        self.relayed = False
         #: What the workflow gets beside the question: the guest's language, earlier turns.
         self.language: str | None = None
         self.history: tuple[tuple[str, str], ...] = ()
