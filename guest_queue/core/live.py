@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 
 from .backends.base import Ticket
+from .endings import Ending
 
 
 class LiveTickets:
@@ -26,6 +27,10 @@ class LiveTickets:
     def remove(self, ticket: Ticket) -> None:
         self.by_id.pop(ticket.request_id, None)
         self.detached.discard(ticket)
+
+    def ended(self, ticket: Ticket, ending: Ending) -> None:
+        """A request ended: it is no longer live."""
+        self.remove(ticket)
 
     def get(self, request_id: str) -> Ticket | None:
         return self.by_id.get(request_id)

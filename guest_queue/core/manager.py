@@ -41,6 +41,8 @@ from .supervise import supervised
 logger = logging.getLogger("guest_queue")
 
 Listener = Callable[[RequestRecord], None]
+#: A part told of each request's ending (the ticket, how it ended).
+EndObserver = Callable[[Ticket, Ending], None]
 
 #: How soon a client whose stream a draining process closed should resume it.
 HAND_OFF_RETRY_MS = 250
@@ -79,6 +81,8 @@ class QueueManager:
             else None
         )
         self._listeners: list[Listener] = []
+        #: Called, in order, with each request that ends (``finish``).
+        self._observers = self._end_observers()
         self.resumes = Resumes(
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
         )
@@ -392,16 +396,34 @@ class QueueManager:
         record.mark_finished(ending.status, ending.code, ending.message)
         if ending.status is Status.TIMEOUT and record.started_mono is not None:
             record.add_answer(self.config.timeout_fallback)
-        self.live.remove(ticket)
-        self.stopper.release_slot_when_stopped(ticket)
+        for observer in self._observers:
+            observer(ticket, ending)
+        if ending.event is not None or ticket.detached is not None:
+            ticket.wake.set()  # Its stream sends the ending (or stops driving a detached one).
+
+    def _end_observers(self) -> list[EndObserver]:
+        """What must follow a request's ending, in order: it leaves the live set, its slot
+        is given back once its workflow has stopped, its answer stops being relayed and
+        shared (followers fall back or are served), then it is counted, remembered and
+        handed to the listeners (history, metrics, the request log)."""
+        observers: list[EndObserver] = [self.live.ended, self.stopper.ended]
         if self.relay is not None:
-            self.relay.ended(ticket)
-        leader = ticket.leader
+            observers.append(self.relay.ended)
         if self.sharing is not None:
-            self._fall_back(self.sharing.finished(ticket), ending)
+            observers.append(self._sharing_ended)
+        observers.append(self._record_ended)
+        return observers
+
+    def _sharing_ended(self, ticket: Ticket, ending: Ending) -> None:
+        assert self.sharing is not None
+        leader = ticket.leader
+        self._fall_back(self.sharing.finished(ticket), ending)
         if leader is not None and leader.detached is not None and not self.answer_needed(leader):
             # The last guest following an answer nobody else wants has gone: stop it.
             self.finish(leader, _gone(leader))
+
+    def _record_ended(self, ticket: Ticket, ending: Ending) -> None:
+        record = ticket.record
         self.stats.record_finished(record)
         self.recent.add(record)
         for listener in self._listeners:
@@ -409,8 +431,6 @@ class QueueManager:
                 listener(record)
             except Exception:
                 logger.exception("Request listener failed")
-        if ending.event is not None or ticket.detached is not None:
-            ticket.wake.set()
 
     def _fall_back(self, followers: list[Ticket], ending: Ending) -> None:
         """Followers of a leader that did not complete (``ending``) go back in line themselves."""

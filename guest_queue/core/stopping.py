@@ -13,6 +13,7 @@ from typing import Any
 from . import events as ev
 from .backends.base import Admission, StopReason, Ticket
 from .config import QueueConfig
+from .endings import Ending
 from .live import LiveTickets
 from .records import Status
 
@@ -149,6 +150,10 @@ class QueueStopper:
                 task.cancel()
             if stubborn:
                 logger.warning("%d workflow(s) did not stop when cancelled", len(stubborn))
+
+    def ended(self, ticket: Ticket, ending: Ending) -> None:
+        """A request ended: its slot (or place) goes back once its workflow has stopped."""
+        self.release_slot_when_stopped(ticket)
 
     def release_slot_when_stopped(self, ticket: Ticket) -> None:
         """Give the ticket's slot (or place) back once its workflow has really stopped.

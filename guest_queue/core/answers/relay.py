@@ -95,7 +95,7 @@ class AnswerRelay:
         if ticket.cache_key is not None and not ticket.record.status.is_terminal:
             self.shared.register(ticket.cache_key, ticket.request_id)
 
-    def ended(self, ticket: Ticket) -> None:
+    def ended(self, ticket: Ticket, ending: Ending | None = None) -> None:
         """A request ended: if it led, its question is no longer answered here."""
         if self.leading.pop(ticket.request_id, None) is None or ticket.cache_key is None:
             return
