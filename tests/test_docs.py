@@ -1,9 +1,12 @@
-"""The documentation matches the code: the settings table, and the links between pages."""
+"""The documentation matches the code: the settings table, the links between pages, the
+imports its examples make, the mount genestory runs, and no feature described as unbuilt."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,20 @@ SETTINGS_DOC = ROOT / "docs" / "settings.md"
 SETTING_ROW = re.compile(r"^\|\s*`(GUEST_[A-Z0-9_]+)`\s*\|")
 LITERAL = re.compile(r"`([^`]+)`")
 LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PYTHON_BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
+)
+# The README's machine-readable mount steps (tests/e2e/test_wheel.py applies them to a new site).
+MOUNT_BLOCK = re.compile(
+    r"^[ \t]*<!-- mount: (?P<name>[a-z]+) -->[ \t]*\n"
+    r"(?P<indent>[ \t]*)```[a-z]*\n(?P<body>.*?)\n[ \t]*```",
+    re.MULTILINE | re.DOTALL,
+)
+# Words that describe a feature as missing. The docs describe what runs; plans go in issues.
+UNBUILT = re.compile(
+    r"not (?:yet )?built|not built yet|not (?:yet )?implemented|\bTODO\b|\bplanned\b", re.I
+)
 
 
 def cells(row: str) -> list[str]:
@@ -142,3 +159,121 @@ def test_every_documented_uvicorn_command_says_whose_forwarded_headers_it_believ
     assert unstated == [], "state --forwarded-allow-ips or --no-proxy-headers:\n" + "\n".join(
         unstated
     )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_doc_describes_a_feature_as_not_built(page: Path) -> None:
+    text = " ".join(page.read_text().split())  # a phrase may be wrapped across lines
+    found = [text[max(m.start() - 60, 0) : m.end() + 20] for m in UNBUILT.finditer(text)]
+    assert not found, f"{page.name} calls something unbuilt: {found}"
+
+
+def python_blocks(page: Path) -> list[tuple[int, str]]:
+    """The page's ```python blocks (dedented) with the line each starts on."""
+    text = page.read_text()
+    return [
+        (text.count("\n", 0, m.start()) + 1, textwrap.dedent(m["body"]))
+        for m in PYTHON_BLOCK.finditer(text)
+    ]
+
+
+def guest_queue_names(tree: ast.AST) -> list[tuple[str, str | None]]:
+    """(module, name) for every name a block takes from guest_queue; name None for ``import m``.
+
+    ``import guest_queue.asgi`` followed by ``guest_queue.asgi.application(...)`` yields
+    ``("guest_queue.asgi", "application")`` too.
+    """
+    found: list[tuple[str, str | None]] = []
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "guest_queue":
+            found += [(str(node.module), alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "guest_queue":
+                    found.append((alias.name, None))
+                    modules.add(alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            dotted = ast.unparse(node)
+            module, _, name = dotted.rpartition(".")
+            if module in modules:
+                found.append((module, name))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_python_examples_compile_and_import_names_that_exist(page: Path) -> None:
+    for line, body in python_blocks(page):
+        where = f"{page.name}:{line}"
+        try:
+            tree = ast.parse(body, filename=where)
+        except SyntaxError as error:
+            pytest.fail(f"{where}: the example does not compile: {error}")
+        for module, name in guest_queue_names(tree):
+            try:
+                imported = importlib.import_module(module)
+            except ImportError as error:
+                pytest.fail(f"{where}: {module} cannot be imported: {error}")
+            if name is not None:
+                assert hasattr(imported, name), f"{where}: {module} has no {name}"
+
+
+def mount_steps() -> dict[str, list[str]]:
+    """The README's mount blocks by name: their lines, dedented, for genestory (not mysite)."""
+    steps: dict[str, list[str]] = {}
+    for match in MOUNT_BLOCK.finditer((ROOT / "README.md").read_text()):
+        body = textwrap.dedent(match["body"]).replace("mysite", "genestory")
+        steps[match["name"]] = [line for line in body.splitlines() if line.strip()]
+    return steps
+
+
+def code_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_genestory_mounts_the_app_exactly_as_the_readme_says() -> None:
+    steps = mount_steps()
+    assert set(steps) >= {"settings", "urls", "asgi", "shell"}, sorted(steps)
+    # asgi: every line of the README's block, in order, in genestory/asgi.py (which may add
+    # its own lines between them, such as its start-up checks).
+    asgi = code_lines(ROOT / "genestory" / "asgi.py")
+    remaining = iter(line.split("  #")[0].rstrip() for line in asgi)
+    for line in steps["asgi"]:
+        if line.lstrip().startswith("#"):
+            continue
+        assert any(line == candidate for candidate in remaining), (
+            f"genestory/asgi.py does not have the README's line {line!r} (in this order)"
+        )
+    mounts = [line for line in asgi if line.startswith("application = ")]
+    readme = [line for line in steps["asgi"] if line.startswith("application = ")]
+    one_line = "application = guest_queue.asgi.application(get_asgi_application())"
+    assert mounts == readme == [one_line]
+    # urls: the README's include of the API is genestory's.
+    urls = [line.strip().rstrip(",") for line in code_lines(ROOT / "genestory" / "urls.py")]
+    api = [line.strip().rstrip(",") for line in steps["urls"] if "guest_queue.urls" in line]
+    assert api and all(line in urls for line in api), api
+    # settings: the same ASGI entry point, the app installed, its logger configured.
+    settings_py = (ROOT / "genestory" / "settings.py").read_text()
+    for line in steps["settings"]:
+        if line.startswith("ASGI_APPLICATION"):
+            assert line in settings_py.splitlines(), line
+    assert '"guest_queue",' in settings_py
+    assert '"loggers": {"guest_queue":' in settings_py
+
+
+# A path in backticks: `guest_queue/lane.py`, `core/stream.py`, `core/backends/redis/`.
+CODE_PATH = re.compile(r"`((?:[\w.-]+/)*[\w.-]+(?:\.py|\.json|/))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_paths_of_the_code_named_in_docs_exist(page: Path) -> None:
+    """Every ``guest_queue/…`` path a page names exists; architecture.md's are relative to it."""
+    package = ROOT / "guest_queue"
+    for path in CODE_PATH.findall(page.read_text()):
+        if page.name == "architecture.md":
+            assert (package / path).exists() or (ROOT / path).exists(), (
+                f"architecture.md names {path}, which is neither in guest_queue/ nor the checkout"
+            )
+        elif path.startswith("guest_queue/"):
+            assert (ROOT / path).exists(), f"{page.name} names {path}, which does not exist"
