@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import AsyncClient, override_settings
 
 from guest_queue.answer_cache import DjangoAnswerCache
@@ -117,13 +117,29 @@ def test_prewarm_command_fills_the_cache(cache_alias: str, tmp_path: Path) -> No
 
 @pytest.mark.django_db
 def test_prewarm_from_the_demo_knowledge_base(cache_alias: str) -> None:
+    """--demo warms the configured knowledge: the app's own by default, a site's when set."""
+    cache = DjangoAnswerCache(cache_alias)
     with override_settings(GUEST_WORKFLOW="guest_queue.workflows.demo.DemoWorkflow"):
         call_command("guest_queue_prewarm", "--demo")
-    stored = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("What is DNA?")))
+    stored = asyncio.run(cache.get(answer_key("How does the queue work?", "en")))
+    assert stored is not None and "first-come, first-served" in stored.text
+    assert asyncio.run(cache.get(answer_key("What is DNA?", "en"))) is None
+    caches[cache_alias].clear()  # local memory keeps 300 entries; GeneStory's are 280
+    with override_settings(
+        GUEST_WORKFLOW="guest_queue.workflows.demo.DemoWorkflow",
+        GUEST_WORKFLOW_OPTIONS={"knowledge": "genestory.assistant.knowledge"},
+    ):
+        call_command("guest_queue_prewarm", "--demo")
+    stored = asyncio.run(cache.get(question_key("What is DNA?")))
     assert stored is not None and stored.text.startswith("DNA (deoxyribonucleic acid)")
     assert len(stored.suggested_questions) == 3
-    vi = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("Gen là gì?")))
+    vi = asyncio.run(cache.get(question_key("Gen là gì?")))
     assert vi is not None and "protein" in vi.text
+
+
+def test_prewarm_demo_needs_a_workflow_that_lists_its_questions() -> None:
+    with pytest.raises(CommandError, match="questions"):
+        call_command("guest_queue_prewarm", "--demo")  # the tests' scripted workflow
 
 
 @pytest.fixture

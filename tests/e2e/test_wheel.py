@@ -45,6 +45,12 @@ NOT_COPIED = shutil.ignore_patterns(
 )  # fmt: skip
 
 
+#: GeneStory's name and subject: none of it ships in the app (issue 23).
+GENESTORY_TEXT = re.compile(
+    "(?-i:GeneStory)|genetic|saliva|medical advice|xét nghiệm gen".encode(), re.IGNORECASE
+)
+
+
 def mount_steps(readme: str) -> dict[str, str]:
     """The README's machine-readable mount blocks, by name, dedented."""
     steps: dict[str, str] = {}
@@ -95,10 +101,18 @@ def assert_wheel_holds_the_app_only(wheel: Path) -> None:
         "locale/vi/LC_MESSAGES/django.mo",
         "workflows/knowledge/en.json",
         "workflows/knowledge/vi.json",
+        "static/guest_queue/favicon.svg",
         "migrations/__init__.py",
         "migrations/0001_initial.py",
     ]:
         assert f"guest_queue/{data}" in names, f"the wheel lacks guest_queue/{data}"
+    with zipfile.ZipFile(wheel) as archive:
+        branded = [
+            name
+            for name in names
+            if name.startswith("guest_queue/") and GENESTORY_TEXT.search(archive.read(name))
+        ]
+    assert not branded, f"GeneStory's text ships in the wheel: {branded}"
     assert f"\nVersion: {guest_queue.__version__}\n" in meta
     assert "\nName: django-guest-queue\n" in meta
     assert "Provides-Extra: redis" in meta and "Provides-Extra: openai" in meta
@@ -203,16 +217,18 @@ def test_wheel_and_readme_mount_steps_give_a_working_site(tmp_path: Path) -> Non
 
     server, url = serve(venv, site, env, steps["shell"], tmp_path / "uvicorn.log")
     try:
-        events = stream_answer(url, "What is genetic testing?")
+        events = stream_answer(url, "How does the queue work?")
         kinds = [e["event"] for e in events]
         assert kinds[0] == "queued" and kinds[-1] == "workflow_complete", kinds
         assert "answer_chunk" in kinds
         answer = "".join(e["data"] for e in events if e["event"] == "answer_chunk")
-        assert "genetic" in answer.lower()
+        assert "first-come, first-served" in answer  # the app's own, neutral knowledge
         request_id = events[0]["request_id"]
 
         chat = httpx.get(f"{url}/chat/", timeout=10)
         assert chat.status_code == 200 and "guest_queue/chat.js" in chat.text
+        assert "<title>Guest assistant</title>" in chat.text
+        assert not GENESTORY_TEXT.search(chat.content), "GeneStory's text on a mounted site"
 
         run(
             [python, "manage.py", "createsuperuser", "--noinput", "--username", "owner",
