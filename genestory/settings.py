@@ -58,12 +58,38 @@ def env_value(name: str, default: Any) -> Any:
 TEXT_SETTINGS = ("GUEST_HASH_KEY", "GUEST_METRICS_TOKEN", "GUEST_CLIENT_KEY", "GUEST_RATE_LIMIT")
 
 
+#: The environment variables of the queue backend's OPTIONS (GUEST_QUEUE_BACKEND a name).
+BACKEND_OPTIONS = {
+    "GUEST_QUEUE_REDIS_URL": "url",
+    "GUEST_QUEUE_REDIS_PREFIX": "prefix",
+    "GUEST_QUEUE_LEASE_SEC": "lease_sec",
+    "GUEST_QUEUE_REDIS_TIMEOUT_SEC": "timeout_sec",
+}
+
+
+def queue_backend(value: Any) -> Any:
+    """GUEST_QUEUE_BACKEND in Django's form: JSON as it is, or a name and its options' variables.
+
+    ``GUEST_QUEUE_BACKEND=redis GUEST_QUEUE_REDIS_URL=redis://...`` becomes
+    ``{"BACKEND": "redis", "OPTIONS": {"url": "redis://..."}}``.
+    """
+    if not isinstance(value, str):
+        return value
+    options = {
+        option: env_value(name, "") if option in ("url", "prefix") else env_value(name, 0.0)
+        for name, option in BACKEND_OPTIONS.items()
+        if name in os.environ
+    }
+    return {"BACKEND": value.strip(), "OPTIONS": options}
+
+
 def guest_queue_settings() -> dict[str, Any]:
     """Every guest_queue setting, from the environment or else its default."""
     settings = {name: env_value(name, default) for name, default in DEFAULTS.items()}
     # Text whose default is None (off): a key or token made of digits is still text.
     for name in TEXT_SETTINGS:
         settings[name] = env.str(name, default="") or None
+    settings["GUEST_QUEUE_BACKEND"] = queue_backend(settings["GUEST_QUEUE_BACKEND"])
     return settings
 
 

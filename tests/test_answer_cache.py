@@ -15,6 +15,7 @@ from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import AsyncClient, override_settings
 
+from guest_queue import answer_cache
 from guest_queue.answer_cache import DjangoAnswerCache
 from guest_queue.core.answers.cache import CachedAnswer, answer_key, question_key
 from guest_queue.models import GuestRequest
@@ -154,11 +155,11 @@ def redis_cache() -> Iterator[str]:
 
 
 async def test_hot_answers_are_served_from_process_memory_for_a_few_seconds(
-    redis_cache: str,
+    redis_cache: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answer = CachedAnswer("From memory.", ("More?",))
-    with override_settings(GUEST_CACHE_LOCAL_SEC=0.2):
-        cache = DjangoAnswerCache(redis_cache)
+    monkeypatch.setattr(answer_cache, "RECENT_SEC", 0.2)
+    cache = DjangoAnswerCache(redis_cache)
     await cache.set("hot question", answer)
     caches[redis_cache].clear()  # gone from Redis: only this process still holds it
     assert await cache.get("hot question") == answer
@@ -166,9 +167,11 @@ async def test_hot_answers_are_served_from_process_memory_for_a_few_seconds(
     assert await cache.get("hot question") is None
 
 
-async def test_without_the_local_front_every_lookup_asks_the_cache(redis_cache: str) -> None:
-    with override_settings(GUEST_CACHE_LOCAL_SEC=0):
-        cache = DjangoAnswerCache(redis_cache)
+async def test_without_the_local_front_every_lookup_asks_the_cache(
+    redis_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(answer_cache, "RECENT_SEC", 0)
+    cache = DjangoAnswerCache(redis_cache)
     await cache.set("question", CachedAnswer("Stored."))
     caches[redis_cache].clear()
     assert await cache.get("question") is None

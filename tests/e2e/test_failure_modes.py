@@ -83,7 +83,6 @@ async def test_a_hanging_history_database_does_not_stall_chat(
 ) -> None:
     server = start_server(
         DATABASE_URL=db_proxy.url,
-        GUEST_HISTORY_LOOKUP_TIMEOUT_SEC="1",
         # The rows it cannot write at exit: the bound has its own test below; don't wait 10 s.
         GUEST_HISTORY_FLUSH_TIMEOUT_SEC="1",
     )
