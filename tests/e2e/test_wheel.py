@@ -327,7 +327,12 @@ def answer_in_chromium(url: str) -> str | None:
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             failed: list[str] = []
-            page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+
+            def note_failure(response: Any) -> None:
+                if response.status >= 400:
+                    failed.append(f"{response.status} {response.url}")
+
+            page.on("response", note_failure)
             page.goto(f"{url}/chat/")
             page.get_by_label("Your question").fill("What is DNA?")
             page.keyboard.press("Enter")
