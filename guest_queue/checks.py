@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from . import metrics
 from .conf import OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
 from .core.backends import backend_class, backend_path, option_names
+from .clients import prefix_limits
 from .core.config import ConfigProblem, int_at_least, number
 from .ratelimit import parse_rate
 
@@ -74,6 +75,13 @@ RULES: list[Rule] = [
         "RATE_LIMIT",
         lambda v: v is None or v == "" or parse_rate(v) is not None,
         "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
+    ),
+    (
+        "E073",
+        "IPV6_PREFIX_LIMITS",
+        lambda v: prefix_limits(v) is not None,
+        "a dict of IPv6 prefix length (1-63) → multiple (an integer >= 1), "
+        "such as {56: 4, 48: 16}; {} for none",
     ),
     (
         "E081",

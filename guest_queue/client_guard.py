@@ -1,5 +1,5 @@
-"""Around Django, for the per-client cap: refuse a client already at its cap before
-Django runs.
+"""Around Django, for the per-client cap: refuse a client already at its cap (or
+whose wider IPv6 network is at its own) before Django runs.
 
 The per-client cap holds without this guard: the view refuses the request with
 the same ``429 client_limit``. But a flooding client re-sends each refusal at
@@ -22,8 +22,9 @@ import json
 from django.urls import reverse
 
 from . import metrics
-from .clients import id_of_key, key_of_address
+from .clients import client_of_address
 from .conf import app_settings
+from .core.fairness import NETWORK_LIMIT
 from .lifespan import ASGIApp, Receive, Scope, Send
 from .runtime import get_manager
 
@@ -66,16 +67,15 @@ class ClientCapGuard:
         if app_settings.CLIENT_KEY or not cap or not client:
             return False
         manager = get_manager()
-        client_id = id_of_key(key_of_address(str(client[0])))
-        held = manager.admission.client_count(client_id)
-        if held is None or held < cap:
+        asking = client_of_address(str(client[0]))
+        if manager.admission.client_refusal(asking.id, asking.groups) is None:
             return False
         await asyncio.sleep(REFUSAL_DELAY_SEC)
         # One of its requests may have ended meanwhile: then it goes on to Django.
-        held = manager.admission.client_count(client_id)
-        if held is None or held < cap:
+        code = manager.admission.client_refusal(asking.id, asking.groups)
+        if code is None:
             return False
-        refusal = manager.refuse(manager.client_limited())
+        refusal = manager.refuse(manager.client_limited(network=code == NETWORK_LIMIT))
         metrics.count_rejected(refusal.code)  # as the view counts its own refusals
         body = json.dumps(
             {"error": refusal.message, "code": refusal.code, "retry_after": refusal.retry_after}

@@ -16,11 +16,11 @@ from django.views.decorators.csrf import csrf_exempt
 from . import metrics
 from .asgi import note_ticket
 from .chat_input import history_of, language_of
-from .clients import client_id
+from .clients import client_of
 from .core import events as ev
 from .core.backends.base import Ticket
 from .core.consume import collect
-from .core.errors import NotAccepting, RateLimited, Refused
+from .core.errors import NotAccepting, Refused
 from .core.manager import QueueManager
 from .history_lookup import HistoryUnavailable, find_in_history
 from .ratelimit import over_rate
@@ -92,16 +92,22 @@ async def submit(
         data = parse_object(request)
     query, language, history = query_from(data), language_of(data, request), history_of(data)
     # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
-    client = client_id(request)
+    client = client_of(request)
     manager = get_manager()
     if not manager.accepting:
         # Refused before the rate counts the question: a proxy that retries a 503 on another
         # worker (as the nginx example in deploy/nginx does) has it counted once.
         raise manager.refuse(NotAccepting("The server is restarting; please try again.", 5))
-    wait = await over_rate(client)
-    if wait is not None:
-        raise manager.refuse(RateLimited("You are asking too often; please wait a moment.", wait))
-    ticket = await manager.submit(query, client_hint=client, language=language, history=history)
+    limited = await over_rate(manager, client)
+    if limited is not None:
+        raise manager.refuse(limited)
+    ticket = await manager.submit(
+        query,
+        client_hint=client.id,
+        client_groups=client.groups,
+        language=language,
+        history=history,
+    )
     note_ticket(manager, ticket)
     return manager, ticket
 

@@ -28,6 +28,7 @@ from .config import QueueConfig
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
 from .eventlog import LogTrimmed
+from .fairness import NETWORK_LIMIT
 from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporter
@@ -174,6 +175,7 @@ class QueueManager:
         query: str,
         *,
         client_hint: str | None = None,
+        client_groups: tuple[tuple[str, int], ...] = (),
         language: str | None = None,
         history: tuple[tuple[str, str], ...] = (),
     ) -> Ticket:
@@ -181,20 +183,27 @@ class QueueManager:
 
         ``client_hint`` is the opaque id of the client asking: its open requests
         (waiting, processing, following a leader or replaying a cached answer)
-        are capped at ``max_per_client``. ``language`` and ``history`` (earlier
-        turns) go to the workflow; a question with history is never answered
-        from the cache nor shared.
+        are capped at ``max_per_client``. ``client_groups`` are the wider groups
+        it belongs to (opaque id, multiple): each holds at most that multiple of
+        the cap, whichever of its clients ask. ``language`` and ``history``
+        (earlier turns) go to the workflow; a question with history is never
+        answered from the cache nor shared.
         """
         self.start()
         if not self.accepting:
             raise self.refuse(NotAccepting("The server is restarting; please try again.", 5))
-        record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
+        record = RequestRecord(
+            request_id=str(uuid.uuid4()),
+            query=query,
+            client_hint=client_hint,
+            client_groups=client_groups,
+        )
         ticket = Ticket(record)
         ticket.language, ticket.history = language, history
         # Cheap first look (local queue only): a flooding client costs no cache lookup.
-        held, cap = self.admission.client_count(ticket.client), self.config.max_per_client
-        if cap > 0 and held is not None and held >= cap:
-            raise self.refuse(self.client_limited())
+        refusal = self.admission.client_refusal(ticket.client, client_groups)
+        if refusal is not None:
+            raise self.refuse(self._refusal(refusal))
         try:
             if self.sharing is not None and not history:
                 detached = await self._share(ticket, query)
@@ -234,8 +243,9 @@ class QueueManager:
             return False
         if hit is None and self.sharing.full:
             raise self._refusal("queue_full")
-        if not await self.admission.hold(ticket):
-            raise self.client_limited()
+        refusal = await self.admission.hold(ticket)
+        if refusal is not None:
+            raise self._refusal(refusal)
         if hit is not None:
             serve_from(ticket, hit)
             return True
@@ -254,6 +264,8 @@ class QueueManager:
     def _refusal(self, code: str) -> Refused:
         if code == ClientLimited.code:
             return self.client_limited()
+        if code == NETWORK_LIMIT:
+            return self.client_limited(network=True)
         if code == NotAccepting.code:
             return NotAccepting("The server is restarting; please try again.", 5)
         return QueueFull(
@@ -261,13 +273,23 @@ class QueueManager:
             self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
         )
 
-    def client_limited(self) -> ClientLimited:
-        """The refusal for a client already at its cap (not yet counted)."""
+    def client_limited(self, *, network: bool = False) -> ClientLimited:
+        """The refusal for a client already at its cap, or (``network``) one of whose
+        groups is at the group's (not yet counted)."""
         cap = self.config.max_per_client
+        retry_after = self.stats.retry_after(
+            self.config.max_concurrent, self.config.request_timeout_sec
+        )
+        if network:
+            return ClientLimited(
+                "Too many questions from your network are open right now; "
+                "please wait for an answer before asking more.",
+                retry_after,
+            )
         return ClientLimited(
             f"You already have {cap} question{'s' if cap != 1 else ''} open; "
             "please wait for an answer before asking more.",
-            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+            retry_after,
         )
 
     def _accept(self, ticket: Ticket, *, detached: bool) -> Ticket:

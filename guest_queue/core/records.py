@@ -37,6 +37,9 @@ class RequestRecord:
     request_id: str
     query: str
     client_hint: str | None = None
+    #: Wider groups the client belongs to (its IPv6 /56, /48): (opaque id, multiple of
+    #: the per-client cap), narrowest first. Counted with the client, never stored.
+    client_groups: tuple[tuple[str, int], ...] = ()
     status: Status = Status.QUEUED
     arrival_position: int = 0
     cached: bool = False

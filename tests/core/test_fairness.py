@@ -19,16 +19,32 @@ from .test_redis_queue import Factory, shared  # noqa: F401  (the fixture)
 
 def test_holds_are_capped_per_client_and_released_once() -> None:
     holds = ClientHolds(2)
-    assert holds.hold("a", "1") and holds.hold("a", "2") and holds.hold("a", "2")
-    assert not holds.hold("a", "3")
-    assert holds.hold("b", "4") and holds.count("a") == 2
+    assert holds.hold("a", "1") is holds.hold("a", "2") is holds.hold("a", "2") is None
+    assert holds.hold("a", "3") == "client_limit"
+    assert holds.hold("b", "4") is None and holds.count("a") == 2
     holds.release("1")
     holds.release("1")  # a second release of the same request changes nothing
-    assert holds.count("a") == 1 and holds.hold("a", "3") and not holds.hold("a", "5")
+    assert holds.count("a") == 1 and holds.hold("a", "3") is None
+    assert holds.hold("a", "5") == "client_limit"
     for rid in "2345":
         holds.release(rid)
     assert holds.clients == 0
-    assert ClientHolds(0).hold("a", "x") and ClientHolds(1).hold("", "x")
+    assert ClientHolds(0).hold("a", "x") is None and ClientHolds(1).hold("", "x") is None
+
+
+def test_a_group_holds_its_multiple_of_the_cap_whichever_of_its_clients_ask() -> None:
+    holds = ClientHolds(2)
+    net = [("net", 2)]  # four open requests for the whole group
+    assert [holds.hold(c, f"{c}{i}", net) for c in "ab" for i in range(2)] == [None] * 4
+    # Neither c nor a third request of a is at its own cap: the group is at its own.
+    assert holds.hold("c", "c0", net) == "network_limit" and holds.count("c") == 0
+    assert holds.hold("a", "a2", net) == "client_limit"
+    assert holds.refusal("c", net) == "network_limit" and holds.refusal("c") is None
+    holds.release("b0")
+    assert holds.hold("c", "c0", net) is None and holds.count("net") == 4
+    for rid in ("a0", "a1", "b1", "c0"):
+        holds.release(rid)
+    assert holds.clients == 0
 
 
 async def submit_many(manager: QueueManager, n: int, client: str, query: str = "q") -> list[Any]:
@@ -115,6 +131,30 @@ async def test_followers_count_toward_the_cap_and_are_bounded(gate: GateWorkflow
     for stream in [*same, others[1], late]:
         assert (await stream.done())[-1] == "workflow_complete"
     assert manager.sharing.following == 0
+    await manager.close()
+
+
+async def test_a_groups_cap_holds_for_its_clients_in_line_and_following(
+    gate: GateWorkflow,
+) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=1, max_per_client=1)
+    net = (("net", 2),)  # two open requests for the whole group
+    leader = Stream(manager, await manager.submit("Same?", client_hint="a", client_groups=net))
+    follower = Stream(manager, await manager.submit("Same?", client_hint="b", client_groups=net))
+    for query in ("Same?", "Other?"):  # following, or lining up: the group is full
+        with pytest.raises(ClientLimited) as refused:
+            await manager.submit(query, client_hint="c", client_groups=net)
+        assert "from your network" in refused.value.message
+    outsider = Stream(manager, await manager.submit("Other?", client_hint="c"))
+    assert manager.status()["rejected_client_limit"] == 2
+    gate.open(leader.ticket.request_id)
+    for stream in (leader, follower):
+        assert (await stream.done())[-1] == "workflow_complete"
+    assert manager.admission.client_count("net") == 0
+    late = Stream(manager, await manager.submit("Late?", client_hint="d", client_groups=net))
+    for stream in (outsider, late):
+        gate.open(stream.ticket.request_id)
+        assert (await stream.done())[-1] == "workflow_complete"
     await manager.close()
 
 
@@ -224,3 +264,34 @@ async def test_a_dead_process_stops_counting_against_its_clients_within_the_leas
     await until(lambda: gate.started[-1:] == ["more"])
     gate.open(healed.ticket.request_id)
     assert (await healed.done())[-1] == "workflow_complete"
+
+
+async def test_a_groups_cap_holds_across_processes_and_heals_when_one_dies(
+    shared: Factory,  # noqa: F811
+    gate: GateWorkflow,
+) -> None:
+    a = shared(gate, MemoryCache(), max_concurrent=1, lease_sec=1.0, max_per_client=1)
+    b = shared(gate, max_concurrent=1, lease_sec=1.0, max_per_client=1)
+    net = (("net", 2),)
+    Stream(a, await a.submit("Same?", client_hint="x", client_groups=net))
+    Stream(a, await a.submit("Same?", client_hint="y", client_groups=net))  # held, no place
+    with pytest.raises(ClientLimited) as refused:
+        await b.submit("more", client_hint="z", client_groups=net)
+    assert "from your network" in refused.value.message
+    outsider = Stream(b, await b.submit("more", client_hint="z"))
+
+    # Process a stops dead: its two requests stop counting against the group in time.
+    for task in list(a.stopper.background):
+        task.cancel()
+    a.admission.leave = lambda ticket: None  # type: ignore[method-assign]
+    died = time.monotonic()
+    while True:
+        try:
+            healed = Stream(b, await b.submit("again", client_hint="z2", client_groups=net))
+            break
+        except ClientLimited:
+            assert time.monotonic() - died < 2.0
+            await asyncio.sleep(0.1)
+    for stream in (outsider, healed):
+        gate.open(stream.ticket.request_id)
+        assert (await stream.done())[-1] == "workflow_complete"

@@ -22,7 +22,12 @@ RID = "00000000-0000-4000-8000-0000000000a1"
 
 
 def handed(created_at: float) -> Ticket:
-    record = RequestRecord(request_id=RID, query="And the BRCA2 gene?", client_hint="hint-7")
+    record = RequestRecord(
+        request_id=RID,
+        query="And the BRCA2 gene?",
+        client_hint="hint-7",
+        client_groups=(("net-56", 4), ("net-48", 16)),
+    )
     record.created_at = created_at
     ticket = Ticket(record)
     ticket.language = "fr"
@@ -35,6 +40,7 @@ def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None
     got = adopted_ticket(RID, handoff_json(sent))
     assert got.request_id == RID and got.record.query == "And the BRCA2 gene?"
     assert got.record.client_hint == "hint-7"
+    assert got.record.client_groups == (("net-56", 4), ("net-48", 16))
     assert got.language == "fr"
     assert got.history == sent.history
 
@@ -54,6 +60,7 @@ def test_a_hand_off_from_a_clock_ahead_counts_no_negative_nor_invented_wait() ->
 def test_a_hand_off_without_context_adopts_a_plain_request() -> None:
     got = adopted_ticket(RID, '{"query": "q"}')
     assert got.record.client_hint is None and got.language is None and got.history == ()
+    assert got.record.client_groups == ()
 
 
 async def test_an_adopted_guest_hears_everything_after_the_hand_off(

@@ -172,7 +172,7 @@ async def test_a_leader_here_that_ends_while_a_guest_is_let_in_leaves_it_to_line
     await until(lambda: gate.started == ["Q"])
     hold = admission(a).hold
 
-    async def leader_leaves_meanwhile(ticket: Any) -> bool:
+    async def leader_leaves_meanwhile(ticket: Any) -> str | None:
         await leader.disconnect()  # nobody follows it yet: it is cancelled
         return await hold(ticket)
 

@@ -123,7 +123,7 @@ async def test_a_drain_that_starts_while_a_follower_is_held_refuses_it(
     await until(lambda: gate.started == ["Same?"])
     hold = manager.admission.hold
 
-    async def draining_hold(ticket: Ticket) -> bool:
+    async def draining_hold(ticket: Ticket) -> str | None:
         manager.begin_drain()  # SIGTERM arrives while the follower's hold is taken
         await until(lambda: not manager.accepting)
         return await hold(ticket)

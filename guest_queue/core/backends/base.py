@@ -11,12 +11,13 @@ import enum
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answers.cache import CachedAnswer
 from ..answers.remote import SharedAnswers
 from ..config import ConfigProblem, QueueConfig
 from ..eventlog import SharedLogs
+from ..fairness import Group
 from ..records import RequestRecord
 
 if TYPE_CHECKING:
@@ -111,6 +112,11 @@ class Ticket:
         return self.record.client_hint or ""
 
     @property
+    def client_groups(self) -> tuple[Group, ...]:
+        """The wider groups the client belongs to, each with its cap's multiple."""
+        return self.record.client_groups
+
+    @property
     def position(self) -> int:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
         leader = self.leader
@@ -126,6 +132,16 @@ class Ticket:
     def wake_event(self) -> asyncio.Event:
         """What the ticket's stream waits on: its leader's moves while following, else its own."""
         return self.leader.moved if self.leader is not None else self.wake
+
+
+class WindowCounter(Protocol):
+    """Fixed-window counters shared by every process that counts in the same place."""
+
+    async def count(self, keys: Sequence[str], limits: Sequence[int], ttl_sec: int) -> int:
+        """Count one event under each key in turn (narrowest first), each key living
+        ``ttl_sec`` from its first count, and stop at the first one now over its limit:
+        its index from 1, or 0 when none is. Exact under any concurrency."""
+        ...
 
 
 #: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
@@ -194,15 +210,27 @@ class Admission(ABC):
     @abstractmethod
     async def enter(self, ticket: Ticket) -> str | None:
         """Admit or line up a new ticket; else the refusal's code (``queue_full``,
-        ``client_limit``: the ticket's client already has its cap of requests open)."""
+        ``client_limit``: the ticket's client already has its cap of requests open,
+        ``network_limit``: one of its groups has its own)."""
 
     @abstractmethod
-    async def hold(self, ticket: Ticket) -> bool:
+    async def hold(self, ticket: Ticket) -> str | None:
         """Count a ticket that takes no place (a follower, a cache replay) against its
-        client; False when the client is at its cap. ``leave`` releases it."""
+        client and groups; None once counted, else the refusal's code (``client_limit``,
+        ``network_limit``). ``leave`` releases it."""
 
     def client_count(self, client: str) -> int | None:
         """Requests the client has open, when this process knows it (None: ask Redis)."""
+        return None
+
+    def client_refusal(self, client: str, groups: Sequence[Group] = ()) -> str | None:
+        """The refusal's code when this process knows the client or one of its groups is
+        at its cap (None: below it, or only Redis knows)."""
+        return None
+
+    def rate_counter(self) -> WindowCounter | None:
+        """Where every process sharing the queue counts rates; None: the site counts them
+        elsewhere (its cache)."""
         return None
 
     @abstractmethod

@@ -9,8 +9,9 @@ departure.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from ..fairness import ClientHolds
+from ..fairness import ClientHolds, Group
 from .base import Admission, Ticket
 
 
@@ -31,19 +32,23 @@ class LocalAdmission(Admission):
 
     async def enter(self, ticket: Ticket) -> str | None:
         # A client at its cap is told so even when the line is full too: it is what it can fix.
-        if not self.clients.hold(ticket.client, ticket.request_id):
-            return "client_limit"
+        refusal = self.clients.hold(ticket.client, ticket.request_id, ticket.client_groups)
+        if refusal is not None:
+            return refusal
         if not self.has_room():
             self.clients.release(ticket.request_id)
             return "queue_full"
         self.join(ticket)
         return None
 
-    async def hold(self, ticket: Ticket) -> bool:
-        return self.clients.hold(ticket.client, ticket.request_id)
+    async def hold(self, ticket: Ticket) -> str | None:
+        return self.clients.hold(ticket.client, ticket.request_id, ticket.client_groups)
 
     def client_count(self, client: str) -> int | None:
         return self.clients.count(client)
+
+    def client_refusal(self, client: str, groups: Sequence[Group] = ()) -> str | None:
+        return self.clients.refusal(client, groups)
 
     def requeue(self, ticket: Ticket) -> None:
         self.join(ticket)

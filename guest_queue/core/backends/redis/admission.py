@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
+from ...fairness import CLIENT_LIMIT, NETWORK_LIMIT
 from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
 from ..base import Admission, LostCallback, Snapshot, Ticket
@@ -36,6 +37,7 @@ from .answers import RedisAnswers
 from .handoff import ADOPT, HAND_OFF, KEEP_AFTER_DEADLINE_MS, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
+from .rates import RedisWindowCounter
 from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
@@ -45,6 +47,19 @@ EARLY_ADMISSIONS = 256
 EVICTION_WARNING = "Redis's maxmemory-policy can evict keys"
 #: Removals sent to Redis in one script call at most.
 LEAVE_BATCH = 500
+
+
+def client_ids(ticket: Ticket) -> str:
+    """The ids a request counts against in Redis: its client's, then its groups'."""
+    ids = [ticket.client, *(group for group, _ in ticket.client_groups)] if ticket.client else []
+    # Space-separated in Redis. The Django layer's ids are hex hashes; a core caller's
+    # hint with whitespace in it counts under the hint with "_" for each run of it.
+    return " ".join("_".join(i.split()) for i in ids)
+
+
+def group_multiples(ticket: Ticket) -> str:
+    """Each group's cap as a multiple of the client's, in the order of ``client_ids``."""
+    return " ".join(str(multiple) for _, multiple in ticket.client_groups)
 
 
 class RedisAdmission(Admission):
@@ -107,6 +122,7 @@ class RedisAdmission(Admission):
         self._hand_off = self.client.register_script(HAND_OFF)
         self._adopt = self.client.register_script(ADOPT)
         self.logs = RedisLogs(self.link, tag, config, options.timeout_sec)
+        self.rates = RedisWindowCounter(self.client, f"{tag}:")
         self.answers = RedisAnswers(
             self.link, tag, self.logs, self.process_id, options.lease_sec, self.keys[:2]
         )
@@ -140,23 +156,26 @@ class RedisAdmission(Admission):
 
     async def enter(self, ticket: Ticket) -> str | None:
         status = await self._join(ticket, force=False)
-        return {-1: "queue_full", -2: "client_limit"}.get(status)
+        return {-1: "queue_full", -2: CLIENT_LIMIT, -3: NETWORK_LIMIT}.get(status)
 
-    async def hold(self, ticket: Ticket) -> bool:
+    async def hold(self, ticket: Ticket) -> str | None:
         if self.max_per_client <= 0 or not ticket.client or ticket.request_id in self.held:
-            return True
+            return None
         self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self._epoch, self.channel]
-        reply = await self.link.run(
-            self._hold, self.keys, [*args, ticket.client, self.max_per_client]
-        )
+        args += [client_ids(ticket), self.max_per_client, group_multiples(ticket)]
+        reply = await self.link.run(self._hold, self.keys, args)
         held, epoch, queued, active = reply
         self._heard(epoch, queued, active)
-        if not held:
-            return False
+        if held != 1:
+            return CLIENT_LIMIT if held == 0 else NETWORK_LIMIT
         self.held[rid] = ticket
-        return True
+        return None
+
+    def rate_counter(self) -> RedisWindowCounter:
+        """Rates count in the queue's Redis: every process sharing the queue shares them."""
+        return self.rates
 
     def requeue(self, ticket: Ticket) -> None:
         task = asyncio.get_running_loop().create_task(self._requeue(ticket))
@@ -174,7 +193,7 @@ class RedisAdmission(Admission):
         self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
-        args += [int(force), ticket.client, self.max_per_client]
+        args += [int(force), client_ids(ticket), self.max_per_client, group_multiples(ticket)]
         reply = await self.link.run(self._enter, self.keys, args)
         status, position, score, epoch, queued, active = reply
         self._heard(epoch, queued, active)
@@ -298,11 +317,11 @@ class RedisAdmission(Admission):
         claims = self.handoff_prefix if self.on_abandoned is not None else ""
         args += [self.process_id, json.dumps(self._snapshot()), claims]
         for rid, ticket in self.active.items():
-            args += [rid, "a", ticket.client]
+            args += [rid, "a", client_ids(ticket)]
         for rid, ticket in self.held.items():
-            args += [rid, "h", ticket.client]
+            args += [rid, "h", client_ids(ticket)]
         for rid, ticket in waiting:
-            args += [rid, ticket.queue_score, ticket.client]
+            args += [rid, ticket.queue_score, client_ids(ticket)]
         keys = [*self.keys, self.process_key, self.processes_key, self.handoffs_key]
         try:
             reply = await self.link.run(self._sync, keys, args)

@@ -90,6 +90,7 @@ def handoff_json(ticket: Ticket) -> str:
         {
             "query": record.query,
             "client_hint": record.client_hint,
+            "client_groups": [list(group) for group in record.client_groups],
             "language": ticket.language,
             "history": [list(turn) for turn in ticket.history],
             "created_at": record.created_at,
@@ -101,7 +102,10 @@ def adopted_ticket(request_id: str, data: str) -> Ticket:
     """The request rebuilt from its hand-off, as this process's own ticket."""
     raw: dict[str, Any] = json.loads(data)
     record = RequestRecord(
-        request_id=request_id, query=str(raw["query"]), client_hint=raw.get("client_hint")
+        request_id=request_id,
+        query=str(raw["query"]),
+        client_hint=raw.get("client_hint"),
+        client_groups=tuple((str(g), int(m)) for g, m in raw.get("client_groups") or ()),
     )
     created_at = raw.get("created_at")
     if isinstance(created_at, int | float):

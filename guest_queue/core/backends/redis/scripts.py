@@ -5,9 +5,12 @@ Keys (all under one hash tag, so a Redis Cluster keeps them on one node):
 clock, strictly increasing); ``active`` set of request ids holding a slot;
 ``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
 the queue's ``epoch``, ``last_score`` and ``recover_until``; ``owners`` hash
-request id → client id and ``clients`` hash client id → open requests, for the
+request id → its client's ids and ``clients`` hash id → open requests, for the
 per-client cap (requests that take no place — followers, cache replays — are
-held there too, with a lease but no place in ``waiting`` or ``active``).
+held there too, with a lease but no place in ``waiting`` or ``active``). A
+request's ids are its client's id, then those of the wider groups the client
+belongs to (its IPv6 /56, /48), space-separated: the request counts against
+each, and each has its own cap.
 
 Every key expires (``keep``): each script that writes pushes the expiry of the
 queue's keys to 100 leases (at least a minute) ahead, and every live process runs one
@@ -63,28 +66,50 @@ local function recovering()
   return now < tonumber(redis.call('HGET', meta, 'recover_until') or '0')
 end
 
--- The per-client count: a request counts once, from own() to disown(), however it ends.
-local function own(rid, client)
-  if client ~= '' and redis.call('HSETNX', owners, rid, client) == 1 then
-    redis.call('HINCRBY', clients, client, 1)
+local function words(text)
+  local list = {}
+  for word in string.gmatch(text, '%S+') do
+    list[#list + 1] = word
   end
+  return list
 end
 
-local function disown(rid)
-  local client = redis.call('HGET', owners, rid)
-  if client then
-    redis.call('HDEL', owners, rid)
-    if redis.call('HINCRBY', clients, client, -1) <= 0 then
-      redis.call('HDEL', clients, client)
+-- The per-client count: a request counts once against its client and each of its groups
+-- (``ids``: the client's id, then the groups'), from own() to disown(), however it ends.
+local function own(rid, ids)
+  if ids ~= '' and redis.call('HSETNX', owners, rid, ids) == 1 then
+    for _, id in ipairs(words(ids)) do
+      redis.call('HINCRBY', clients, id, 1)
     end
   end
 end
 
-local function at_cap(rid, client, cap)
-  if cap <= 0 or client == '' or redis.call('HEXISTS', owners, rid) == 1 then
-    return false
+local function disown(rid)
+  local ids = redis.call('HGET', owners, rid)
+  if ids then
+    redis.call('HDEL', owners, rid)
+    for _, id in ipairs(words(ids)) do
+      if redis.call('HINCRBY', clients, id, -1) <= 0 then
+        redis.call('HDEL', clients, id)
+      end
+    end
   end
-  return tonumber(redis.call('HGET', clients, client) or '0') >= cap
+end
+
+-- 0: within its caps; 1: the client has ``cap`` requests open; 2: one of its groups has
+-- its own cap open (``multiples``: each group's cap as a multiple of ``cap``).
+local function at_cap(rid, ids, cap, multiples)
+  if cap <= 0 or ids == '' or redis.call('HEXISTS', owners, rid) == 1 then
+    return 0
+  end
+  local times = words(multiples or '')
+  for i, id in ipairs(words(ids)) do
+    local limit = cap * (i == 1 and 1 or tonumber(times[i - 1] or '1'))
+    if tonumber(redis.call('HGET', clients, id) or '0') >= limit then
+      return i == 1 and 1 or 2
+    end
+  end
+  return 0
 end
 
 local function purge()
@@ -126,8 +151,10 @@ end
 """
 
 #: ARGV: request id, lease ms, max active, max waiting, epoch seen, channel, force (1/0),
-#: client id ('' for none), cap per client (0 for none). Returns {status (1 admitted,
-#: 0 waiting, -1 line full, -2 client at its cap), position, score, epoch, waiting, active}.
+#: client ids ('' for none: the client's, then its groups', space-separated), cap per
+#: client (0 for none), the groups' caps as multiples of it (space-separated). Returns
+#: {status (1 admitted, 0 waiting, -1 line full, -2 client at its cap, -3 a group at its
+#: cap), position, score, epoch, waiting, active}.
 #: A forced entry (an accepted request lining up again) is never refused.
 ENTER = (
     PRELUDE
@@ -139,8 +166,9 @@ local moved = purge()
 announce(ARGV[6], admit(max_active), moved)
 local queued = redis.call('ZCARD', waiting)
 local status, position, score = 0, 0, ''
-if ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9])) then
-  return {-2, 0, '', current, queued, redis.call('SCARD', active)}
+local capped = ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9]), ARGV[10]) or 0
+if capped > 0 then
+  return {-1 - capped, 0, '', current, queued, redis.call('SCARD', active)}
 end
 if queued == 0 and not recovering() and redis.call('SCARD', active) < max_active then
   redis.call('SADD', active, rid)
@@ -164,7 +192,8 @@ return {status, position, score, current, redis.call('ZCARD', waiting), redis.ca
 
 #: A request that takes no place (it follows an identical one, or replays a cached answer)
 #: still counts against its client. ARGV: request id, lease ms, max active, epoch seen,
-#: channel, client id, cap per client. Returns {1 held or 0 at the cap, epoch, waiting, active}.
+#: channel, client ids, cap per client, the groups' multiples (as for ENTER). Returns
+#: {1 held, 0 the client at its cap or -1 a group at its cap, epoch, waiting, active}.
 HOLD = (
     PRELUDE
     + """
@@ -172,11 +201,10 @@ local rid, lease_ms = ARGV[1], tonumber(ARGV[2])
 local current = epoch(ARGV[4], lease_ms)
 local moved = purge()
 announce(ARGV[5], admit(tonumber(ARGV[3])), moved)
-local held = 0
-if not at_cap(rid, ARGV[6], tonumber(ARGV[7])) then
+local held = 1 - at_cap(rid, ARGV[6], tonumber(ARGV[7]), ARGV[8])
+if held == 1 then
   own(rid, ARGV[6])
   redis.call('ZADD', leases, int(now + lease_ms), rid)
-  held = 1
 end
 keep(lease_ms)
 return {held, current, redis.call('ZCARD', waiting), redis.call('SCARD', active)}
@@ -209,7 +237,7 @@ return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admi
 #: KEYS[9]: hand-offs by deadline. ARGV: lease ms, max active, epoch seen, channel,
 #: process id, status JSON, prefix of hand-off keys ('' claims none), then triples
 #: (request id, "a" for a slot held, "h" for a request held without a place, or the
-#: waiting score; client id or ''). Renews every lease, puts back places and client
+#: waiting score; client ids as for ENTER, or ''). Renews every lease, puts back places and client
 #: counts Redis lost, reports slots it lost, and claims hand-offs nobody adopted in time
 #: (this process records them). Returns {epoch, waiting, active, {lost ids}, {position
 #: of each waiting triple, 0 once admitted}, {id, hand-off JSON ('' if gone), ...}}.
