@@ -12,9 +12,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register, run
 from django.utils.module_loading import import_string
 
 from . import metrics
+from .clients import prefix_limits
 from .conf import OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
 from .core.backends import backend_class, backend_path, option_names
-from .clients import prefix_limits
 from .core.config import ConfigProblem, int_at_least, number
 from .ratelimit import parse_rate
 

@@ -104,9 +104,6 @@ class GuestSettings:
     MAX_REQUESTS_PER_CLIENT: int = _queue("max_per_client")
     CLIENT_KEY: str | None = None
     RATE_LIMIT: str | None = None
-    #: IPv6 prefix length -> how many times the per-client cap and rate one such network
-    #: may hold, whichever of its /64s ask ({}: each /64 on its own).
-    IPV6_PREFIX_LIMITS: Mapping[Any, int] = field(default_factory=lambda: {56: 4, 48: 16})
     CACHE_ALIAS: str = "default"
     SHUTDOWN_GRACE_SEC: float = _queue("shutdown_grace_sec")
     # The queue and its streams.
@@ -140,6 +137,9 @@ class GuestSettings:
             "guest_queue.middleware.ContentLengthMiddleware",
         ]
     )
+    #: IPv6 prefix length -> how many times the per-client cap and rate one such network
+    #: may hold, whichever of its /64s ask ({}: each /64 on its own).
+    IPV6_PREFIX_LIMITS: Mapping[Any, int] = field(default_factory=lambda: {56: 4, 48: 16})
     HASH_KEY: str | None = None
     METRICS_ENABLED: bool = False
     METRICS_TOKEN: str | None = None

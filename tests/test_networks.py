@@ -38,9 +38,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any
         return
     url, prefix = redis_url(), f"test-{uuid.uuid4().hex[:12]}"
     yield {
-        "GUEST_QUEUE_BACKEND": "redis",
-        "GUEST_QUEUE_REDIS_URL": url,
-        "GUEST_QUEUE_REDIS_PREFIX": prefix,
+        "GUEST_QUEUE_BACKEND": {"BACKEND": "redis", "OPTIONS": {"url": url, "prefix": prefix}},
         "GUEST_SHUTDOWN_GRACE_SEC": 0,
     }
     await delete_prefix(url, prefix)

@@ -122,9 +122,10 @@ async def test_simultaneous_questions_count_exactly_in_the_shared_queues_redis(
         GUEST_MAX_REQUESTS_PER_CLIENT=0,
         GUEST_HISTORY_ENABLED=False,
         GUEST_SHUTDOWN_GRACE_SEC=0,
-        GUEST_QUEUE_BACKEND="redis",
-        GUEST_QUEUE_REDIS_URL=redis_url(),
-        GUEST_QUEUE_REDIS_PREFIX=redis_queue,
+        GUEST_QUEUE_BACKEND={
+            "BACKEND": "redis",
+            "OPTIONS": {"url": redis_url(), "prefix": redis_queue},
+        },
     ):
         try:
             assert_exactly(await burst(ClientAt("198.51.100.9"), 30), 5)
