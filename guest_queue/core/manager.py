@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
 from .answers.cache import AnswerCache
 from .answers.relay import AnswerRelay
@@ -37,6 +36,7 @@ from .stats import QueueStats
 from .stopping import QueueStopper
 from .stream import CANCELLED_MESSAGE, DISCONNECTED, RequestStream, drive
 from .supervise import supervised
+from .workflow import Workflow, WorkflowRequest
 
 logger = logging.getLogger("guest_queue")
 
@@ -188,9 +188,10 @@ class QueueManager:
         self.start()
         if not self.accepting:
             raise self.refuse(NotAccepting("The server is restarting; please try again.", 5))
-        record = RequestRecord(request_id=str(uuid.uuid4()), query=query, client_hint=client_hint)
-        ticket = Ticket(record)
-        ticket.language, ticket.history = language, history
+        request_id = str(uuid.uuid4())
+        record = RequestRecord(request_id=request_id, query=query, client_hint=client_hint)
+        request = WorkflowRequest(request_id, query, language=language, history=history)
+        ticket = Ticket(record, request)
         # Cheap first look (local queue only): a flooding client costs no cache lookup.
         held, cap = self.admission.client_count(ticket.client), self.config.max_per_client
         if cap > 0 and held is not None and held >= cap:
@@ -218,7 +219,7 @@ class QueueManager:
     async def _share(self, ticket: Ticket, query: str) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
         assert self.sharing is not None
-        key, hit = await self.sharing.find(query, ticket.language)
+        key, hit = await self.sharing.find(query, ticket.request.language)
         ticket.cache_key = key
         if key is None:
             return False  # Not to be shared (hidden characters): answered on its own.
@@ -308,17 +309,10 @@ class QueueManager:
 
     def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
         """Run the workflow for an admitted ticket in its own task, feeding ``channel``."""
-        record = ticket.record
-        request = WorkflowRequest(
-            request_id=record.request_id,
-            query=record.query,
-            language=ticket.language,
-            history=ticket.history,
-        )
         # In a context of its own: the answer may outlive the request that asked it (others
         # follow it), and what that request's context holds ends with the request.
         task = asyncio.create_task(
-            run_workflow(self.workflow, request, channel, self.availability.mark_down),
+            run_workflow(self.workflow, ticket.request, channel, self.availability.mark_down),
             context=contextvars.Context(),
         )
         self.stopper.track_workflow(ticket, task)

@@ -13,6 +13,7 @@ from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
 from guest_queue.core.manager import HAND_OFF_RETRY_MS
 from guest_queue.core.records import RequestRecord
+from guest_queue.workflows.base import WorkflowRequest
 
 from .conftest import GateWorkflow, until
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
@@ -24,10 +25,8 @@ RID = "00000000-0000-4000-8000-0000000000a1"
 def handed(created_at: float) -> Ticket:
     record = RequestRecord(request_id=RID, query="And the BRCA2 gene?", client_hint="hint-7")
     record.created_at = created_at
-    ticket = Ticket(record)
-    ticket.language = "fr"
-    ticket.history = (("What is BRCA1?", "A tumour suppressor gene."), ("Where?", "Chr 17."))
-    return ticket
+    history = (("What is BRCA1?", "A tumour suppressor gene."), ("Where?", "Chr 17."))
+    return Ticket(record, WorkflowRequest(RID, record.query, language="fr", history=history))
 
 
 def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None:
@@ -35,8 +34,8 @@ def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None
     got = adopted_ticket(RID, handoff_json(sent))
     assert got.request_id == RID and got.record.query == "And the BRCA2 gene?"
     assert got.record.client_hint == "hint-7"
-    assert got.language == "fr"
-    assert got.history == sent.history
+    assert got.request.language == "fr"
+    assert got.request.history == sent.request.history
 
 
 def test_an_adopted_request_keeps_the_wait_already_done() -> None:
@@ -53,7 +52,8 @@ def test_a_hand_off_from_a_clock_ahead_counts_no_negative_nor_invented_wait() ->
 
 def test_a_hand_off_without_context_adopts_a_plain_request() -> None:
     got = adopted_ticket(RID, '{"query": "q"}')
-    assert got.record.client_hint is None and got.language is None and got.history == ()
+    assert got.record.client_hint is None
+    assert got.request.language is None and got.request.history == ()
 
 
 async def test_an_adopted_guest_hears_everything_after_the_hand_off(

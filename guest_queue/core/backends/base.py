@@ -18,6 +18,7 @@ from ..answers.remote import SharedAnswers
 from ..config import ConfigProblem, QueueConfig
 from ..eventlog import SharedLogs
 from ..records import RequestRecord
+from ..workflow import WorkflowRequest
 
 if TYPE_CHECKING:
     from ..endings import Ending
@@ -46,22 +47,24 @@ class Ticket:
         "followers",
         "forwarded_chars",
         "forwarded_parts",
-        "history",
-        "language",
         "leader",
         "moved",
         "nudge",
         "queue_score",
         "record",
         "replay",
+        "request",
         "scored_mono",
         "stop",
         "task",
         "wake",
     )
 
-    def __init__(self, record: RequestRecord) -> None:
+    def __init__(self, record: RequestRecord, request: WorkflowRequest | None = None) -> None:
         self.record = record
+        #: What the workflow is given (the question, the guest's language, earlier turns):
+        #: built once when the request is accepted, never changed.
+        self.request = request or WorkflowRequest(record.request_id, record.query)
         self._position = 0
         #: The ticket's place in a shared queue (its sort key there), once it has one.
         self.queue_score: str | None = None
@@ -97,9 +100,6 @@ class Ticket:
         #: How much of its leader's answer a follower has streamed live (chunks, characters).
         self.forwarded_parts = 0
         self.forwarded_chars = 0
-        #: What the workflow gets beside the question: the guest's language, earlier turns.
-        self.language: str | None = None
-        self.history: tuple[tuple[str, str], ...] = ()
 
     @property
     def request_id(self) -> str:
