@@ -46,5 +46,5 @@ class LiveTickets:
 
     def detached_counts(self) -> tuple[int, int]:
         """Accepted tickets outside the admission queue: (following a leader, replaying)."""
-        replaying = sum(1 for t in self.detached if t.replay is not None)
+        replaying = sum(1 for t in self.detached if t.share.replay is not None)
         return len(self.detached) - replaying, replaying

@@ -198,7 +198,7 @@ class QueueManager:
             raise self.refuse(self.client_limited())
         try:
             if self.sharing is not None and not history:
-                detached = await self._share(ticket, query)
+                detached = await self._share(ticket)
                 if detached:
                     return self._accept(ticket, detached=True)
             if not await self.is_available():
@@ -216,11 +216,10 @@ class QueueManager:
         self._lead(ticket)
         return self._accept(ticket, detached=False)
 
-    async def _share(self, ticket: Ticket, query: str) -> bool:
+    async def _share(self, ticket: Ticket) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
         assert self.sharing is not None
-        key, hit = await self.sharing.find(query, ticket.request.language)
-        ticket.cache_key = key
+        key, hit = await self.sharing.look_up(ticket)
         if key is None:
             return False  # Not to be shared (hidden characters): answered on its own.
         remote: RemoteLeader | None = None
@@ -279,7 +278,7 @@ class QueueManager:
 
     def _lead(self, ticket: Ticket) -> None:
         """A ticket in line for a slot answers its question for identical ones that follow."""
-        if self.sharing is not None and ticket.cache_key is not None:
+        if self.sharing is not None and ticket.share.cache_key is not None:
             self.sharing.lead(ticket)
 
     async def is_available(self) -> bool:
@@ -340,8 +339,7 @@ class QueueManager:
         if not self.answer_needed(ticket):
             self.finish(ticket, ending)
             return False
-        if ticket.detached is None:
-            ticket.detached = ending.code
+        if ticket.share.detach(ending.code):
             if not ticket.claimed:
                 # Its stream never started: drive the answer here.
                 driver = RequestStream(self, ticket, unattended=True)
@@ -357,7 +355,9 @@ class QueueManager:
         """Whether others follow the ticket's answer, so it must run on without its guest."""
         if not self.accepting:
             return False
-        return bool(ticket.followers) or (self.relay is not None and self.relay.relays(ticket))
+        return bool(ticket.share.followers) or (
+            self.relay is not None and self.relay.relays(ticket)
+        )
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
@@ -392,7 +392,7 @@ class QueueManager:
             record.add_answer(self.config.timeout_fallback)
         for observer in self._observers:
             observer(ticket, ending)
-        if ending.event is not None or ticket.detached is not None:
+        if ending.event is not None or ticket.share.detached is not None:
             ticket.wake.set()  # Its stream sends the ending (or stops driving a detached one).
 
     def _end_observers(self) -> list[EndObserver]:
@@ -410,9 +410,13 @@ class QueueManager:
 
     def _sharing_ended(self, ticket: Ticket, ending: Ending) -> None:
         assert self.sharing is not None
-        leader = ticket.leader
+        leader = ticket.share.leader
         self._fall_back(self.sharing.finished(ticket), ending)
-        if leader is not None and leader.detached is not None and not self.answer_needed(leader):
+        if (
+            leader is not None
+            and leader.share.detached is not None
+            and not self.answer_needed(leader)
+        ):
             # The last guest following an answer nobody else wants has gone: stop it.
             self.finish(leader, _gone(leader))
 
@@ -430,12 +434,13 @@ class QueueManager:
         """Followers of a leader that did not complete (``ending``) go back in line themselves."""
         assert self.sharing is not None
         for follower in followers:
-            if follower.forwarded_parts:
+            share = follower.share
+            if share.forwarded_parts:
                 # It has streamed part of this answer: it cannot start over unseen.
                 self.finish(follower, _shared_failure(ending))
             elif not self.accepting:
                 self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
-            elif not self.sharing.follow(follower, follower.cache_key or ""):
+            elif not self.sharing.follow(follower, share.cache_key or ""):
                 self.live.detached.discard(follower)
                 self._lead(follower)
                 self.admission.requeue(follower)
@@ -457,8 +462,7 @@ class QueueManager:
         if not self.accepting:
             rest.close()
             return False
-        if ticket.detached is None:
-            ticket.detached = DISCONNECTED
+        ticket.share.detach(DISCONNECTED)
         self.stopper.spawn(rest)
         return True
 
@@ -550,7 +554,7 @@ class QueueManager:
         grace = self.config.resume_grace_sec
         handed = await self.admission.hand_off(waiting, grace, followers)
         for ticket in handed:
-            if ticket.leader is not None and self.sharing is not None:
+            if ticket.share.leader is not None and self.sharing is not None:
                 self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
             ticket.stop = StopReason.HANDED_OFF
             self.live.remove(ticket)
@@ -570,7 +574,7 @@ class QueueManager:
         followers = []
         for res in self.resumes.by_id.values():
             ticket = res.ticket
-            leader = ticket.leader
+            leader = ticket.share.leader
             if (
                 leader is None
                 or leader.admitted
@@ -643,13 +647,13 @@ class QueueManager:
             await asyncio.sleep(min(5.0, limit))
             never = Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
             for ticket in self.live.unclaimed_since(limit):
-                if ticket.detached is None:
+                if ticket.share.detached is None:
                     self.leave(ticket, never)
 
 
 def _gone(ticket: Ticket) -> Ending:
     """The ending of a detached answer once nobody follows it any more."""
-    code = ticket.detached or DISCONNECTED
+    code = ticket.share.detached or DISCONNECTED
     return Ending.silent(Status.CANCELLED, code, "Nobody follows the answer any more.")
 
 

@@ -82,15 +82,16 @@ class RequestStream:
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
         ticket, host, config = self.ticket, self.host, self.host.config
+        share = ticket.share
         ticket.claimed = True
         record = ticket.record
         try:
             reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,
             # so both go out in one write.
-            self._burst = ticket.replay is not None or ticket.admitted
+            self._burst = share.replay is not None or ticket.admitted
             yield self._queued_event()
-            while not ticket.admitted and ticket.replay is None:
+            while not ticket.admitted and share.replay is None:
                 if record.status.is_terminal:
                     break
                 if self._left():
@@ -126,11 +127,12 @@ class RequestStream:
                 for final in self._terminal_events():
                     yield final
                 return
-            self._burst = ticket.replay is not None
-            if not ticket.forwarded_parts:
+            replay = share.replay
+            self._burst = replay is not None
+            if not share.forwarded_parts:
                 yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            if ticket.replay is not None:
-                replayed = self._replay(ticket.replay)
+            if replay is not None:
+                replayed = self._replay(replay)
                 for i, event in enumerate(replayed):
                     self._burst = i < len(replayed) - 1
                     yield event
@@ -149,11 +151,11 @@ class RequestStream:
 
     def _left(self) -> bool:
         """Whether this stream's guest left while others follow its answer."""
-        return self.ticket.detached is not None and not self.unattended
+        return self.ticket.share.detached is not None and not self.unattended
 
     def _detached_events(self) -> list[ev.Event]:
         """What the guest who cancelled a shared answer hears: its own request ended."""
-        if self.ticket.detached != ev.CODE_CANCELLED:
+        if self.ticket.share.detached != ev.CODE_CANCELLED:
             return []  # It closed its connection: nobody to tell.
         return [ev.error_event(ev.CODE_CANCELLED, CANCELLED_MESSAGE)]
 
@@ -187,18 +189,19 @@ class RequestStream:
     def _from_leader(self) -> list[ev.Event]:
         """A follower's share of its leader's answer so far: the chunks not yet sent."""
         ticket = self.ticket
-        leader = ticket.leader
-        parts = leader.answer_parts if leader is not None else None
-        if not parts or len(parts) <= ticket.forwarded_parts:
+        share = ticket.share
+        leader = share.leader
+        parts = leader.share.answer_parts if leader is not None else None
+        if not parts or len(parts) <= share.forwarded_parts:
             return []
-        fresh = parts[ticket.forwarded_parts :]
+        fresh = parts[share.forwarded_parts :]
         events = []
-        if not ticket.forwarded_parts:
+        if not share.forwarded_parts:
             ticket.record.mark_started()
             events.append(ev.Event(ev.PROCESSING, {"waited_ms": ticket.record.wait_ms}))
-        ticket.forwarded_parts = len(parts)
+        share.forwarded_parts = len(parts)
         for chunk in fresh:
-            ticket.forwarded_chars += len(chunk)
+            share.forwarded_chars += len(chunk)
             ticket.record.add_chunk(chunk)
             events.append(ev.Event(ev.ANSWER_CHUNK, chunk))
         return events
@@ -215,11 +218,11 @@ class RequestStream:
     async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
         """The running workflow's events, to the terminal one."""
         ticket, host, config = self.ticket, self.host, self.host.config
-        record = ticket.record
+        record, share = ticket.record, ticket.share
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
-            if self._left():
+            if share.detached is not None and not self.unattended:  # ``_left()``, inlined
                 for final in self._detached_events():
                     yield final
                 return
@@ -265,8 +268,9 @@ class RequestStream:
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             ticket.record.add_chunk(step.data)
-            if ticket.answer_parts is not None:
-                ticket.answer_parts.append(step.data)
+            parts = ticket.share.answer_parts
+            if parts is not None:
+                parts.append(step.data)
                 # Its followers (here, or the relay to other processes) stream it live.
                 ticket.moved.set()
         return step
@@ -275,7 +279,7 @@ class RequestStream:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
         # A follower that streamed its leader's answer live gets only the rest.
-        rest = answer.text[ticket.forwarded_chars :]
+        rest = answer.text[ticket.share.forwarded_chars :]
         ticket.record.add_chunk(rest)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
@@ -295,7 +299,7 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
-        if ticket.admitted or ticket.replay is not None:
+        if ticket.admitted or ticket.share.replay is not None:
             # Admitted, or a cache hit answered without a slot: no wait.
             estimate: float | None = 0.0
         else:

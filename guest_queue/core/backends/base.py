@@ -13,8 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..answers.cache import CachedAnswer
 from ..answers.remote import SharedAnswers
+from ..answers.share import Share
 from ..config import ConfigProblem, QueueConfig
 from ..eventlog import SharedLogs
 from ..records import RequestRecord
@@ -39,22 +39,15 @@ class Ticket:
     __slots__ = (
         "_position",
         "admitted",
-        "answer_parts",
-        "cache_key",
         "claimed",
-        "detached",
         "ending",
-        "followers",
-        "forwarded_chars",
-        "forwarded_parts",
-        "leader",
         "moved",
         "nudge",
         "queue_score",
         "record",
-        "replay",
         "request",
         "scored_mono",
+        "share",
         "stop",
         "task",
         "wake",
@@ -73,9 +66,6 @@ class Ticket:
         self.scored_mono: float | None = None
         self.admitted = False
         self.claimed = False
-        #: Its guest left (why: a code) while others follow its answer: the answer runs on
-        #: for them, driven without the guest (see ``QueueManager.leave``).
-        self.detached: str | None = None
         #: Wakes the stream reading the workflow's output (set while one does).
         self.nudge: Callable[[], None] | None = None
         #: Set from outside to make the stream stop (a drain: with its reason's code).
@@ -87,19 +77,8 @@ class Ticket:
         #: Set when this ticket's position changes: its followers wait on it (one event
         #: for all of them, so a move costs the same however many follow).
         self.moved = asyncio.Event()
-        # Answer cache and single flight (all None/empty when the cache is off):
-        self.cache_key: str | None = None
-        #: The whole answer so far, kept only to be cached when it completes.
-        self.answer_parts: list[str] | None = None
-        #: A finished answer this ticket streams instead of running the workflow.
-        self.replay: CachedAnswer | None = None
-        #: The ticket already answering the same question, which this one follows.
-        self.leader: Ticket | None = None
-        #: Insertion-ordered, so a follower leaves in O(1) and the first one leads next.
-        self.followers: dict[Ticket, None] = {}
-        #: How much of its leader's answer a follower has streamed live (chunks, characters).
-        self.forwarded_parts = 0
-        self.forwarded_chars = 0
+        #: Its part in a shared answer (the answer cache and single flight).
+        self.share = Share()
 
     @property
     def request_id(self) -> str:
@@ -113,7 +92,7 @@ class Ticket:
     @property
     def position(self) -> int:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
-        leader = self.leader
+        leader = self.share.leader
         if leader is not None:
             return max(leader._position, 1)
         return self._position
@@ -125,7 +104,8 @@ class Ticket:
     @property
     def wake_event(self) -> asyncio.Event:
         """What the ticket's stream waits on: its leader's moves while following, else its own."""
-        return self.leader.moved if self.leader is not None else self.wake
+        leader = self.share.leader
+        return leader.moved if leader is not None else self.wake
 
 
 #: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
