@@ -346,7 +346,7 @@ class QueueManager:
                 self.stopper.spawn(drive(driver))
             else:
                 # Its stream sees it has been left, ends, and hands the answer on.
-                ticket.wake.set()
+                ticket.place.wake.set()
                 if ticket.nudge is not None:
                     ticket.nudge()
         return True
@@ -393,7 +393,8 @@ class QueueManager:
         for observer in self._observers:
             observer(ticket, ending)
         if ending.event is not None or ticket.share.detached is not None:
-            ticket.wake.set()  # Its stream sends the ending (or stops driving a detached one).
+            # Its stream sends the ending (or stops driving a detached one).
+            ticket.place.wake.set()
 
     def _end_observers(self) -> list[EndObserver]:
         """What must follow a request's ending, in order: it leaves the live set, its slot
@@ -444,7 +445,7 @@ class QueueManager:
                 self.live.detached.discard(follower)
                 self._lead(follower)
                 self.admission.requeue(follower)
-            follower.wake.set()
+            follower.place.wake.set()
 
     def _known_here(self, request_id: str) -> bool:
         """Whether this process holds, or held, the request."""
@@ -452,7 +453,7 @@ class QueueManager:
 
     def _lost(self, ticket: Ticket, message: str) -> None:
         """The shared queue no longer holds the ticket's place or slot: end it."""
-        if ticket.admitted:
+        if ticket.place.admitted:
             # Its slot may already be someone else's: stop the workflow now.
             self.stopper.cancel_task(ticket)
         self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
@@ -575,16 +576,14 @@ class QueueManager:
         for res in self.resumes.by_id.values():
             ticket = res.ticket
             leader = ticket.share.leader
-            if (
-                leader is None
-                or leader.admitted
-                or leader.queue_score is None
-                or ticket.record.status.is_terminal
-            ):
+            if leader is None or leader.place.admitted or ticket.record.status.is_terminal:
                 continue
-            scored = leader.scored_mono or leader.record.created_mono
-            after = ticket.record.created_mono - scored
-            score = int(float(leader.queue_score)) + max(1, round(after * 1_000_000))
+            line = self.admission.line_score(leader)
+            if line is None:
+                continue
+            leader_score, scored = line
+            after = ticket.record.created_mono - (scored or leader.record.created_mono)
+            score = int(float(leader_score)) + max(1, round(after * 1_000_000))
             followers.append((ticket, str(score)))
         return followers
 

@@ -82,16 +82,16 @@ class RequestStream:
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
         ticket, host, config = self.ticket, self.host, self.host.config
-        share = ticket.share
+        share, place = ticket.share, ticket.place
         ticket.claimed = True
         record = ticket.record
         try:
             reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,
             # so both go out in one write.
-            self._burst = share.replay is not None or ticket.admitted
+            self._burst = share.replay is not None or place.admitted
             yield self._queued_event()
-            while not ticket.admitted and share.replay is None:
+            while not place.admitted and share.replay is None:
                 if record.status.is_terminal:
                     break
                 if self._left():
@@ -261,18 +261,19 @@ class RequestStream:
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
-        ticket, host = self.ticket, self.host
+        ticket = self.ticket
         step = translate(item)
         if isinstance(step, Ending):
-            host.finish(ticket, step.with_cached(ticket.record.cached))
+            self.host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
-            ticket.record.add_chunk(step.data)
+            data = step.data
+            ticket.record.add_chunk(data)
             parts = ticket.share.answer_parts
             if parts is not None:
-                parts.append(step.data)
+                parts.append(data)
                 # Its followers (here, or the relay to other processes) stream it live.
-                ticket.moved.set()
+                ticket.place.moved.set()
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
@@ -299,7 +300,7 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
-        if ticket.admitted or ticket.share.replay is not None:
+        if ticket.place.admitted or ticket.share.replay is not None:
             # Admitted, or a cache hit answered without a slot: no wait.
             estimate: float | None = 0.0
         else:

@@ -170,7 +170,7 @@ async def test_handed_off_followers_line_up_where_they_arrived_among_other_proce
     await until(lambda: gate.started == ["running"])
     leader = await a.submit("Q")
     leader_reader = Reader(a, a.resumable(leader))
-    await until(lambda: leader.queue_score is not None)
+    await until(lambda: a.admission.line_score(leader) is not None)
     early = Stream(b, await b.submit("early"))
     # Well apart (each process maps its own clock onto Redis's only to a few ms).
     await asyncio.sleep(0.1)

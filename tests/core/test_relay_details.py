@@ -226,11 +226,11 @@ async def test_the_answer_is_relayed_in_order_and_the_follower_gets_all_of_it(
     here.relay._wanted("L1")
     here.relay._wanted("unknown")  # nobody leads it here: ignored
     leader.share.answer_parts.append("c")
-    leader.moved.set()
+    leader.place.moved.set()
     await until(lambda: len(shared.log["L1"]) == 2)
     leader.ending = Ending.completed({"suggested_questions": ["Why?"]})
     leader.record.mark_finished(Status.COMPLETED, None, None)
-    leader.moved.set()
+    leader.place.moved.set()
     await settled(there, remote)
     assert [seq for seq, _ in shared.log["L1"]] == [1, 2, 3]
     assert [e.name for _, e in shared.log["L1"]] == [ev.ANSWER_CHUNK] * 2 + [ev.WORKFLOW_COMPLETE]
@@ -450,7 +450,7 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     leader.share.answer_parts.append("z")
     leader.ending = Ending.completed()
     leader.record.mark_finished(Status.COMPLETED, None, None)
-    leader.moved.set()
+    leader.place.moved.set()
     await settled(there, remote)
     answered(there, ticket, "z")
     here.close()

@@ -66,7 +66,7 @@ def test_a_waiting_follower_served_a_finished_answer_starts_now() -> None:
     serve_from(waiting, CachedAnswer("text"))
     assert waiting.record.status is Status.PROCESSING
     assert waiting.record.started_mono is not None
-    assert waiting.record.cached and waiting.wake.is_set()
+    assert waiting.record.cached and waiting.place.wake.is_set()
     assert waiting.share.replay == CachedAnswer("text")
 
 

@@ -138,7 +138,7 @@ class AnswerRelay:
                 shared.append(leader_id, seq + 1, ending_event(leader))
                 return
             # The leader's followers here wait on the same event: each checks before it clears.
-            moved = leader.moved
+            moved = leader.place.moved
             moved.clear()
             try:
                 async with asyncio.timeout(PUBLISH_WAKE_SEC):
@@ -210,7 +210,7 @@ class AnswerRelay:
                     if event.is_terminal:
                         return ending_of(event)
                     parts.append(str(event.data))
-                remote.moved.set()  # its followers stream it live
+                remote.place.moved.set()  # its followers stream it live
                 continue
             if time.monotonic() - quiet_since < QUIET_CHECK_SEC:
                 continue

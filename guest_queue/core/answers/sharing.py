@@ -134,7 +134,7 @@ class AnswerSharing:
             share.leader = None
             # Its stream may be waiting on the leader's event: wake it (and, harmlessly, the
             # other followers) so it sees how it ended.
-            leader.moved.set()
+            leader.place.moved.set()
             if isinstance(leader, RemoteLeader) and not leader.share.followers:
                 self.forget(leader)  # Nobody here reads the answer any more.
             return []
@@ -147,7 +147,7 @@ class AnswerSharing:
         for follower in followers:
             follower.share.leader = None
         # Streams of the followers wait on this event: each goes on with its own from now.
-        ticket.moved.set()
+        ticket.place.moved.set()
         record = ticket.record
         if record.status is not Status.COMPLETED or share.answer_parts is None:
             return followers
@@ -183,4 +183,4 @@ def serve_from(ticket: Ticket, answer: CachedAnswer) -> None:
     ticket.record.cached = True
     if ticket.record.started_mono is None:  # A follower streaming live has started already.
         ticket.record.mark_started()
-    ticket.wake.set()
+    ticket.place.wake.set()

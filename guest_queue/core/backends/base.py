@@ -33,24 +33,44 @@ class StopReason(enum.Enum):
     HANDED_OFF = "handed_off"
 
 
+class Place:
+    """Admission's part of a request: where it stands. Only the backends write it.
+
+    The two events are what streams wait on: ``wake`` the ticket's own stream (the
+    backend sets it on admission and on a move; the parts that end or serve a ticket
+    set it too), ``moved`` its followers' (a move, or its answer growing).
+    """
+
+    __slots__ = ("admitted", "moved", "position", "wake")
+
+    def __init__(self) -> None:
+        #: Place in line counting from 1 (0 once admitted, 1 when admitted on arrival).
+        self.position = 0
+        #: Holds a slot (the workflow may start).
+        self.admitted = False
+        self.wake = asyncio.Event()
+        #: Set when the position changes: its followers wait on it (one event for all of
+        #: them, so a move costs the same however many follow).
+        self.moved = asyncio.Event()
+
+
 class Ticket:
-    """A request's place in the queue, shared by the queue and the request's stream."""
+    """One accepted request: what it asks and how it ended, and each part's state of it.
+
+    ``request`` (the workflow's input) never changes; ``place`` is admission's,
+    ``share`` the answer sharing's; ``record`` and ``ending`` are the lifecycle's.
+    """
 
     __slots__ = (
-        "_position",
-        "admitted",
         "claimed",
         "ending",
-        "moved",
         "nudge",
-        "queue_score",
+        "place",
         "record",
         "request",
-        "scored_mono",
         "share",
         "stop",
         "task",
-        "wake",
     )
 
     def __init__(self, record: RequestRecord, request: WorkflowRequest | None = None) -> None:
@@ -58,13 +78,6 @@ class Ticket:
         #: What the workflow is given (the question, the guest's language, earlier turns):
         #: built once when the request is accepted, never changed.
         self.request = request or WorkflowRequest(record.request_id, record.query)
-        self._position = 0
-        #: The ticket's place in a shared queue (its sort key there), once it has one.
-        self.queue_score: str | None = None
-        #: This process's monotonic clock when the score came back (Redis read its own
-        #: clock for it a moment earlier): maps this process's times onto the line.
-        self.scored_mono: float | None = None
-        self.admitted = False
         self.claimed = False
         #: Wakes the stream reading the workflow's output (set while one does).
         self.nudge: Callable[[], None] | None = None
@@ -73,10 +86,8 @@ class Ticket:
         #: How the request ended, once it has (the first ending wins).
         self.ending: Ending | None = None
         self.task: asyncio.Task[None] | None = None
-        self.wake = asyncio.Event()
-        #: Set when this ticket's position changes: its followers wait on it (one event
-        #: for all of them, so a move costs the same however many follow).
-        self.moved = asyncio.Event()
+        #: Where it stands in line (admission's).
+        self.place = Place()
         #: Its part in a shared answer (the answer cache and single flight).
         self.share = Share()
 
@@ -94,18 +105,14 @@ class Ticket:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
         leader = self.share.leader
         if leader is not None:
-            return max(leader._position, 1)
-        return self._position
-
-    @position.setter
-    def position(self, value: int) -> None:
-        self._position = value
+            return max(leader.place.position, 1)
+        return self.place.position
 
     @property
     def wake_event(self) -> asyncio.Event:
         """What the ticket's stream waits on: its leader's moves while following, else its own."""
         leader = self.share.leader
-        return leader.moved if leader is not None else self.wake
+        return leader.place.moved if leader is not None else self.place.wake
 
 
 #: Called when a backend no longer holds a ticket's place or slot (the ticket, why).
@@ -236,19 +243,26 @@ class Admission(ABC):
     async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
         """Give back what the queue holds outside this process."""
 
+    def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
+        """A waiting ticket's sort key in a shared line, and this process's monotonic clock
+        when it was given (mapping this process's times onto the line); None: no shared line."""
+        return None
+
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
         ticket.record.mark_started()
-        ticket.admitted = True
-        ticket.position = 0
-        ticket.wake.set()
+        place = ticket.place
+        place.admitted = True
+        place.position = 0
+        place.wake.set()
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
         """Give a waiter a new position; True when it changed. Its followers read the
         position from it and wait on its ``moved`` event: none of them is visited."""
-        if ticket.position == position:
+        place = ticket.place
+        if place.position == position:
             return False
-        ticket.position = position
-        ticket.wake.set()
-        ticket.moved.set()
+        place.position = position
+        place.wake.set()
+        place.moved.set()
         return True
