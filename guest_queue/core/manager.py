@@ -22,8 +22,9 @@ from .answers.relay import AnswerRelay
 from .answers.sharing import AnswerSharing, RemoteLeader, serve_from
 from .availability import AvailabilityProbe
 from .backends import backend_class
-from .backends.base import StopReason, Ticket
+from .backends.base import Ticket
 from .config import QueueConfig
+from .drive import StopReason
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
 from .eventlog import LogTrimmed
@@ -340,15 +341,16 @@ class QueueManager:
             self.finish(ticket, ending)
             return False
         if ticket.share.detach(ending.code):
-            if not ticket.claimed:
+            if not ticket.drive.started:
                 # Its stream never started: drive the answer here.
                 driver = RequestStream(self, ticket, unattended=True)
                 self.stopper.spawn(drive(driver))
             else:
                 # Its stream sees it has been left, ends, and hands the answer on.
                 ticket.place.wake.set()
-                if ticket.nudge is not None:
-                    ticket.nudge()
+                nudge = ticket.drive.nudge
+                if nudge is not None:
+                    nudge()
         return True
 
     def answer_needed(self, ticket: Ticket) -> bool:
@@ -384,7 +386,7 @@ class QueueManager:
     def finish(self, ticket: Ticket, ending: Ending) -> None:
         """End the request: once, whatever path gets here first (its ending is the first)."""
         record = ticket.record
-        if record.status.is_terminal or ticket.stop is StopReason.HANDED_OFF:
+        if record.status.is_terminal or ticket.drive.stop is StopReason.HANDED_OFF:
             return
         ticket.ending = ending
         record.mark_finished(ending.status, ending.code, ending.message)
@@ -557,7 +559,7 @@ class QueueManager:
         for ticket in handed:
             if ticket.share.leader is not None and self.sharing is not None:
                 self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
-            ticket.stop = StopReason.HANDED_OFF
+            ticket.drive.stop = StopReason.HANDED_OFF
             self.live.remove(ticket)
             # The adopting process counts it (and records its ending): not counted twice.
             self.stats.total -= 1

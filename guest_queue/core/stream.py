@@ -83,7 +83,7 @@ class RequestStream:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
         ticket, host, config = self.ticket, self.host, self.host.config
         share, place = ticket.share, ticket.place
-        ticket.claimed = True
+        ticket.drive.started = True
         record = ticket.record
         try:
             reported = ticket.position
@@ -143,7 +143,7 @@ class RequestStream:
                 yield item
         finally:
             if self._channel is not None:
-                ticket.nudge = None
+                ticket.drive.nudge = None
             if not record.status.is_terminal and not self._carry_on():
                 host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
@@ -175,7 +175,7 @@ class RequestStream:
     async def _drain_unattended(self, channel: Channel) -> None:
         """Finish the answer with nobody to send this ticket's own events to."""
         self.unattended = True
-        self.ticket.nudge = None
+        self.ticket.drive.nudge = None
         try:
             async for _ in self._pump(channel):
                 pass
@@ -211,14 +211,14 @@ class RequestStream:
         channel = Channel(CHANNEL_SIZE)
         self._channel = channel
         if not self.unattended:
-            self.ticket.nudge = functools.partial(_nudge, channel)
+            self.ticket.drive.nudge = functools.partial(_nudge, channel)
         self.host.start_workflow(self.ticket, channel)
         return channel
 
     async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
         """The running workflow's events, to the terminal one."""
         ticket, host, config = self.ticket, self.host, self.host.config
-        record, share = ticket.record, ticket.share
+        record, share, drive = ticket.record, ticket.share, ticket.drive
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
@@ -226,8 +226,8 @@ class RequestStream:
                 for final in self._detached_events():
                     yield final
                 return
-            if ticket.stop is not None:
-                host.end(ticket, Status.CANCELLED, ticket.stop.value, "The server is restarting.")
+            if drive.stop is not None:
+                host.end(ticket, Status.CANCELLED, drive.stop.value, "The server is restarting.")
                 if not _ended(ticket):
                     return  # Handed off: another process answers it.
             if record.status.is_terminal:

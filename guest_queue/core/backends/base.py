@@ -7,7 +7,6 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
-import enum
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -16,21 +15,14 @@ from typing import TYPE_CHECKING, Any
 from ..answers.remote import SharedAnswers
 from ..answers.share import Share
 from ..config import ConfigProblem, QueueConfig
+from ..drive import Drive
+from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
 from ..eventlog import SharedLogs
 from ..records import RequestRecord
 from ..workflow import WorkflowRequest
 
 if TYPE_CHECKING:
     from ..endings import Ending
-
-
-class StopReason(enum.Enum):
-    """Why a ticket's stream is made to stop from outside; the value is its error code."""
-
-    #: The server drains: the request ends with ``shutting_down``.
-    SHUTTING_DOWN = "shutting_down"
-    #: Draining, its place was left to another process sharing the queue (it ends there).
-    HANDED_OFF = "handed_off"
 
 
 class Place:
@@ -58,38 +50,34 @@ class Ticket:
     """One accepted request: what it asks and how it ended, and each part's state of it.
 
     ``request`` (the workflow's input) never changes; ``place`` is admission's,
-    ``share`` the answer sharing's; ``record`` and ``ending`` are the lifecycle's.
+    ``share`` the answer sharing's, ``drive`` the driver's (the stream's and the
+    stopper's); ``record`` and ``ending`` are the lifecycle's (``QueueManager.finish``).
     """
 
     __slots__ = (
-        "claimed",
+        "drive",
         "ending",
-        "nudge",
         "place",
         "record",
         "request",
         "share",
-        "stop",
-        "task",
     )
 
     def __init__(self, record: RequestRecord, request: WorkflowRequest | None = None) -> None:
         self.record = record
         #: What the workflow is given (the question, the guest's language, earlier turns):
         #: built once when the request is accepted, never changed.
-        self.request = request or WorkflowRequest(record.request_id, record.query)
-        self.claimed = False
-        #: Wakes the stream reading the workflow's output (set while one does).
-        self.nudge: Callable[[], None] | None = None
-        #: Set from outside to make the stream stop (a drain: with its reason's code).
-        self.stop: StopReason | None = None
+        if request is None:
+            request = WorkflowRequest(record.request_id, record.query)
+        self.request = request
         #: How the request ended, once it has (the first ending wins).
         self.ending: Ending | None = None
-        self.task: asyncio.Task[None] | None = None
         #: Where it stands in line (admission's).
         self.place = Place()
         #: Its part in a shared answer (the answer cache and single flight).
         self.share = Share()
+        #: How it is driven: its workflow's task, whether its stream has started, a stop.
+        self.drive = Drive()
 
     @property
     def request_id(self) -> str:
@@ -99,6 +87,11 @@ class Ticket:
     def client(self) -> str:
         """The opaque id of the client that asked (empty when unknown)."""
         return self.record.client_hint or ""
+
+    @property
+    def claimed(self) -> bool:
+        """Whether its stream has started (``drive.started``; ``guest_queue.asgi`` reads it)."""
+        return self.drive.started
 
     @property
     def position(self) -> int:
