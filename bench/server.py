@@ -54,6 +54,7 @@ class BenchServer:
     ``app`` serves another ASGI app instead (e.g. ``bench.bare_site:application``,
     which needs no database and answers ``ready_path``). ``root`` is the checkout
     the server runs in (its working directory, so its packages are the ones imported).
+    ``django_site``: migrate first and run the lifespan (by default for genestory's apps).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class BenchServer:
         app: str = "genestory.asgi:application",
         ready_path: str = "/api/v1/guest/health",
         root: Path = ROOT,
+        django_site: bool | None = None,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -84,7 +86,8 @@ class BenchServer:
         )
         env.update(settings)
         self.env = env
-        django_site = app.startswith(("genestory.", "bench.site_apps:"))
+        if django_site is None:
+            django_site = app.startswith(("genestory.", "bench.site_apps:"))
         if django_site:
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],

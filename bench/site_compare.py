@@ -1,8 +1,8 @@
 """The guest API inside a full site against a middleware-free Django app, in one run.
 
     python -m bench.site_compare [site-throughput] [site-latency] [site-limit3]
-                                 [site-cached] [site-lane-off] [--clients 50]
-                                 [--seconds 5] [--rounds 3]
+                                 [site-cached] [site-lane-off] [site-mounted]
+                                 [--clients 50] [--seconds 5] [--rounds 3]
 
 Two uvicorn servers run side by side, each pinned to CPU 0 (the load generator
 runs on the other CPUs): genestory (``genestory.asgi:application``, the lean
@@ -19,22 +19,51 @@ alternate between them so drift on the machine hits both alike.
 - site-cached: a cached answer (cache on) at N clients vs the bare app.  target >= 0.9x
 - site-lane-off: ``POST chat`` through the site's whole middleware stack (the lane
   off, as before issue 15) vs the bare app, for the record.
+- site-mounted: ``POST chat`` in a fresh ``django-admin startproject`` site mounted
+  exactly by the README's steps (``tests/mounted_site.py``: startproject's middleware
+  plus ``LocaleMiddleware``, two views of its own) vs genestory, at N clients (20 in
+  ``make bench``), lane on, history on, cache off.  target: within 10 % (0.9x-1.1x)
+  (issue 26: a site owner's mount gets the same lane as the demo project).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+import tempfile
 from contextlib import ExitStack
+from pathlib import Path
 
 from bench.client import Result, percentile, run_load
-from bench.server import BenchServer, pin_client, raise_fd_limit
+from bench.server import ROOT, BenchServer, pin_client, raise_fd_limit
+from tests.mounted_site import append_settings, make_site, mount_steps
 
 CHAT = "/api/v1/guest/chat"
 TEN_CHUNKS = "tests.scripted.TenChunksWorkflow"
 BARE_APP = "bench.bare_site:application"
 QUESTION = "What is DNA?"
-SCENARIOS = ["site-throughput", "site-latency", "site-limit3", "site-cached", "site-lane-off"]
+SCENARIOS = [
+    "site-throughput", "site-latency", "site-limit3", "site-cached", "site-lane-off",
+    "site-mounted",
+]  # fmt: skip
+#: What the benchmark adds to the mounted site's settings: its GUEST_* values from the
+#: environment (as genestory reads them), production mode, and no INFO log line per
+#: request (BenchServer runs genestory with LOG_LEVEL=WARNING too).
+MOUNTED_BENCH_SETTINGS = """
+import json as _json
+import os as _os
+
+for _name, _value in _os.environ.items():
+    if _name.startswith("GUEST_"):
+        try:
+            globals()[_name] = _json.loads(_value)
+        except ValueError:
+            globals()[_name] = _value
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+LOGGING["loggers"]["guest_queue"]["level"] = "WARNING"
+"""
 
 
 def stats(results: list[Result], seconds: float) -> dict[str, float]:
@@ -47,7 +76,7 @@ def stats(results: list[Result], seconds: float) -> dict[str, float]:
 
 
 def show(name: str, s: dict[str, float]) -> None:
-    print(f"  {name:<8} {s['rps']:8.1f} req/s   p50 {s['p50']:7.3f} ms   p99 {s['p99']:7.3f} ms")
+    print(f"  {name:<9} {s['rps']:8.1f} req/s   p50 {s['p50']:7.3f} ms   p99 {s['p99']:7.3f} ms")
 
 
 def duel(
@@ -63,25 +92,50 @@ def duel(
         bare = stack.enter_context(BenchServer({}, app=BARE_APP, ready_path="/health"))
         site = stack.enter_context(BenchServer(settings, app=app))
         targets = {"bare": (bare.url, "/chat"), "site": (site.url, CHAT)}
+        return alternate(targets, clients, seconds, rounds)
 
-        async def run() -> tuple[dict[str, list[Result]], list[float]]:
-            collected: dict[str, list[Result]] = {"bare": [], "site": []}
-            ratios = []
-            for url, path in targets.values():  # warm-up (and the cached scenario's first answer)
-                await run_load(url, path, QUESTION, 1, 0.5)
-                await run_load(url, path, QUESTION, clients, 1.0)
-            for _ in range(rounds):
-                counts = {}
-                for name, (url, path) in targets.items():
-                    results = await run_load(url, path, QUESTION, clients, seconds)
-                    collected[name] += results
-                    counts[name] = len(results)
-                ratios.append(counts["site"] / counts["bare"])
-            return collected, ratios
 
-        collected, ratios = asyncio.run(run())
+def alternate(
+    targets: dict[str, tuple[str, str]],
+    clients: int,
+    seconds: float,
+    rounds: int,
+    servers: dict[str, BenchServer] | None = None,
+) -> tuple[dict[str, float], dict[str, float], list[float]]:
+    """Load two servers ``{name: (url, path)}`` in alternating rounds.
+
+    Returns the first's and the second's figures and, per round, second / first req/s.
+    With ``servers`` (by the same names), the figures include ``cpu_us``: the server
+    process's CPU time per request over the measured rounds.
+    """
+    (first, _), (second, _) = targets.items()
+    cpu = dict.fromkeys(targets, 0.0)
+
+    async def run() -> tuple[dict[str, list[Result]], list[float]]:
+        collected: dict[str, list[Result]] = {name: [] for name in targets}
+        ratios = []
+        for url, path in targets.values():  # warm-up (and the cached scenario's first answer)
+            await run_load(url, path, QUESTION, 1, 0.5)
+            await run_load(url, path, QUESTION, clients, 1.0)
+        for _ in range(rounds):
+            counts = {}
+            for name, (url, path) in targets.items():
+                before = servers[name].cpu_seconds() if servers else 0.0
+                results = await run_load(url, path, QUESTION, clients, seconds)
+                if servers:
+                    cpu[name] += servers[name].cpu_seconds() - before
+                collected[name] += results
+                counts[name] = len(results)
+            ratios.append(counts[second] / counts[first])
+        return collected, ratios
+
+    collected, ratios = asyncio.run(run())
     total = seconds * rounds
-    return stats(collected["bare"], total), stats(collected["site"], total), ratios
+    figures = {name: stats(collected[name], total) for name in targets}
+    if servers:
+        for name in targets:
+            figures[name]["cpu_us"] = cpu[name] / max(len(collected[name]), 1) * 1e6
+    return figures[first], figures[second], ratios
 
 
 def report(
@@ -136,6 +190,44 @@ def site_lane_off(clients: int, seconds: float, rounds: int) -> None:
     report(bare, site, ratios, "for the record: what the lane saves")
 
 
+def mounted_site(tmp: Path) -> Path:
+    """A fresh startproject site under ``tmp``, mounted by the README, with benchmark settings."""
+    site = tmp / "site"
+    steps = mount_steps((ROOT / "README.md").read_text())
+    make_site(str(Path(sys.executable).parent / "django-admin"), site, steps)
+    append_settings(site, MOUNTED_BENCH_SETTINGS)
+    return site
+
+
+def site_mounted(clients: int, seconds: float, rounds: int) -> None:
+    print(f"site-mounted: {clients} clients, lane on, history on, cache off")
+    settings = chat_settings(clients)
+    with tempfile.TemporaryDirectory(prefix="guest-bench-site-") as tmp, ExitStack() as stack:
+        site = mounted_site(Path(tmp))
+        genestory = stack.enter_context(BenchServer(settings))
+        # This checkout's guest_queue (and tests.scripted's workflow), in the site's own
+        # working directory, under its own settings module.
+        mounted_env = {**settings, "DJANGO_SETTINGS_MODULE": "mysite.settings"}
+        mounted_env["PYTHONPATH"] = str(ROOT)
+        mounted = stack.enter_context(
+            BenchServer(mounted_env, app="mysite.asgi:application", root=site, django_site=True)
+        )
+        targets = {"genestory": (genestory.url, CHAT), "mounted": (mounted.url, CHAT)}
+        servers = {"genestory": genestory, "mounted": mounted}
+        base, site_figures, ratios = alternate(targets, clients, seconds, rounds, servers)
+    show("genestory", base)
+    show("mounted", site_figures)
+    per_round = ", ".join(f"{r:.2f}" for r in ratios)
+    ratio = site_figures["rps"] / base["rps"]
+    verdict = "within" if abs(ratio - 1) <= 0.1 else "NOT within"
+    print(f"  ratio mounted/genestory req/s: {ratio:.3f}  ({verdict} 10 %; per round {per_round})")
+    cpu_ratio = base["cpu_us"] / site_figures["cpu_us"]
+    print(
+        f"  server CPU per request: genestory {base['cpu_us']:.0f} µs, mounted "
+        f"{site_figures['cpu_us']:.0f} µs (genestory/mounted {cpu_ratio:.3f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -158,6 +250,8 @@ def main() -> None:
             site_cached(args.clients, args.seconds, args.rounds)
         elif scenario == "site-lane-off":
             site_lane_off(args.clients, args.seconds, args.rounds)
+        elif scenario == "site-mounted":
+            site_mounted(args.clients, args.seconds, args.rounds)
         else:
             parser.error(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import environ
 
+from genestory.assistant import KNOWLEDGE
+from genestory.assistant.prompts import SYSTEM_PROMPT
 from guest_queue.conf import DEFAULTS
 from guest_queue.workflows.openai import OpenAISettings
 
@@ -56,15 +58,42 @@ def env_value(name: str, default: Any) -> Any:
 TEXT_SETTINGS = ("GUEST_HASH_KEY", "GUEST_METRICS_TOKEN", "GUEST_CLIENT_KEY", "GUEST_RATE_LIMIT")
 
 
+#: The environment variables of the queue backend's OPTIONS (GUEST_QUEUE_BACKEND a name).
+BACKEND_OPTIONS = {
+    "GUEST_QUEUE_REDIS_URL": "url",
+    "GUEST_QUEUE_REDIS_PREFIX": "prefix",
+    "GUEST_QUEUE_LEASE_SEC": "lease_sec",
+    "GUEST_QUEUE_REDIS_TIMEOUT_SEC": "timeout_sec",
+}
+
+
+def queue_backend(value: Any) -> Any:
+    """GUEST_QUEUE_BACKEND in Django's form: JSON as it is, or a name and its options' variables.
+
+    ``GUEST_QUEUE_BACKEND=redis GUEST_QUEUE_REDIS_URL=redis://...`` becomes
+    ``{"BACKEND": "redis", "OPTIONS": {"url": "redis://..."}}``.
+    """
+    if not isinstance(value, str):
+        return value
+    options = {
+        option: env_value(name, "") if option in ("url", "prefix") else env_value(name, 0.0)
+        for name, option in BACKEND_OPTIONS.items()
+        if name in os.environ
+    }
+    return {"BACKEND": value.strip(), "OPTIONS": options}
+
+
 def guest_queue_settings() -> dict[str, Any]:
     """Every guest_queue setting, from the environment or else its default."""
     settings = {name: env_value(name, default) for name, default in DEFAULTS.items()}
     # Text whose default is None (off): a key or token made of digits is still text.
     for name in TEXT_SETTINGS:
         settings[name] = env.str(name, default="") or None
+    settings["GUEST_QUEUE_BACKEND"] = queue_backend(settings["GUEST_QUEUE_BACKEND"])
     return settings
 
 
+DEMO_WORKFLOW = "guest_queue.workflows.demo.DemoWorkflow"
 OPENAI_WORKFLOW = "guest_queue.workflows.openai.OpenAIChatWorkflow"
 #: The OpenAI workflow's GUEST_OPENAI_* variables and the option each one sets.
 OPENAI_OPTIONS = {
@@ -79,6 +108,21 @@ OPENAI_OPTIONS = {
     "GUEST_OPENAI_SUGGESTIONS": "suggestions",
     "GUEST_OPENAI_FIXED_SUGGESTIONS": "fixed_suggestions",
 }
+
+
+def genestory_assistant(workflow: str, options: Any) -> Any:
+    """GeneStory's knowledge (demo workflow) or prompt (OpenAI workflow), unless set already.
+
+    guest_queue's own defaults are neutral; this project's assistant answers about GeneStory.
+    Options that are not a dict are left for guest_queue's check (E040) to report.
+    """
+    if not isinstance(options, dict):
+        return options
+    if workflow == DEMO_WORKFLOW:
+        return {"knowledge": KNOWLEDGE, **options}
+    if workflow == OPENAI_WORKFLOW and not options.get("system_prompt"):
+        return {**options, "system_prompt": SYSTEM_PROMPT}
+    return options
 
 
 def openai_options() -> dict[str, Any]:
@@ -153,7 +197,8 @@ ASGI_APPLICATION = "genestory.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # genestory/templates/genestory/chat.html: the app's page with GeneStory's texts.
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -217,4 +262,7 @@ _guest_queue = guest_queue_settings()
 # GUEST_WORKFLOW_OPTIONS gives them all as JSON.
 if _guest_queue["GUEST_WORKFLOW"] == OPENAI_WORKFLOW and "GUEST_WORKFLOW_OPTIONS" not in os.environ:
     _guest_queue["GUEST_WORKFLOW_OPTIONS"] = openai_options()
+_guest_queue["GUEST_WORKFLOW_OPTIONS"] = genestory_assistant(
+    _guest_queue["GUEST_WORKFLOW"], _guest_queue["GUEST_WORKFLOW_OPTIONS"]
+)
 globals().update(_guest_queue)

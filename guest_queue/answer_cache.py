@@ -20,6 +20,8 @@ logger = logging.getLogger("guest_queue")
 KEY_PREFIX = "guest_queue:answer:v2:"
 #: Answers the in-process front holds at most.
 RECENT_SIZE = 1024
+#: How long the in-process front keeps an answer (never longer than the cache's TTL).
+RECENT_SEC = 10.0
 
 
 class RecentAnswers:
@@ -58,7 +60,7 @@ class DjangoAnswerCache:
         self.alias: str = alias or app_settings.CACHE_ALIAS
         self.ttl: float = float(ttl if ttl is not None else app_settings.CACHE_TTL_SEC)
         self._failing = False
-        local = min(float(app_settings.CACHE_LOCAL_SEC), self.ttl)
+        local = min(RECENT_SEC, self.ttl)
         in_memory = isinstance(caches[self.alias], LocMemCache)
         # Local memory is in this process already: a front would only duplicate it.
         self.recent = RecentAnswers(local) if local > 0 and not in_memory else None

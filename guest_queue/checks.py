@@ -12,13 +12,21 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register, run
 from django.utils.module_loading import import_string
 
 from . import metrics
-from .conf import app_settings
-from .core.backends import backend_class
+from .conf import OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
+from .core.backends import backend_class, backend_path, option_names
 from .core.config import ConfigProblem, int_at_least, number
 from .ratelimit import parse_rate
 
-# (check id, setting name without GUEST_, test, what a valid value is)
-RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
+Rule = tuple[str, str, Callable[[Any], bool], str]
+
+
+def _flag(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+# (check id, setting name without GUEST_, test, what a valid value is), in id order.
+# Ids are public (sites silence them): never renumber, never reuse a retired one.
+RULES: list[Rule] = [
     ("E001", "MAX_CONCURRENT_REQUESTS", int_at_least(1), "an integer >= 1"),
     ("E002", "MAX_QUEUE_SIZE", int_at_least(0), "an integer >= 0"),
     ("E003", "REQUEST_TIMEOUT_SEC", number(0, strict=True), "a number of seconds > 0"),
@@ -33,7 +41,6 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or number(0, strict=True)(v),
         "None (no limit) or a number of seconds > 0",
     ),
-    ("E010", "POSITION_UPDATE_SEC", number(0.01, 5), "a number of seconds from 0.01 to 5"),
     ("E011", "AVAILABILITY_CACHE_SEC", number(0, 5), "a number of seconds from 0 to 5"),
     ("E012", "DEMO_TOKEN_DELAY_SEC", number(0, 10), "a number of seconds from 0 to 10"),
     (
@@ -43,16 +50,10 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         "a non-empty string",
     ),
     ("E016", "SYNC_THREADS", int_at_least(1), "an integer >= 1"),
-    ("E100", "RESUME_GRACE_SEC", number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
-    ("E101", "RESUME_LOG_MAX_EVENTS", int_at_least(16), "an integer >= 16"),
-    ("E102", "RESUME_LOG_MAX_BYTES", int_at_least(4096), "an integer >= 4096"),
-    ("E103", "MAX_HISTORY_TURNS", int_at_least(0), "an integer >= 0"),
-    ("E017", "HISTORY_ENABLED", lambda v: isinstance(v, bool), "True or False"),
-    ("E018", "HISTORY_STORE_QUERY", lambda v: isinstance(v, bool), "True or False"),
-    ("E019", "HISTORY_BATCH_SIZE", int_at_least(1), "an integer >= 1"),
+    ("E017", "HISTORY_ENABLED", _flag, "True or False"),
+    ("E018", "HISTORY_STORE_QUERY", _flag, "True or False"),
     ("E020", "HISTORY_FLUSH_SEC", number(0.01, 60), "a number of seconds from 0.01 to 60"),
-    ("E021", "HISTORY_BUFFER_SIZE", int_at_least(1), "an integer >= 1"),
-    ("E028", "CACHE_ENABLED", lambda v: isinstance(v, bool), "True or False"),
+    ("E028", "CACHE_ENABLED", _flag, "True or False"),
     ("E029", "CACHE_TTL_SEC", number(0, strict=True), "a number of seconds > 0"),
     (
         "E030",
@@ -60,59 +61,87 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
         lambda v: v is None or number(0.1, 1)(v),
         "None (exact matches only) or a number from 0.1 to 1",
     ),
-    (
-        "E034",
-        "QUEUE_REDIS_PREFIX",
-        lambda v: isinstance(v, str) and bool(v) and not set(v) & set("{} "),
-        "a non-empty string without spaces or braces",
-    ),
-    ("E035", "QUEUE_LEASE_SEC", number(0.3, 300), "a number of seconds from 0.3 to 300"),
-    ("E036", "QUEUE_REDIS_TIMEOUT_SEC", number(0.05, 30), "a number of seconds from 0.05 to 30"),
+    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", number(0.1, 300), "a number of seconds from 0.1 to 300"),
     (
         "E061",
         "HASH_KEY",
         lambda v: v is None or (isinstance(v, str) and len(v) >= 32),
         "None (use SECRET_KEY) or a string of at least 32 characters",
     ),
-    ("E050", "HISTORY_LOOKUP_TIMEOUT_SEC", number(0.1, 60), "a number of seconds from 0.1 to 60"),
-    ("E051", "HISTORY_FLUSH_TIMEOUT_SEC", number(0.1, 300), "a number of seconds from 0.1 to 300"),
     ("E070", "MAX_REQUESTS_PER_CLIENT", int_at_least(0), "an integer >= 0 (0: no cap)"),
-    ("E092", "CACHE_LOCAL_SEC", number(0, 300), "a number of seconds from 0 to 300"),
     (
         "E071",
         "RATE_LIMIT",
         lambda v: v is None or v == "" or parse_rate(v) is not None,
         "None (off) or a rate such as '20/10m' (requests / window in s, m or h)",
     ),
-    ("E082", "METRICS_ENABLED", lambda v: isinstance(v, bool), "True or False"),
     (
         "E081",
         "METRICS_TOKEN",
         lambda v: v is None or (isinstance(v, str) and bool(v.strip()) and v == v.strip()),
         "None (no token) or a non-empty string without surrounding spaces",
     ),
+    ("E082", "METRICS_ENABLED", _flag, "True or False"),
+    ("E100", "RESUME_GRACE_SEC", number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
+    ("E102", "RESUME_LOG_MAX_BYTES", int_at_least(4096), "an integer >= 4096"),
+    ("E103", "MAX_HISTORY_TURNS", int_at_least(0), "an integer >= 0"),
 ]
+
+# The Redis backend's OPTIONS, as RULES (the option's name in place of the setting's).
+REDIS_OPTION_RULES: list[Rule] = [
+    (
+        "E034",
+        "prefix",
+        lambda v: isinstance(v, str) and bool(v) and not set(v) & set("{} "),
+        "a non-empty string without spaces or braces",
+    ),
+    ("E035", "lease_sec", number(0.3, 300), "a number of seconds from 0.3 to 300"),
+    ("E036", "timeout_sec", number(0.05, 30), "a number of seconds from 0.05 to 30"),
+]
+
+#: Ids of settings that are gone; never given to another check.
+RETIRED_IDS = {
+    "E010": "GUEST_POSITION_UPDATE_SEC",
+    "E019": "GUEST_HISTORY_BATCH_SIZE",
+    "E021": "GUEST_HISTORY_BUFFER_SIZE",
+    "E050": "GUEST_HISTORY_LOOKUP_TIMEOUT_SEC",
+    "E092": "GUEST_CACHE_LOCAL_SEC",
+    "E101": "GUEST_RESUME_LOG_MAX_EVENTS",
+}
 
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    """Each GUEST_* setting has the right type and range."""
+    """Each GUEST_* setting has the right type and range (RULES, then the rest by id)."""
+    errors = _apply(RULES, raw, "GUEST_{}")
+    errors.extend(_check_workflow())
+    errors.extend(_check_databases_and_caches())
+    errors.extend(_check_backend())
+    errors.extend(_check_client_key())
+    errors.extend(_check_metrics())
+    errors.extend(_check_api_middleware())
+    errors.extend(_check_removed())
+    return errors
+
+
+def _apply(rules: Sequence[Rule], read: Callable[[str], Any], label: str) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for code, name, valid, expected in RULES:
-        value = getattr(app_settings, name)
+    for code, name, valid, expected in rules:
+        value = read(name)
         if not valid(value):
+            shown = label.format(name)
             errors.append(
                 Error(
-                    f"GUEST_{name} must be {expected}, not {value!r}.",
-                    hint=f"Fix GUEST_{name} in your settings or environment.",
+                    f"{shown} must be {expected}, not {value!r}.",
+                    hint=f"Fix {shown} in your settings or environment.",
                     id=f"guest_queue.{code}",
                 )
             )
-    errors.extend(_check_metrics())
-    errors.extend(_check_workflow())
-    errors.extend(_check_api_middleware())
-    errors.extend(_check_client_key())
-    errors.extend(_check_backend())
+    return errors
+
+
+def _check_databases_and_caches() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     alias = app_settings.HISTORY_DATABASE
     if alias not in settings.DATABASES:
         errors.append(
@@ -144,24 +173,99 @@ def _errors(problems: Sequence[ConfigProblem]) -> list[CheckMessage]:
     return [Error(p.message, hint=p.hint or None, id=f"guest_queue.{p.id}") for p in problems]
 
 
+BACKEND_FORM = '{"BACKEND": "<dotted path>", "OPTIONS": {...}}'
+
+
 def _check_backend() -> list[CheckMessage]:
-    """The backend is a short name or an Admission subclass; it checks its own options."""
-    name = app_settings.QUEUE_BACKEND
+    """GUEST_QUEUE_BACKEND has Django's form and names an Admission subclass.
+
+    The backend then checks its own options; the old form (a name, and the Redis
+    options in settings of their own) still works, with a warning.
+    """
+    value = raw("QUEUE_BACKEND")
+    messages = _check_old_backend_form(value)
+    if isinstance(value, dict):
+        unknown = sorted(map(str, set(value) - {"BACKEND", "OPTIONS"}))
+        options = value.get("OPTIONS", {})
+        if unknown or not isinstance(options, dict) or not isinstance(value.get("BACKEND"), str):
+            return [*messages, _shape_error(value, unknown)]
+    elif not isinstance(value, str):
+        return [*messages, _shape_error(value, [])]
+    backend = app_settings.QUEUE_BACKEND
     try:
-        backend = backend_class(name) if isinstance(name, str) else None
+        backend_type = backend_class(backend.path)
     except (ImportError, TypeError) as exc:
-        backend, reason = None, f" ({exc})"
-    else:
-        reason = ""
-    if backend is None:
         return [
+            *messages,
             Error(
-                "GUEST_QUEUE_BACKEND must be 'local', 'redis' or the dotted path of an "
-                f"Admission subclass, not {name!r}{reason}.",
+                "GUEST_QUEUE_BACKEND's BACKEND must be 'local', 'redis' or the dotted path of an "
+                f"Admission subclass, not {backend.path!r} ({exc}).",
                 id="guest_queue.E032",
-            )
+            ),
         ]
-    return _errors(backend.check(app_settings.backend_options()))
+    known = option_names(backend.path)
+    unknown = sorted(set(backend.options) - known) if known is not None else []
+    if unknown:
+        messages.append(
+            Error(
+                f"GUEST_QUEUE_BACKEND's OPTIONS has keys {backend.path} does not read: "
+                f"{', '.join(unknown)}.",
+                hint=f"It reads: {', '.join(sorted(known or ())) or 'none'}.",
+                id="guest_queue.E038",
+            )
+        )
+    if backend.path == backend_path("redis"):
+        # An option left out takes RedisOptions' default, which is valid.
+        given = [rule for rule in REDIS_OPTION_RULES if rule[1] in backend.options]
+        wrong = _apply(given, backend.options.__getitem__, "GUEST_QUEUE_BACKEND's OPTIONS[{!r}]")
+        if wrong:  # The backend's own check takes the types and ranges as given.
+            return messages + wrong
+    return messages + _errors(backend_type.check(backend.options))
+
+
+def _shape_error(value: object, unknown: list[str]) -> CheckMessage:
+    extra = f" (unknown keys: {', '.join(unknown)})" if unknown else ""
+    return Error(
+        f"GUEST_QUEUE_BACKEND must be {BACKEND_FORM}, not {value!r}{extra}.",
+        hint="BACKEND is 'local', 'redis' or a dotted path; OPTIONS a dict (may be left out).",
+        id="guest_queue.E038",
+    )
+
+
+def _check_old_backend_form(value: object) -> list[CheckMessage]:
+    """The pre-0.1 form still works for one release; say what to write instead."""
+    old = [name for name in OLD_BACKEND_SETTINGS if hasattr(settings, name)]
+    if isinstance(value, dict):
+        if not old:
+            return []
+        message = f"{', '.join(old)} no longer read: GUEST_QUEUE_BACKEND is a dict."
+        hint = "Move them into GUEST_QUEUE_BACKEND's OPTIONS, then remove them."
+    elif isinstance(value, str):
+        read = Backend.read(value)
+        name = value if value in ("local", "redis") else read.path
+        new = (
+            {"BACKEND": name, "OPTIONS": dict(read.options)} if read.options else {"BACKEND": name}
+        )
+        set_names = ", ".join(["GUEST_QUEUE_BACKEND", *old])
+        message = f"{set_names}: this form of the backend setting goes in the next release."
+        remove = f" and remove {', '.join(old)}" if old else ""
+        hint = f"Write GUEST_QUEUE_BACKEND = {new!r}{remove}."
+    else:
+        return []
+    return [Warning(message, hint=hint, id="guest_queue.W020")]
+
+
+def _check_removed() -> list[CheckMessage]:
+    """Settings no longer read, still set: one release of notice."""
+    return [
+        Warning(
+            f"{name} is no longer read: {instead}.",
+            hint=f"Remove {name} from your settings.",
+            id="guest_queue.W010",
+        )
+        for name, instead in REMOVED_SETTINGS.items()
+        if hasattr(settings, name)
+    ]
 
 
 def _check_api_middleware() -> list[CheckMessage]:

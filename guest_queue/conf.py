@@ -1,92 +1,150 @@
-"""The app's settings, in one place, read lazily so ``override_settings`` works.
+"""The app's settings: one typed object, its defaults in one place, read lazily.
 
-A value read once is kept on ``app_settings`` until a ``GUEST_*`` setting changes
-(Django's ``setting_changed``, which ``override_settings`` sends): a request reads
-a dozen of them, and Django looks a setting the site leaves out up by raising and
-catching an ``AttributeError`` each time.
+``GuestSettings`` declares every ``GUEST_*`` setting with its type and default;
+the queue's defaults are the core's own (``QueueConfig``, which knows no Django),
+so each default is written once. ``DEFAULTS`` (``GUEST_NAME -> default``) is
+derived from it for the demo project, the tests and the docs.
+
+``app_settings`` is read lazily, on first use, so ``override_settings`` works:
+the values it holds are dropped when a ``GUEST_*`` setting changes (Django's
+``setting_changed``, which ``override_settings`` sends) and read afresh on the
+next access. A request reads a dozen of them; a setting the site leaves out
+costs Django a raised and caught ``AttributeError`` each time it is looked up.
+
+Values are the site's as they are: the system checks (``checks.py``) refuse
+wrong types and ranges at start-up, before the queue uses any of them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import MISSING, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from .core.config import DEFAULT_TIMEOUT_FALLBACK, QueueConfig
+from .core.backends import backend_path
+from .core.config import QueueConfig
 
-DEFAULTS: dict[str, Any] = {
-    "GUEST_MAX_CONCURRENT_REQUESTS": 3,
-    "GUEST_MAX_QUEUE_SIZE": 50,
-    "GUEST_MAX_REQUESTS_PER_CLIENT": 3,
-    "GUEST_CLIENT_KEY": None,
-    "GUEST_RATE_LIMIT": None,
-    "GUEST_REQUEST_TIMEOUT_SEC": 60,
-    "GUEST_MAX_QUEUE_WAIT_SEC": None,
-    "GUEST_WORKFLOW": "guest_queue.workflows.demo.DemoWorkflow",
-    #: Keyword arguments for the workflow's constructor (each workflow documents its own).
-    "GUEST_WORKFLOW_OPTIONS": {},
-    "GUEST_HISTORY_LIMIT": 100,
-    "GUEST_HISTORY_ENABLED": True,
-    "GUEST_HISTORY_STORE_QUERY": True,
-    "GUEST_HISTORY_BATCH_SIZE": 50,
-    "GUEST_HISTORY_FLUSH_SEC": 0.5,
-    "GUEST_HISTORY_BUFFER_SIZE": 10000,
-    "GUEST_HISTORY_DATABASE": "default",
-    "GUEST_HISTORY_LOOKUP_TIMEOUT_SEC": 2,
-    "GUEST_HISTORY_FLUSH_TIMEOUT_SEC": 10,
-    "GUEST_MAX_QUERY_CHARS": 2000,
-    "GUEST_MAX_BODY_BYTES": 65536,
-    "GUEST_SHUTDOWN_GRACE_SEC": 30,
-    "GUEST_HEARTBEAT_SEC": 15,
-    "GUEST_POSITION_UPDATE_SEC": 0.25,
-    "GUEST_AVAILABILITY_CACHE_SEC": 5,
-    "GUEST_TIMEOUT_FALLBACK": DEFAULT_TIMEOUT_FALLBACK,
-    "GUEST_DEMO_TOKEN_DELAY_SEC": 0.03,
-    "GUEST_SYNC_THREADS": 4,
-    # The guest API's own middleware when the site serves it through GuestAPILane.
-    "GUEST_API_MIDDLEWARE": [
-        "guest_queue.middleware.APISecurityMiddleware",
-        "guest_queue.middleware.ContentLengthMiddleware",
-    ],
-    "GUEST_QUEUE_BACKEND": "local",
-    "GUEST_QUEUE_REDIS_URL": "",
-    "GUEST_QUEUE_REDIS_PREFIX": "guest_queue",
-    "GUEST_QUEUE_LEASE_SEC": 5,
-    "GUEST_QUEUE_REDIS_TIMEOUT_SEC": 1,
-    "GUEST_CACHE_ENABLED": True,
-    "GUEST_CACHE_ALIAS": "default",
-    "GUEST_CACHE_TTL_SEC": 86400,
-    "GUEST_CACHE_SIMILARITY": None,
-    "GUEST_RESUME_GRACE_SEC": 20,
-    "GUEST_RESUME_LOG_MAX_EVENTS": 2000,
-    "GUEST_RESUME_LOG_MAX_BYTES": 1048576,
-    "GUEST_MAX_HISTORY_TURNS": 20,
-    "GUEST_CACHE_LOCAL_SEC": 10,
-    "GUEST_HASH_KEY": None,
-    "GUEST_METRICS_ENABLED": False,
-    "GUEST_METRICS_TOKEN": None,
+_QUEUE = {f.name: f.default for f in fields(QueueConfig)}
+
+
+def _queue(name: str) -> Any:
+    """The core's default for ``QueueConfig.<name>``: the queue's defaults live there."""
+    return _QUEUE[name]
+
+
+#: The pre-0.1 settings the backend's OPTIONS replace, and the option each one was.
+OLD_BACKEND_SETTINGS = {
+    "GUEST_QUEUE_REDIS_URL": "url",
+    "GUEST_QUEUE_REDIS_PREFIX": "prefix",
+    "GUEST_QUEUE_LEASE_SEC": "lease_sec",
+    "GUEST_QUEUE_REDIS_TIMEOUT_SEC": "timeout_sec",
+}
+
+#: Settings no longer read, and what took their place (``guest_queue.W010`` while set).
+REMOVED_SETTINGS = {
+    "GUEST_HISTORY_BATCH_SIZE": "the history is written 50 rows at a time",
+    "GUEST_HISTORY_BUFFER_SIZE": "at most 10000 unwritten history rows are kept",
+    "GUEST_HISTORY_LOOKUP_TIMEOUT_SEC": "a history lookup waits at most 2 s",
+    "GUEST_POSITION_UPDATE_SEC": "position updates are coalesced over 0.25 s",
+    "GUEST_CACHE_LOCAL_SEC": "answers read from a cache over the network are kept "
+    "in process memory for 10 s",
+    "GUEST_RESUME_LOG_MAX_EVENTS": "GUEST_RESUME_LOG_MAX_BYTES alone bounds a resumable log",
 }
 
 
-class GuestQueueSettings:
-    """Attribute access to every ``GUEST_*`` setting, falling back to its default."""
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """``GUEST_QUEUE_BACKEND`` read: the ``Admission`` subclass's path and its options."""
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for a name not kept yet (see the module's docstring).
-        key = f"GUEST_{name}"
-        if key not in DEFAULTS:
-            raise AttributeError(name)
-        value = getattr(settings, key, DEFAULTS[key])
-        self.__dict__[name] = value
-        return value
+    path: str = backend_path(_queue("backend"))
+    options: Mapping[str, Any] = field(default_factory=dict)
 
-    def forget(self) -> None:
-        """Read every setting afresh from now on."""
-        self.__dict__.clear()
+    def as_setting(self) -> dict[str, Any]:
+        """This backend in the setting's own form."""
+        return {"BACKEND": self.path, "OPTIONS": dict(self.options)}
+
+    @classmethod
+    def read(cls, value: object) -> Backend:
+        """The backend a ``GUEST_QUEUE_BACKEND`` value names, taking the old names too.
+
+        A value that is not a valid setting gives what can be made of it; the
+        system checks (``guest_queue.E032``, ``E038``) report what is wrong.
+        """
+        if isinstance(value, Mapping):
+            name, options = value.get("BACKEND", ""), value.get("OPTIONS", {})
+            if not isinstance(options, Mapping):
+                options = {}
+        else:
+            # The old form (one release): a name, the Redis options in settings of their own.
+            name = value
+            options = {
+                option: getattr(settings, old)
+                for old, option in OLD_BACKEND_SETTINGS.items()
+                if hasattr(settings, old)
+            }
+        return cls(backend_path(name) if isinstance(name, str) else repr(name), dict(options))
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSettings:
+    """Every ``GUEST_*`` setting (without its prefix), as the site set it or its default."""
+
+    # What a site sets (docs/settings.md opens with these).
+    WORKFLOW: str = "guest_queue.workflows.demo.DemoWorkflow"
+    #: Keyword arguments for the workflow's constructor (each workflow documents its own).
+    WORKFLOW_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
+    MAX_CONCURRENT_REQUESTS: int = _queue("max_concurrent")
+    MAX_QUEUE_SIZE: int = _queue("max_queue_size")
+    REQUEST_TIMEOUT_SEC: float = _queue("request_timeout_sec")
+    QUEUE_BACKEND: Backend = field(default_factory=Backend)
+    MAX_REQUESTS_PER_CLIENT: int = _queue("max_per_client")
+    CLIENT_KEY: str | None = None
+    RATE_LIMIT: str | None = None
+    CACHE_ALIAS: str = "default"
+    SHUTDOWN_GRACE_SEC: float = _queue("shutdown_grace_sec")
+    # The queue and its streams.
+    MAX_QUEUE_WAIT_SEC: float | None = _queue("max_queue_wait_sec")
+    HEARTBEAT_SEC: float = _queue("heartbeat_sec")
+    AVAILABILITY_CACHE_SEC: float = _queue("availability_cache_sec")
+    TIMEOUT_FALLBACK: str = _queue("timeout_fallback")
+    RESUME_GRACE_SEC: float = _queue("resume_grace_sec")
+    RESUME_LOG_MAX_BYTES: int = _queue("resume_log_max_bytes")
+    # What a guest may send.
+    MAX_QUERY_CHARS: int = 2000
+    MAX_BODY_BYTES: int = 65536
+    MAX_HISTORY_TURNS: int = 20
+    # The answer cache.
+    CACHE_ENABLED: bool = True
+    CACHE_TTL_SEC: float = 86400
+    CACHE_SIMILARITY: float | None = _queue("cache_similarity")
+    # The request history.
+    HISTORY_ENABLED: bool = True
+    HISTORY_LIMIT: int = _queue("history_limit")
+    HISTORY_STORE_QUERY: bool = True
+    HISTORY_DATABASE: str = "default"
+    HISTORY_FLUSH_SEC: float = 0.5
+    HISTORY_FLUSH_TIMEOUT_SEC: float = 10
+    # Serving.
+    SYNC_THREADS: int = 4
+    #: The guest API's own middleware when the site serves it through GuestAPILane.
+    API_MIDDLEWARE: list[str] = field(
+        default_factory=lambda: [
+            "guest_queue.middleware.APISecurityMiddleware",
+            "guest_queue.middleware.ContentLengthMiddleware",
+        ]
+    )
+    HASH_KEY: str | None = None
+    METRICS_ENABLED: bool = False
+    METRICS_TOKEN: str | None = None
+    # The built-in demo workflow.
+    DEMO_TOKEN_DELAY_SEC: float = 0.03
 
     def queue_config(self) -> QueueConfig:
-        """The core's configuration built from the current settings."""
+        """The core's configuration built from these settings."""
         return QueueConfig(
             max_concurrent=self.MAX_CONCURRENT_REQUESTS,
             max_queue_size=self.MAX_QUEUE_SIZE,
@@ -98,30 +156,75 @@ class GuestQueueSettings:
             heartbeat_sec=float(self.HEARTBEAT_SEC),
             history_limit=self.HISTORY_LIMIT,
             shutdown_grace_sec=float(self.SHUTDOWN_GRACE_SEC),
-            position_update_interval_sec=float(self.POSITION_UPDATE_SEC),
             availability_cache_sec=min(5.0, float(self.AVAILABILITY_CACHE_SEC)),
             timeout_fallback=self.TIMEOUT_FALLBACK,
             cache_similarity=(
                 float(self.CACHE_SIMILARITY) if self.CACHE_SIMILARITY is not None else None
             ),
             resume_grace_sec=float(self.RESUME_GRACE_SEC),
-            resume_log_max_events=self.RESUME_LOG_MAX_EVENTS,
             resume_log_max_bytes=self.RESUME_LOG_MAX_BYTES,
-            backend=self.QUEUE_BACKEND,
-            backend_options=self.backend_options(),
+            backend=self.QUEUE_BACKEND.path,
+            backend_options=self.QUEUE_BACKEND.options,
         )
 
-    def backend_options(self) -> dict[str, Any]:
-        """The options only the queue backend reads (today: the shared queue's Redis)."""
-        return {
-            "url": self.QUEUE_REDIS_URL,
-            "prefix": self.QUEUE_REDIS_PREFIX,
-            "lease_sec": self.QUEUE_LEASE_SEC,
-            "timeout_sec": self.QUEUE_REDIS_TIMEOUT_SEC,
-        }
+
+def _default(f: Any) -> Any:
+    value = f.default_factory() if f.default is MISSING else f.default
+    return value.as_setting() if isinstance(value, Backend) else value
 
 
-app_settings = GuestQueueSettings()
+#: ``GUEST_<NAME>`` -> its default, in the settings' own form.
+DEFAULTS: dict[str, Any] = {f"GUEST_{f.name}": _default(f) for f in fields(GuestSettings)}
+
+
+def raw(name: str) -> Any:
+    """``GUEST_<name>`` exactly as the site set it, else its default (for the checks)."""
+    key = f"GUEST_{name}"
+    return getattr(settings, key, DEFAULTS[key])
+
+
+def read_settings() -> GuestSettings:
+    """The settings as they are now."""
+    values = {f.name: raw(f.name) for f in fields(GuestSettings)}
+    values["QUEUE_BACKEND"] = Backend.read(values["QUEUE_BACKEND"])
+    return GuestSettings(**values)
+
+
+class LazySettings(GuestSettings):
+    """``GuestSettings`` read on first use and again after a ``GUEST_*`` setting changes.
+
+    Its values are the slots of ``GuestSettings``: an unset one (nothing read yet)
+    makes Python call ``__getattr__``, which reads them all.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        """Nothing is read until a value is."""
+
+    if not TYPE_CHECKING:  # Type checkers see GuestSettings' typed fields, nothing else.
+
+        def __getattr__(self, name: str) -> object:
+            if name not in _NAMES:
+                raise AttributeError(name)
+            self._load()
+            return object.__getattribute__(self, name)
+
+    def _load(self) -> None:
+        current = read_settings()
+        for name in _NAMES:
+            object.__setattr__(self, name, getattr(current, name))
+
+    def forget(self) -> None:
+        """Read every setting afresh from now on."""
+        for name in _NAMES:
+            with suppress(AttributeError):
+                object.__delattr__(self, name)
+
+
+_NAMES = tuple(f.name for f in fields(GuestSettings))
+
+app_settings = LazySettings()
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:

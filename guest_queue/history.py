@@ -35,6 +35,11 @@ from .threads import in_daemon_thread
 logger = logging.getLogger("guest_queue")
 
 MAX_BACKOFF_SEC = 30.0
+#: Rows per bulk insert.
+BATCH_SIZE = 50
+#: Rows kept while the database is unreachable; beyond, the oldest are dropped (and
+#: counted in ``history_dropped``). Enough for minutes of a busy site, small in memory.
+BUFFER_SIZE = 10_000
 #: Times a row alone may be refused before it is dropped.
 MAX_ROW_TRIES = 3
 #: Errors about the rows themselves (bad data: a NUL character on PostgreSQL, say). Any
@@ -50,9 +55,9 @@ class HistoryWriter:
     """Batches finished records into ``GuestRequest`` rows; owned by the queue manager."""
 
     def __init__(self) -> None:
-        self.batch_size: int = app_settings.HISTORY_BATCH_SIZE
-        self.interval: float = float(app_settings.HISTORY_FLUSH_SEC)
-        self.buffer_limit: int = app_settings.HISTORY_BUFFER_SIZE
+        self.batch_size = BATCH_SIZE
+        self.interval = float(app_settings.HISTORY_FLUSH_SEC)
+        self.buffer_limit = BUFFER_SIZE
         self.keep: int = app_settings.HISTORY_LIMIT
         self.store_query: bool = app_settings.HISTORY_STORE_QUERY
         self.database: str = app_settings.HISTORY_DATABASE

@@ -3,8 +3,8 @@
 Guest requests share a few sync threads (``asgi.SharedSyncThreads``). A lookup
 run there on a database that hangs would hold one of them, and with it every
 chat request that needs it. Lookups run on their own daemon threads instead,
-at most ``LOOKUP_THREADS`` at once and each for at most
-``GUEST_HISTORY_LOOKUP_TIMEOUT_SEC``: beyond that, ``HistoryUnavailable``.
+at most ``LOOKUP_THREADS`` at once and each for at most ``LOOKUP_TIMEOUT_SEC``:
+beyond that, ``HistoryUnavailable``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 from django.db import connections
 
-from .conf import app_settings
 from .threads import in_daemon_thread
 
 #: Lookups in progress at most; a thread stuck on a hung database counts until it returns.
 LOOKUP_THREADS = 4
+#: Longest a lookup waits for the history table before ``503 history_unavailable``.
+LOOKUP_TIMEOUT_SEC = 2.0
 
 _slots = threading.BoundedSemaphore(LOOKUP_THREADS)
 
@@ -51,7 +52,7 @@ async def find_in_history(database: str, request_id: str) -> dict[str, Any] | No
         _slots.release()
         raise
     try:
-        async with asyncio.timeout(float(app_settings.HISTORY_LOOKUP_TIMEOUT_SEC)):
+        async with asyncio.timeout(LOOKUP_TIMEOUT_SEC):
             return await thread
     except TimeoutError as exc:
         raise HistoryUnavailable("the history lookup timed out") from exc

@@ -3,7 +3,7 @@
 The guest API is anonymous, cookie-free JSON and SSE: sessions, auth, messages,
 CSRF and locale do nothing for it, yet under ASGI each ``MiddlewareMixin`` class
 of the site costs it two thread hops per request (half its throughput with
-genestory's eight). ``GuestAPILane`` wraps the site's ASGI app and serves paths
+a typical site's eight). ``GuestAPILane`` wraps the site's ASGI app and serves paths
 under the API's prefix through a Django handler of its own whose middleware is
 ``GUEST_API_MIDDLEWARE``; every other path goes to the site's app unchanged.
 The request cycle is otherwise Django's own (URL resolution, exception

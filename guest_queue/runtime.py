@@ -16,6 +16,7 @@ from . import metrics, request_log
 from .answer_cache import DjangoAnswerCache
 from .checks import startup_problems
 from .conf import app_settings
+from .core.backends import backend_path
 from .core.manager import QueueManager
 from .history import HistoryWriter
 from .site_lock import claim_local_queue
@@ -49,7 +50,7 @@ def _build() -> tuple[QueueManager, HistoryWriter | None]:
         raise Misconfigured("guest_queue cannot start:\n  " + "\n  ".join(problems))
     cache = DjangoAnswerCache() if app_settings.CACHE_ENABLED else None
     manager = QueueManager(app_settings.queue_config(), build_workflow(), cache=cache)
-    if manager.config.backend == "local":
+    if backend_path(manager.config.backend) == backend_path("local"):
         warning = claim_local_queue()
         if warning is not None:
             logger.warning("%s", warning)

@@ -54,7 +54,8 @@ def claim_local_queue() -> str | None:
             f"Another process of this site (pid {holder}) runs its own local queue on this "
             "host, so the queue's limits (concurrent requests, queue size) are multiplied by "
             "the number of processes. Run one worker per queue (uvicorn without --workers), "
-            "or set GUEST_QUEUE_BACKEND='redis' so every process shares one queue."
+            'or set GUEST_QUEUE_BACKEND = {"BACKEND": "redis", "OPTIONS": {"url": ...}} so '
+            "every process shares one queue."
         )
     handle.seek(0)
     handle.truncate()

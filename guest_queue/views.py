@@ -95,8 +95,8 @@ async def submit(
     client = client_id(request)
     manager = get_manager()
     if not manager.accepting:
-        # Refused before the rate counts the question: nginx resends this 503 to another
-        # worker (deploy/nginx/genestory.conf), which counts it once.
+        # Refused before the rate counts the question: a proxy that retries a 503 on another
+        # worker (as the nginx example in deploy/nginx does) has it counted once.
         raise manager.refuse(NotAccepting("The server is restarting; please try again.", 5))
     wait = await over_rate(client)
     if wait is not None:

@@ -12,9 +12,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import AsyncClient, override_settings
 
+from guest_queue import answer_cache
 from guest_queue.answer_cache import DjangoAnswerCache
 from guest_queue.core.answers.cache import CachedAnswer, answer_key, question_key
 from guest_queue.models import GuestRequest
@@ -117,13 +118,29 @@ def test_prewarm_command_fills_the_cache(cache_alias: str, tmp_path: Path) -> No
 
 @pytest.mark.django_db
 def test_prewarm_from_the_demo_knowledge_base(cache_alias: str) -> None:
+    """--demo warms the configured knowledge: the app's own by default, a site's when set."""
+    cache = DjangoAnswerCache(cache_alias)
     with override_settings(GUEST_WORKFLOW="guest_queue.workflows.demo.DemoWorkflow"):
         call_command("guest_queue_prewarm", "--demo")
-    stored = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("What is DNA?")))
+    stored = asyncio.run(cache.get(answer_key("How does the queue work?", "en")))
+    assert stored is not None and "first-come, first-served" in stored.text
+    assert asyncio.run(cache.get(answer_key("What is DNA?", "en"))) is None
+    caches[cache_alias].clear()  # local memory keeps 300 entries; GeneStory's are 280
+    with override_settings(
+        GUEST_WORKFLOW="guest_queue.workflows.demo.DemoWorkflow",
+        GUEST_WORKFLOW_OPTIONS={"knowledge": "genestory.assistant.knowledge"},
+    ):
+        call_command("guest_queue_prewarm", "--demo")
+    stored = asyncio.run(cache.get(question_key("What is DNA?")))
     assert stored is not None and stored.text.startswith("DNA (deoxyribonucleic acid)")
     assert len(stored.suggested_questions) == 3
-    vi = asyncio.run(DjangoAnswerCache(cache_alias).get(question_key("Gen là gì?")))
+    vi = asyncio.run(cache.get(question_key("Gen là gì?")))
     assert vi is not None and "protein" in vi.text
+
+
+def test_prewarm_demo_needs_a_workflow_that_lists_its_questions() -> None:
+    with pytest.raises(CommandError, match="questions"):
+        call_command("guest_queue_prewarm", "--demo")  # the tests' scripted workflow
 
 
 @pytest.fixture
@@ -138,11 +155,11 @@ def redis_cache() -> Iterator[str]:
 
 
 async def test_hot_answers_are_served_from_process_memory_for_a_few_seconds(
-    redis_cache: str,
+    redis_cache: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answer = CachedAnswer("From memory.", ("More?",))
-    with override_settings(GUEST_CACHE_LOCAL_SEC=0.2):
-        cache = DjangoAnswerCache(redis_cache)
+    monkeypatch.setattr(answer_cache, "RECENT_SEC", 0.2)
+    cache = DjangoAnswerCache(redis_cache)
     await cache.set("hot question", answer)
     caches[redis_cache].clear()  # gone from Redis: only this process still holds it
     assert await cache.get("hot question") == answer
@@ -150,9 +167,11 @@ async def test_hot_answers_are_served_from_process_memory_for_a_few_seconds(
     assert await cache.get("hot question") is None
 
 
-async def test_without_the_local_front_every_lookup_asks_the_cache(redis_cache: str) -> None:
-    with override_settings(GUEST_CACHE_LOCAL_SEC=0):
-        cache = DjangoAnswerCache(redis_cache)
+async def test_without_the_local_front_every_lookup_asks_the_cache(
+    redis_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(answer_cache, "RECENT_SEC", 0)
+    cache = DjangoAnswerCache(redis_cache)
     await cache.set("question", CachedAnswer("Stored."))
     caches[redis_cache].clear()
     assert await cache.get("question") is None

@@ -42,13 +42,13 @@ def cells(row: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
 
 
-def documented_defaults() -> dict[str, Any]:
-    """Each setting in docs/settings.md with its default parsed as a Python value."""
+def documented_defaults(page: Path = SETTINGS_DOC) -> dict[str, Any]:
+    """Each setting in a page's tables with its default parsed as a Python value."""
     found: dict[str, Any] = {}
-    for line in SETTINGS_DOC.read_text().splitlines():
+    for line in page.read_text().splitlines():
         if not SETTING_ROW.match(line):
             continue
-        name, default, _meaning = cells(line)
+        name, default, *_meaning = cells(line)
         key = name.strip("`")
         assert key not in found, f"{key} is listed twice"
         if default == "empty":
@@ -60,15 +60,16 @@ def documented_defaults() -> dict[str, Any]:
     return found
 
 
-def test_settings_doc_lists_every_setting_with_its_default() -> None:
-    documented = documented_defaults()
+@pytest.mark.parametrize("page", [SETTINGS_DOC, ROOT / "README.md"], ids=lambda p: p.name)
+def test_the_page_lists_every_setting_with_its_default(page: Path) -> None:
+    documented = documented_defaults(page)
     assert sorted(documented) == sorted(DEFAULTS), (
-        f"missing from docs/settings.md: {sorted(set(DEFAULTS) - set(documented))}; "
+        f"missing from {page.name}: {sorted(set(DEFAULTS) - set(documented))}; "
         f"not settings: {sorted(set(documented) - set(DEFAULTS))}"
     )
     for key, default in DEFAULTS.items():
         assert documented[key] == default and type(documented[key]) is type(default), (
-            f"{key}: docs/settings.md says {documented[key]!r}, conf.DEFAULTS has {default!r}"
+            f"{key}: {page.name} says {documented[key]!r}, conf.DEFAULTS has {default!r}"
         )
 
 

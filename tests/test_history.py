@@ -20,6 +20,7 @@ from django.db import OperationalError, connections
 from django.db.models import QuerySet
 from django.test import AsyncClient, override_settings
 
+from guest_queue import history
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_history, get_manager, reset_manager
 
@@ -224,8 +225,10 @@ async def test_outage_loses_no_request_and_history_catches_up(alias: str) -> Non
     assert sorted(str(r.request_id) for r in stored) == sorted(ids)
 
 
-@override_settings(GUEST_HISTORY_BUFFER_SIZE=5)
-async def test_outage_buffer_is_bounded_and_drops_the_oldest(alias: str) -> None:
+async def test_outage_buffer_is_bounded_and_drops_the_oldest(
+    alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "BUFFER_SIZE", 5)
     await restart()
     with outage(alias):
         ids = await ask(8)
@@ -325,11 +328,10 @@ async def test_a_hand_off_nobody_adopts_gets_a_history_row_once(alias: str) -> N
     request ends, as cancelled, in whichever live process claims it (this one here)."""
     url, prefix = redis_url(), f"test-{uuid.uuid4().hex[:12]}"
     redis_settings = {
-        "GUEST_QUEUE_BACKEND": "redis",
-        "GUEST_QUEUE_REDIS_URL": url,
-        "GUEST_QUEUE_REDIS_PREFIX": prefix,
-        "GUEST_QUEUE_LEASE_SEC": 1.5,
-        "GUEST_QUEUE_REDIS_TIMEOUT_SEC": 0.25,
+        "GUEST_QUEUE_BACKEND": {
+            "BACKEND": "redis",
+            "OPTIONS": {"url": url, "prefix": prefix, "lease_sec": 1.5, "timeout_sec": 0.25},
+        },
         # The same limit in every process sharing the queue (each admits up to its own).
         "GUEST_MAX_CONCURRENT_REQUESTS": 1,
         "GUEST_RESUME_GRACE_SEC": 0.5,

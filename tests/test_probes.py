@@ -34,7 +34,8 @@ async def test_draining_process_is_alive_but_not_ready(async_client: AsyncClient
 
 
 @override_settings(
-    GUEST_QUEUE_BACKEND="redis", GUEST_QUEUE_REDIS_URL=down_url(), GUEST_SHUTDOWN_GRACE_SEC=0
+    GUEST_QUEUE_BACKEND={"BACKEND": "redis", "OPTIONS": {"url": down_url()}},
+    GUEST_SHUTDOWN_GRACE_SEC=0,
 )
 async def test_unreachable_queue_backend_fails_readiness_but_not_liveness(
     async_client: AsyncClient,

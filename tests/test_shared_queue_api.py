@@ -23,9 +23,7 @@ async def shared_queue(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     given = getattr(request, "param", None)
     url, prefix = given or redis_url(), f"test-{uuid.uuid4().hex[:12]}"
     with override_settings(
-        GUEST_QUEUE_BACKEND="redis",
-        GUEST_QUEUE_REDIS_URL=url,
-        GUEST_QUEUE_REDIS_PREFIX=prefix,
+        GUEST_QUEUE_BACKEND={"BACKEND": "redis", "OPTIONS": {"url": url, "prefix": prefix}},
         GUEST_SHUTDOWN_GRACE_SEC=0,
         # These tests have no database: the history writer would retry until its flush timeout.
         GUEST_HISTORY_ENABLED=False,
@@ -78,8 +76,7 @@ async def test_health_shows_an_eviction_policy_that_could_drop_the_queue(
     client.config_set("maxmemory-policy", "allkeys-lfu")
     client.close()
     with override_settings(
-        GUEST_QUEUE_BACKEND="redis",
-        GUEST_QUEUE_REDIS_URL=private_redis.url,
+        GUEST_QUEUE_BACKEND={"BACKEND": "redis", "OPTIONS": {"url": private_redis.url}},
         GUEST_SHUTDOWN_GRACE_SEC=0,
     ):
         try:

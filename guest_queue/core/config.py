@@ -22,6 +22,7 @@ class QueueConfig:
     heartbeat_sec: float = 15.0
     history_limit: int = 100
     shutdown_grace_sec: float = 30.0
+    #: Position updates are coalesced to one pass per interval (not a setting: tests tune it).
     position_update_interval_sec: float = 0.25
     availability_cache_sec: float = 5.0
     #: A ticket whose stream has not started this long after admission is released.
@@ -31,11 +32,12 @@ class QueueConfig:
     cache_similarity: float | None = None
     #: How long a resumable request outlives its last reader, and its log its terminal event.
     resume_grace_sec: float = 20.0
-    #: Caps on one resumable request's event log (events, and bytes of their text).
+    #: Caps on one resumable request's event log (events, and bytes of their text); the
+    #: event cap is no setting: the bytes bound the memory, it only stops a flood of tiny events.
     resume_log_max_events: int = 2000
     resume_log_max_bytes: int = 1_048_576
-    #: Where the queue lives: "local" (this process), "redis" (shared by every process)
-    #: or the dotted path of an ``Admission`` subclass.
+    #: Where the queue lives: the dotted path of an ``Admission`` subclass, or a short
+    #: name (``backends.SHORT_NAMES``): "local" (this process), "redis" (every process).
     backend: str = "local"
     #: Options only the backend reads (the Redis backend: ``RedisOptions``' fields).
     backend_options: Mapping[str, Any] = field(default_factory=dict)

@@ -1,22 +1,34 @@
-"""The built-in workflow: an offline GeneStory guest assistant in English and Vietnamese.
+"""The built-in workflow: an offline guest assistant in English and Vietnamese.
 
-It answers from a knowledge base shipped with the package and streams word by
+It answers from a knowledge base of questions and answers and streams word by
 word at an LLM-like pace, so the queue can be tried without any model server.
+The knowledge shipped with the package is about this demo itself; a site gives
+its own with ``GUEST_WORKFLOW_OPTIONS = {"knowledge": "mysite.assistant"}`` (a
+package or a directory holding ``en.json`` and ``vi.json``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
+from ..core.config import ConfigProblem
 from .base import WorkflowItem, WorkflowRequest
 from .matching import Index, detect_language, features
+
+#: The knowledge shipped with the app: what this demo is and how to connect a model.
+DEFAULT_KNOWLEDGE = "guest_queue.workflows.knowledge"
+#: The languages a knowledge base holds, one ``<language>.json`` file each.
+LANGUAGES = ("en", "vi")
 
 #: Below this cosine score the assistant says it does not know.
 MIN_SCORE = 0.22
@@ -65,11 +77,23 @@ def _document(entry: Entry, language: str) -> list[str]:
     return terms
 
 
+def _source(knowledge: str) -> Traversable:
+    """The folder of ``knowledge``: a directory path, else an importable package."""
+    if os.sep in knowledge or "/" in knowledge or Path(knowledge).is_dir():
+        return Path(knowledge)
+    return resources.files(knowledge)
+
+
 @cache
-def knowledge_base(language: str) -> KnowledgeBase:
-    """The shipped knowledge base for ``language`` (``en`` or ``vi``), loaded once."""
+def knowledge_base(language: str, knowledge: str = DEFAULT_KNOWLEDGE) -> KnowledgeBase:
+    """The knowledge base for ``language`` (``en`` or ``vi``) from ``knowledge``, loaded once.
+
+    ``knowledge`` is a package (``"mysite.assistant"``) or a directory path; it holds
+    ``en.json`` and ``vi.json``. Raises ``OSError``, ``ImportError``, ``ValueError`` or
+    ``KeyError`` when a file is missing or malformed.
+    """
     raw: dict[str, Any] = json.loads(
-        resources.files(__package__).joinpath(f"knowledge/{language}.json").read_text("utf-8")
+        _source(knowledge).joinpath(f"{language}.json").read_text("utf-8")
     )
     entries = tuple(
         Entry(e["topic"], tuple(e["questions"]), tuple(e["keywords"]), e["answer"])
@@ -85,18 +109,52 @@ def knowledge_base(language: str) -> KnowledgeBase:
 
 
 class DemoWorkflow:
-    """Answers common guest questions from the shipped knowledge base."""
+    """Answers common guest questions from a knowledge base.
 
-    def __init__(self, token_delay: float | None = None) -> None:
+    Its options (``GUEST_WORKFLOW_OPTIONS``): ``knowledge``, a package or a directory
+    holding ``en.json`` and ``vi.json`` (default: the app's own, about this demo), and
+    ``token_delay``, the seconds between words (default ``GUEST_DEMO_TOKEN_DELAY_SEC``).
+    """
+
+    def __init__(
+        self, knowledge: str = DEFAULT_KNOWLEDGE, token_delay: float | None = None
+    ) -> None:
         if token_delay is None:
             from ..conf import app_settings
 
             token_delay = float(app_settings.DEMO_TOKEN_DELAY_SEC)
+        self.knowledge = knowledge
         self.token_delay = token_delay
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any]) -> list[ConfigProblem]:
+        """A ``knowledge`` option that cannot be read; the app reports it as a system check."""
+        knowledge = options.get("knowledge", DEFAULT_KNOWLEDGE)
+        if not isinstance(knowledge, str):
+            return [_knowledge_problem(f"must be a package name or a path, not {knowledge!r}")]
+        for language in LANGUAGES:
+            try:
+                knowledge_base(language, knowledge)
+            except (OSError, ImportError, ValueError, KeyError, TypeError) as exc:
+                return [_knowledge_problem(f"{knowledge!r} has no readable {language}.json: {exc}")]
+        return []
+
+    def knowledge_base(self, language: str) -> KnowledgeBase:
+        """This workflow's knowledge base in ``language``."""
+        return knowledge_base(language, self.knowledge)
+
+    def questions(self) -> list[tuple[str, str]]:
+        """Every question of the knowledge base and its language (what ``--demo`` pre-warms)."""
+        return [
+            (question, language)
+            for language in LANGUAGES
+            for entry in self.knowledge_base(language).entries
+            for question in entry.questions
+        ]
 
     def answer(self, question: str) -> tuple[str, list[str]]:
         """The answer text and follow-up questions for ``question``."""
-        kb = knowledge_base(detect_language(question))
+        kb = self.knowledge_base(detect_language(question))
         entry, _ = kb.match(question)
         text = entry.answer if entry is not None else kb.fallback
         return text, kb.suggestions(entry)
@@ -111,5 +169,14 @@ class DemoWorkflow:
         yield {"event": "workflow_complete", "data": {"suggested_questions": suggestions}}
 
     async def is_available(self) -> bool:
-        """Always available: everything it needs ships with the package."""
+        """Always available: it needs no service, only its knowledge files."""
         return True
+
+
+def _knowledge_problem(what: str) -> ConfigProblem:
+    return ConfigProblem(
+        "E041",
+        f"The demo workflow's knowledge {what}.",
+        "Set GUEST_WORKFLOW_OPTIONS['knowledge'] to a package or a directory holding en.json "
+        "and vi.json, or leave it out for the app's own.",
+    )

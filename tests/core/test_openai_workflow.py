@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from guest_queue.core.config import QueueConfig
 from guest_queue.core.errors import Unavailable
 from guest_queue.core.manager import QueueManager
 from guest_queue.workflows.base import WorkflowError, WorkflowRequest, WorkflowUnavailable
-from guest_queue.workflows.openai import OpenAIChatWorkflow, OpenAISettings
+from guest_queue.workflows.openai import DEFAULT_SYSTEM_PROMPT, OpenAIChatWorkflow, OpenAISettings
 
 from ..fake_openai import FakeOpenAI
 from .conftest import Stream
@@ -45,7 +46,10 @@ async def test_streams_deltas_then_completes(upstream: FakeOpenAI) -> None:
     assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
     assert sent["body"]["model"] == "m" and sent["body"]["stream"] is True
     assert sent["body"]["messages"][0]["role"] == "system"
-    assert "GeneStory" in sent["body"]["messages"][0]["content"]
+    # The app's default prompt is neutral: no site's name or subject in it.
+    prompt = sent["body"]["messages"][0]["content"]
+    assert prompt == DEFAULT_SYSTEM_PROMPT and "website's visitors" in prompt
+    assert not re.search("genestory|genetic|dna|medical", prompt, re.IGNORECASE)
 
 
 async def test_earlier_turns_are_sent_as_messages(upstream: FakeOpenAI) -> None:

@@ -24,7 +24,7 @@ def test_a_good_redis_configuration_has_no_problems() -> None:
 
 
 def test_a_missing_or_foreign_url_is_reported_with_its_value() -> None:
-    hint = "GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares."
+    hint = "The Redis backend needs the Redis that every process shares."
     cases: tuple[tuple[dict[str, object], str], ...] = (
         ({}, "''"),
         ({"url": "http://h"}, "'http://h'"),
@@ -34,7 +34,8 @@ def test_a_missing_or_foreign_url_is_reported_with_its_value() -> None:
         assert RedisOptions.problems(options) == [
             ConfigProblem(
                 "E033",
-                f"GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {shown}.",
+                "GUEST_QUEUE_BACKEND's OPTIONS['url'] must be a redis://, rediss:// or "
+                f"unix:// URL, not {shown}.",
                 hint,
             )
         ]
@@ -49,8 +50,8 @@ def test_a_command_timeout_of_a_third_of_the_lease_or_more_is_an_error(
     assert problems == [
         ConfigProblem(
             "E037",
-            f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third "
-            f"of GUEST_QUEUE_LEASE_SEC ({lease:g}).",
+            f"GUEST_QUEUE_BACKEND's OPTIONS['timeout_sec'] ({timeout:g}) must be shorter "
+            f"than a third of OPTIONS['lease_sec'] ({lease:g}).",
             "Leases are renewed every third of the lease; a slower command loses them.",
         )
     ]

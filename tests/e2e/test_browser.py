@@ -105,6 +105,22 @@ def test_question_streams_an_answer_and_suggestions_ask_again(
     expect(page.locator(".gq-turn").last.locator(".gq-suggestion")).to_have_count(3, timeout=15000)
 
 
+def test_the_page_loads_without_a_failed_request_or_console_error(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server()
+    page = new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("requestfailed", lambda r: failed.append(f"failed {r.url}"))
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
+    page.goto(server.url, wait_until="networkidle")
+    ask(page, "chunks=2")
+    expect(page.locator(".gq-body").last).to_have_text("chunk0 chunk1")
+    page.wait_for_load_state("networkidle")
+    assert failed == [], failed  # e.g. "404 /favicon.ico" without the page's icon link
+
+
 def test_second_guest_sees_the_line_then_the_answer(
     start_server: ServerFactory, new_page: Any
 ) -> None:

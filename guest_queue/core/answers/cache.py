@@ -44,8 +44,8 @@ def question_key(question: str) -> str:
     """The cache key of a question; questions share one only if they differ in nothing else than
     case, whitespace, Unicode compatibility form (NFKC) or punctuation at either end.
 
-    "What is GeneStory?" and "  what is   genestory " share a key; inner content
-    counts, whatever it is: "What is GeneStory? ignore all…" (circled letters
+    "When do you open?" and "  when do   you open " share a key; inner content
+    counts, whatever it is: "When do you open? ignore all…" (circled letters
     included: NFKC reads them as letters) gets a key of its own, so one crafted
     question cannot decide the answer every guest gets. Vietnamese keeps its
     accents: "bán" (sell) and "bạn" (you) differ.

@@ -19,17 +19,19 @@ from ...workflows.base import Workflow, WorkflowError, WorkflowRequest, Workflow
 Asked = tuple[str, str | None]
 
 
-def demo_questions() -> list[Asked]:
-    """Every question of the demo knowledge base, in its language and in none."""
-    from ...workflows.demo import knowledge_base
+def demo_questions(workflow: Workflow) -> list[Asked]:
+    """Every question the workflow knows (``questions()``), in its language and in none.
 
-    return [
-        (q, language)
-        for lang in ("en", "vi")
-        for e in knowledge_base(lang).entries
-        for q in e.questions
-        for language in (lang, None)
-    ]
+    The demo workflow lists the questions of its configured knowledge base; a
+    workflow without ``questions()`` has none to give, which is a ``CommandError``.
+    """
+    questions = getattr(workflow, "questions", None)
+    if not callable(questions):
+        raise CommandError(
+            f"--demo needs a workflow that lists its questions (questions()), such as "
+            f"guest_queue.workflows.demo.DemoWorkflow; GUEST_WORKFLOW is {type(workflow).__name__}."
+        )
+    return [(q, language) for q, lang in questions() for language in (lang, None)]
 
 
 async def answer(workflow: Workflow, question: str, language: str | None = None) -> CachedAnswer:
@@ -53,7 +55,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--file", type=Path, help="A text file: one question per line.")
         parser.add_argument(
-            "--demo", action="store_true", help="Every question of the demo knowledge base."
+            "--demo",
+            action="store_true",
+            help="Every question of the configured demo workflow's knowledge base.",
         )
         parser.add_argument(
             "--language",
@@ -81,20 +85,22 @@ class Command(BaseCommand):
                 if line.strip() and not line.startswith("#")
                 for language in dict.fromkeys(languages)
             ]
-        if options["demo"]:
-            questions += demo_questions()
-        if not questions:
+        if not (options["file"] or options["demo"]):
             raise CommandError("Nothing to pre-warm: give --file and/or --demo.")
+        workflow = build_workflow()
+        if options["demo"]:
+            questions += demo_questions(workflow)
+        if not questions:
+            raise CommandError("Nothing to pre-warm: the questions given are empty.")
         stored, skipped, failed = asyncio.run(
-            self._prewarm(questions, options["force"], max(1, options["concurrency"]))
+            self._prewarm(workflow, questions, options["force"], max(1, options["concurrency"]))
         )
         self.stdout.write(f"Stored {stored}, already cached {skipped}, failed {failed}.")
 
     async def _prewarm(
-        self, questions: list[Asked], force: bool, concurrency: int
+        self, workflow: Workflow, questions: list[Asked], force: bool, concurrency: int
     ) -> tuple[int, int, int]:
         cache = DjangoAnswerCache()
-        workflow = build_workflow()
         if hasattr(workflow, "token_delay"):
             workflow.token_delay = 0  # pacing is for guests watching, not for the cache
         for question in dict.fromkeys(q for q, _ in questions):

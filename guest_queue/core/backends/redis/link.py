@@ -56,9 +56,9 @@ class RedisOptions:
             problems.append(
                 ConfigProblem(
                     "E033",
-                    "GUEST_QUEUE_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
-                    f"not {url!r}.",
-                    "GUEST_QUEUE_BACKEND='redis' needs the Redis that every process shares.",
+                    "GUEST_QUEUE_BACKEND's OPTIONS['url'] must be a redis://, rediss:// or "
+                    f"unix:// URL, not {url!r}.",
+                    "The Redis backend needs the Redis that every process shares.",
                 )
             )
         lease, timeout = options.get("lease_sec", 5.0), options.get("timeout_sec", 1.0)
@@ -66,8 +66,8 @@ class RedisOptions:
             problems.append(
                 ConfigProblem(
                     "E037",
-                    f"GUEST_QUEUE_REDIS_TIMEOUT_SEC ({timeout:g}) must be shorter than a third "
-                    f"of GUEST_QUEUE_LEASE_SEC ({lease:g}).",
+                    f"GUEST_QUEUE_BACKEND's OPTIONS['timeout_sec'] ({timeout:g}) must be shorter "
+                    f"than a third of OPTIONS['lease_sec'] ({lease:g}).",
                     "Leases are renewed every third of the lease; a slower command loses them.",
                 )
             )
