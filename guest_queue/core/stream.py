@@ -127,10 +127,10 @@ class RequestStream:
                 for final in self._terminal_events():
                     yield final
                 return
-            replay = share.replay
-            self._burst = replay is not None
+            self._burst = share.replay is not None
             if not share.forwarded_parts:
                 yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+            replay = share.replay  # Read again: the yield above may have let it be served.
             if replay is not None:
                 replayed = self._replay(replay)
                 for i, event in enumerate(replayed):
