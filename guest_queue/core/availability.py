@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from ..workflows.base import Workflow, is_available
+from .workflow import Workflow, is_available
 
 logger = logging.getLogger("guest_queue")
 

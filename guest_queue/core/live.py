@@ -42,9 +42,11 @@ class LiveTickets:
     def unclaimed_since(self, seconds: float) -> list[Ticket]:
         """Tickets whose stream has not started ``seconds`` after they were accepted."""
         cutoff = time.monotonic() - seconds
-        return [t for t in self.by_id.values() if not t.claimed and t.record.created_mono < cutoff]
+        return [
+            t for t in self.by_id.values() if not t.drive.started and t.record.created_mono < cutoff
+        ]
 
     def detached_counts(self) -> tuple[int, int]:
         """Accepted tickets outside the admission queue: (following a leader, replaying)."""
-        replaying = sum(1 for t in self.detached if t.replay is not None)
+        replaying = sum(1 for t in self.detached if t.share.replay is not None)
         return len(self.detached) - replaying, replaying

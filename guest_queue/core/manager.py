@@ -16,15 +16,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..workflows.base import Workflow, WorkflowRequest
 from . import events as ev
 from .answers.cache import AnswerCache
 from .answers.relay import AnswerRelay
 from .answers.sharing import AnswerSharing, RemoteLeader, serve_from
 from .availability import AvailabilityProbe
 from .backends import backend_class
-from .backends.base import StopReason, Ticket
+from .backends.base import Ticket
 from .config import QueueConfig
+from .drive import StopReason
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
 from .eventlog import LogTrimmed
@@ -38,6 +38,7 @@ from .stats import QueueStats
 from .stopping import QueueStopper
 from .stream import CANCELLED_MESSAGE, DISCONNECTED, RequestStream, drive
 from .supervise import supervised
+from .workflow import Workflow, WorkflowRequest
 
 logger = logging.getLogger("guest_queue")
 
@@ -192,21 +193,22 @@ class QueueManager:
         self.start()
         if not self.accepting:
             raise self.refuse(NotAccepting("The server is restarting; please try again.", 5))
+        request_id = str(uuid.uuid4())
         record = RequestRecord(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             query=query,
             client_hint=client_hint,
             client_groups=client_groups,
         )
-        ticket = Ticket(record)
-        ticket.language, ticket.history = language, history
+        request = WorkflowRequest(request_id, query, language=language, history=history)
+        ticket = Ticket(record, request)
         # Cheap first look (local queue only): a flooding client costs no cache lookup.
         refusal = self.admission.client_refusal(ticket.client, client_groups)
         if refusal is not None:
             raise self.refuse(self._refusal(refusal))
         try:
             if self.sharing is not None and not history:
-                detached = await self._share(ticket, query)
+                detached = await self._share(ticket)
                 if detached:
                     return self._accept(ticket, detached=True)
             if not await self.is_available():
@@ -224,11 +226,10 @@ class QueueManager:
         self._lead(ticket)
         return self._accept(ticket, detached=False)
 
-    async def _share(self, ticket: Ticket, query: str) -> bool:
+    async def _share(self, ticket: Ticket) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
         assert self.sharing is not None
-        key, hit = await self.sharing.find(query, ticket.language)
-        ticket.cache_key = key
+        key, hit = await self.sharing.look_up(ticket)
         if key is None:
             return False  # Not to be shared (hidden characters): answered on its own.
         remote: RemoteLeader | None = None
@@ -300,7 +301,7 @@ class QueueManager:
 
     def _lead(self, ticket: Ticket) -> None:
         """A ticket in line for a slot answers its question for identical ones that follow."""
-        if self.sharing is not None and ticket.cache_key is not None:
+        if self.sharing is not None and ticket.share.cache_key is not None:
             self.sharing.lead(ticket)
 
     async def is_available(self) -> bool:
@@ -330,17 +331,10 @@ class QueueManager:
 
     def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
         """Run the workflow for an admitted ticket in its own task, feeding ``channel``."""
-        record = ticket.record
-        request = WorkflowRequest(
-            request_id=record.request_id,
-            query=record.query,
-            language=ticket.language,
-            history=ticket.history,
-        )
         # In a context of its own: the answer may outlive the request that asked it (others
         # follow it), and what that request's context holds ends with the request.
         task = asyncio.create_task(
-            run_workflow(self.workflow, request, channel, self.availability.mark_down),
+            run_workflow(self.workflow, ticket.request, channel, self.availability.mark_down),
             context=contextvars.Context(),
         )
         self.stopper.track_workflow(ticket, task)
@@ -368,24 +362,26 @@ class QueueManager:
         if not self.answer_needed(ticket):
             self.finish(ticket, ending)
             return False
-        if ticket.detached is None:
-            ticket.detached = ending.code
-            if not ticket.claimed:
+        if ticket.share.detach(ending.code):
+            if not ticket.drive.started:
                 # Its stream never started: drive the answer here.
                 driver = RequestStream(self, ticket, unattended=True)
                 self.stopper.spawn(drive(driver))
             else:
                 # Its stream sees it has been left, ends, and hands the answer on.
-                ticket.wake.set()
-                if ticket.nudge is not None:
-                    ticket.nudge()
+                ticket.place.wake.set()
+                nudge = ticket.drive.nudge
+                if nudge is not None:
+                    nudge()
         return True
 
     def answer_needed(self, ticket: Ticket) -> bool:
         """Whether others follow the ticket's answer, so it must run on without its guest."""
         if not self.accepting:
             return False
-        return bool(ticket.followers) or (self.relay is not None and self.relay.relays(ticket))
+        return bool(ticket.share.followers) or (
+            self.relay is not None and self.relay.relays(ticket)
+        )
 
     def release_threadsafe(self, ticket: Ticket) -> None:
         """``release`` from another thread (a response's ``close()`` runs in one)."""
@@ -412,7 +408,7 @@ class QueueManager:
     def finish(self, ticket: Ticket, ending: Ending) -> None:
         """End the request: once, whatever path gets here first (its ending is the first)."""
         record = ticket.record
-        if record.status.is_terminal or ticket.stop is StopReason.HANDED_OFF:
+        if record.status.is_terminal or ticket.drive.stop is StopReason.HANDED_OFF:
             return
         ticket.ending = ending
         record.mark_finished(ending.status, ending.code, ending.message)
@@ -420,8 +416,9 @@ class QueueManager:
             record.add_answer(self.config.timeout_fallback)
         for observer in self._observers:
             observer(ticket, ending)
-        if ending.event is not None or ticket.detached is not None:
-            ticket.wake.set()  # Its stream sends the ending (or stops driving a detached one).
+        if ending.event is not None or ticket.share.detached is not None:
+            # Its stream sends the ending (or stops driving a detached one).
+            ticket.place.wake.set()
 
     def _end_observers(self) -> list[EndObserver]:
         """What must follow a request's ending, in order: it leaves the live set, its slot
@@ -438,9 +435,13 @@ class QueueManager:
 
     def _sharing_ended(self, ticket: Ticket, ending: Ending) -> None:
         assert self.sharing is not None
-        leader = ticket.leader
+        leader = ticket.share.leader
         self._fall_back(self.sharing.finished(ticket), ending)
-        if leader is not None and leader.detached is not None and not self.answer_needed(leader):
+        if (
+            leader is not None
+            and leader.share.detached is not None
+            and not self.answer_needed(leader)
+        ):
             # The last guest following an answer nobody else wants has gone: stop it.
             self.finish(leader, _gone(leader))
 
@@ -458,16 +459,17 @@ class QueueManager:
         """Followers of a leader that did not complete (``ending``) go back in line themselves."""
         assert self.sharing is not None
         for follower in followers:
-            if follower.forwarded_parts:
+            share = follower.share
+            if share.forwarded_parts:
                 # It has streamed part of this answer: it cannot start over unseen.
                 self.finish(follower, _shared_failure(ending))
             elif not self.accepting:
                 self.end(follower, Status.CANCELLED, ev.CODE_SHUTTING_DOWN, "Restarting.")
-            elif not self.sharing.follow(follower, follower.cache_key or ""):
+            elif not self.sharing.follow(follower, share.cache_key or ""):
                 self.live.detached.discard(follower)
                 self._lead(follower)
                 self.admission.requeue(follower)
-            follower.wake.set()
+            follower.place.wake.set()
 
     def _known_here(self, request_id: str) -> bool:
         """Whether this process holds, or held, the request."""
@@ -475,7 +477,7 @@ class QueueManager:
 
     def _lost(self, ticket: Ticket, message: str) -> None:
         """The shared queue no longer holds the ticket's place or slot: end it."""
-        if ticket.admitted:
+        if ticket.place.admitted:
             # Its slot may already be someone else's: stop the workflow now.
             self.stopper.cancel_task(ticket)
         self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
@@ -485,8 +487,7 @@ class QueueManager:
         if not self.accepting:
             rest.close()
             return False
-        if ticket.detached is None:
-            ticket.detached = DISCONNECTED
+        ticket.share.detach(DISCONNECTED)
         self.stopper.spawn(rest)
         return True
 
@@ -578,9 +579,9 @@ class QueueManager:
         grace = self.config.resume_grace_sec
         handed = await self.admission.hand_off(waiting, grace, followers)
         for ticket in handed:
-            if ticket.leader is not None and self.sharing is not None:
+            if ticket.share.leader is not None and self.sharing is not None:
                 self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
-            ticket.stop = StopReason.HANDED_OFF
+            ticket.drive.stop = StopReason.HANDED_OFF
             self.live.remove(ticket)
             # The adopting process counts it (and records its ending): not counted twice.
             self.stats.total -= 1
@@ -598,17 +599,15 @@ class QueueManager:
         followers = []
         for res in self.resumes.by_id.values():
             ticket = res.ticket
-            leader = ticket.leader
-            if (
-                leader is None
-                or leader.admitted
-                or leader.queue_score is None
-                or ticket.record.status.is_terminal
-            ):
+            leader = ticket.share.leader
+            if leader is None or leader.place.admitted or ticket.record.status.is_terminal:
                 continue
-            scored = leader.scored_mono or leader.record.created_mono
-            after = ticket.record.created_mono - scored
-            score = int(float(leader.queue_score)) + max(1, round(after * 1_000_000))
+            line = self.admission.line_score(leader)
+            if line is None:
+                continue
+            leader_score, scored = line
+            after = ticket.record.created_mono - (scored or leader.record.created_mono)
+            score = int(float(leader_score)) + max(1, round(after * 1_000_000))
             followers.append((ticket, str(score)))
         return followers
 
@@ -671,13 +670,13 @@ class QueueManager:
             await asyncio.sleep(min(5.0, limit))
             never = Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
             for ticket in self.live.unclaimed_since(limit):
-                if ticket.detached is None:
+                if ticket.share.detached is None:
                     self.leave(ticket, never)
 
 
 def _gone(ticket: Ticket) -> Ending:
     """The ending of a detached answer once nobody follows it any more."""
-    code = ticket.detached or DISCONNECTED
+    code = ticket.share.detached or DISCONNECTED
     return Ending.silent(Status.CANCELLED, code, "Nobody follows the answer any more.")
 
 

@@ -131,7 +131,7 @@ class QueueReporter:
         ticket = self.live.get(request_id)
         if ticket is not None:
             data = ticket.record.as_dict()
-            if not ticket.admitted:
+            if not ticket.place.admitted:
                 data["queue_position"] = ticket.position
             return data
         record = self.recent.get(request_id)

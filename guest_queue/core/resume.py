@@ -170,7 +170,7 @@ class Resumes:
             log.pin(0)
         res = Resumable(ticket, log)
         # Its driver is its stream: whatever happens to the HTTP request, it has started.
-        ticket.claimed = True
+        ticket.drive.started = True
         self.by_id[ticket.request_id] = res
         res.driver = self._spawn(self._drive(res))
         self._start_grace(res)

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ..workflows.base import (
+from . import events as ev
+from .endings import Ending
+from .workflow import (
     Workflow,
     WorkflowError,
     WorkflowItem,
     WorkflowRequest,
     WorkflowUnavailable,
 )
-from . import events as ev
-from .endings import Ending
 
 logger = logging.getLogger("guest_queue")
 

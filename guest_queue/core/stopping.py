@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import events as ev
-from .backends.base import Admission, StopReason, Ticket
+from .backends.base import Admission, Ticket
 from .config import QueueConfig
+from .drive import StopReason
 from .endings import Ending
 from .live import LiveTickets
 from .records import Status
@@ -65,7 +66,7 @@ class QueueStopper:
 
     def track_workflow(self, ticket: Ticket, task: asyncio.Task[None]) -> None:
         """The ticket's workflow task: the drain waits for it to stop."""
-        ticket.task = task
+        ticket.drive.task = task
         self.workflow_tasks.add(task)
         task.add_done_callback(functools.partial(self._workflow_done, ticket))
 
@@ -74,8 +75,9 @@ class QueueStopper:
         # A stopped task is as good as none (``release_slot_when_stopped``, ``cancel_task``);
         # forgetting it breaks the cycle ticket -> task -> its context -> the request's
         # noted tickets -> ticket, which only the garbage collector's slowest pass frees.
-        if ticket.task is task:
-            ticket.task = None
+        drive = ticket.drive
+        if drive.task is task:
+            drive.task = None
 
     def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Await ``closer`` in ``close()``, after the drain."""
@@ -137,7 +139,7 @@ class QueueStopper:
             except TimeoutError:
                 logger.warning("%d request(s) cut off at shutdown", len(self.admission.active))
         for ticket in list(self.admission.active.values()):
-            ticket.stop = StopReason.SHUTTING_DOWN
+            ticket.drive.stop = StopReason.SHUTTING_DOWN
             self.cancel_task(ticket)
         # Streams answer an interrupt at once; end any whose stream is gone.
         await asyncio.sleep(0.05 if self.admission.active else 0)
@@ -164,7 +166,7 @@ class QueueStopper:
         limit ever run at once. One that will not stop is cancelled, and its
         slot given back, after ``STOP_GRACE_SEC``.
         """
-        task = ticket.task
+        task = ticket.drive.task
         if task is None or task.done():
             self._release_slot(ticket)
             return
@@ -195,5 +197,6 @@ class QueueStopper:
             self._idle.set()
 
     def cancel_task(self, ticket: Ticket) -> None:
-        if ticket.task is not None and not ticket.task.done():
-            ticket.task.cancel()
+        task = ticket.drive.task
+        if task is not None and not task.done():
+            task.cancel()

@@ -82,15 +82,16 @@ class RequestStream:
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
         ticket, host, config = self.ticket, self.host, self.host.config
-        ticket.claimed = True
+        share, place = ticket.share, ticket.place
+        ticket.drive.started = True
         record = ticket.record
         try:
             reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,
             # so both go out in one write.
-            self._burst = ticket.replay is not None or ticket.admitted
+            self._burst = share.replay is not None or place.admitted
             yield self._queued_event()
-            while not ticket.admitted and ticket.replay is None:
+            while not place.admitted and share.replay is None:
                 if record.status.is_terminal:
                     break
                 if self._left():
@@ -126,11 +127,12 @@ class RequestStream:
                 for final in self._terminal_events():
                     yield final
                 return
-            self._burst = ticket.replay is not None
-            if not ticket.forwarded_parts:
+            self._burst = share.replay is not None
+            if not share.forwarded_parts:
                 yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            if ticket.replay is not None:
-                replayed = self._replay(ticket.replay)
+            replay = share.replay  # Read again: the yield above may have let it be served.
+            if replay is not None:
+                replayed = self._replay(replay)
                 for i, event in enumerate(replayed):
                     self._burst = i < len(replayed) - 1
                     yield event
@@ -141,7 +143,7 @@ class RequestStream:
                 yield item
         finally:
             if self._channel is not None:
-                ticket.nudge = None
+                ticket.drive.nudge = None
             if not record.status.is_terminal and not self._carry_on():
                 host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
@@ -149,11 +151,11 @@ class RequestStream:
 
     def _left(self) -> bool:
         """Whether this stream's guest left while others follow its answer."""
-        return self.ticket.detached is not None and not self.unattended
+        return self.ticket.share.detached is not None and not self.unattended
 
     def _detached_events(self) -> list[ev.Event]:
         """What the guest who cancelled a shared answer hears: its own request ended."""
-        if self.ticket.detached != ev.CODE_CANCELLED:
+        if self.ticket.share.detached != ev.CODE_CANCELLED:
             return []  # It closed its connection: nobody to tell.
         return [ev.error_event(ev.CODE_CANCELLED, CANCELLED_MESSAGE)]
 
@@ -173,7 +175,7 @@ class RequestStream:
     async def _drain_unattended(self, channel: Channel) -> None:
         """Finish the answer with nobody to send this ticket's own events to."""
         self.unattended = True
-        self.ticket.nudge = None
+        self.ticket.drive.nudge = None
         try:
             async for _ in self._pump(channel):
                 pass
@@ -187,18 +189,19 @@ class RequestStream:
     def _from_leader(self) -> list[ev.Event]:
         """A follower's share of its leader's answer so far: the chunks not yet sent."""
         ticket = self.ticket
-        leader = ticket.leader
-        parts = leader.answer_parts if leader is not None else None
-        if not parts or len(parts) <= ticket.forwarded_parts:
+        share = ticket.share
+        leader = share.leader
+        parts = leader.share.answer_parts if leader is not None else None
+        if not parts or len(parts) <= share.forwarded_parts:
             return []
-        fresh = parts[ticket.forwarded_parts :]
+        fresh = parts[share.forwarded_parts :]
         events = []
-        if not ticket.forwarded_parts:
+        if not share.forwarded_parts:
             ticket.record.mark_started()
             events.append(ev.Event(ev.PROCESSING, {"waited_ms": ticket.record.wait_ms}))
-        ticket.forwarded_parts = len(parts)
+        share.forwarded_parts = len(parts)
         for chunk in fresh:
-            ticket.forwarded_chars += len(chunk)
+            share.forwarded_chars += len(chunk)
             ticket.record.add_chunk(chunk)
             events.append(ev.Event(ev.ANSWER_CHUNK, chunk))
         return events
@@ -208,23 +211,23 @@ class RequestStream:
         channel = Channel(CHANNEL_SIZE)
         self._channel = channel
         if not self.unattended:
-            self.ticket.nudge = functools.partial(_nudge, channel)
+            self.ticket.drive.nudge = functools.partial(_nudge, channel)
         self.host.start_workflow(self.ticket, channel)
         return channel
 
     async def _pump(self, channel: Channel) -> AsyncIterator[ev.Event | None]:
         """The running workflow's events, to the terminal one."""
         ticket, host, config = self.ticket, self.host, self.host.config
-        record = ticket.record
+        record, share, drive = ticket.record, ticket.share, ticket.drive
         assert record.started_mono is not None
         deadline = record.started_mono + config.request_timeout_sec
         while True:
-            if self._left():
+            if share.detached is not None and not self.unattended:  # ``_left()``, inlined
                 for final in self._detached_events():
                     yield final
                 return
-            if ticket.stop is not None:
-                host.end(ticket, Status.CANCELLED, ticket.stop.value, "The server is restarting.")
+            if drive.stop is not None:
+                host.end(ticket, Status.CANCELLED, drive.stop.value, "The server is restarting.")
                 if not _ended(ticket):
                     return  # Handed off: another process answers it.
             if record.status.is_terminal:
@@ -258,24 +261,26 @@ class RequestStream:
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
-        ticket, host = self.ticket, self.host
+        ticket = self.ticket
         step = translate(item)
         if isinstance(step, Ending):
-            host.finish(ticket, step.with_cached(ticket.record.cached))
+            self.host.finish(ticket, step.with_cached(ticket.record.cached))
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
-            ticket.record.add_chunk(step.data)
-            if ticket.answer_parts is not None:
-                ticket.answer_parts.append(step.data)
+            data = step.data
+            ticket.record.add_chunk(data)
+            parts = ticket.share.answer_parts
+            if parts is not None:
+                parts.append(data)
                 # Its followers (here, or the relay to other processes) stream it live.
-                ticket.moved.set()
+                ticket.place.moved.set()
         return step
 
     def _replay(self, answer: CachedAnswer) -> list[ev.Event]:
         """A finished answer as the events a workflow would have produced."""
         ticket = self.ticket
         # A follower that streamed its leader's answer live gets only the rest.
-        rest = answer.text[ticket.forwarded_chars :]
+        rest = answer.text[ticket.share.forwarded_chars :]
         ticket.record.add_chunk(rest)
         payload = {"suggested_questions": list(answer.suggested_questions)}
         ending = Ending.completed(payload).with_cached(True)
@@ -295,7 +300,7 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
-        if ticket.admitted or ticket.replay is not None:
+        if ticket.place.admitted or ticket.share.replay is not None:
             # Admitted, or a cache hit answered without a slot: no wait.
             estimate: float | None = 0.0
         else:

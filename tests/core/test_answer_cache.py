@@ -175,14 +175,14 @@ async def test_a_follower_that_leaves_is_not_answered_again(gate: GateWorkflow) 
     leader = Stream(manager, await manager.submit("Q"))
     stays, leaves = [Stream(manager, await manager.submit("Q")) for _ in range(2)]
     await until(lambda: gate.started == ["Q"])
-    assert list(leader.ticket.followers) == [stays.ticket, leaves.ticket]
+    assert list(leader.ticket.share.followers) == [stays.ticket, leaves.ticket]
     await leaves.disconnect()
-    assert leaves.ticket.leader is None
-    assert list(leader.ticket.followers) == [stays.ticket]
+    assert leaves.ticket.share.leader is None
+    assert list(leader.ticket.share.followers) == [stays.ticket]
     gate.open(leader.ticket.request_id)
     assert (await leader.done())[-1] == "workflow_complete"
     assert (await stays.done())[-1] == "workflow_complete"
-    assert leaves.ticket.record.status.value == "cancelled" and leaves.ticket.replay is None
+    assert leaves.ticket.record.status.value == "cancelled" and leaves.ticket.share.replay is None
     status = manager.status()
     assert status["completed_requests"] == 2 and status["cancelled_requests"] == 1
     assert status["total_requests"] == 3 and status["cache_hits"] == 1

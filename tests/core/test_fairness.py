@@ -168,7 +168,7 @@ async def test_followers_see_their_leaders_moves_without_being_visited(
     followers = [Stream(manager, await manager.submit("Same?")) for _ in range(20)]
     await until(lambda: all(f.positions() == [2] for f in followers))
     assert all(f.ticket.position == 2 for f in followers)
-    assert leader.ticket.followers and not any(f.ticket.followers for f in followers)
+    assert leader.ticket.share.followers and not any(f.ticket.share.followers for f in followers)
     gate.open(head.ticket.request_id)
     # The leader moves to 1: every follower's stream reports it, from the leader's one event.
     await until(lambda: all(f.positions() == [2, 1] for f in followers))

@@ -13,6 +13,7 @@ from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
 from guest_queue.core.manager import HAND_OFF_RETRY_MS
 from guest_queue.core.records import RequestRecord
+from guest_queue.workflows.base import WorkflowRequest
 
 from .conftest import GateWorkflow, until
 from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
@@ -29,10 +30,8 @@ def handed(created_at: float) -> Ticket:
         client_groups=(("net-56", 4), ("net-48", 16)),
     )
     record.created_at = created_at
-    ticket = Ticket(record)
-    ticket.language = "fr"
-    ticket.history = (("What is BRCA1?", "A tumour suppressor gene."), ("Where?", "Chr 17."))
-    return ticket
+    history = (("What is BRCA1?", "A tumour suppressor gene."), ("Where?", "Chr 17."))
+    return Ticket(record, WorkflowRequest(RID, record.query, language="fr", history=history))
 
 
 def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None:
@@ -40,9 +39,9 @@ def test_an_adopted_request_keeps_its_client_language_and_conversation() -> None
     got = adopted_ticket(RID, handoff_json(sent))
     assert got.request_id == RID and got.record.query == "And the BRCA2 gene?"
     assert got.record.client_hint == "hint-7"
+    assert got.request.language == "fr"
+    assert got.request.history == sent.request.history
     assert got.record.client_groups == (("net-56", 4), ("net-48", 16))
-    assert got.language == "fr"
-    assert got.history == sent.history
 
 
 def test_an_adopted_request_keeps_the_wait_already_done() -> None:
@@ -59,7 +58,8 @@ def test_a_hand_off_from_a_clock_ahead_counts_no_negative_nor_invented_wait() ->
 
 def test_a_hand_off_without_context_adopts_a_plain_request() -> None:
     got = adopted_ticket(RID, '{"query": "q"}')
-    assert got.record.client_hint is None and got.language is None and got.history == ()
+    assert got.record.client_hint is None
+    assert got.request.language is None and got.request.history == ()
     assert got.record.client_groups == ()
 
 

@@ -115,7 +115,7 @@ async def test_a_handed_off_follower_nobody_adopts_ends_while_its_old_process_st
     running, [(leader, leader_reader), (follower, follower_reader)] = await behind_a_running_one(
         a, gate, "Q", "Q", client="guest-1"
     )
-    assert follower.leader is leader
+    assert follower.share.leader is leader
     a.begin_drain()
     assert (await leader_reader.done())[-1] == "reconnect"
     assert (await follower_reader.done())[-1] == "reconnect"

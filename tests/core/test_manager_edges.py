@@ -214,7 +214,7 @@ async def test_a_drain_hands_off_a_resumable_follower_of_a_plain_waiting_leader(
     await until(lambda: gate.started == ["running"])
     leader = Stream(a, await a.submit("Q"))  # a plain stream: nothing to hand off
     follower = await a.submit("Q")
-    assert follower.leader is leader.ticket
+    assert follower.share.leader is leader.ticket
     reader = Reader(a, a.resumable(follower))
     await until(lambda: reader.names == ["queued"] and leader.names == ["queued"])
     a.begin_drain()

@@ -71,7 +71,7 @@ async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_lea
     leader = await a.submit("Q")
     leader_reader = Reader(a, a.resumable(leader))
     follower = await a.submit("Q")
-    assert follower.leader is leader  # it waits on the leader's answer: no place of its own
+    assert follower.share.leader is leader  # it waits on the leader's answer: no place of its own
     follower_reader = Reader(a, a.resumable(follower))
     behind = Stream(b, await b.submit("behind"))  # arrived after both, on the other process
     await until(lambda: leader_reader.names == ["queued"] and follower_reader.names == ["queued"])
@@ -170,12 +170,12 @@ async def test_handed_off_followers_line_up_where_they_arrived_among_other_proce
     await until(lambda: gate.started == ["running"])
     leader = await a.submit("Q")
     leader_reader = Reader(a, a.resumable(leader))
-    await until(lambda: leader.queue_score is not None)
+    await until(lambda: a.admission.line_score(leader) is not None)
     early = Stream(b, await b.submit("early"))
     # Well apart (each process maps its own clock onto Redis's only to a few ms).
     await asyncio.sleep(0.1)
     follower = await a.submit("Q")
-    assert follower.leader is leader
+    assert follower.share.leader is leader
     follower_reader = Reader(a, a.resumable(follower))
     await asyncio.sleep(0.1)
     late = Stream(b, await b.submit("late"))
@@ -206,7 +206,7 @@ async def test_a_drain_hands_off_waiting_guests_while_a_follower_here_follows_an
     await until(lambda: gate.started == ["Q"])
     await announced(b, "q")
     follower = await b.submit("Q")
-    assert isinstance(follower.leader, RemoteLeader)  # it has no place in line, nor a score
+    assert isinstance(follower.share.leader, RemoteLeader)  # it has no place in line, nor a score
     follower_reader = Reader(b, b.resumable(follower))
     waiting = await b.submit("waiting")
     waiting_reader = Reader(b, b.resumable(waiting))

@@ -213,7 +213,7 @@ async def test_redis_losing_the_queue_admits_nobody_extra(
         redis_test_url, redis_test_prefix
     )  # What a restart without persistence leaves.
     late = Stream(b, await b.submit("late"))
-    assert not late.ticket.admitted  # The slot Redis forgot is still taken.
+    assert not late.ticket.place.admitted  # The slot Redis forgot is still taken.
     await asyncio.sleep(1.0)  # Renewals put the holder and the waiter back.
     assert gate.started == ["holder"]
     for stream in (holder, waiter, late):

@@ -91,7 +91,7 @@ async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
     a = shared(gate, MemoryCache(), max_concurrent=1)
     leader = Stream(a, await a.submit("Q"))
     follower = Stream(a, await a.submit("Q"))
-    assert follower.ticket.leader is leader.ticket  # in no line and no slot in Redis
+    assert follower.ticket.share.leader is leader.ticket  # in no line and no slot in Redis
     assert await a.held_anywhere(follower.ticket.request_id)
     await until(lambda: gate.started == ["Q"])
     gate.open(leader.ticket.request_id)

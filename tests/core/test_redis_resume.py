@@ -196,7 +196,7 @@ async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
     await until(lambda: not a.accepting)
     await asyncio.sleep(0.2)
     assert await b.adopt(ticket.request_id) is None  # nobody else may drive it
-    assert ticket.stop is not StopReason.HANDED_OFF
+    assert ticket.drive.stop is not StopReason.HANDED_OFF
     gate.open(running.request_id)
     gate.open(ticket.request_id)
     assert (await reader.done())[-1] == "workflow_complete"
@@ -333,14 +333,14 @@ async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_t
     before = standing(a)
     ticket, reader = await started(flow, a)
     res = a.resumes.get(ticket.request_id)
-    workflow = ticket.task
+    workflow = ticket.drive.task
     await reader.disconnect()  # nobody reads: the driver pumps on alone
     assert res.driver is not None and not res.driver.done()
     assert await b.cancel_anywhere(ticket.request_id) is not None
     await until(lambda: res.driver is not None and res.driver.done(), timeout=3)
     await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
     assert workflow is not None and workflow.cancelled()
-    assert ticket.task is None  # a stopped workflow task is forgotten by its ticket
+    assert ticket.drive.task is None  # a stopped workflow task is forgotten by its ticket
     assert res.log.finished and ticket.record.status.value == "cancelled"
     assert a.status()["active_requests"] == 0
 

@@ -134,7 +134,7 @@ async def test_a_drain_that_starts_while_a_follower_is_held_refuses_it(
     assert manager.status()["total_requests"] == 1 and manager.queue_size == 0
     gate.open(leader.ticket.request_id)
     assert (await leader.done())[-1] == "workflow_complete"
-    assert leader.ticket.followers == {}
+    assert leader.ticket.share.followers == {}
 
 
 async def test_a_client_at_its_cap_cannot_follow_and_a_follow_stays_counted_past_a_lease(

@@ -123,7 +123,7 @@ class Process:
 
     def follower(self, key: str = "q", request_id: str = "f1") -> tuple[Ticket, RemoteLeader]:
         ticket = Ticket(RequestRecord(request_id=request_id, query="Q"))
-        ticket.cache_key = key
+        ticket.share.cache_key = key
         remote = self.relay.leader_of(key)
         assert remote is not None
         assert self.relay.follow(ticket, remote)
@@ -180,7 +180,7 @@ def answered(process: Process, ticket: Ticket, text: str) -> None:
     """The follower streams the leader's completed answer; nobody goes back in line."""
     [(tickets, ending)] = process.fallen
     assert tickets == [] and ending.status is Status.COMPLETED
-    assert ticket.replay is not None and ticket.replay.text == text
+    assert ticket.share.replay is not None and ticket.share.replay.text == text
 
 
 # -- what is relayed, and how it ends ---------------------------------------------------
@@ -214,28 +214,28 @@ async def test_the_answer_is_relayed_in_order_and_the_follower_gets_all_of_it(
     monkeypatch.setattr(relay_module, "ANNOUNCE_AFTER_SEC", 0.01)
     here, there = Process(shared, local="L"), Process(shared)
     leader = Ticket(RequestRecord(request_id="L1", query="Q"))
-    leader.cache_key = "q"
+    leader.share.cache_key = "q"
     here.sharing.lead(leader)
     here.relay.started(leader)
     await here.relay.run()  # the fake only hooks the wants up
-    assert leader.answer_parts is not None
-    leader.answer_parts += ["a", "b"]
+    assert leader.share.answer_parts is not None
+    leader.share.answer_parts += ["a", "b"]
     ticket, remote = there.follower()
     await until(lambda: len(shared.log.get("L1", [])) == 1)
     # A second ask (another follower's process) starts no second relay.
     here.relay._wanted("L1")
     here.relay._wanted("unknown")  # nobody leads it here: ignored
-    leader.answer_parts.append("c")
-    leader.moved.set()
+    leader.share.answer_parts.append("c")
+    leader.place.moved.set()
     await until(lambda: len(shared.log["L1"]) == 2)
     leader.ending = Ending.completed({"suggested_questions": ["Why?"]})
     leader.record.mark_finished(Status.COMPLETED, None, None)
-    leader.moved.set()
+    leader.place.moved.set()
     await settled(there, remote)
     assert [seq for seq, _ in shared.log["L1"]] == [1, 2, 3]
     assert [e.name for _, e in shared.log["L1"]] == [ev.ANSWER_CHUNK] * 2 + [ev.WORKFLOW_COMPLETE]
     answered(there, ticket, "abc")
-    assert ticket.replay is not None and ticket.replay.suggested_questions == ("Why?",)
+    assert ticket.share.replay is not None and ticket.share.replay.suggested_questions == ("Why?",)
     here.close()
     there.close()
 
@@ -246,13 +246,13 @@ async def test_a_relay_wakes_on_its_own_when_nobody_says_the_answer_moved(
     monkeypatch.setattr(relay_module, "PUBLISH_WAKE_SEC", 0.05)
     here = Process(shared, local="L")
     leader = Ticket(RequestRecord(request_id="L1", query="Q"))
-    leader.cache_key = "q"
+    leader.share.cache_key = "q"
     here.sharing.lead(leader)
     here.relay.leading["L1"] = leader
     here.relay._wanted("L1")
     await asyncio.sleep(0.02)
-    assert leader.answer_parts is not None
-    leader.answer_parts.append("late")  # moved is not set
+    assert leader.share.answer_parts is not None
+    leader.share.answer_parts.append("late")  # moved is not set
     await until(lambda: len(shared.log.get("L1", [])) == 1, timeout=1.0)
     here.close()
 
@@ -275,7 +275,7 @@ def announce_soon(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def leading(process: Process, request_id: str = "L1", key: str = "q") -> Ticket:
     ticket = Ticket(RequestRecord(request_id=request_id, query="Q"))
-    ticket.cache_key = key
+    ticket.share.cache_key = key
     process.sharing.lead(ticket)
     return ticket
 
@@ -313,7 +313,7 @@ async def test_a_request_that_does_not_lead_its_question_is_not_announced(
     here = Process(shared)
     leading(here, "L1")
     other = Ticket(RequestRecord(request_id="L2", query="Q"))
-    other.cache_key = "q"
+    other.share.cache_key = "q"
     here.relay.started(other)
     await asyncio.sleep(0.05)
     assert shared.registered == [] and here.relay.leading == {}
@@ -332,14 +332,14 @@ async def test_a_leader_here_is_followed_rather_than_one_elsewhere(shared: FakeS
     here = Process(shared)
     local = leading(here, "L1")
     follower = Ticket(RequestRecord(request_id="f1", query="Q"))
-    follower.cache_key = "q"
+    follower.share.cache_key = "q"
     assert here.relay.follow(follower, RemoteLeader("R1", "q")) is True
-    assert follower.leader is local and here.sharing.inflight["q"] is local
+    assert follower.share.leader is local and here.sharing.inflight["q"] is local
     local.record.mark_finished(Status.COMPLETED, None, None)
     late = Ticket(RequestRecord(request_id="f2", query="Q"))
-    late.cache_key = "q"
+    late.share.cache_key = "q"
     assert here.relay.follow(late, None) is False  # nobody to follow: it lines up
-    assert late.leader is None and shared.wants == []
+    assert late.share.leader is None and shared.wants == []
 
 
 # -- a follower's process: reading the relayed answer -----------------------------------
@@ -446,11 +446,11 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     assert here.relay.relays(leader)
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "Could not ask for request L1's answer (publish failed)" in infos
-    assert leader.answer_parts is not None
-    leader.answer_parts.append("z")
+    assert leader.share.answer_parts is not None
+    leader.share.answer_parts.append("z")
     leader.ending = Ending.completed()
     leader.record.mark_finished(Status.COMPLETED, None, None)
-    leader.moved.set()
+    leader.place.moved.set()
     await settled(there, remote)
     answered(there, ticket, "z")
     here.close()

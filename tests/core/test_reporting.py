@@ -198,7 +198,7 @@ async def test_followers_wait_in_the_line_and_replays_take_no_slot_but_count_as_
     await until(lambda: gate.started == ["Q"])
     follower = await manager.submit("Q")  # waits for the leader's answer
     replay = await manager.submit("What is DNA?")  # answered from the cache, not yet streamed
-    assert follower.replay is None and replay.replay is not None
+    assert follower.share.replay is None and replay.share.replay is not None
     status = manager.status()
     assert (status["queue_size"], status["active_requests"]) == (1, 2)
     assert status["total_requests"] == 3

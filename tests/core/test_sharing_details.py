@@ -14,7 +14,7 @@ from .test_relay_details import FakeShared, Process, shared  # noqa: F401 (the f
 
 def ticket(request_id: str, key: str | None = "q") -> Ticket:
     new = Ticket(RequestRecord(request_id=request_id, query="Q"))
-    new.cache_key = key
+    new.share.cache_key = key
     return new
 
 
@@ -25,7 +25,7 @@ def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:  #
     leader.record.mark_finished(Status.FAILED, "workflow_error", "broke")
     assert here.sharing.leader_of("q") is None
     assert here.sharing.follow(ticket("local-2"), "q") is False
-    assert leader.followers == {}
+    assert leader.share.followers == {}
 
 
 async def test_when_the_last_follower_leaves_the_other_process_is_no_longer_read(
@@ -66,8 +66,8 @@ def test_a_waiting_follower_served_a_finished_answer_starts_now() -> None:
     serve_from(waiting, CachedAnswer("text"))
     assert waiting.record.status is Status.PROCESSING
     assert waiting.record.started_mono is not None
-    assert waiting.record.cached and waiting.wake.is_set()
-    assert waiting.replay == CachedAnswer("text")
+    assert waiting.record.cached and waiting.place.wake.is_set()
+    assert waiting.share.replay == CachedAnswer("text")
 
 
 def test_a_live_follower_served_the_finished_answer_keeps_its_start_time() -> None:

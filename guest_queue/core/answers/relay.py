@@ -81,7 +81,7 @@ class AnswerRelay:
 
     def started(self, ticket: Ticket) -> None:
         """A leader starts its workflow: other processes may follow it once it runs a while."""
-        key = ticket.cache_key
+        key = ticket.share.cache_key
         if key is None or self.sharing.inflight.get(key) is not ticket:
             return
         loop = asyncio.get_running_loop()
@@ -92,18 +92,20 @@ class AnswerRelay:
 
     def _announce(self, ticket: Ticket) -> None:
         self._announcing.pop(ticket.request_id, None)
-        if ticket.cache_key is not None and not ticket.record.status.is_terminal:
-            self.shared.register(ticket.cache_key, ticket.request_id)
+        key = ticket.share.cache_key
+        if key is not None and not ticket.record.status.is_terminal:
+            self.shared.register(key, ticket.request_id)
 
     def ended(self, ticket: Ticket, ending: Ending | None = None) -> None:
         """A request ended: if it led, its question is no longer answered here."""
-        if self.leading.pop(ticket.request_id, None) is None or ticket.cache_key is None:
+        key = ticket.share.cache_key
+        if self.leading.pop(ticket.request_id, None) is None or key is None:
             return
         timer = self._announcing.pop(ticket.request_id, None)
         if timer is not None:
             timer.cancel()  # Over before anyone was told: nothing to take back.
         else:
-            self.shared.unregister(ticket.cache_key, ticket.request_id)
+            self.shared.unregister(key, ticket.request_id)
 
     def _wanted(self, leader_id: str) -> None:
         leader = self.leading.get(leader_id)
@@ -124,10 +126,10 @@ class AnswerRelay:
 
     async def _relay(self, leader: Ticket) -> None:
         """Relay the leader's answer as it is produced, then how it ended."""
-        shared, leader_id = self.shared, leader.request_id
+        shared, leader_id, share = self.shared, leader.request_id, leader.share
         sent = seq = 0
         while True:
-            parts = leader.answer_parts or []
+            parts = share.answer_parts or []
             if len(parts) > sent:
                 seq += 1
                 shared.append(leader_id, seq, ev.Event(ev.ANSWER_CHUNK, "".join(parts[sent:])))
@@ -136,7 +138,7 @@ class AnswerRelay:
                 shared.append(leader_id, seq + 1, ending_event(leader))
                 return
             # The leader's followers here wait on the same event: each checks before it clears.
-            moved = leader.moved
+            moved = leader.place.moved
             moved.clear()
             try:
                 async with asyncio.timeout(PUBLISH_WAKE_SEC):
@@ -155,7 +157,7 @@ class AnswerRelay:
 
     def follow(self, ticket: Ticket, remote: RemoteLeader | None) -> bool:
         """Make the ticket follow ``remote`` (or whoever now answers its key here)."""
-        key = ticket.cache_key
+        key = ticket.share.cache_key
         if key is None:
             return False
         if remote is not None and self.sharing.leader_of(key) is None:
@@ -180,12 +182,13 @@ class AnswerRelay:
 
     async def _relayed(self, remote: RemoteLeader) -> Ending | None:
         shared, leader_id = self.shared, remote.request_id
-        parts = remote.answer_parts
+        share = remote.share
+        parts = share.answer_parts
         assert parts is not None
         cursor = misses = failures = 0
         quiet_since = time.monotonic()
         await self._want(leader_id)
-        while remote.followers:
+        while share.followers:
             try:
                 entries = await shared.read(leader_id, cursor, QUIET_CHECK_SEC)
                 failures = 0
@@ -207,7 +210,7 @@ class AnswerRelay:
                     if event.is_terminal:
                         return ending_of(event)
                     parts.append(str(event.data))
-                remote.moved.set()  # its followers stream it live
+                remote.place.moved.set()  # its followers stream it live
                 continue
             if time.monotonic() - quiet_since < QUIET_CHECK_SEC:
                 continue

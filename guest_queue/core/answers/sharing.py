@@ -39,8 +39,8 @@ class RemoteLeader(Ticket):
 
     def __init__(self, leader_id: str, key: str) -> None:
         super().__init__(RequestRecord(request_id=leader_id, query=""))
-        self.cache_key = key
-        self.answer_parts = []
+        self.share.cache_key = key
+        self.share.answer_parts = []
         #: The task reading the leader's answer; stopped when nobody here follows any more.
         self.reader: asyncio.Task[None] | None = None
 
@@ -83,6 +83,12 @@ class AnswerSharing:
             logger.warning("Answer cache lookup failed; answering without it", exc_info=True)
             return key, None
 
+    async def look_up(self, ticket: Ticket) -> tuple[str | None, CachedAnswer | None]:
+        """``find`` for the ticket's question, in its language; its key is kept in its share."""
+        key, hit = await self.find(ticket.record.query, ticket.request.language)
+        ticket.share.cache_key = key
+        return key, hit
+
     def leader_of(self, key: str) -> Ticket | None:
         """The ticket answering ``key`` right now, if any."""
         leader = self.inflight.get(key)
@@ -100,50 +106,53 @@ class AnswerSharing:
         """
         if key is None:
             return False
-        ticket.cache_key = key
+        share = ticket.share
+        share.cache_key = key
         leader = self.leader_of(key)
         if leader is None:
             return False
-        ticket.leader = leader
-        leader.followers[ticket] = None
+        share.leader = leader
+        leader.share.followers[ticket] = None
         self.following += 1
         return True
 
     def lead(self, ticket: Ticket) -> None:
         """The ticket will run the workflow for its key; keep its answer for the cache."""
-        assert ticket.cache_key is not None
-        self.inflight[ticket.cache_key] = ticket
-        ticket.answer_parts = []
+        share = ticket.share
+        assert share.cache_key is not None
+        self.inflight[share.cache_key] = ticket
+        share.answer_parts = []
 
     def finished(self, ticket: Ticket) -> list[Ticket]:
         """Settle a finished ticket; returns followers that must go back in line."""
-        leader = ticket.leader
+        share = ticket.share
+        leader = share.leader
         if leader is not None:
-            if ticket in leader.followers:
-                del leader.followers[ticket]
+            if ticket in leader.share.followers:
+                del leader.share.followers[ticket]
                 self.following -= 1
-            ticket.leader = None
+            share.leader = None
             # Its stream may be waiting on the leader's event: wake it (and, harmlessly, the
             # other followers) so it sees how it ended.
-            leader.moved.set()
-            if isinstance(leader, RemoteLeader) and not leader.followers:
+            leader.place.moved.set()
+            if isinstance(leader, RemoteLeader) and not leader.share.followers:
                 self.forget(leader)  # Nobody here reads the answer any more.
             return []
-        key = ticket.cache_key
+        key = share.cache_key
         if key is None or self.inflight.get(key) is not ticket:
             return []
         del self.inflight[key]
-        followers, ticket.followers = list(ticket.followers), {}
+        followers, share.followers = list(share.followers), {}
         self.following -= len(followers)
         for follower in followers:
-            follower.leader = None
+            follower.share.leader = None
         # Streams of the followers wait on this event: each goes on with its own from now.
-        ticket.moved.set()
+        ticket.place.moved.set()
         record = ticket.record
-        if record.status is not Status.COMPLETED or ticket.answer_parts is None:
+        if record.status is not Status.COMPLETED or share.answer_parts is None:
             return followers
         suggested = ticket.ending.suggested_questions if ticket.ending is not None else ()
-        answer = CachedAnswer("".join(ticket.answer_parts), suggested)
+        answer = CachedAnswer("".join(share.answer_parts), suggested)
         if not isinstance(ticket, RemoteLeader):  # The leader's own process stores it.
             self._spawn(self._store(key, answer))
         for follower in followers:
@@ -152,8 +161,9 @@ class AnswerSharing:
 
     def forget(self, leader: RemoteLeader) -> None:
         """Stop following a leader in another process (its followers here have all gone)."""
-        if self.inflight.get(leader.cache_key or "") is leader:
-            del self.inflight[leader.cache_key or ""]
+        key = leader.share.cache_key or ""
+        if self.inflight.get(key) is leader:
+            del self.inflight[key]
         if leader.reader is not None:
             leader.reader.cancel()
 
@@ -169,8 +179,8 @@ class AnswerSharing:
 
 def serve_from(ticket: Ticket, answer: CachedAnswer) -> None:
     """Answer the ticket with a finished answer: no slot, no workflow."""
-    ticket.replay = answer
+    ticket.share.replay = answer
     ticket.record.cached = True
     if ticket.record.started_mono is None:  # A follower streaming live has started already.
         ticket.record.mark_started()
-    ticket.wake.set()
+    ticket.place.wake.set()

@@ -7,100 +7,78 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
-import enum
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..answers.cache import CachedAnswer
 from ..answers.remote import SharedAnswers
+from ..answers.share import Share
 from ..config import ConfigProblem, QueueConfig
+from ..drive import Drive
+from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
 from ..eventlog import SharedLogs
 from ..fairness import Group
 from ..records import RequestRecord
+from ..workflow import WorkflowRequest
 
 if TYPE_CHECKING:
     from ..endings import Ending
 
 
-class StopReason(enum.Enum):
-    """Why a ticket's stream is made to stop from outside; the value is its error code."""
+class Place:
+    """Admission's part of a request: where it stands. Only the backends write it.
 
-    #: The server drains: the request ends with ``shutting_down``.
-    SHUTTING_DOWN = "shutting_down"
-    #: Draining, its place was left to another process sharing the queue (it ends there).
-    HANDED_OFF = "handed_off"
+    The two events are what streams wait on: ``wake`` the ticket's own stream (the
+    backend sets it on admission and on a move; the parts that end or serve a ticket
+    set it too), ``moved`` its followers' (a move, or its answer growing).
+    """
+
+    __slots__ = ("admitted", "moved", "position", "wake")
+
+    def __init__(self) -> None:
+        #: Place in line counting from 1 (0 once admitted, 1 when admitted on arrival).
+        self.position = 0
+        #: Holds a slot (the workflow may start).
+        self.admitted = False
+        self.wake = asyncio.Event()
+        #: Set when the position changes: its followers wait on it (one event for all of
+        #: them, so a move costs the same however many follow).
+        self.moved = asyncio.Event()
 
 
 class Ticket:
-    """A request's place in the queue, shared by the queue and the request's stream."""
+    """One accepted request: what it asks and how it ended, and each part's state of it.
+
+    ``request`` (the workflow's input) never changes; ``place`` is admission's,
+    ``share`` the answer sharing's, ``drive`` the driver's (the stream's and the
+    stopper's); ``record`` and ``ending`` are the lifecycle's (``QueueManager.finish``).
+    """
 
     __slots__ = (
-        "_position",
-        "admitted",
-        "answer_parts",
-        "cache_key",
-        "claimed",
-        "detached",
+        "drive",
         "ending",
-        "followers",
-        "forwarded_chars",
-        "forwarded_parts",
-        "history",
-        "language",
-        "leader",
-        "moved",
-        "nudge",
-        "queue_score",
+        "place",
         "record",
-        "replay",
-        "scored_mono",
-        "stop",
-        "task",
-        "wake",
+        "request",
+        "share",
     )
 
-    def __init__(self, record: RequestRecord) -> None:
+    def __init__(self, record: RequestRecord, request: WorkflowRequest | None = None) -> None:
         self.record = record
-        self._position = 0
-        #: The ticket's place in a shared queue (its sort key there), once it has one.
-        self.queue_score: str | None = None
-        #: This process's monotonic clock when the score came back (Redis read its own
-        #: clock for it a moment earlier): maps this process's times onto the line.
-        self.scored_mono: float | None = None
-        self.admitted = False
-        self.claimed = False
-        #: Its guest left (why: a code) while others follow its answer: the answer runs on
-        #: for them, driven without the guest (see ``QueueManager.leave``).
-        self.detached: str | None = None
-        #: Wakes the stream reading the workflow's output (set while one does).
-        self.nudge: Callable[[], None] | None = None
-        #: Set from outside to make the stream stop (a drain: with its reason's code).
-        self.stop: StopReason | None = None
+        #: What the workflow is given (the question, the guest's language, earlier turns):
+        #: built once when the request is accepted, never changed.
+        if request is None:
+            request = WorkflowRequest(record.request_id, record.query)
+        self.request = request
         #: How the request ended, once it has (the first ending wins).
         self.ending: Ending | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.wake = asyncio.Event()
-        #: Set when this ticket's position changes: its followers wait on it (one event
-        #: for all of them, so a move costs the same however many follow).
-        self.moved = asyncio.Event()
-        # Answer cache and single flight (all None/empty when the cache is off):
-        self.cache_key: str | None = None
-        #: The whole answer so far, kept only to be cached when it completes.
-        self.answer_parts: list[str] | None = None
-        #: A finished answer this ticket streams instead of running the workflow.
-        self.replay: CachedAnswer | None = None
-        #: The ticket already answering the same question, which this one follows.
-        self.leader: Ticket | None = None
-        #: Insertion-ordered, so a follower leaves in O(1) and the first one leads next.
-        self.followers: dict[Ticket, None] = {}
-        #: How much of its leader's answer a follower has streamed live (chunks, characters).
-        self.forwarded_parts = 0
-        self.forwarded_chars = 0
-        #: What the workflow gets beside the question: the guest's language, earlier turns.
-        self.language: str | None = None
-        self.history: tuple[tuple[str, str], ...] = ()
+        #: Where it stands in line (admission's).
+        self.place = Place()
+        #: Its part in a shared answer (the answer cache and single flight).
+        self.share = Share()
+        #: How it is driven: its workflow's task, whether its stream has started, a stop.
+        self.drive = Drive()
 
     @property
     def request_id(self) -> str:
@@ -117,21 +95,23 @@ class Ticket:
         return self.record.client_groups
 
     @property
+    def claimed(self) -> bool:
+        """Whether its stream has started (``drive.started``; ``guest_queue.asgi`` reads it)."""
+        return self.drive.started
+
+    @property
     def position(self) -> int:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
-        leader = self.leader
+        leader = self.share.leader
         if leader is not None:
-            return max(leader._position, 1)
-        return self._position
-
-    @position.setter
-    def position(self, value: int) -> None:
-        self._position = value
+            return max(leader.place.position, 1)
+        return self.place.position
 
     @property
     def wake_event(self) -> asyncio.Event:
         """What the ticket's stream waits on: its leader's moves while following, else its own."""
-        return self.leader.moved if self.leader is not None else self.wake
+        leader = self.share.leader
+        return leader.place.moved if leader is not None else self.place.wake
 
 
 class WindowCounter(Protocol):
@@ -284,19 +264,26 @@ class Admission(ABC):
     async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
         """Give back what the queue holds outside this process."""
 
+    def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
+        """A waiting ticket's sort key in a shared line, and this process's monotonic clock
+        when it was given (mapping this process's times onto the line); None: no shared line."""
+        return None
+
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
         ticket.record.mark_started()
-        ticket.admitted = True
-        ticket.position = 0
-        ticket.wake.set()
+        place = ticket.place
+        place.admitted = True
+        place.position = 0
+        place.wake.set()
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
         """Give a waiter a new position; True when it changed. Its followers read the
         position from it and wait on its ``moved`` event: none of them is visited."""
-        if ticket.position == position:
+        place = ticket.place
+        if place.position == position:
             return False
-        ticket.position = position
-        ticket.wake.set()
-        ticket.moved.set()
+        place.position = position
+        place.wake.set()
+        place.moved.set()
         return True

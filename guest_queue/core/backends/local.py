@@ -57,10 +57,10 @@ class LocalAdmission(Admission):
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up."""
         if not self.waiting and self.free_slots:
             self._admit(ticket)
-            ticket.position = 1
+            ticket.place.position = 1
             return
         self.waiting[ticket.request_id] = ticket
-        ticket.position = len(self.waiting)
+        ticket.place.position = len(self.waiting)
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id

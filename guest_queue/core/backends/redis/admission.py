@@ -136,6 +136,10 @@ class RedisAdmission(Admission):
         #: This process's tickets counted against their client without a place (followers,
         #: cache replays): their leases are renewed like the others'.
         self.held: dict[str, Ticket] = {}
+        #: Each waiting ticket's score in the shared line (its sort key there), with this
+        #: process's monotonic clock when it came back (Redis read its own clock for it a
+        #: moment earlier): maps this process's times onto the line. Kept with ``waiting``.
+        self._scores: dict[str, tuple[str, float]] = {}
         self._requeues: set[asyncio.Task[None]] = set()
         # A renewal carries the tickets held when it was built: a removal sent while it
         # is on its way would be undone by it, so the two never overlap.
@@ -207,20 +211,35 @@ class RedisAdmission(Admission):
             self._leave_now.set()
         elif status == 1:
             self._admit(ticket)
-            ticket.position = 1
+            ticket.place.position = 1
         else:
-            ticket.queue_score, ticket.scored_mono = score, time.monotonic()
-            ticket.position = int(position)
-            self.waiting[rid] = ticket
+            self._line_up(ticket, score, int(position))
             if rid in self._early:
                 del self._early[rid]
                 self._admit_waiting(rid)
         return int(status)
 
+    def _line_up(self, ticket: Ticket, score: str, position: int) -> None:
+        """The ticket waits in the shared line at ``score``, ``position`` in it."""
+        rid = ticket.request_id
+        self._scores[rid] = (score, time.monotonic())
+        ticket.place.position = position
+        self.waiting[rid] = ticket
+
+    def _off_line(self, rid: str) -> Ticket | None:
+        """Take a ticket out of the line here (it leaves, is admitted or handed off)."""
+        self._scores.pop(rid, None)
+        return self.waiting.pop(rid, None)
+
+    def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
+        if self.waiting.get(ticket.request_id) is not ticket:
+            return None
+        return self._scores.get(ticket.request_id)
+
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
         if (
-            self.waiting.pop(rid, None) is None
+            self._off_line(rid) is None
             and self.active.pop(rid, None) is None
             and self.held.pop(rid, None) is None
         ):
@@ -262,7 +281,7 @@ class RedisAdmission(Admission):
                     self._early.popitem(last=False)
 
     def _admit_waiting(self, rid: str) -> bool:
-        ticket = self.waiting.pop(rid, None)
+        ticket = self._off_line(rid)
         if ticket is None:
             return False
         self._admit(ticket)
@@ -320,8 +339,9 @@ class RedisAdmission(Admission):
             args += [rid, "a", client_ids(ticket)]
         for rid, ticket in self.held.items():
             args += [rid, "h", client_ids(ticket)]
+        scores = self._scores
         for rid, ticket in waiting:
-            args += [rid, ticket.queue_score, client_ids(ticket)]
+            args += [rid, scores[rid][0], client_ids(ticket)]
         keys = [*self.keys, self.process_key, self.processes_key, self.handoffs_key]
         try:
             reply = await self.link.run(self._sync, keys, args)
@@ -425,7 +445,8 @@ class RedisAdmission(Admission):
                 if rid in scores:
                     self.held.pop(rid, None)  # its lease is the hand-off's now
                     gone.append(rid)
-                elif self.waiting.pop(rid, None) is by_id[rid]:
+                elif self.waiting.get(rid) is by_id[rid]:
+                    self._off_line(rid)
                     gone.append(rid)
             withdrawn = [rid for rid in handed if rid not in gone]
             if withdrawn:
@@ -448,9 +469,7 @@ class RedisAdmission(Admission):
             if where == "a":
                 self._admit(ticket)
             else:
-                ticket.queue_score, ticket.scored_mono = score, time.monotonic()
-                ticket.position = int(rank)
-                self.waiting[request_id] = ticket
+                self._line_up(ticket, score, int(rank))
         self._dirty.set()
         return ticket
 

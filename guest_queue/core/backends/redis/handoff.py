@@ -21,6 +21,7 @@ from typing import Any
 
 from ...backends.base import Ticket
 from ...records import RequestRecord
+from ...workflow import WorkflowRequest
 
 #: A hand-off's data outlives its deadline this long, for the process that records it.
 KEEP_AFTER_DEADLINE_MS = 600_000
@@ -85,14 +86,14 @@ return {data, 'w', score, redis.call('ZRANK', waiting, rid) + 1}
 
 def handoff_json(ticket: Ticket) -> str:
     """What another process needs to drive the request."""
-    record = ticket.record
+    record, request = ticket.record, ticket.request
     return json.dumps(
         {
             "query": record.query,
             "client_hint": record.client_hint,
             "client_groups": [list(group) for group in record.client_groups],
-            "language": ticket.language,
-            "history": [list(turn) for turn in ticket.history],
+            "language": request.language,
+            "history": [list(turn) for turn in request.history],
             "created_at": record.created_at,
         }
     )
@@ -112,7 +113,8 @@ def adopted_ticket(request_id: str, data: str) -> Ticket:
         # Keep the wait the guest has already done (the monotonic clock is this process's).
         record.created_at = float(created_at)
         record.created_mono = time.monotonic() - max(0.0, time.time() - created_at)
-    ticket = Ticket(record)
-    ticket.language = raw.get("language")
-    ticket.history = tuple((str(r), str(c)) for r, c in raw.get("history") or ())
-    return ticket
+    history = tuple((str(r), str(c)) for r, c in raw.get("history") or ())
+    request = WorkflowRequest(
+        request_id, record.query, language=raw.get("language"), history=history
+    )
+    return Ticket(record, request)
