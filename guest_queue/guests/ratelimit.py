@@ -17,7 +17,7 @@ import time
 
 from django.core.cache import caches
 
-from .conf import app_settings
+from ..conf import app_settings
 
 logger = logging.getLogger("guest_queue")
 
