@@ -15,6 +15,6 @@ _django = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from guest_queue.asgi import SharedSyncThreads  # noqa: E402
-from guest_queue.lifespan import LifespanHandler  # noqa: E402
+from guest_queue.asgi.lifespan import LifespanHandler  # noqa: E402
 
 lane_off = ProtocolTypeRouter({"http": SharedSyncThreads(_django), "lifespan": LifespanHandler()})

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
-from guest_queue.pages import ChatPage
+from guest_queue.http.pages import ChatPage
 
 urlpatterns: list[URLPattern | URLResolver] = [
     # The app's own chat page with GeneStory's texts (genestory/templates/genestory/chat.html).

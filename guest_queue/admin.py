@@ -10,8 +10,8 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from .http.validation import FORBIDDEN
 from .models import GuestRequest
-from .validation import FORBIDDEN
 
 CSV_FIELDS = [
     "request_id", "status", "error_code", "error_message", "cached", "arrival_position",

@@ -8,4 +8,4 @@ class GuestQueueConfig(AppConfig):
 
     def ready(self) -> None:
         # Wiring only: register checks and the settings-changed receiver.
-        from . import checks, runtime  # noqa: F401
+        from . import runtime  # noqa: F401

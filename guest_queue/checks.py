@@ -11,12 +11,12 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register, run_checks
 from django.utils.module_loading import import_string
 
-from . import metrics
-from .clients import prefix_limits
 from .conf import OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
 from .core.backends import backend_class, backend_path, option_names
 from .core.config import ConfigProblem, int_at_least, number
-from .ratelimit import parse_rate
+from .guests.clients import prefix_limits
+from .guests.ratelimit import parse_rate
+from .observe import metrics
 
 Rule = tuple[str, str, Callable[[Any], bool], str]
 

@@ -133,8 +133,8 @@ class GuestSettings:
     #: The guest API's own middleware when the site serves it through GuestAPILane.
     API_MIDDLEWARE: list[str] = field(
         default_factory=lambda: [
-            "guest_queue.middleware.APISecurityMiddleware",
-            "guest_queue.middleware.ContentLengthMiddleware",
+            "guest_queue.http.middleware.APISecurityMiddleware",
+            "guest_queue.http.middleware.ContentLengthMiddleware",
         ]
     )
     #: IPv6 prefix length -> how many times the per-client cap and rate one such network

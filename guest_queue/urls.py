@@ -1,6 +1,6 @@
 from django.urls import URLPattern, URLResolver, path, re_path
 
-from . import resume_views, views
+from .http import resume_views, views
 
 app_name = "guest_queue"
 

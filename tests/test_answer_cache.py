@@ -15,11 +15,10 @@ from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.test import AsyncClient, override_settings
 
-from guest_queue import answer_cache
-from guest_queue.answer_cache import DjangoAnswerCache
 from guest_queue.core.answers.cache import CachedAnswer, answer_key, question_key
 from guest_queue.models import GuestRequest
-from guest_queue.runtime import get_manager, reset_manager
+from guest_queue.runtime import answer_cache, get_manager, reset_manager
+from guest_queue.runtime.answer_cache import DjangoAnswerCache
 from tests.conftest import parse_sse
 from tests.services import closed_port
 

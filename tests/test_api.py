@@ -330,7 +330,7 @@ async def test_closing_a_stream_that_never_started_releases_its_place() -> None:
     from asgiref.sync import sync_to_async
     from django.test import RequestFactory
 
-    from guest_queue.views import chat
+    from guest_queue.http.views import chat
 
     request = RequestFactory().post(CHAT, {"query": "chunks=1"}, content_type="application/json")
     response = await chat(request)

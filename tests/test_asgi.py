@@ -202,7 +202,7 @@ async def test_a_guest_api_request_leaves_no_garbage_cycles() -> None:
     # as it ends (Django 5.2's handler copy; Django's own leaves its tasks in a cycle).
     import gc
 
-    from guest_queue.lane_cycle import handle_django_5_2, matching_copy
+    from guest_queue.asgi.lane_cycle import handle_django_5_2, matching_copy
 
     if matching_copy() is not handle_django_5_2:
         pytest.skip("the cycle is broken in the Django 5.2 copy only")

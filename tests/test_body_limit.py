@@ -11,7 +11,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.test import override_settings
 
 from genestory.asgi import application
-from guest_queue import body_limit
+from guest_queue.asgi import body_limit
 from guest_queue.runtime import get_manager
 
 from .conftest import http_scope

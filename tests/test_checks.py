@@ -77,7 +77,7 @@ def test_defaults_pass() -> None:
         ("GUEST_QUEUE_BACKEND", ["redis"], "guest_queue.E038"),
         (
             "GUEST_API_MIDDLEWARE",
-            "guest_queue.middleware.APISecurityMiddleware",
+            "guest_queue.http.middleware.APISecurityMiddleware",
             "guest_queue.E090",
         ),
         ("GUEST_API_MIDDLEWARE", ["no.such.Middleware"], "guest_queue.E091"),

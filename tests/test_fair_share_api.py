@@ -16,10 +16,10 @@ from django.http import HttpRequest
 from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.utils import translation
 
-from guest_queue.clients import address_key, client_id
+from guest_queue.guests.clients import address_key, client_id
+from guest_queue.guests.ratelimit import parse_rate
+from guest_queue.http.pages import ui_strings
 from guest_queue.models import GuestRequest
-from guest_queue.pages import ui_strings
-from guest_queue.ratelimit import parse_rate
 from guest_queue.runtime import get_manager
 
 from .conftest import read_stream
@@ -71,7 +71,7 @@ def test_the_default_key_is_the_address_with_ipv6_grouped_by_64() -> None:
 def test_client_ids_are_the_salted_hmac_of_the_key_under_the_current_secret() -> None:
     from django.utils.crypto import salted_hmac
 
-    from guest_queue.hashing import CLIENT
+    from guest_queue.guests.hashing import CLIENT
 
     def expected(secret: str | None) -> str:
         return salted_hmac(CLIENT, "203.0.113.7", secret=secret, algorithm="sha256").hexdigest()
@@ -263,7 +263,7 @@ async def status_without_a_body(client: tuple[str, int]) -> int:
 
 @override_settings(GUEST_MAX_REQUESTS_PER_CLIENT=1, GUEST_MAX_CONCURRENT_REQUESTS=1)
 async def test_a_client_at_its_cap_is_refused_before_django_runs() -> None:
-    from guest_queue.client_guard import REFUSAL_DELAY_SEC
+    from guest_queue.asgi.client_guard import REFUSAL_DELAY_SEC
 
     from .test_asgi import Client as AsgiClient
 
@@ -302,8 +302,9 @@ async def test_a_client_whose_request_ends_during_the_refusal_delay_is_let_in() 
 async def test_a_request_django_drops_without_closing_is_released_at_once() -> None:
     """Django skips ``response.close()`` when the client leaves during the middleware's
     response phase; the ASGI wrapper releases what the call accepted but never streamed."""
-    from guest_queue.asgi import SharedSyncThreads, note_ticket
-    from guest_queue.client_guard import ClientCapGuard
+    from guest_queue.asgi import SharedSyncThreads
+    from guest_queue.asgi.client_guard import ClientCapGuard
+    from guest_queue.runtime.unstarted import note_ticket
 
     from .test_asgi import chat_scope
 

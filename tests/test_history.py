@@ -20,7 +20,7 @@ from django.db import OperationalError, connections
 from django.db.models import QuerySet
 from django.test import AsyncClient, override_settings
 
-from guest_queue import history
+from guest_queue.history import writer as history_writer
 from guest_queue.models import GuestRequest
 from guest_queue.runtime import get_history, get_manager, reset_manager
 
@@ -228,7 +228,7 @@ async def test_outage_loses_no_request_and_history_catches_up(alias: str) -> Non
 async def test_outage_buffer_is_bounded_and_drops_the_oldest(
     alias: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(history, "BUFFER_SIZE", 5)
+    monkeypatch.setattr(history_writer, "BUFFER_SIZE", 5)
     await restart()
     with outage(alias):
         ids = await ask(8)
@@ -257,7 +257,7 @@ async def test_request_status_is_a_503_while_the_history_database_fails(
     def unreachable(self: QuerySet[GuestRequest]) -> GuestRequest | None:
         raise OperationalError("the database is gone")
 
-    # The lookup runs on its own thread (guest_queue.history_lookup), with the sync API.
+    # The lookup runs on its own thread (guest_queue.history.lookup), with the sync API.
     monkeypatch.setattr(QuerySet, "first", unreachable)
     response = await AsyncClient().get(f"/api/v1/guest/queue/request/{uuid.uuid4()}")
     # Not a 404: the request may well exist, the history cannot say.

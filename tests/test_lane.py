@@ -19,15 +19,15 @@ from django.test import override_settings
 
 from genestory.asgi import application as genestory_application
 from guest_queue.asgi import SharedSyncThreads
-from guest_queue.lane import GuestAPILane
-from guest_queue.lifespan import ASGIApp
+from guest_queue.asgi.lane import GuestAPILane
+from guest_queue.asgi.lifespan import ASGIApp
 
 from .conftest import http_scope, parse_sse
 
 SITE_MIDDLEWARE = [*settings.MIDDLEWARE, "tests.lane_middleware.SiteMark"]
 API_DEFAULT = [
-    "guest_queue.middleware.APISecurityMiddleware",
-    "guest_queue.middleware.ContentLengthMiddleware",
+    "guest_queue.http.middleware.APISecurityMiddleware",
+    "guest_queue.http.middleware.ContentLengthMiddleware",
 ]
 
 
@@ -219,7 +219,7 @@ async def test_genestory_serves_the_api_through_the_lane() -> None:
 def test_this_django_gets_the_lane_request_cycle() -> None:
     # The signal fast path runs only on a Django whose ASGIHandler.handle the lane
     # has a copy of; a new Django release needs its hash in lane_cycle.COPIES.
-    from guest_queue.lane_cycle import matching_copy
+    from guest_queue.asgi.lane_cycle import matching_copy
 
     assert matching_copy() is not None
 
@@ -227,8 +227,8 @@ def test_this_django_gets_the_lane_request_cycle() -> None:
 def test_signals_go_inline_only_while_nothing_but_django_listens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from guest_queue import request_signals
-    from guest_queue.lane import GuestAPIHandler
+    from guest_queue.asgi import request_signals
+    from guest_queue.asgi.lane import GuestAPIHandler
 
     # The connections this test process has opened elsewhere are not this test's business.
     tracked: weakref.WeakSet[Any] = weakref.WeakSet()

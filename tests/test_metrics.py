@@ -13,8 +13,8 @@ from typing import Any
 from django.test import AsyncClient, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from guest_queue import metrics
 from guest_queue.core.records import RequestRecord, Status
+from guest_queue.observe import metrics
 from guest_queue.runtime import get_manager
 
 from .conftest import read_stream

@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import caches
 from django.test import override_settings
 
-from guest_queue.clients import client_of, client_of_address, prefix_limits
+from guest_queue.guests.clients import client_of, client_of_address, prefix_limits
 from guest_queue.runtime import get_manager
 
 from .conftest import read_stream

@@ -10,7 +10,7 @@ from django.template import engines
 from django.test import Client, RequestFactory, override_settings
 from django.utils import translation
 
-from guest_queue.pages import ChatPage
+from guest_queue.http.pages import ChatPage
 
 
 @override_settings(ROOT_URLCONF="tests.urls_minimal")

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from django.core.cache import caches
 from django.test import AsyncClient, override_settings
 
-from guest_queue import ratelimit
-from guest_queue.clients import client_of_address
+from guest_queue.guests import ratelimit
+from guest_queue.guests.clients import client_of_address
 from guest_queue.runtime import get_manager
 
 from .services import delete_prefix, redis_url

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.test import AsyncClient
 
-from guest_queue.hashing import CLIENT, keyed_hash
+from guest_queue.guests.hashing import CLIENT, keyed_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = "/api/v1/guest/chat/simple"
@@ -83,7 +83,7 @@ def test_the_demo_logs_json_lines_with_the_fields_as_keys() -> None:
 import django
 django.setup()
 from guest_queue.core.records import RequestRecord, Status
-from guest_queue.request_log import log_finished
+from guest_queue.observe.request_log import log_finished
 record = RequestRecord(request_id="r-1", query="secret words", client_hint="abc")
 record.mark_started()
 record.add_chunk("answer words")

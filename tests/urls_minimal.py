@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from guest_queue.pages import ChatPage
+from guest_queue.http.pages import ChatPage
 
 urlpatterns = [
     path("", ChatPage.as_view()),

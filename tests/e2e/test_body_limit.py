@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guest_queue.body_limit import LINGER_MAX_BYTES, LINGER_MAX_SEC
+from guest_queue.asgi.body_limit import LINGER_MAX_BYTES, LINGER_MAX_SEC
 
 from .conftest import Server, ServerFactory
 
@@ -47,7 +47,7 @@ def rss(pid: int) -> int:
 
 
 def is_site_lock(path: Path) -> bool:
-    """The local queue's one-per-site lock file (guest_queue.site_lock), not a spooled body."""
+    """The local queue's one-per-site lock (guest_queue.runtime.site_lock), not a spooled body."""
     return path.name.startswith("guest-queue-") and path.name.endswith(".lock")
 
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from django.utils.crypto import salted_hmac
 
-from guest_queue.hashing import CLIENT
+from guest_queue.guests.hashing import CLIENT
 
 from .conftest import E2E_SECRET_KEY, ROOT, Server, free_port
 from .test_servers import names, stream_events

@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ...answer_cache import DjangoAnswerCache
 from ...core.answers.cache import CachedAnswer, answer_key, cacheable
 from ...runtime import build_workflow
+from ...runtime.answer_cache import DjangoAnswerCache
 from ...workflows.base import Workflow, WorkflowError, WorkflowRequest, WorkflowUnavailable
 
 #: A question and the language it is asked in (None: guests who send none).

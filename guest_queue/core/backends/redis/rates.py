@@ -7,7 +7,7 @@ processes count at once every event gets its own number, and a key lives for
 its window (plus a second), never longer, whatever else writes to Redis.
 
 Used for the shared queue's Redis (``RedisAdmission.rate_counter``) and for
-Django's Redis cache (``guest_queue.ratelimit``).
+Django's Redis cache (``guest_queue.guests.ratelimit``).
 """
 
 from __future__ import annotations

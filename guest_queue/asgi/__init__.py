@@ -28,36 +28,16 @@ from __future__ import annotations
 import gc
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from typing import Any, cast
 
 from asgiref.sync import ThreadSensitiveContext
 from django.apps import apps
 from django.urls import reverse
 
+from ..conf import app_settings
+from ..runtime.unstarted import release_unstarted, stop_noting, taken_here
 from .body_limit import read_within_limit
-from .conf import app_settings
-from .core.backends.base import Ticket
-from .core.manager import QueueManager
 from .lifespan import ASGIApp, Receive, Scope, Send
-
-#: The tickets the current ASGI request took, for release if its stream never starts.
-_taken: ContextVar[list[tuple[QueueManager, Ticket]] | None] = ContextVar(
-    "guest_queue_taken", default=None
-)
-
-
-def note_ticket(manager: QueueManager, ticket: Ticket) -> None:
-    """Release ``ticket`` when this ASGI request ends if its stream never started."""
-    taken = _taken.get()
-    if taken is not None:
-        taken.append((manager, ticket))
-
-
-def _release_unstarted(taken: list[tuple[QueueManager, Ticket]]) -> None:
-    for manager, ticket in taken:
-        if not ticket.claimed:
-            manager.release(ticket)
 
 
 class SharedSyncThreads:
@@ -89,14 +69,13 @@ class SharedSyncThreads:
             # Each executor runs one call at a time on one thread, as asgiref requires;
             # a request keeps the same executor (and thread) from start to end.
             executor = self._executors[next(self._turn) % len(self._executors)]
-            taken: list[tuple[QueueManager, Ticket]] = []
-            token = _taken.set(taken)
+            taken, token = taken_here()
             try:
                 async with ThreadSensitiveContext(executor=executor):
                     await self.app(scope, receive, send)
             finally:
-                _taken.reset(token)
-                _release_unstarted(taken)
+                stop_noting(token)
+                release_unstarted(taken)
                 # Django's request cycle keeps copies of this context alive until the
                 # garbage collector frees them; the tickets need not wait for it.
                 taken.clear()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from .conf import app_settings
+from ..conf import app_settings
 from .lifespan import Message, Receive, Scope, Send
 
 #: After a 413, how much more of the refused body is read and thrown away before the

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 
-from .core.backends.base import Ticket
-from .core.manager import QueueManager
+from ..core.backends.base import Ticket
+from ..core.manager import QueueManager
 from .validation import BadRequest
 
 

@@ -47,12 +47,12 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.memcached import BaseMemcachedCache
 from django.core.cache.backends.redis import RedisCache
 
+from ..conf import app_settings
+from ..core.backends.base import WindowCounter
+from ..core.backends.redis.rates import RedisWindowCounter
+from ..core.errors import RateLimited
+from ..core.manager import QueueManager
 from .clients import Client
-from .conf import app_settings
-from .core.backends.base import WindowCounter
-from .core.backends.redis.rates import RedisWindowCounter
-from .core.errors import RateLimited
-from .core.manager import QueueManager
 
 logger = logging.getLogger("guest_queue")
 

@@ -13,20 +13,21 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import metrics
-from .asgi import note_ticket
+from ..core import events as ev
+from ..core.backends.base import Ticket
+from ..core.consume import collect
+from ..core.errors import NotAccepting, Refused
+from ..core.manager import QueueManager
+from ..guests.clients import client_of
+from ..guests.ratelimit import over_rate
+from ..history.lookup import HistoryUnavailable, find_in_history
+from ..observe import metrics
+from ..runtime import Misconfigured, get_history, get_manager
+from ..runtime.unstarted import note_ticket
 from .chat_input import history_of, language_of
-from .clients import client_of
-from .core import events as ev
-from .core.backends.base import Ticket
-from .core.consume import collect
-from .core.errors import NotAccepting, Refused
-from .core.manager import QueueManager
-from .history_lookup import HistoryUnavailable, find_in_history
-from .ratelimit import over_rate
+from .metrics import metrics_view
 from .responses import EventStreamResponse, json_error
 from .resumable import resumable_flag, resumable_response
-from .runtime import Misconfigured, get_history, get_manager
 from .schema import openapi_json
 from .validation import BadRequest, parse_object, query_from
 
@@ -227,8 +228,8 @@ async def health(request: HttpRequest) -> HttpResponseBase:
 
 @allow("GET")
 async def metrics_endpoint(request: HttpRequest) -> HttpResponseBase:
-    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.metrics``)."""
-    return await metrics.metrics_view(request, get_manager())
+    """Prometheus metrics, when GUEST_METRICS_ENABLED (see ``guest_queue.observe.metrics``)."""
+    return await metrics_view(request, get_manager())
 
 
 @allow("GET")

@@ -41,7 +41,7 @@ def _track(sender: Any, connection: Any, **kwargs: Any) -> None:
 
 def track_connections() -> None:
     """Start noting every database connection this process opens (idempotent)."""
-    connection_created.connect(_track, dispatch_uid="guest_queue.request_signals")
+    connection_created.connect(_track, dispatch_uid="guest_queue.asgi.request_signals")
 
 
 def any_connection_open() -> bool:

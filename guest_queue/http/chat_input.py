@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from .conf import app_settings
+from ..conf import app_settings
 from .validation import BadRequest, allowed_text
 
 #: A short language tag: "vi", "en", "en-US", "zh-Hant-TW".

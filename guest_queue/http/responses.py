@@ -6,9 +6,9 @@ from typing import Any
 
 from django.http import JsonResponse, StreamingHttpResponse
 
-from .core.backends.base import Ticket
-from .core.consume import sse_stream
-from .core.manager import QueueManager
+from ..core.backends.base import Ticket
+from ..core.consume import sse_stream
+from ..core.manager import QueueManager
 
 
 def json_error(status: int, code: str, message: str, /, **extra: Any) -> JsonResponse:

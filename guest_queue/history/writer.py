@@ -26,10 +26,10 @@ from typing import Any
 
 from django.db import DataError, IntegrityError, connections, transaction
 
-from .conf import app_settings
-from .core.records import RequestRecord
-from .core.supervise import supervised
-from .hashing import QUERY, keyed_hash
+from ..conf import app_settings
+from ..core.records import RequestRecord
+from ..core.supervise import supervised
+from ..guests.hashing import QUERY, keyed_hash
 from .threads import in_daemon_thread
 
 logger = logging.getLogger("guest_queue")
@@ -201,7 +201,7 @@ class HistoryWriter:
             connections[self.database].close()
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from .models import GuestRequest
+        from ..models import GuestRequest
 
         db = self.database
         with transaction.atomic(using=db):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .core.records import RequestRecord
+from ..core.records import RequestRecord
 
 logger = logging.getLogger("guest_queue.requests")
 

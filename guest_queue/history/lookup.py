@@ -30,7 +30,7 @@ class HistoryUnavailable(Exception):
 
 
 def _lookup(database: str, request_id: str) -> dict[str, Any] | None:
-    from .models import GuestRequest
+    from ..models import GuestRequest
 
     try:
         row = GuestRequest.objects.using(database).filter(request_id=request_id).first()

@@ -12,15 +12,15 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from . import metrics, request_log
+from ..checks import startup_problems
+from ..conf import app_settings
+from ..core.backends import backend_path
+from ..core.manager import QueueManager
+from ..history.writer import HistoryWriter
+from ..observe import metrics, request_log
+from ..workflows.base import Workflow
 from .answer_cache import DjangoAnswerCache
-from .checks import startup_problems
-from .conf import app_settings
-from .core.backends import backend_path
-from .core.manager import QueueManager
-from .history import HistoryWriter
 from .site_lock import claim_local_queue
-from .workflows.base import Workflow
 
 logger = logging.getLogger("guest_queue")
 

@@ -7,12 +7,12 @@ import uuid
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from .core.errors import NotAccepting
-from .core.eventlog import LogTrimmed
-from .core.resume import LogExpired, NotSentYet, UnknownRequest
+from ..core.errors import NotAccepting
+from ..core.eventlog import LogTrimmed
+from ..core.resume import LogExpired, NotSentYet, UnknownRequest
+from ..runtime import get_manager
 from .responses import json_error
 from .resumable import event_stream
-from .runtime import get_manager
 from .validation import BadRequest
 from .views import allow
 

@@ -32,7 +32,7 @@ def lock_path() -> Path:
     """The site's lock file: the same for every process of one site on one host."""
     base = str(getattr(settings, "BASE_DIR", "") or os.getcwd())
     module = str(getattr(settings, "SETTINGS_MODULE", "") or "")
-    digest = salted_hmac("guest_queue.site_lock", f"{module}\0{base}", algorithm="sha256")
+    digest = salted_hmac("guest_queue.runtime.site_lock", f"{module}\0{base}", algorithm="sha256")
     key = digest.hexdigest()[:32]
     return Path(tempfile.gettempdir()) / f"guest-queue-{key}.lock"
 

@@ -10,9 +10,9 @@ from typing import Any
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 
-from .conf import app_settings
-from .core.answers.cache import CachedAnswer
-from .hashing import ANSWER_CACHE, keyed_hash
+from ..conf import app_settings
+from ..core.answers.cache import CachedAnswer
+from ..guests.hashing import ANSWER_CACHE, keyed_hash
 
 logger = logging.getLogger("guest_queue")
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.utils.encoding import force_bytes
 
-from .conf import app_settings
+from ..conf import app_settings
 
 QUERY = "guest_queue.history.query"
 CLIENT = "guest_queue.history.client"

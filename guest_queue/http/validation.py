@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from .conf import app_settings
+from ..conf import app_settings
 
 # Refused, not removed: C0/C1 controls other than tab and newline (terminal escapes,
 # NUL, carriage returns that forge log and CSV lines) and the bidi embeddings and
