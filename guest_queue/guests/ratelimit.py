@@ -49,7 +49,6 @@ from django.core.cache.backends.redis import RedisCache
 
 from ..conf import app_settings
 from ..core.backends.base import WindowCounter
-from ..core.backends.redis.rates import RedisWindowCounter
 from ..core.errors import RateLimited
 from ..core.manager import QueueManager
 from .clients import Client
@@ -206,7 +205,10 @@ class RedisCacheCounter:
     over an asyncio connection of this process's manager (closed with it)."""
 
     def __init__(self, cache: RedisCache) -> None:
+        # Here, not at the top: a site without the ``redis`` extra never gets this far.
         from redis.asyncio import Redis
+
+        from ..core.backends.redis.rates import RedisWindowCounter
 
         self.alias_cache = cache
         # Django's RedisCacheClient: its servers and pool options.
