@@ -19,6 +19,12 @@ VENV_NEW := .venv-django6
 # versions. That keeps `make test` short.
 DJANGO6_TESTS ?= $(wildcard tests/test_*.py) tests/e2e/test_servers.py \
 	tests/e2e/test_startup.py tests/e2e/test_wheel.py tests/e2e/test_static.py
+# Both runs spread the tests over TEST_WORKERS pytest-xdist processes (TEST_WORKERS=0: one
+# process). Most tests wait on servers, leases and timeouts, so more workers than cores pay
+# off. Each worker empties a Redis database of its own: GUEST_TEST_REDIS_URL's number and the
+# next TEST_WORKERS-1 (docs/testing.md). --dist loadgroup keeps each xdist_group on one worker.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # make serve: uvicorn's drain must outlast GUEST_SHUTDOWN_GRACE_SEC (30 by default).
@@ -59,7 +65,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 test-django5: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-django6:
 	@if [ -z "$(PYTHON_NEW)" ]; then echo "No Python >= 3.12 found: skipping the Django 6 run."; exit 0; fi; \
@@ -68,7 +74,7 @@ test-django6:
 	$(VENV_NEW)/bin/python -m pip install --quiet --upgrade pip; \
 	$(VENV_NEW)/bin/pip install --quiet -r requirements-dev.txt; \
 	$(VENV_NEW)/bin/python -c 'import django, sys; print("Django", django.get_version(), "on Python", sys.version.split()[0])'; \
-	$(VENV_NEW)/bin/python -m pytest $(or $(PYTEST_ARGS),$(DJANGO6_TESTS))
+	$(VENV_NEW)/bin/python -m pytest $(PYTEST_PARALLEL) $(or $(PYTEST_ARGS),$(DJANGO6_TESTS))
 
 test: lint test-django5 test-django6
 

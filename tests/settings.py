@@ -8,6 +8,7 @@ import environ
 
 from genestory.settings import *  # noqa: F403
 from guest_queue.conf import DEFAULTS
+from tests.services import optional_redis_url
 
 # Start from the documented defaults, whatever the shell or a .env file says.
 globals().update(DEFAULTS)
@@ -35,11 +36,12 @@ DATABASES = {
 if os.environ.get("GUEST_TEST_DATABASE_URL"):
     DATABASES["postgres"] = environ.Env.db_url_config(os.environ["GUEST_TEST_DATABASE_URL"])
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-# Redis, when a server is given (CI sets it): the answer-cache tests run there too.
-if os.environ.get("GUEST_TEST_REDIS_URL"):
+# Redis, when a server is given (CI sets it): the answer-cache tests run there too, each
+# pytest-xdist worker in a database of its own (tests/services.py).
+if redis_url := optional_redis_url():
     CACHES["redis"] = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": os.environ["GUEST_TEST_REDIS_URL"],
+        "LOCATION": redis_url,
         "KEY_PREFIX": "guest_queue_tests",
     }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

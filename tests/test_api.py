@@ -280,7 +280,10 @@ async def test_request_status_shows_the_queue_position(async_client: AsyncClient
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("request_id", ["not-a-uuid", str(uuid.uuid4()), "../../etc"])
+# A stable id for the random UUID: pytest-xdist's workers must collect the same tests.
+@pytest.mark.parametrize(
+    "request_id", ["not-a-uuid", pytest.param(str(uuid.uuid4()), id="unknown-uuid"), "../../etc"]
+)
 async def test_unknown_request_is_a_json_404(async_client: AsyncClient, request_id: str) -> None:
     response = await async_client.get(f"/api/v1/guest/queue/request/{request_id}")
     assert response.status_code == 404

@@ -51,7 +51,7 @@ def down_url() -> str:
     return f"redis://127.0.0.1:{closed_port()}/0"
 
 
-@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True)
+@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True, ids=["redis-down"])
 @pytest.mark.usefixtures("shared_queue")
 async def test_unreachable_redis_is_a_json_503_with_retry_after(
     async_client: AsyncClient,
@@ -96,7 +96,7 @@ async def test_health_has_no_warnings_on_a_dedicated_redis(async_client: AsyncCl
     assert body["warnings"] == []
 
 
-@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True)
+@pytest.mark.parametrize("shared_queue", [down_url()], indirect=True, ids=["redis-down"])
 @pytest.mark.usefixtures("shared_queue")
 async def test_resume_and_cancel_with_redis_down_are_json_503s(async_client: AsyncClient) -> None:
     request_id = str(uuid.uuid4())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..services import address_in_use
+from ..services import free_port as free_port  # for the e2e modules
+
 ROOT = Path(__file__).resolve().parents[2]
 #: uvicorn's --timeout-graceful-shutdown, as docs/failure-modes.md documents it: the drain's
 #: GUEST_SHUTDOWN_GRACE_SEC (30) plus the workflows' stop grace (5).
@@ -21,12 +24,6 @@ GRACEFUL_SHUTDOWN_SEC = 35
 E2E_SECRET_KEY = "e2e-tests-only-" + "x" * 50
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -40,18 +37,40 @@ class Server:
         port: int = 0,
         graceful_sec: int = GRACEFUL_SHUTDOWN_SEC,
     ) -> None:
-        self.port = port or free_port()
         self.graceful_sec = graceful_sec
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"{kind}-{self.port}.log"
         self.db_path = tmp / "db.sqlite3"
         self.env = {**self.base_env(tmp), **env}
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-        )
+        self.migrate(tmp)
+        # A port picked here can still be taken before the server binds it (by another test
+        # run on this machine): then the server starts again on another one.
+        for attempt in range(1, 6):
+            self._start(kind, tmp, port or free_port())
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                if port or attempt == 5 or not address_in_use(self.output()):
+                    raise
+                self.log.close()
+
+    def migrate(self, tmp: Path) -> None:
+        """``manage.py migrate``, as a site owner runs it before starting the server.
+
+        The test's SQLite file is a copy of one migrated once per test worker: a migration
+        run is a Django start-up (about a second of CPU), and dozens of servers start.
+        """
+        if self.env["DATABASE_URL"] != f"sqlite:///{self.db_path}" or MIGRATED is None:
+            migrate(self.env)
+        elif not self.db_path.exists():
+            template = MIGRATED / "db.sqlite3"
+            if not template.exists():
+                migrate({**self.env, "DATABASE_URL": f"sqlite:///{template}"})
+            shutil.copyfile(template, self.db_path)
+
+    def _start(self, kind: str, tmp: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"{kind}-{self.port}.log"
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, *self.command(kind)],
@@ -60,7 +79,6 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready()
 
     def command(self, kind: str) -> list[str]:
         """The server's arguments after ``python``."""
@@ -78,6 +96,10 @@ class Server:
             **{k: v for k, v in os.environ.items() if not k.startswith("GUEST_")},
             "DJANGO_SETTINGS_MODULE": "genestory.settings",
             "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            # The test's own temp directory: the local queue's one-per-site lock file
+            # (guest_queue.site_lock) is there, so servers of other tests running at the
+            # same time (pytest-xdist) are not taken for a second process of this site.
+            "TMPDIR": str(tmp),
             # Long enough that only the shutdown flush can have written the rows.
             "GUEST_HISTORY_FLUSH_SEC": "30",
             # These tests repeat questions and expect each to reach the workflow.
@@ -117,6 +139,25 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+
+
+#: Where this test worker keeps its migrated SQLite database (see Server.migrate).
+MIGRATED: Path | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_database_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global MIGRATED
+    MIGRATED = tmp_path_factory.mktemp("migrated")
 
 
 ServerFactory = Callable[..., Server]

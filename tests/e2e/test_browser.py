@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
+from ..services import missing
 from .conftest import ROOT, ServerFactory
 from .netcut import NetCut
+
+# Under pytest-xdist (make test: --dist loadgroup) one worker runs them all, with one Chromium.
+pytestmark = pytest.mark.xdist_group("browser")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("GUEST_TEST_ARTIFACTS", ROOT / "artifacts"))
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-if not Path(CHROMIUM).exists():
-    if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
-        raise RuntimeError("Chromium is required in CI but /usr/bin/chromium is missing")
-    pytest.skip("no Chromium found (apt-get install chromium)", allow_module_level=True)
 
 expect = playwright_api.expect
 FLAGS = [
@@ -34,6 +34,13 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """Each test skips (fails in CI) without Chromium, before it starts a server."""
+    if not Path(CHROMIUM).exists():
+        missing("Chromium", f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")

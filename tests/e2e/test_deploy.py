@@ -30,6 +30,7 @@ from django.utils.crypto import salted_hmac
 
 from guest_queue.guests.hashing import CLIENT
 
+from ..services import missing
 from .conftest import E2E_SECRET_KEY, ROOT, Server, free_port
 from .test_servers import names, stream_events
 
@@ -43,9 +44,7 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or "/usr/sbin/nginx"
     if Path(found).exists():
         return found
-    if os.environ.get("GUEST_TEST_REQUIRE_SERVICES"):
-        pytest.fail("nginx is required here but missing (apt-get install nginx)")
-    pytest.skip("nginx is not installed (apt-get install nginx)")
+    missing("nginx", "nginx is not installed (apt-get install nginx)")
 
 
 def documented_uvicorn_args() -> list[str]:
@@ -68,10 +67,18 @@ class Nginx:
     """nginx in the foreground with the site config, its pid, logs and temp files under tmp."""
 
     def __init__(self, tmp: Path, upstreams: list[int]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tmp / "nginx"
         self.dir.mkdir()
+        # A port picked here can still be taken before nginx binds it (by another test run
+        # on this machine): then nginx starts again on another one.
+        for attempt in range(1, 6):
+            if self._start(free_port(), upstreams):
+                return
+            assert attempt < 5 and "Address already in use" in self.errors(), self.errors()
+
+    def _start(self, port: int, upstreams: list[int]) -> bool:
+        self.port = port
+        self.url = f"http://127.0.0.1:{self.port}"
         ports = iter(upstreams)
         site, servers = re.subn(
             r"server 127\.0\.0\.1:\d+",
@@ -96,10 +103,11 @@ class Nginx:
         self.process = subprocess.Popen([nginx_binary(), *args])
         deadline = time.monotonic() + 10
         while True:
-            assert self.process.poll() is None, self.errors()
+            if self.process.poll() is not None:
+                return False
             try:
                 if httpx.get(f"{self.url}/api/v1/guest/health/live", timeout=1).status_code == 200:
-                    return
+                    return True
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, self.errors()

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 import httpx
 import psycopg
 
-from ..services import missing
+from ..services import database_url
 from .conftest import ServerFactory
 from .test_servers import names, stream_events
-
-
-def database_url() -> str:
-    url = os.environ.get("GUEST_TEST_DATABASE_URL")
-    if not url:
-        missing("GUEST_TEST_DATABASE_URL is not set: no PostgreSQL for the e2e server")
-    return url
 
 
 async def test_uvicorn_on_postgresql_records_history_and_reads_it_back(

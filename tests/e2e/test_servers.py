@@ -85,7 +85,7 @@ def test_the_snippet_the_tests_run_is_the_seeds_exactly() -> None:
 async def test_seed_frontend_snippet_runs_unchanged(start_server: ServerFactory) -> None:
     node = shutil.which("node")
     if node is None:
-        missing("Node.js is not installed: cannot run the seed's frontend snippet")
+        missing("Node.js", "node is not installed: cannot run the seed's frontend snippet")
     server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1")
 
     def run(question: str) -> subprocess.Popen[str]:
