@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from guest_queue.core.answers.cache import AnswerCache
 from guest_queue.core.backends.base import Ticket
+from guest_queue.core.backends.redis import RedisAdmission
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.events import Event
 from guest_queue.core.manager import QueueManager
@@ -100,3 +102,36 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
 @pytest.fixture
 def gate() -> GateWorkflow:
     return GateWorkflow()
+
+
+Factory = Callable[..., QueueManager]
+
+
+@pytest.fixture
+async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[Factory]:
+    """Managers sharing one queue (one Redis, one key prefix)."""
+    managers: list[QueueManager] = []
+
+    def build(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
+        options = {
+            "lease_sec": config.pop("lease_sec", 1.5),
+            "timeout_sec": config.pop("redis_timeout_sec", 0.25),
+            "url": config.pop("redis_url", redis_test_url),
+            "prefix": redis_test_prefix,
+        }
+        config.setdefault("shutdown_grace_sec", 0)
+        manager = make_manager(workflow, backend="redis", backend_options=options, **config)
+        if cache is not None:
+            manager = QueueManager(manager.config, workflow, cache=cache)
+        managers.append(manager)
+        manager.start()
+        return manager
+
+    yield build
+    for manager in managers:
+        await asyncio.wait_for(manager.close(), 10)
+
+
+def admission(manager: QueueManager) -> RedisAdmission:
+    assert isinstance(manager.admission, RedisAdmission)
+    return manager.admission

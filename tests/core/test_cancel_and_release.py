@@ -12,9 +12,8 @@ from guest_queue.core.manager import UNREACHABLE_QUEUE
 from guest_queue.core.records import Status
 
 from ..services import closed_port
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, make_manager, until
 from .test_answer_cache import MemoryCache, make
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 CANCELLED = {"error": "The request was cancelled.", "code": "cancelled"}
 
@@ -34,7 +33,7 @@ async def test_cancel_ends_the_stream_with_a_cancelled_error(gate: GateWorkflow)
 
 
 async def test_a_cancel_through_another_process_ends_only_that_request(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1)
@@ -53,7 +52,7 @@ async def test_a_cancel_through_another_process_ends_only_that_request(
 
 
 async def test_a_cancel_that_cannot_ask_the_shared_queue_is_unavailable(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     manager = shared(
         GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2

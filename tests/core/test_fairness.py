@@ -12,9 +12,8 @@ from guest_queue.core.errors import ClientLimited, QueueFull
 from guest_queue.core.fairness import ClientHolds
 from guest_queue.core.manager import QueueManager
 
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, make_manager, until
 from .test_answer_cache import MemoryCache, make
-from .test_redis_queue import Factory, shared  # noqa: F401  (the fixture)
 
 
 def test_holds_are_capped_per_client_and_released_once() -> None:
@@ -198,7 +197,7 @@ async def test_a_replayed_cached_answer_counts_until_it_is_streamed(gate: GateWo
 # -- the shared queue ---------------------------------------------------------------
 
 
-async def test_the_cap_is_global_across_processes(shared: Factory, gate: GateWorkflow) -> None:  # noqa: F811
+async def test_the_cap_is_global_across_processes(shared: Factory, gate: GateWorkflow) -> None:
     a = shared(gate, max_concurrent=1, max_per_client=2)
     b = shared(gate, max_concurrent=1, max_per_client=2)
     first = Stream(a, await a.submit("a1", client_hint="c"))
@@ -224,7 +223,7 @@ def admission_busy(manager: QueueManager) -> bool:
     return bool(getattr(manager.admission, "_leaving", None))
 
 
-async def test_followers_hold_the_cap_in_redis_too(shared: Factory, gate: GateWorkflow) -> None:  # noqa: F811
+async def test_followers_hold_the_cap_in_redis_too(shared: Factory, gate: GateWorkflow) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=2)
     b = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=2)
     leader = Stream(a, await a.submit("Same?", client_hint="c"))
@@ -239,7 +238,7 @@ async def test_followers_hold_the_cap_in_redis_too(shared: Factory, gate: GateWo
 
 
 async def test_a_dead_process_stops_counting_against_its_clients_within_the_lease(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, lease_sec=1.0, max_per_client=2)
@@ -267,7 +266,7 @@ async def test_a_dead_process_stops_counting_against_its_clients_within_the_leas
 
 
 async def test_a_groups_cap_holds_across_processes_and_heals_when_one_dies(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, lease_sec=1.0, max_per_client=1)

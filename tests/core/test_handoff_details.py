@@ -15,8 +15,7 @@ from guest_queue.core.manager import HAND_OFF_RETRY_MS
 from guest_queue.core.records import RequestRecord
 from guest_queue.workflows.base import WorkflowRequest
 
-from .conftest import GateWorkflow, until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, GateWorkflow, admission, until
 from .test_resume import Reader
 
 RID = "00000000-0000-4000-8000-0000000000a1"
@@ -64,7 +63,7 @@ def test_a_hand_off_without_context_adopts_a_plain_request() -> None:
 
 
 async def test_an_adopted_guest_hears_everything_after_the_hand_off(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -94,7 +93,7 @@ async def test_an_adopted_guest_hears_everything_after_the_hand_off(
 
 
 async def test_a_hand_off_whose_data_is_gone_is_reported_and_the_next_one_still_recorded(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     b = shared(GateWorkflow())

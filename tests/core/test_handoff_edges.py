@@ -15,9 +15,8 @@ from guest_queue.core.manager import QueueManager
 from guest_queue.core.records import RequestRecord, Status
 from guest_queue.core.stream import DISCONNECTED
 
-from .conftest import GateWorkflow, until
+from .conftest import Factory, GateWorkflow, admission, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
 ABANDONED = "Nobody came back for the request after the server restarted."
@@ -44,7 +43,7 @@ async def behind_a_running_one(
 
 
 async def test_an_adopted_waiting_request_counts_once_and_replays_from_its_first_event(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     grace_ms = 600_000
@@ -75,7 +74,7 @@ async def test_an_adopted_waiting_request_counts_once_and_replays_from_its_first
 
 
 async def test_adopting_a_hand_off_redis_admitted_meanwhile_starts_it_at_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -105,7 +104,7 @@ async def test_adopting_a_hand_off_redis_admitted_meanwhile_starts_it_at_once(
 
 
 async def test_a_handed_off_follower_nobody_adopts_ends_while_its_old_process_still_drains(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
@@ -132,7 +131,7 @@ async def test_a_handed_off_follower_nobody_adopts_ends_while_its_old_process_st
 
 
 async def test_the_drain_hands_off_the_others_when_redis_has_just_admitted_one(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -150,7 +149,7 @@ async def test_the_drain_hands_off_the_others_when_redis_has_just_admitted_one(
 
 @pytest.mark.parametrize("redis_fails", [False, True])
 async def test_a_hand_off_admitted_here_while_on_its_way_is_withdrawn(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     redis_fails: bool,
     caplog: pytest.LogCaptureFixture,

@@ -15,9 +15,8 @@ from guest_queue.core.config import QueueConfig
 from guest_queue.core.errors import ClientLimited, Unavailable
 from guest_queue.core.manager import QueueManager
 
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, make_manager, until
 from .test_answer_cache import MemoryCache, make
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
 RESTARTED = "Background task {!r} stopped by itself; restarting it"
@@ -177,7 +176,7 @@ async def test_background_loops_that_stop_by_themselves_are_named_in_the_log(
 
 
 async def test_a_drain_that_hands_off_guests_says_how_many_and_counts_them_no_more(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -204,7 +203,7 @@ async def test_a_drain_that_hands_off_guests_says_how_many_and_counts_them_no_mo
 
 
 async def test_a_drain_hands_off_a_resumable_follower_of_a_plain_waiting_leader(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)

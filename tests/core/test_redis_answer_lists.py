@@ -13,9 +13,8 @@ import pytest
 
 from guest_queue.core.backends.redis.answers import RedisAnswers
 
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 
 class FakeClient:
@@ -154,7 +153,7 @@ def test_an_older_leader_ending_does_not_unregister_the_newer_one() -> None:
 
 
 async def test_a_quiet_answer_is_waited_for_and_a_waiting_request_is_alive(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     manager = shared(gate, MemoryCache(), max_concurrent=1)

@@ -18,8 +18,7 @@ from guest_queue.core.backends.redis import admission as admission_module
 from guest_queue.core.backends.redis.link import UNREACHABLE
 from guest_queue.core.errors import Unavailable
 
-from .conftest import GateWorkflow, Stream, until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -36,7 +35,7 @@ async def one_after_another(manager: Any, gate: GateWorkflow) -> tuple[Stream, S
 
 
 async def test_a_listener_that_dies_is_named_in_the_log_and_started_again(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -80,7 +79,7 @@ def fail_the_next_leave(adm: Any, error: Exception) -> list[Exception]:
 
 
 async def test_a_leaves_sender_that_dies_is_named_in_the_log_and_the_slot_still_given_back(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -99,7 +98,7 @@ async def test_a_leaves_sender_that_dies_is_named_in_the_log_and_the_slot_still_
 
 
 async def test_a_leave_redis_did_not_get_is_sent_again_without_an_error_logged(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -121,7 +120,7 @@ async def test_a_leave_redis_did_not_get_is_sent_again_without_an_error_logged(
 
 
 async def test_a_leave_slower_than_a_renewal_pass_logs_no_error(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -155,7 +154,7 @@ async def test_a_leave_slower_than_a_renewal_pass_logs_no_error(
 
 
 async def test_closing_waits_for_the_listener_to_stop_before_closing_the_connections(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     manager = shared(GateWorkflow())
     link = admission(manager).link
@@ -183,7 +182,7 @@ async def test_closing_waits_for_the_listener_to_stop_before_closing_the_connect
 
 
 async def test_closing_does_not_wait_forever_for_a_listener_that_will_not_stop(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(admission_module, "CLOSE_TIMEOUT_SEC", 0.1)

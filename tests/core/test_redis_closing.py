@@ -18,9 +18,8 @@ from guest_queue.core.backends.redis.link import RedisLink, RedisOptions
 from guest_queue.core.errors import Unavailable
 
 from ..services import closed_port
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_redis_log_writer import RID, chunk, written
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_redis_resume import Held
 
 NOT_HANDED_BACK = "Could not hand the queue's slots back to Redis; their leases will run out"
@@ -40,7 +39,7 @@ async def forever(*args: Any, **kwargs: Any) -> Any:
 
 
 async def test_closing_gives_back_slots_whose_leave_failed_and_leaves_nothing_behind(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -78,7 +77,7 @@ async def test_closing_gives_back_slots_whose_leave_failed_and_leaves_nothing_be
 
 
 async def test_closing_twice_with_redis_down_warns_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     down = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
@@ -89,7 +88,7 @@ async def test_closing_twice_with_redis_down_warns_once(
 
 
 async def test_closing_does_not_hang_on_a_redis_that_stops_answering(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -119,7 +118,7 @@ async def test_closing_the_link_neither_fails_nor_hangs(monkeypatch: pytest.Monk
 
 
 async def test_closing_the_logs_writes_what_is_pending_promptly(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = admission(shared(Held())).logs
     for seq in range(1, 6):
@@ -131,7 +130,7 @@ async def test_closing_the_logs_writes_what_is_pending_promptly(
 
 
 async def test_closing_the_logs_gives_up_on_a_stuck_writer(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(logs_module, "CLOSE_TIMEOUT_SEC", 0.1)

@@ -10,9 +10,8 @@ from typing import Any
 from guest_queue.core.errors import ClientLimited
 from guest_queue.core.manager import QueueManager
 
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 
 
 async def renewed(manager: QueueManager) -> None:
@@ -37,7 +36,7 @@ async def asks_again(manager: QueueManager, client: str, within: float = 2.0) ->
 
 
 async def test_a_guest_arriving_at_an_empty_queue_starts_at_once_first_in_line(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     # Renewals 10 s apart: nothing but the entry itself can start the request.
@@ -52,7 +51,7 @@ async def test_a_guest_arriving_at_an_empty_queue_starts_at_once_first_in_line(
 
 
 async def test_an_admission_heard_before_the_entrys_reply_starts_the_request_at_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, lease_sec=30)
@@ -83,7 +82,7 @@ async def test_an_admission_heard_before_the_entrys_reply_starts_the_request_at_
 
 
 async def test_a_followers_client_may_ask_again_as_soon_as_it_is_answered(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     # Long leases: only the follower's leave can give its client's count back.
@@ -101,7 +100,7 @@ async def test_a_followers_client_may_ask_again_as_soon_as_it_is_answered(
 
 
 async def test_a_follower_that_lined_up_again_gives_its_clients_count_back_when_answered(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=1)

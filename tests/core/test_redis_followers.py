@@ -17,9 +17,8 @@ from guest_queue.core.answers.sharing import RemoteLeader
 from guest_queue.core.errors import ClientLimited
 from guest_queue.workflows.base import WorkflowError
 
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
 
@@ -32,13 +31,13 @@ async def announced(manager: Any, key: str = "q") -> None:
     await until(lambda: manager.relay.shared.leader(key) is not None)
 
 
-def pair(shared: Factory, workflow: Any, **config: Any) -> tuple[Any, Any]:  # noqa: F811
+def pair(shared: Factory, workflow: Any, **config: Any) -> tuple[Any, Any]:
     config.setdefault("max_concurrent", 2)
     return shared(workflow, MemoryCache(), **config), shared(workflow, MemoryCache(), **config)
 
 
 async def test_a_follower_on_another_process_streams_the_answer_live_without_a_slot(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate, max_per_client=1)
@@ -75,7 +74,7 @@ async def test_a_follower_on_another_process_streams_the_answer_live_without_a_s
 
 
 async def test_followers_on_another_process_keep_the_answer_when_the_leaders_guest_leaves(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate)
@@ -113,7 +112,7 @@ class FailsFirst:
 
 
 async def test_when_the_leader_fails_a_follower_elsewhere_goes_back_in_line_and_is_answered(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = FailsFirst()
     a, b = pair(shared, flow)
@@ -134,7 +133,7 @@ async def test_when_the_leader_fails_a_follower_elsewhere_goes_back_in_line_and_
 
 
 async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_its_failure(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     go = asyncio.Event()
     calls: list[str] = []
@@ -163,7 +162,7 @@ async def test_followers_elsewhere_that_streamed_part_of_a_failed_answer_share_i
 
 
 async def test_a_leader_here_that_ends_while_a_guest_is_let_in_leaves_it_to_line_up(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -188,7 +187,7 @@ async def test_a_leader_here_that_ends_while_a_guest_is_let_in_leaves_it_to_line
 
 
 async def test_a_follower_of_a_leader_whose_process_died_falls_back(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate, lease_sec=1.0)
@@ -210,7 +209,7 @@ async def test_a_follower_of_a_leader_whose_process_died_falls_back(
 
 
 async def test_a_follower_whose_guest_leaves_stops_reading(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate)
@@ -233,7 +232,7 @@ async def test_a_follower_whose_guest_leaves_stops_reading(
 
 
 async def test_a_resumable_follower_elsewhere_resumes_without_losing_a_chunk(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate, resume_grace_sec=5)

@@ -10,15 +10,14 @@ import pytest
 
 from guest_queue.core.answers.sharing import RemoteLeader
 
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
 from .test_redis_followers import announced, pair
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
 
 async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
@@ -60,7 +59,7 @@ async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
 
 
 async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_leader(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -99,7 +98,7 @@ async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_lea
 
 
 async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=0.5)
@@ -130,7 +129,7 @@ async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
 
 
 async def test_a_draining_process_leaves_overdue_hand_offs_to_a_live_one(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     # Only the draining process is there when the hand-offs are overdue: it must not take
@@ -161,7 +160,7 @@ async def test_a_draining_process_leaves_overdue_hand_offs_to_a_live_one(
 
 
 async def test_handed_off_followers_line_up_where_they_arrived_among_other_processes_guests(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, resume_grace_sec=10)
@@ -197,7 +196,7 @@ async def test_handed_off_followers_line_up_where_they_arrived_among_other_proce
 
 
 async def test_a_drain_hands_off_waiting_guests_while_a_follower_here_follows_another_process(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -8,15 +8,14 @@ import asyncio
 from guest_queue.core.manager import QueueManager
 
 from ..services import redis_prefix
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, admission, make_manager, until
 from .test_answer_cache import MemoryCache
 from .test_handoff_edges import redis_ms
 from .test_redis_followers import announced
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 
 
 async def test_a_slots_lease_runs_exactly_the_configured_time(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     manager = shared(gate, max_concurrent=1, lease_sec=100)
@@ -32,7 +31,7 @@ async def test_a_slots_lease_runs_exactly_the_configured_time(
 
 
 async def test_a_guest_of_another_queue_on_the_same_redis_never_follows_this_queues_answer(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     redis_test_url: str,
 ) -> None:

@@ -16,8 +16,7 @@ from guest_queue.core.backends.redis.logs import RedisLogs
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.resume import Resumable
 
-from .conftest import until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, admission, until
 from .test_redis_resume import Held, SharedReader, started
 from .test_resume import Reader
 
@@ -40,7 +39,7 @@ async def read_elsewhere_before(
 
 
 async def test_a_local_reader_whose_claim_fails_is_still_closed_by_a_newer_reader_elsewhere(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "guest_queue")
@@ -66,7 +65,7 @@ async def test_a_local_reader_whose_claim_fails_is_still_closed_by_a_newer_reade
 
 
 async def test_a_local_reader_gone_before_its_claim_came_back_gives_it_up_at_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
@@ -93,7 +92,7 @@ async def test_a_local_reader_gone_before_its_claim_came_back_gives_it_up_at_onc
 
 
 async def test_a_local_reader_hearing_its_own_claim_before_the_reply_reads_on(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
@@ -115,7 +114,7 @@ async def test_a_local_reader_hearing_its_own_claim_before_the_reply_reads_on(
 
 
 async def test_redis_failing_at_the_graces_end_ends_the_request_nobody_reads(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, "guest_queue")
@@ -136,7 +135,7 @@ async def test_redis_failing_at_the_graces_end_ends_the_request_nobody_reads(
 
 
 async def test_a_request_read_elsewhere_past_the_grace_ends_one_grace_after_that_reader_left(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
@@ -154,7 +153,7 @@ async def test_a_request_read_elsewhere_past_the_grace_ends_one_grace_after_that
 
 
 async def test_a_reader_attaching_while_redis_is_asked_at_the_graces_end_keeps_the_request(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=0.2)
@@ -181,7 +180,7 @@ async def test_a_reader_attaching_while_redis_is_asked_at_the_graces_end_keeps_t
 
 
 async def test_a_request_nobody_ever_reads_ends_one_grace_after_it_was_accepted(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     """The guest's POST was answered, but no stream ever came, on any process."""
     flow = Held()
@@ -195,7 +194,7 @@ async def test_a_request_nobody_ever_reads_ends_one_grace_after_it_was_accepted(
 
 
 async def test_a_local_reader_that_claimed_the_request_gives_its_claim_back_when_it_leaves(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=1.0), shared(flow, resume_grace_sec=1.0)

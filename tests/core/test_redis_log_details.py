@@ -16,15 +16,14 @@ from guest_queue.core.eventlog import LogTrimmed
 from guest_queue.core.events import Event
 
 from ..services import closed_port
-from .conftest import until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, admission, until
 from .test_redis_resume import Held
 
 RID = "00000000-0000-4000-8000-0000000000d1"
 DONE = Event("workflow_complete", {"suggested_questions": []})
 
 
-def logs_of(shared: Factory, **config: Any) -> Any:  # noqa: F811
+def logs_of(shared: Factory, **config: Any) -> Any:
     logs = shared(Held(), **config).resumes.shared
     assert logs is not None
     return logs
@@ -34,7 +33,7 @@ def chunk(i: int) -> Event:
     return Event("answer_chunk", f"c{i} ")
 
 
-async def test_a_read_from_just_before_a_gap_says_trimmed(shared: Factory) -> None:  # noqa: F811
+async def test_a_read_from_just_before_a_gap_says_trimmed(shared: Factory) -> None:
     logs = logs_of(shared)
     for seq in (3, 4):
         logs.append(RID, seq, chunk(seq))
@@ -45,7 +44,7 @@ async def test_a_read_from_just_before_a_gap_says_trimmed(shared: Factory) -> No
 
 
 async def test_a_read_with_nothing_new_waits_for_the_next_event(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = logs_of(shared, redis_timeout_sec=3)
     logs.append(RID, 1, chunk(1))
@@ -64,7 +63,7 @@ async def test_a_read_with_nothing_new_waits_for_the_next_event(
 
 
 async def test_a_waiting_guests_log_is_kept_alive_by_a_touch(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = logs_of(shared)
     key = f"{logs.tag}:log:{RID}"
@@ -78,7 +77,7 @@ async def test_a_waiting_guests_log_is_kept_alive_by_a_touch(
 
 
 async def test_a_finished_logs_id_is_remembered_for_an_hour_not_forever(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = logs_of(shared)
     logs.append(RID, 1, DONE)
@@ -87,7 +86,7 @@ async def test_a_finished_logs_id_is_remembered_for_an_hour_not_forever(
     assert 0 < await logs.client.ttl(f"{logs.tag}:logdone:{RID}") <= DONE_MEMORY_SEC
 
 
-async def test_a_long_answer_is_capped_in_redis(shared: Factory) -> None:  # noqa: F811
+async def test_a_long_answer_is_capped_in_redis(shared: Factory) -> None:
     logs = logs_of(shared, resume_log_max_events=10)
     for seq in range(1, 401):
         logs.append(RID, seq, chunk(seq))
@@ -96,12 +95,12 @@ async def test_a_long_answer_is_capped_in_redis(shared: Factory) -> None:  # noq
     assert await logs.client.xlen(f"{logs.tag}:log:{RID}") < 300
 
 
-async def test_an_id_never_seen_is_unknown_not_expired(shared: Factory) -> None:  # noqa: F811
+async def test_an_id_never_seen_is_unknown_not_expired(shared: Factory) -> None:
     logs = logs_of(shared)
     assert await logs.state(RID) is None
 
 
-async def test_a_reader_leaving_gives_its_claim_up_at_once(shared: Factory) -> None:  # noqa: F811
+async def test_a_reader_leaving_gives_its_claim_up_at_once(shared: Factory) -> None:
     logs = logs_of(shared)
     number = await logs.claim(RID, 30.0)
     assert await logs.attached(RID) and await logs.newest_claim(RID) == number
@@ -109,7 +108,7 @@ async def test_a_reader_leaving_gives_its_claim_up_at_once(shared: Factory) -> N
     assert not await logs.attached(RID)
 
 
-async def test_redis_down_says_why_and_when_to_retry(shared: Factory) -> None:  # noqa: F811
+async def test_redis_down_says_why_and_when_to_retry(shared: Factory) -> None:
     logs = logs_of(shared, redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
     for lookup in (logs.state, logs.cancel):
         with pytest.raises(Unavailable) as raised:
@@ -119,7 +118,7 @@ async def test_redis_down_says_why_and_when_to_retry(shared: Factory) -> None:  
 
 
 async def test_a_logs_lifetime_covers_the_grace_the_limits_and_the_wait_exactly(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     # Open: the whole time a request may still run and be resumed (grace + wait in line +
     # processing limit + a margin); finished: the resume grace only.
@@ -135,7 +134,7 @@ async def test_a_logs_lifetime_covers_the_grace_the_limits_and_the_wait_exactly(
 
 
 async def test_closing_logs_that_never_wrote_anything_is_immediate(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = logs_of(shared)
     began = time.monotonic()
@@ -144,7 +143,7 @@ async def test_closing_logs_that_never_wrote_anything_is_immediate(
 
 
 async def test_a_remade_subscription_asks_for_the_claims_to_be_checked_again(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     logs = logs_of(shared)
     claims: list[tuple[str, int]] = []
@@ -161,7 +160,7 @@ async def test_a_remade_subscription_asks_for_the_claims_to_be_checked_again(
 
 
 async def test_a_guest_waiting_in_line_keeps_its_log_alive_at_each_heartbeat(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, max_concurrent=1, heartbeat_sec=0.1, resume_grace_sec=5)

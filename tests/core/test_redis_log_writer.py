@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from guest_queue.core.backends.redis.logs import _raise_unless_written
 from guest_queue.core.events import Event
 
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, admission
 from .test_redis_resume import Held
 
 RID = "00000000-0000-4000-8000-0000000000f1"
@@ -64,7 +64,7 @@ def chunk(i: int) -> Event:
 
 @pytest.mark.parametrize("how", ["before", "after"])
 async def test_a_batch_that_fails_once_is_sent_again_nothing_lost_nor_twice(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     how: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -86,7 +86,7 @@ async def test_a_batch_that_fails_once_is_sent_again_nothing_lost_nor_twice(
 
 
 async def test_a_batch_that_keeps_failing_is_given_up_with_a_warning(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     logs = admission(shared(Held())).logs
@@ -112,7 +112,7 @@ async def test_a_batch_that_keeps_failing_is_given_up_with_a_warning(
 
 
 async def test_every_failed_batch_gets_its_own_second_try(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A retry that worked, or one given up, does not use up the next batch's retry."""

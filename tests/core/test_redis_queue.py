@@ -10,54 +10,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from guest_queue.core.answers.cache import AnswerCache
-from guest_queue.core.backends.redis import RedisAdmission
 from guest_queue.core.backends.redis.link import UNREACHABLE
 from guest_queue.core.errors import QueueFull, Unavailable
-from guest_queue.core.manager import QueueManager
 
 from ..services import PrivateRedis, closed_port, delete_prefix
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
-
-Factory = Callable[..., QueueManager]
-
-
-@pytest.fixture
-async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[Factory]:
-    """Managers sharing one queue (one Redis, one key prefix)."""
-    managers: list[QueueManager] = []
-
-    def build(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
-        options = {
-            "lease_sec": config.pop("lease_sec", 1.5),
-            "timeout_sec": config.pop("redis_timeout_sec", 0.25),
-            "url": config.pop("redis_url", redis_test_url),
-            "prefix": redis_test_prefix,
-        }
-        config.setdefault("shutdown_grace_sec", 0)
-        manager = make_manager(workflow, backend="redis", backend_options=options, **config)
-        if cache is not None:
-            manager = QueueManager(manager.config, workflow, cache=cache)
-        managers.append(manager)
-        manager.start()
-        return manager
-
-    yield build
-    for manager in managers:
-        await asyncio.wait_for(manager.close(), 10)
-
-
-def admission(manager: QueueManager) -> RedisAdmission:
-    assert isinstance(manager.admission, RedisAdmission)
-    return manager.admission
 
 
 async def test_one_limit_and_one_line_across_processes(shared: Factory, gate: GateWorkflow) -> None:

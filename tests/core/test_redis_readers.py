@@ -9,8 +9,7 @@ import pytest
 
 from guest_queue.core.records import Status
 
-from .conftest import until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, admission, until
 from .test_redis_resume import Held, SharedReader, started
 from .test_resume import Reader, chunks
 
@@ -22,7 +21,7 @@ async def _replaced_promptly(old_task: asyncio.Future[None]) -> None:
 
 
 async def test_a_reader_on_another_process_replaces_the_local_one(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
@@ -40,7 +39,7 @@ async def test_a_reader_on_another_process_replaces_the_local_one(
 
 
 async def test_a_local_resume_replaces_a_reader_on_another_process(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
@@ -58,7 +57,7 @@ async def test_a_local_resume_replaces_a_reader_on_another_process(
 
 
 async def test_a_newer_reader_on_a_third_process_replaces_a_remote_one(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=0.3)
@@ -81,7 +80,7 @@ async def test_a_newer_reader_on_a_third_process_replaces_a_remote_one(
 
 
 async def test_a_reader_that_missed_the_announcement_closes_at_its_next_renewal(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
@@ -99,7 +98,7 @@ async def test_a_reader_that_missed_the_announcement_closes_at_its_next_renewal(
 
 
 async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_closes(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
@@ -125,7 +124,7 @@ async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_clo
 
 
 async def test_the_first_reader_stays_when_the_claims_are_checked_again(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=0.3)
@@ -142,7 +141,7 @@ async def test_the_first_reader_stays_when_the_claims_are_checked_again(
 
 
 async def test_a_remote_reader_closes_as_soon_as_a_newer_reader_claims_not_at_its_renewal(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=5)
@@ -166,7 +165,7 @@ async def test_a_remote_reader_closes_as_soon_as_a_newer_reader_claims_not_at_it
 
 
 async def test_a_reader_replaced_unheard_closes_when_the_claims_are_checked_again(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=5)
@@ -185,7 +184,7 @@ async def test_a_reader_replaced_unheard_closes_when_the_claims_are_checked_agai
 
 
 async def test_a_cancel_right_after_a_reader_moved_to_another_process_is_heard(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     flow = Held()

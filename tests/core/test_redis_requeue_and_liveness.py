@@ -10,13 +10,12 @@ from guest_queue.core.backends.redis.link import UNREACHABLE
 from guest_queue.core.errors import Unavailable
 
 from ..services import closed_port
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 
 
 async def test_a_follower_lines_up_again_even_when_the_line_is_full(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1, max_queue_size=1)
@@ -37,7 +36,7 @@ async def test_a_follower_lines_up_again_even_when_the_line_is_full(
 
 
 async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreachable(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1)
@@ -56,7 +55,7 @@ async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreach
 
 
 async def test_held_anywhere_finds_a_request_another_process_holds(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1)
@@ -73,7 +72,7 @@ async def test_held_anywhere_finds_a_request_another_process_holds(
     await waiting.done()
 
 
-async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> None:  # noqa: F811
+async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> None:
     down = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
     assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
 
@@ -85,7 +84,7 @@ async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> No
 
 
 async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     gate = GateWorkflow(chunks=0)
     a = shared(gate, MemoryCache(), max_concurrent=1)
@@ -99,7 +98,7 @@ async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
 
 
 async def test_waiting_guests_keep_their_places_through_a_short_redis_outage(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     # Renewal passes fail for a moment, well within the lease (1.5 s): nothing is lost.
@@ -129,7 +128,7 @@ async def test_waiting_guests_keep_their_places_through_a_short_redis_outage(
 
 
 async def test_a_freed_slot_goes_at_once_to_the_next_guest_in_another_process(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     # Renewals every 2 s: the next guest must be let in by the admission Redis announces,

@@ -17,9 +17,8 @@ from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
 from ..services import closed_port
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, admission, until
 from .test_answer_cache import MemoryCache
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader, chunks
 
 
@@ -63,7 +62,7 @@ class SharedReader:
 
 
 async def test_a_resume_on_another_process_gets_the_rest_and_keeps_it_alive(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=0.3)
@@ -89,7 +88,7 @@ async def test_a_resume_on_another_process_gets_the_rest_and_keeps_it_alive(
 
 
 async def test_nobody_on_any_process_ends_it_after_the_grace(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=0.3)
@@ -108,7 +107,7 @@ async def until_state(manager: Any, request_id: str, state: str) -> None:
 
 
 async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -151,7 +150,7 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
 
 
 async def test_a_cancel_through_another_process_ends_the_request_at_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1)
@@ -170,7 +169,7 @@ async def test_a_cancel_through_another_process_ends_the_request_at_once(
 
 
 async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
@@ -221,7 +220,7 @@ async def test_a_cancel_that_redis_py_turns_into_a_connection_error_still_cancel
 
 
 async def test_a_remote_reader_ends_its_stream_at_a_reconnect(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Held())
     logs = a.resumes.shared
@@ -237,7 +236,7 @@ async def test_a_remote_reader_ends_its_stream_at_a_reconnect(
 
 
 async def test_a_remote_reader_ends_cleanly_when_redis_fails(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Held())
     logs = a.resumes.shared
@@ -253,7 +252,7 @@ async def test_a_remote_reader_ends_cleanly_when_redis_fails(
 
 
 async def test_resume_and_cancel_lookups_say_unavailable_when_redis_is_down(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Held(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
     logs = a.resumes.shared
@@ -267,7 +266,7 @@ async def test_resume_and_cancel_lookups_say_unavailable_when_redis_is_down(
 
 
 async def test_closing_writes_every_pending_event_first(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Held())
     logs = admission(a).logs
@@ -281,7 +280,7 @@ async def test_closing_writes_every_pending_event_first(
 
 
 async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Held())
     logs = a.resumes.shared
@@ -325,7 +324,7 @@ def standing(manager: Any) -> set[Any]:
 
 
 async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_task(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow)
@@ -346,7 +345,7 @@ async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_t
 
 
 async def test_an_answer_carried_on_for_followers_stops_when_it_ends(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=2)

@@ -11,9 +11,8 @@ from guest_queue.core.backends.base import Ticket
 from guest_queue.core.errors import ClientLimited, NotAccepting, QueueFull
 from guest_queue.core.manager import QueueManager
 
-from .conftest import GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, make_manager, until
 from .test_answer_cache import MemoryCache, make
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 
 FULL = "Too many guests are asking right now; please try again shortly."
 RESTARTING = "The server is restarting; please try again."
@@ -47,7 +46,7 @@ async def test_a_client_at_its_cap_is_told_how_many_it_has_open(
 
 
 async def test_a_follower_at_its_clients_cap_in_redis_is_refused(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, max_per_client=1)
@@ -61,7 +60,7 @@ async def test_a_follower_at_its_clients_cap_in_redis_is_refused(
 
 
 async def test_a_full_shared_line_and_a_full_follower_table_say_so(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=1, max_queue_size=1, request_timeout_sec=3)
@@ -138,7 +137,7 @@ async def test_a_drain_that_starts_while_a_follower_is_held_refuses_it(
 
 
 async def test_a_client_at_its_cap_cannot_follow_and_a_follow_stays_counted_past_a_lease(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a = shared(gate, MemoryCache(), max_concurrent=2, max_per_client=1, lease_sec=1.0)

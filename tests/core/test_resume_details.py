@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, until
 from .test_redis_resume import Held, SharedReader
 from .test_resume import Reader, chunks
 
 
 async def test_a_remote_reader_leaving_gives_up_its_claim_at_once(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a = shared(flow, resume_grace_sec=5)

@@ -15,9 +15,8 @@ from guest_queue.core.errors import ClientLimited
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.resume import LogExpired
 
-from .conftest import until
+from .conftest import Factory, until
 from .test_answer_cache import Echo, MemoryCache, make
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
 
@@ -90,7 +89,7 @@ async def test_finished_logs_are_bounded_in_total_oldest_first() -> None:
 
 
 async def test_a_dropped_log_reads_as_expired_on_every_process(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     a = shared(Echo(), MemoryCache(), max_per_client=1, resume_grace_sec=60)
     b = shared(Echo(), MemoryCache(), max_per_client=1, resume_grace_sec=60)

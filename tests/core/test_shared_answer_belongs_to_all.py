@@ -17,10 +17,9 @@ import pytest
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.records import Status
 
-from .conftest import GateWorkflow, Stream, until
+from .conftest import Factory, GateWorkflow, Stream, until
 from .test_answer_cache import MemoryCache, make
 from .test_redis_followers import announced, pair
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
 from .test_resume import Reader
 
 
@@ -128,7 +127,7 @@ async def test_a_leader_without_followers_still_stops_at_once(gate: GateWorkflow
 
 
 async def test_a_leader_leaving_does_not_cut_a_follower_on_another_process(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
     loop_errors: list[dict[str, Any]],
 ) -> None:
@@ -151,7 +150,7 @@ async def test_a_leader_leaving_does_not_cut_a_follower_on_another_process(
 
 
 async def test_cancelling_a_resumable_leader_from_another_process_only_detaches_it(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     gate: GateWorkflow,
 ) -> None:
     a, b = pair(shared, gate, resume_grace_sec=5)

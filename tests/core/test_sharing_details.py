@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from guest_queue.core.answers.cache import CachedAnswer
 from guest_queue.core.answers.sharing import serve_from
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.records import RequestRecord, Status
 
-from .test_relay_details import FakeShared, Process, shared  # noqa: F401 (the fixture)
+from .test_relay_details import FakeShared, Process
+
+
+@pytest.fixture
+def shared() -> FakeShared:
+    """The shared queue's answers as Redis would keep them, in memory; "q" answered by L1."""
+    store = FakeShared()
+    store.leaders["q"] = "L1"
+    return store
 
 
 def ticket(request_id: str, key: str | None = "q") -> Ticket:
@@ -18,7 +28,7 @@ def ticket(request_id: str, key: str | None = "q") -> Ticket:
     return new
 
 
-def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:  # noqa: F811
+def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:
     here = Process(shared)
     leader = ticket("local-1")
     here.sharing.lead(leader)
@@ -29,7 +39,7 @@ def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:  #
 
 
 async def test_when_the_last_follower_leaves_the_other_process_is_no_longer_read(
-    shared: FakeShared,  # noqa: F811
+    shared: FakeShared,
 ) -> None:
     there = Process(shared)
     first, remote = there.follower()
@@ -48,7 +58,7 @@ async def test_when_the_last_follower_leaves_the_other_process_is_no_longer_read
     there.close()
 
 
-async def test_a_follower_still_there_keeps_the_reader(shared: FakeShared) -> None:  # noqa: F811
+async def test_a_follower_still_there_keeps_the_reader(shared: FakeShared) -> None:
     there = Process(shared)
     first, remote = there.follower()
     second = ticket("f2")

@@ -17,8 +17,7 @@ import pytest
 from guest_queue.core.backends.redis import logs as logs_module
 from guest_queue.core.events import Event
 
-from .conftest import until
-from .test_redis_queue import Factory, admission, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, admission, until
 from .test_redis_resume import Held, SharedReader, started
 
 
@@ -68,7 +67,7 @@ async def writing_through(
 
 
 async def test_a_reader_elsewhere_stops_when_its_cancel_is_swallowed_mid_renewal(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
@@ -94,7 +93,7 @@ async def test_a_reader_elsewhere_stops_when_its_cancel_is_swallowed_mid_renewal
 
 
 async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(logs_module, "CLOSE_TIMEOUT_SEC", 0.2)
@@ -118,7 +117,7 @@ async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
 
 
 async def test_closing_is_bounded_when_the_log_writer_shrugs_off_every_cancel(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(logs_module, "CLOSE_TIMEOUT_SEC", 0.2)

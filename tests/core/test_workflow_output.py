@@ -18,8 +18,7 @@ from guest_queue.core.manager import QueueManager
 from guest_queue.core.records import RequestRecord, Status
 from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
 
-from .conftest import make_manager, until
-from .test_redis_queue import Factory, shared  # noqa: F401 (the fixture)
+from .conftest import Factory, make_manager, until
 from .test_resume import Reader
 
 WORKFLOW_PATH = f"{__name__}.BadOutput"
@@ -212,7 +211,7 @@ async def test_a_resumed_stream_replays_only_strict_json() -> None:
 
 
 async def test_the_redis_log_of_a_resumable_request_holds_only_strict_json(
-    shared: Factory,  # noqa: F811
+    shared: Factory,
 ) -> None:
     manager = shared(BadOutput(BAD_ITEMS["NaN in workflow_complete"]), resume_grace_sec=5)
     ticket = await manager.submit("bad shared")

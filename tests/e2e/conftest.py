@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from ..services import address_in_use
 from ..services import free_port as free_port  # for the e2e modules
@@ -177,3 +178,10 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def probe(redis_test_url: str, redis_test_prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_test_url, decode_responses=True)
+    yield client
+    client.close()

@@ -13,7 +13,7 @@ import httpx
 import redis
 
 from .conftest import Server, ServerFactory
-from .test_shared_queue import probe, shared_env  # noqa: F401 (the fixture)
+from .test_shared_queue import shared_env
 
 CHAT = "/api/v1/guest/chat"
 
@@ -62,7 +62,7 @@ async def test_a_leader_leaving_or_cancelling_does_not_cut_the_others_answer(
     start_server: ServerFactory,
     redis_test_url: str,
     redis_test_prefix: str,
-    probe: redis.Redis,  # noqa: F811
+    probe: redis.Redis,
 ) -> None:
     env = shared_env(
         redis_test_url,
@@ -125,7 +125,7 @@ async def test_a_guest_asking_cached_questions_in_a_loop_keeps_few_logs_alive(
     start_server: ServerFactory,
     redis_test_url: str,
     redis_test_prefix: str,
-    probe: redis.Redis,  # noqa: F811
+    probe: redis.Redis,
 ) -> None:
     env = shared_env(
         redis_test_url,

@@ -10,7 +10,7 @@ import httpx
 import redis
 
 from .conftest import Server, ServerFactory
-from .test_shared_queue import probe, shared_env  # noqa: F401 (the fixture)
+from .test_shared_queue import shared_env
 
 TERMINAL = {"workflow_complete", "error", "timeout"}
 
@@ -107,7 +107,7 @@ async def test_a_rolling_restart_answers_every_waiting_guest_in_order(
     start_server: ServerFactory,
     redis_test_url: str,
     redis_test_prefix: str,
-    probe: redis.Redis,  # noqa: F811
+    probe: redis.Redis,
 ) -> None:
     env = shared_env(
         redis_test_url,

@@ -11,7 +11,7 @@ import httpx
 import redis
 
 from .conftest import Server, ServerFactory
-from .test_shared_queue import probe, shared_env  # noqa: F401 (the fixture)
+from .test_shared_queue import shared_env
 
 
 class Guest:
@@ -41,7 +41,7 @@ async def test_a_follower_on_another_process_streams_the_answer_live(
     start_server: ServerFactory,
     redis_test_url: str,
     redis_test_prefix: str,
-    probe: redis.Redis,  # noqa: F811
+    probe: redis.Redis,
 ) -> None:
     env = shared_env(
         redis_test_url,

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
-import pytest
 import redis
 
 from ..services import PrivateRedis
@@ -48,13 +46,6 @@ class Guest:
     async def done(self) -> list[str]:
         await asyncio.wait_for(self.task, 30)
         return names(self.events)
-
-
-@pytest.fixture
-def probe(redis_test_url: str, redis_test_prefix: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_test_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def shared_env(url: str, prefix: str, *, queue_url: str = "", **env: str) -> dict[str, str]:

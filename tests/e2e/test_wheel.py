@@ -454,4 +454,4 @@ def test_wheel_mounted_by_the_readme_into_a_fresh_site(tmp_path: Path) -> None:
         assert not GENESTORY_TEXT.search(mode.chat_html.encode()), "GeneStory's text on the page"
     skipped = debug_on.browser_skipped or debug_off.browser_skipped
     if skipped:
-        missing(f"everything but the chat page in Chromium passed; {skipped}")
+        missing("Chromium", f"everything but the chat page in Chromium passed; {skipped}")
