@@ -57,8 +57,10 @@ logger = logging.getLogger("guest_queue")
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*$")
-#: Longest the count may take before the question goes through uncounted.
-CACHE_TIMEOUT_SEC = 0.5
+#: Longest the count may take before the question goes through uncounted: long enough that
+#: a busy server still counts a burst (at 0.5 s, a loaded machine let part of one through),
+#: short enough that a hung cache holds no guest for long.
+CACHE_TIMEOUT_SEC = 2.0
 #: A failing count is logged at most this often.
 WARN_EVERY_SEC = 60.0
 _last_warning = -math.inf
