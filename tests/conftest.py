@@ -61,6 +61,24 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+#: Run first under pytest-xdist: the longest tests (a worker that takes one of them near the
+#: end would keep the whole run waiting). The rest keep pytest-randomly's order.
+FIRST = ("tests/e2e/test_wheel.py", "tests/e2e/")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, start with the long tests (every worker sorts alike)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        rank = {prefix: n for n, prefix in enumerate(FIRST)}
+
+        def first(item: pytest.Item) -> int:
+            found = [rank[p] for p in FIRST if item.nodeid.startswith(p)]
+            return min(found, default=len(FIRST))
+
+        items.sort(key=first)
+
+
 @contextmanager
 def turn(config: pytest.Config, exclusive: bool) -> Iterator[None]:
     """A test's turn among the pytest-xdist workers: alone when ``exclusive``, else shared.
