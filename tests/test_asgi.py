@@ -157,7 +157,9 @@ async def test_waiting_guests_hold_no_threads() -> None:
         assert await w.start() == 200
         await w.event()
     # Django alone would park one thread per open request; the shared pool holds them all.
-    assert threading.active_count() <= baseline + 2
+    # A short-lived thread (guest_queue.history.threads starts one per history write or lookup;
+    # slow on a busy machine) may come and go meanwhile: parked threads would stay.
+    await settle(lambda: threading.active_count() <= baseline + 2)
     for client in [*waiters, head]:
         await client.disconnect()
     manager = get_manager()
