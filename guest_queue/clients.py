@@ -2,9 +2,9 @@
 
 import warnings
 
-from .guests.clients import address_key, client_id, client_key
+from .guests.clients import ID_CHARS, address_key, client_id, client_key, id_of_key, key_of_address
 
-__all__ = ["address_key", "client_id", "client_key"]
+__all__ = ["ID_CHARS", "address_key", "client_id", "client_key", "id_of_key", "key_of_address"]
 
 warnings.warn(
     "guest_queue.clients moved to guest_queue.guests.clients; import it from there.",

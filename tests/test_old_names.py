@@ -17,8 +17,12 @@ OLD_NAMES = {
         "guest_queue.http.middleware",
         ["APISecurityMiddleware", "ContentLengthMiddleware"],
     ),
-    "guest_queue.clients": ("guest_queue.guests.clients", ["address_key", "client_id"]),
+    "guest_queue.clients": (
+        "guest_queue.guests.clients",
+        ["address_key", "client_id", "key_of_address", "id_of_key"],
+    ),
     "guest_queue.metrics": ("guest_queue.observe.metrics", ["count_rejected"]),
+    "guest_queue.views": ("guest_queue.http.views", ["chat", "chat_simple", "queue_status"]),
 }
 
 

@@ -364,7 +364,9 @@ class QueueManager:
             return False
         if ticket.share.detach(ending.code):
             if not ticket.drive.started:
-                # Its stream never started: drive the answer here.
+                # Its stream never started: drive the answer here (a stream of its own
+                # that starts later sees it was left, and drives nothing).
+                ticket.drive.started = True
                 driver = RequestStream(self, ticket, unattended=True)
                 self.stopper.spawn(drive(driver))
             else:

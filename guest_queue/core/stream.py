@@ -85,6 +85,12 @@ class RequestStream:
         share, place = ticket.share, ticket.place
         ticket.drive.started = True
         record = ticket.record
+        if self._left():
+            # Its guest left before this stream started, and others follow its answer:
+            # another stream drives that answer already (one workflow, never two).
+            for final in self._detached_events():
+                yield final
+            return
         try:
             reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,

@@ -25,8 +25,8 @@ Where the counts live, and what holds there:
 A counter lives for its window plus a second, from its first count. Django's
 async ``aincr`` is a read then a write on every built-in backend (and resets
 the key's expiry): it is never used. A count that fails or takes longer than
-half a second lets the question through (logged at most once a minute): the
-rate limit is a guard, not a reason for the chatbot to be down.
+``CACHE_TIMEOUT_SEC`` (2 s) lets the question through (logged at most once a
+minute): the rate limit is a guard, not a reason for the chatbot to be down.
 """
 
 from __future__ import annotations

@@ -169,3 +169,28 @@ async def test_cancelling_a_resumable_leader_from_another_process_only_detaches_
     gate.open(leader.request_id)
     assert (await follower.done())[-1] == "workflow_complete"
     assert follower.events[-1].data["cached"] is True
+
+
+async def test_a_stream_that_starts_after_its_guest_left_drives_nothing(
+    gate: GateWorkflow,
+) -> None:
+    """The guest cancels (or is swept as never started) before its response is read; the
+    response is read after all: the answer others follow still runs once."""
+    manager = make(gate, MemoryCache(), max_concurrent=1)
+    head = Stream(manager, await manager.submit("head"))
+    leader = await manager.submit("Q")  # its response is not read yet
+    follower = Stream(manager, await manager.submit("Q"))
+    await until(lambda: follower.positions() == [1])
+    manager.cancel(leader.request_id)
+    late = Stream(manager, leader)  # the response starts being read now
+    assert (await late.done())[-1] == "error"
+    assert late.events[-1].data["code"] == "cancelled"
+    gate.open(head.ticket.request_id)
+    await until(lambda: answer(follower) == "Q-0 Q-1 ")
+    gate.open(leader.request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
+    assert answer(follower) == "Q-0 Q-1 "  # one workflow's answer, not two interleaved
+    assert gate.started == ["head", "Q"] and gate.max_running == 1
+    await until(lambda: manager.status()["active_requests"] == 0)
+    status = manager.status()
+    assert status["total_requests"] == 3 and status["completed_requests"] == 3

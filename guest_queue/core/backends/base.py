@@ -96,7 +96,7 @@ class Ticket:
 
     @property
     def claimed(self) -> bool:
-        """Whether its stream has started (``drive.started``; ``guest_queue.asgi`` reads it)."""
+        """Whether its stream has started (``drive.started``; ``runtime.unstarted`` reads it)."""
         return self.drive.started
 
     @property
