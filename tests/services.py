@@ -206,7 +206,8 @@ class PrivateRedis:
         args += ["--appendonly", "no", "--dir", str(self.tmp)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen([self.binary, *args], stdout=log)
-        client = redis.Redis.from_url(self.url)
+        # A timeout: whatever else may listen on a taken port need not answer.
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 10
         try:
             while True:
@@ -215,7 +216,7 @@ class PrivateRedis:
                 try:
                     client.ping()
                     return True
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.TimeoutError):
                     if time.monotonic() > deadline:
                         self.stop()
                         return False

@@ -110,7 +110,9 @@ class Nginx:
                     return True
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, self.errors()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"nginx did not answer:\n{self.errors()}")
             time.sleep(0.05)
 
     def errors(self) -> str:
