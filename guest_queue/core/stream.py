@@ -160,9 +160,8 @@ class RequestStream:
         return self.ticket.share.detached is not None and not self.unattended
 
     def _detached_events(self) -> list[ev.Event]:
-        """What the guest who cancelled a shared answer hears: its own request ended."""
-        if self.ticket.share.detached != ev.CODE_CANCELLED:
-            return []  # It closed its connection: nobody to tell.
+        """What a guest that left a shared answer hears if it still reads: its own request
+        ended (every stream ends with exactly one terminal event)."""
         return [ev.error_event(ev.CODE_CANCELLED, CANCELLED_MESSAGE)]
 
     def _carry_on(self) -> bool:

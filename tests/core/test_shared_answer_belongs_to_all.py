@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from guest_queue.core.endings import Ending
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.records import Status
 
@@ -194,3 +195,22 @@ async def test_a_stream_that_starts_after_its_guest_left_drives_nothing(
     await until(lambda: manager.status()["active_requests"] == 0)
     status = manager.status()
     assert status["total_requests"] == 3 and status["completed_requests"] == 3
+
+
+async def test_a_response_read_after_the_never_started_sweep_still_ends_with_one_event(
+    gate: GateWorkflow,
+) -> None:
+    manager = make(gate, MemoryCache(), max_concurrent=1)
+    head = Stream(manager, await manager.submit("head"))
+    leader = await manager.submit("Q")
+    follower = Stream(manager, await manager.submit("Q"))
+    await until(lambda: follower.positions() == [1])
+    # What the sweep does to a response nobody started reading (``unclaimed_ticket_sec``).
+    manager.leave(leader, Ending.silent(Status.CANCELLED, "abandoned", "Stream never started."))
+    late = Stream(manager, leader)
+    assert await late.done() == ["error"]
+    assert late.events[-1].data["code"] == "cancelled"
+    for request_id in (head.ticket.request_id, leader.request_id):
+        gate.open(request_id)
+    assert (await follower.done())[-1] == "workflow_complete"
+    assert gate.started == ["head", "Q"]
