@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -185,3 +186,10 @@ def probe(redis_test_url: str, redis_test_prefix: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_test_url, decode_responses=True)
     yield client
     client.close()
+
+
+def client_at(address: str, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client whose connections come from ``address`` (127.0.0.2, 127.0.0.3, …):
+    a guest of its own, for the per-client cap and rate and for nginx's per-address limits."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(transport=transport, timeout=30, **kwargs)

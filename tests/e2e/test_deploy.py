@@ -31,7 +31,7 @@ from django.utils.crypto import salted_hmac
 from guest_queue.guests.hashing import CLIENT
 
 from ..services import missing
-from .conftest import E2E_SECRET_KEY, ROOT, Server, free_port
+from .conftest import E2E_SECRET_KEY, ROOT, Server, client_at, free_port
 from .test_servers import names, stream_events
 
 DEPLOY = ROOT / "deploy"
@@ -289,12 +289,6 @@ async def test_rolling_restart_loses_no_accepted_request(
             *(stream_events(client, deployment.url, "chunks=1") for _ in range(4))
         )
     assert all(names(events)[-1] == "workflow_complete" for events in after)
-
-
-def client_at(address: str, **kwargs: Any) -> httpx.AsyncClient:
-    """A client with its own address, so nginx's per-address limits count it alone."""
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    return httpx.AsyncClient(transport=transport, timeout=30, **kwargs)
 
 
 async def questions_served(deployment: Deployment) -> int:

@@ -16,17 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server, ServerFactory
+from .conftest import Server, ServerFactory, client_at
 from .test_shared_queue import shared_env
 
 STATUS = "/api/v1/guest/queue/status"
 CHAT = "/api/v1/guest/chat"
-
-
-def client(address: str, **kwargs: Any) -> httpx.AsyncClient:
-    """An HTTP client whose connections come from ``address``."""
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    return httpx.AsyncClient(transport=transport, timeout=30, **kwargs)
 
 
 async def status(server: Server) -> dict[str, Any]:
@@ -67,7 +61,7 @@ async def test_a_flood_from_one_address_holds_at_most_the_cap_and_others_get_thr
 ) -> None:
     cap, answer_sec = 3, 0.3
     server = start_server(GUEST_MAX_CONCURRENT_REQUESTS="1", GUEST_MAX_REQUESTS_PER_CLIENT=str(cap))
-    async with client("127.0.0.2") as flooder_http, client("127.0.0.3") as guest_http:
+    async with client_at("127.0.0.2") as flooder_http, client_at("127.0.0.3") as guest_http:
         flood = Streams(flooder_http, server)
         stop = asyncio.Event()
 
@@ -166,7 +160,7 @@ async def test_two_thousand_identical_questions_from_one_address(
         # Another guest still gets in at once: in line behind the leader's 30 s answer (not
         # waiting that answer out to read its own to the end).
         async with (
-            client("127.0.0.3") as other,
+            client_at("127.0.0.3") as other,
             other.stream("POST", server.url + CHAT, json={"query": "another chunks=1"}) as response,
         ):
             assert response.status_code == 200
@@ -216,7 +210,7 @@ async def test_the_cap_is_global_across_processes_and_heals_after_a_sigkill(
         GUEST_MAX_REQUESTS_PER_CLIENT="2",
     )
     doomed, survivor = start_server(**env), start_server(**env)
-    async with client("127.0.0.2") as http, client("127.0.0.3") as other:
+    async with client_at("127.0.0.2") as http, client_at("127.0.0.3") as other:
         streams = Streams(http, doomed), Streams(http, survivor)
         held = [
             asyncio.ensure_future(streams[0].ask("one sleep=60")),
@@ -250,7 +244,7 @@ async def test_the_rate_limit_refuses_then_lets_through_after_the_window(
 ) -> None:
     server = start_server(GUEST_RATE_LIMIT="3/2s")
     simple = server.url + CHAT + "/simple"
-    async with client("127.0.0.2") as http, client("127.0.0.3") as other:
+    async with client_at("127.0.0.2") as http, client_at("127.0.0.3") as other:
         # Start at the beginning of a window, so that all four fall in the same one.
         await asyncio.sleep(2 - time.time() % 2 + 0.05)
         codes = [(await http.post(simple, json={"query": f"q{i} chunks=1"})) for i in range(4)]

@@ -12,16 +12,10 @@ from typing import Any, cast
 import httpx
 import redis
 
-from .conftest import Server, ServerFactory
+from .conftest import Server, ServerFactory, client_at
 from .test_shared_queue import shared_env
 
 CHAT = "/api/v1/guest/chat"
-
-
-def client_at(address: str) -> httpx.AsyncClient:
-    """A client whose connections come from ``address`` (a guest of its own)."""
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    return httpx.AsyncClient(transport=transport, timeout=30)
 
 
 class Guest:
@@ -122,10 +116,7 @@ async def test_a_leader_leaving_or_cancelling_does_not_cut_the_others_answer(
 
 
 async def test_a_guest_asking_cached_questions_in_a_loop_keeps_few_logs_alive(
-    start_server: ServerFactory,
-    redis_test_url: str,
-    redis_test_prefix: str,
-    probe: redis.Redis,
+    start_server: ServerFactory, redis_test_url: str, redis_test_prefix: str
 ) -> None:
     env = shared_env(
         redis_test_url,

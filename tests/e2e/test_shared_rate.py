@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from .conftest import ServerFactory
-from .test_fair_share import client, status
+from .conftest import ServerFactory, client_at
+from .test_fair_share import status
 from .test_shared_queue import shared_env
 
 CHAT = "/api/v1/guest/chat"
@@ -34,7 +34,7 @@ async def test_thirty_questions_at_once_across_two_processes_get_exactly_the_rat
     into = time.time() % WINDOW_SEC
     if into > WINDOW_SEC - 8:
         await asyncio.sleep(WINDOW_SEC - into + 0.1)
-    async with client("127.0.0.2") as http:
+    async with client_at("127.0.0.2") as http:
         responses = await asyncio.gather(
             *(
                 http.post(f"{servers[i % 2].url}{CHAT}/simple", json={"query": f"q{i} chunks=1"})

@@ -114,10 +114,11 @@ class NearDuplicates:
     def __init__(self, threshold: float, size: int = 2000) -> None:
         self.threshold = threshold
         self.size = size
-        self._keys: OrderedDict[str, frozenset[str]] = OrderedDict()
+        #: Known keys: their language scope and their question's words.
+        self._keys: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
 
     def remember(self, key: str) -> None:
-        self._keys[key] = _words(key)
+        self._keys[key] = _scope_and_words(key)
         self._keys.move_to_end(key)
         while len(self._keys) > self.size:
             self._keys.popitem(last=False)
@@ -128,10 +129,10 @@ class NearDuplicates:
         Only keys of the same language match: a near-duplicate in another language
         is another question.
         """
-        scope, words = _split(key)[0], _words(key)
+        scope, words = _scope_and_words(key)
         best, best_score = None, 0.0
-        for known, known_words in self._keys.items():
-            if _split(known)[0] != scope:
+        for known, (known_scope, known_words) in self._keys.items():
+            if known_scope != scope:
                 continue
             union = len(words | known_words)
             score = len(words & known_words) / union if union else 0.0
@@ -140,5 +141,6 @@ class NearDuplicates:
         return best if best is not None and best_score >= self.threshold else None
 
 
-def _words(key: str) -> frozenset[str]:
-    return frozenset(_split(key)[1].split())
+def _scope_and_words(key: str) -> tuple[str, frozenset[str]]:
+    scope, question = _split(key)
+    return scope, frozenset(question.split())
