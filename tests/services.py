@@ -144,7 +144,8 @@ async def redis_prefix(url: str) -> AsyncIterator[str]:
 #: the port. Each xdist worker has a block of its own; the start within the block is random,
 #: so that two runs at once (Django 5.2 and 6) seldom meet, and a server that still finds its
 #: port taken is started again on another (tests/e2e/conftest.py).
-PORT_BASE = 20000
+#: GUEST_TEST_PORT_BASE moves the blocks, for several checkouts tested at once on one machine.
+PORT_BASE = int(os.environ.get("GUEST_TEST_PORT_BASE", "20000"))
 PORT_BLOCK = 600
 _port_offsets = itertools.count(random.SystemRandom().randrange(PORT_BLOCK))
 
