@@ -179,6 +179,7 @@ class QueueManager:
         client_groups: tuple[tuple[str, int], ...] = (),
         language: str | None = None,
         history: tuple[tuple[str, str], ...] = (),
+        tier: str = "guest",
     ) -> Ticket:
         """Accept a request or raise a ``Refused`` subclass saying why not.
 
@@ -188,7 +189,8 @@ class QueueManager:
         it belongs to (opaque id, multiple): each holds at most that multiple of
         the cap, whichever of its clients ask. ``language`` and ``history``
         (earlier turns) go to the workflow; a question with history is never
-        answered from the cache nor shared.
+        answered from the cache nor shared. ``tier`` is the admission tier the site gave
+        the request (``GUEST_PRIORITY``).
         """
         self.start()
         if not self.accepting:
@@ -199,6 +201,7 @@ class QueueManager:
             query=query,
             client_hint=client_hint,
             client_groups=client_groups,
+            tier=tier,
         )
         request = WorkflowRequest(request_id, query, language=language, history=history)
         ticket = Ticket(record, request)

@@ -40,6 +40,8 @@ class RequestRecord:
     #: Wider groups the client belongs to (its IPv6 /56, /48): (opaque id, multiple of
     #: the per-client cap), narrowest first. Counted with the client, never stored.
     client_groups: tuple[tuple[str, int], ...] = ()
+    #: The admission tier it was given (``GUEST_PRIORITY``; "guest" unless a site sets one).
+    tier: str = "guest"
     status: Status = Status.QUEUED
     arrival_position: int = 0
     cached: bool = False

@@ -92,6 +92,7 @@ def handoff_json(ticket: Ticket) -> str:
             "query": record.query,
             "client_hint": record.client_hint,
             "client_groups": [list(group) for group in record.client_groups],
+            "tier": record.tier,
             "language": request.language,
             "history": [list(turn) for turn in request.history],
             "created_at": record.created_at,
@@ -107,6 +108,7 @@ def adopted_ticket(request_id: str, data: str) -> Ticket:
         query=str(raw["query"]),
         client_hint=raw.get("client_hint"),
         client_groups=tuple((str(g), int(m)) for g, m in raw.get("client_groups") or ()),
+        tier=str(raw.get("tier") or "guest"),
     )
     created_at = raw.get("created_at")
     if isinstance(created_at, int | float):
