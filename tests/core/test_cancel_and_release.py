@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -99,4 +100,24 @@ async def test_a_cache_hit_is_recorded_as_started_and_finished_at_once(gate: Gat
     assert record is not None and record["cached"] is True and record["status"] == "completed"
     assert record["started_at"] is not None and record["wait_ms"] is not None
     assert record["processing_ms"] is not None
+    await manager.close()
+
+
+async def test_the_unclaimed_ticket_sweep_looks_at_least_every_five_seconds(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording(delay: float, *args: Any) -> Any:
+        waits.append(delay)
+        return await real_sleep(min(delay, 0.01), *args)
+
+    manager = make_manager(gate, unclaimed_ticket_sec=60)
+    monkeypatch.setattr(asyncio, "sleep", recording)
+    manager.start()
+    await until(lambda: len(waits) >= 3)
+    monkeypatch.undo()
+    # A guest who never came for the answer is let go 60 to 65 s after asking.
+    assert 5.0 in waits and max(waits) == 5.0
     await manager.close()

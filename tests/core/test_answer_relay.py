@@ -1,4 +1,4 @@
-"""Single flight across processes, in detail: the relay against an in-memory shared store.
+"""Single flight across processes: the answer relay against an in-memory shared store.
 
 ``FakeShared`` stands in for the Redis side (``SharedAnswers``): it keeps the
 relayed events per leader and can be told to fail reads, to say a leader is
@@ -454,4 +454,53 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     await settled(there, remote)
     answered(there, ticket, "z")
     here.close()
+    there.close()
+
+
+def keyed(request_id: str, key: str | None = "q") -> Ticket:
+    new = Ticket(RequestRecord(request_id=request_id, query="Q"))
+    new.share.cache_key = key
+    return new
+
+
+def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:
+    here = Process(shared)
+    leader = keyed("local-1")
+    here.sharing.lead(leader)
+    leader.record.mark_finished(Status.FAILED, "workflow_error", "broke")
+    assert here.sharing.leader_of("q") is None
+    assert here.sharing.follow(keyed("local-2"), "q") is False
+    assert leader.share.followers == {}
+
+
+async def test_when_the_last_follower_leaves_the_other_process_is_no_longer_read(
+    shared: FakeShared,
+) -> None:
+    there = Process(shared)
+    first, remote = there.follower()
+    second = keyed("f2")
+    assert there.relay.follow(second, None)  # follows the same stand-in
+    await asyncio.sleep(0.01)
+    assert remote.reader is not None
+    for follower in (first, second):
+        follower.record.mark_finished(Status.CANCELLED, "cancelled", None)
+        assert there.sharing.finished(follower) == []
+    # At once: a new request for the question does not follow a stand-in nobody reads.
+    assert "q" not in there.sharing.inflight
+    assert there.sharing.follow(keyed("f3"), "q") is False
+    await asyncio.sleep(0.05)
+    assert remote.reader.cancelled()
+    there.close()
+
+
+async def test_a_follower_still_there_keeps_the_reader(shared: FakeShared) -> None:
+    there = Process(shared)
+    first, remote = there.follower()
+    second = keyed("f2")
+    assert there.relay.follow(second, None)
+    first.record.mark_finished(Status.CANCELLED, "cancelled", None)
+    there.sharing.finished(first)
+    await asyncio.sleep(0.05)
+    assert there.sharing.inflight["q"] is remote
+    assert remote.reader is not None and not remote.reader.done()
     there.close()
