@@ -222,7 +222,8 @@ async def test_the_answer_is_relayed_in_order_and_the_follower_gets_all_of_it(
     leader.share.answer_parts += ["a", "b"]
     ticket, remote = there.follower()
     await until(lambda: len(shared.log.get("L1", [])) == 1)
-    # A second ask (another follower's process) starts no second relay.
+    # A second ask (another follower's process) starts no second relay (private: the ask's handler,
+    # fed here without Redis).
     here.relay._wanted("L1")
     here.relay._wanted("unknown")  # nobody leads it here: ignored
     leader.share.answer_parts.append("c")
@@ -249,6 +250,7 @@ async def test_a_relay_wakes_on_its_own_when_nobody_says_the_answer_moved(
     leader.share.cache_key = "q"
     here.sharing.lead(leader)
     here.relay.leading["L1"] = leader
+    # Private: the handler of a follower's ask heard on Redis, fed here without it.
     here.relay._wanted("L1")
     await asyncio.sleep(0.02)
     assert leader.share.answer_parts is not None
@@ -261,6 +263,7 @@ async def test_a_finished_leader_is_not_relayed(shared: FakeShared) -> None:
     here = Process(shared, local="L")
     leader = finished_leader(Ending.completed())
     here.relay.leading["L1"] = leader
+    # Private: the handler of a follower's ask heard on Redis, fed here without it.
     here.relay._wanted("L1")
     assert here.tasks == [] and not here.relay.relays(leader)
 

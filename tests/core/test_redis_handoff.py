@@ -368,6 +368,8 @@ async def test_a_hand_off_admitted_here_while_on_its_way_is_withdrawn(
 
     async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
         reply = await run(script, keys, args)
+        # Private: the hand-off script's identity and the admission message's handler stage
+        # the race (admitted before the script's reply), which no public call can order.
         if script is backend._hand_off:
             # Another process's leave admitted it; its message came before the reply.
             await backend.client.zrem(backend.keys[0], rid)

@@ -173,7 +173,7 @@ async def test_a_reader_replaced_unheard_closes_when_the_claims_are_checked_agai
     logs = admission(a).logs
     # A reader on another process claimed the request while this process's subscription
     # was being remade: the claim is in Redis, its announcement never arrived here.
-    await logs.client.set(logs._attached_key(ticket.request_id), 1, px=4000)
+    await logs.client.set(logs.attached_key(ticket.request_id), 1, px=4000)
     await asyncio.sleep(0.2)
     assert not first.task.done()
     # What the listener does once its subscription is remade: the claims are read again.

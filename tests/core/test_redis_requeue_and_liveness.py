@@ -32,6 +32,7 @@ async def test_a_follower_lines_up_again_even_when_the_line_is_full(
         gate.open(request_id)
     assert (await follower.done())[-1] == "workflow_complete"
     await other.done()
+    # Private: a requeue task left behind shows nowhere public.
     await until(lambda: not admission(a)._requeues)  # no task left behind
 
 
@@ -47,6 +48,7 @@ async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreach
     async def unreachable(*args: Any, **kwargs: Any) -> int:
         raise Unavailable(UNREACHABLE, 1)
 
+    # Private: the join script's call, made to fail; no public seam.
     admission(a)._join = unreachable  # type: ignore[method-assign]
     gate.fail(leader.ticket.request_id)
     assert (await follower.done())[-1] == "error"

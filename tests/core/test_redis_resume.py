@@ -185,6 +185,8 @@ async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
 
     async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
         reply = await script_run(script, keys, args)
+        # Private: the hand-off script's identity and the admission message's handler stage
+        # the race (admitted before the script's reply), which no public call can order.
         if script is backend._hand_off:
             # Its admission's message arrives before the script's reply.
             backend._admit_waiting(ticket.request_id)

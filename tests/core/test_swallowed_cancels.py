@@ -102,6 +102,7 @@ async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
     entered = asyncio.Event()
 
     await writing_through(monkeypatch, logs, swallowing([], entered), entered)
+    # Private: the writer task is what must end; nothing public shows it.
     writer = logs._writer
     assert writer is not None
     # The write never finishes: close gives up on it after its bound and cancels the writer,
@@ -140,6 +141,7 @@ async def test_closing_is_bounded_when_the_log_writer_shrugs_off_every_cancel(
     finally:
         let_go.set()
         await asyncio.gather(closing, return_exceptions=True)
+        # Private: the writer task left by the failing close, stopped here.
         if logs._writer is not None:
             logs._writer.cancel()
             await asyncio.gather(logs._writer, return_exceptions=True)
