@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from guest_queue.core.anywhere import UNREACHABLE_QUEUE
 from guest_queue.core.errors import Unavailable
-from guest_queue.core.manager import UNREACHABLE_QUEUE
 from guest_queue.core.records import Status
 
 from ..services import closed_port

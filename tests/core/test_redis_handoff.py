@@ -61,7 +61,7 @@ async def test_a_hand_off_nobody_adopts_is_recorded_once_as_cancelled(
     assert status["cancelled_requests"] == 2 and status["queue_size"] == 0
     holder = b if ended["b"] else c
     assert (await holder.find(waiting[0].request_id) or {}).get("status") in ("cancelled", None)
-    assert await b.adopt(waiting[0].request_id) is None  # too late to adopt it now
+    assert await b.handoff.adopt(waiting[0].request_id) is None  # too late to adopt it now
     gate.open(running.request_id)
     await until(lambda: a.status()["completed_requests"] == 1)
 
@@ -89,7 +89,7 @@ async def test_a_draining_process_hands_off_resumable_followers_of_a_waiting_lea
     assert a.status()["cancelled_requests"] == 0 and a.status()["total_requests"] == 1
     resumed = []
     for ticket, old in ((leader, leader_reader), (follower, follower_reader)):
-        res = await b.adopt(ticket.request_id)
+        res = await b.handoff.adopt(ticket.request_id)
         assert res is not None
         resumed.append((Reader(b, res, after=old.seqs[-1]), old))
     # The follower lined up where it arrived: after its leader, before "behind".
@@ -121,7 +121,7 @@ async def test_an_adopted_hand_off_is_never_recorded_as_abandoned(
     await until(lambda: reader.names == ["queued"])
     a.begin_drain()
     assert (await reader.done())[-1] == "reconnect"
-    res = await b.adopt(ticket.request_id)
+    res = await b.handoff.adopt(ticket.request_id)
     assert res is not None
     back = Reader(b, res, after=reader.seqs[-1])
     # Left due in the hand-off list (as a process of an earlier version adopting it would):
@@ -190,7 +190,7 @@ async def test_handed_off_followers_line_up_where_they_arrived_among_other_proce
     a.begin_drain()
     assert (await follower_reader.done())[-1] == "reconnect"
     assert (await leader_reader.done())[-1] == "reconnect"
-    adopted = [await b.adopt(t.request_id) for t in (leader, follower)]
+    adopted = [await b.handoff.adopt(t.request_id) for t in (leader, follower)]
     # The follower lined up where it arrived: after "early", before "late" (not just
     # behind its leader, and not as if it had arrived when its leader first did).
     positions = [r.ticket.position for r in adopted if r is not None]
@@ -264,7 +264,7 @@ async def test_an_adopted_waiting_request_counts_once_and_replays_from_its_first
     # The guest has exactly the resume grace to come back.
     deadline = await backend.client.zscore(backend.handoffs_key, ticket.request_id)
     assert deadline is not None and before + grace_ms <= deadline <= after + grace_ms
-    res = await b.adopt(ticket.request_id)
+    res = await b.handoff.adopt(ticket.request_id)
     assert res is not None
     # Waiting in b's line: counted once there, not also as following a leader.
     assert b.status()["queue_size"] == 1 and b.status()["active_requests"] == 0
@@ -299,7 +299,7 @@ async def test_adopting_a_hand_off_redis_admitted_meanwhile_starts_it_at_once(
         await asyncio.sleep(0.01)
     else:
         raise AssertionError("never admitted")
-    res = await b.adopt(ticket.request_id)
+    res = await b.handoff.adopt(ticket.request_id)
     assert res is not None
     # It runs on b at once: in a slot, not back in line.
     assert b.status()["queue_size"] == 0 and b.status()["active_requests"] == 1

@@ -128,10 +128,10 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
     assert a.status()["total_requests"] == 1
     resumed: list[Reader] = []
     for ticket, reader in zip(waiting, readers, strict=True):
-        res = await b.adopt(ticket.request_id)
+        res = await b.handoff.adopt(ticket.request_id)
         assert res is not None and res.ticket.position == len(resumed) + 1
         resumed.append(Reader(b, res, after=reader.seqs[-1]))
-    assert await b.adopt(waiting[0].request_id) is None  # adopted once only
+    assert await b.handoff.adopt(waiting[0].request_id) is None  # adopted once only
     gate.open(running.request_id)
     for ticket, old, reader in zip(waiting, readers, resumed, strict=True):
         gate.open(ticket.request_id)
@@ -196,7 +196,7 @@ async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
     a.begin_drain()
     await until(lambda: not a.accepting)
     await asyncio.sleep(0.2)
-    assert await b.adopt(ticket.request_id) is None  # nobody else may drive it
+    assert await b.handoff.adopt(ticket.request_id) is None  # nobody else may drive it
     assert ticket.drive.stop is not StopReason.HANDED_OFF
     gate.open(running.request_id)
     gate.open(ticket.request_id)
@@ -296,7 +296,7 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
         0,
         with_ids=True,
         heartbeat=0.2,
-        alive=functools.partial(a.held_anywhere, rid),
+        alive=functools.partial(a.anywhere.held_anywhere, rid),
     )
     events: list[dict[str, Any]] = []
 
@@ -310,7 +310,7 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
     assert [e["event"] for e in events] == ["queued", "error"]
     assert events[-1]["data"]["code"] == "unavailable"
     ticket = await a.submit("q")  # one a process holds is alive
-    assert await a.held_anywhere(ticket.request_id)
+    assert await a.anywhere.held_anywhere(ticket.request_id)
 
 
 async def started(flow: Held, a: Any) -> tuple[Any, Reader]:

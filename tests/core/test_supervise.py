@@ -158,7 +158,8 @@ async def test_background_loops_that_stop_by_themselves_are_named_in_the_log(
 
         return loop
 
-    manager._release_unclaimed = returns_at_once("sweep", manager._release_unclaimed)  # type: ignore[method-assign]
+    live = manager.live
+    live.release_unclaimed = returns_at_once("sweep", live.release_unclaimed)  # type: ignore[method-assign]
     shared_logs = manager.resumes.shared
     shared_logs.listen = returns_at_once("listener", shared_logs.listen)  # type: ignore[method-assign]
     manager.relay.run = returns_at_once("relay", manager.relay.run)  # type: ignore[method-assign]

@@ -95,11 +95,6 @@ class Ticket:
         return self.record.client_groups
 
     @property
-    def claimed(self) -> bool:
-        """Whether its stream has started (``drive.started``; ``runtime.unstarted`` reads it)."""
-        return self.drive.started
-
-    @property
     def position(self) -> int:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
         leader = self.share.leader
