@@ -13,7 +13,7 @@ from guest_queue.core.errors import Unavailable
 from guest_queue.core.records import Status
 
 from ..services import closed_port
-from .conftest import Factory, GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, listening, make_manager, until
 from .test_answer_cache import MemoryCache, make
 
 CANCELLED = {"error": "The request was cancelled.", "code": "cancelled"}
@@ -42,7 +42,7 @@ async def test_a_cancel_through_another_process_ends_only_that_request(
     running = Stream(a, await a.submit("running"))
     waiting = Stream(a, await a.submit("waiting"))
     await until(lambda: gate.started == ["running"])
-    await asyncio.sleep(0.2)  # both processes listen for cancels
+    await listening(a, b)
     assert await b.cancel_anywhere(waiting.ticket.request_id) is Status.CANCELLED
     await waiting.done()
     assert waiting.events[-1].data == CANCELLED

@@ -17,7 +17,7 @@ from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
 from ..services import closed_port
-from .conftest import Factory, GateWorkflow, Stream, admission, until
+from .conftest import Factory, GateWorkflow, Stream, admission, listening, until
 from .test_answer_cache import MemoryCache
 from .test_resume import Reader, chunks
 
@@ -158,7 +158,7 @@ async def test_a_cancel_through_another_process_ends_the_request_at_once(
     running = Stream(a, await a.submit("running"))
     waiting = Stream(a, await a.submit("waiting"))
     await until(lambda: gate.started == ["running"])
-    await asyncio.sleep(0.2)  # both processes listen
+    await listening(a, b)
     assert (await b.cancel_anywhere(running.ticket.request_id)) is not None
     assert (await running.done())[-1] == "error"
     assert running.events[-1].data["code"] == "cancelled"
@@ -330,7 +330,7 @@ async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_t
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow)
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     before = standing(a)
     ticket, reader = await started(flow, a)
     res = a.resumes.get(ticket.request_id)

@@ -17,7 +17,7 @@ import pytest
 from guest_queue.core.backends.redis import logs as logs_module
 from guest_queue.core.events import Event
 
-from .conftest import Factory, admission, until
+from .conftest import Factory, admission, listening, until
 from .test_redis_resume import Held, SharedReader, started
 
 
@@ -73,7 +73,7 @@ async def test_a_reader_elsewhere_stops_when_its_cancel_is_swallowed_mid_renewal
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     logs = b.resumes.shared
     assert logs is not None
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
