@@ -139,6 +139,8 @@ class LineKeys:
             # Forget clients whose use no longer counts (under a millisecond).
             half_life = self.ordering.half_life_sec
             self._usage = {
-                c: (u, t) for c, (u, t) in self._usage.items() if decayed(u, t, now, half_life) > 1e-3
+                c: (u, t)
+                for c, (u, t) in self._usage.items()
+                if decayed(u, t, now, half_life) > 1e-3
             }
             self._kept = max(64, len(self._usage))

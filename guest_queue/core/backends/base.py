@@ -312,6 +312,4 @@ class Admission(ABC):
 
 def ordering_of(config: QueueConfig) -> Ordering:
     """The line's order for ``config`` (its tiers and fairness)."""
-    return Ordering(
-        config.tiers, config.fairness, config.max_concurrent, config.fair_half_life_sec
-    )
+    return Ordering(config.tiers, config.fairness, config.max_concurrent, config.fair_half_life_sec)

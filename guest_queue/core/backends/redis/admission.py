@@ -33,7 +33,7 @@ from ...fairness import CLIENT_LIMIT, NETWORK_LIMIT
 from ...ordering import BAND_SEC
 from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
-from ..base import Admission, LostCallback, Snapshot, Ticket
+from ..base import Admission, LostCallback, Snapshot, Ticket, ordering_of
 from .answers import RedisAnswers
 from .handoff import ADOPT, HAND_OFF, KEEP_AFTER_DEADLINE_MS, adopted_ticket, handoff_json
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
@@ -88,6 +88,7 @@ class RedisAdmission(Admission):
             config.max_queue_size,
             config.position_update_interval_sec,
             config.max_per_client,
+            ordering=ordering_of(config),
         )
         self.config = config
         self._on_lost = on_lost
