@@ -64,14 +64,14 @@ async def test_a_member_named_by_the_sites_function_goes_ahead_of_a_waiting_gues
     ("meta", "expected"),
     [
         ({}, "guest"),
-        ({"HTTP_X_TEST_TIER": "member"}, "member"),
-        ({"HTTP_X_TEST_TIER": "platinum"}, "guest"),
+        ({"X-Test-Tier": "member"}, "member"),
+        ({"X-Test-Tier": "platinum"}, "guest"),
     ],
 )
 def test_the_tier_is_the_functions_when_the_tiers_know_it(
     meta: dict[str, str], expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    request = RequestFactory().get("/", **meta)
+    request = RequestFactory().get("/", headers=meta)
     priority = "tests.test_ordering_api.by_header"
     with (
         override_settings(GUEST_TIERS=MEMBERS, GUEST_PRIORITY=priority),

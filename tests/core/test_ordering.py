@@ -37,7 +37,7 @@ async def started_in_order(gate: GateWorkflow, streams: list[Stream], count: int
         before = len(gate.started)
         running = [s for s in streams if s.ticket.request.query == gate.started[-1]]
         gate.open(running[0].ticket.request_id)
-        await until(lambda before=before: len(gate.started) > before)  # type: ignore[misc]
+        await until(lambda before=before: len(gate.started) > before)
     return gate.started
 
 
