@@ -1,6 +1,6 @@
 """Who is served first: tiers and fairness by cost, measured on the queue itself.
 
-    python -m bench.admission [tiers] [fair] [--backend local|redis] [--seconds 20]
+    python -m bench.admission [tiers] [fair] [cost] [--backend local|redis] [--seconds 20]
 
 The queue manager is driven directly (no HTTP: the policy is what is measured;
 ``bench.sse_load throughput`` measures what it costs per request), with a
@@ -15,6 +15,12 @@ the issue's so a run takes a minute: answers of 0.2 s (tiers), 1 s and 0.1 s
 - fair: one client asks 1 s questions back to back, five others 0.1 s ones, one
   slot; fifo then fair. Targets: the light clients' wait p50 >= 3x better with
   fair; throughput (slot seconds used per second) within 5 %.
+
+- cost: what ordering adds to one request's admission with 1,000 waiting
+  (join the line, then the slot given back admits the head): the local line
+  with the defaults vs two tiers and fair (target: <= 0.2 ms added at p50),
+  and with ``--backend redis`` the round trip of the script that lines a
+  request up (target: <= 1 ms added).
 
 ``--backend redis`` runs the same on the shared queue (GUEST_BENCH_REDIS_URL,
 default redis://127.0.0.1:6379/14; a key prefix of the run's own).
@@ -197,19 +203,96 @@ def report_fair(backend: str, seconds: float) -> None:
     print(f"  ratio throughput fair/fifo: {throughput:.3f}  (target 0.95-1.05)")
 
 
+def local_costs(config: QueueConfig, count: int) -> list[float]:
+    """Seconds per request for joining a line of ``count`` and being admitted from its head."""
+    from guest_queue.core.backends.base import Ticket, ordering_of
+    from guest_queue.core.backends.local import LocalAdmission
+    from guest_queue.core.records import RequestRecord
+
+    line = LocalAdmission(1, 10 * count, 0.25, ordering=ordering_of(config))
+    tiers = list(config.tiers)
+
+    def ticket(i: int) -> Ticket:
+        record = RequestRecord(f"r{i}", "q", client_hint=f"c{i % 50}", tier=tiers[i % len(tiers)])
+        return Ticket(record)
+
+    line.join(ticket(-1))  # holds the slot
+    for i in range(count):
+        line.join(ticket(i))
+    costs = []
+    for i in range(count, 3 * count):
+        new = ticket(i)
+        start = time.perf_counter()
+        line.join(new)
+        line.leave(next(iter(line.active.values())))  # the head is admitted
+        costs.append(time.perf_counter() - start)
+    return costs
+
+
+async def redis_costs(config: QueueConfig, count: int) -> list[float]:
+    """Round trips of lining a request up in Redis behind ``count`` others."""
+    from guest_queue.core.backends.base import Ticket
+    from guest_queue.core.records import RequestRecord
+
+    manager = QueueManager(config, SleepWorkflow())
+    backend: Any = manager.admission
+    tiers = list(config.tiers)
+    costs = []
+    for i in range(2 * count + 1):
+        record = RequestRecord(f"r{i}", "q", client_hint=f"c{i % 50}", tier=tiers[i % len(tiers)])
+        start = time.perf_counter()
+        await backend.enter(Ticket(record))
+        if i > count:
+            costs.append(time.perf_counter() - start)
+    await backend.close()
+    return costs
+
+
+def report_cost(backend: str) -> None:
+    count = 1000
+    plain = QueueConfig()
+    ordered = QueueConfig(tiers={"member": 4, "guest": 1}, fairness="fair")
+    print(f"cost: one request's admission with {count} waiting")
+    results = {}
+    for label, config in (("defaults", plain), ("two tiers + fair", ordered)):
+        runs = [p50(local_costs(config, count)) for _ in range(5)]
+        results[label] = min(runs)
+        print(f"  local {label:17s} p50 {results[label] * 1e6:7.1f} µs (best of 5 runs)")
+    added = (results["two tiers + fair"] - results["defaults"]) * 1000
+    print(f"  local added p50: {added:.3f} ms  (target <= 0.2 ms)")
+    if backend != "redis":
+        return
+    for label, config in (("defaults", plain), ("two tiers + fair", ordered)):
+        with backend_options(backend) as options:
+            config = QueueConfig(
+                tiers=config.tiers,
+                fairness=config.fairness,
+                max_concurrent=1,
+                max_queue_size=10 * count,
+                max_per_client=0,
+                **options,
+            )
+            results[label] = p50(asyncio.run(redis_costs(config, count)))
+        print(f"  redis {label:17s} ENTER round trip p50 {results[label] * 1e6:7.1f} µs")
+    added = (results["two tiers + fair"] - results["defaults"]) * 1000
+    print(f"  redis added p50: {added:.3f} ms  (target <= 1 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("scenarios", nargs="*", help="tiers and/or fair (default: both)")
+    parser.add_argument("scenarios", nargs="*", help="tiers, fair, cost (default: all)")
     parser.add_argument("--backend", choices=["local", "redis"], default="local")
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    args.scenarios = args.scenarios or ["tiers", "fair"]
+    args.scenarios = args.scenarios or ["tiers", "fair", "cost"]
     if "tiers" in args.scenarios:
         report_tiers(args.backend, args.seconds)
     if "fair" in args.scenarios:
         report_fair(args.backend, args.seconds)
+    if "cost" in args.scenarios:
+        report_cost(args.backend)
 
 
 if __name__ == "__main__":
