@@ -42,7 +42,7 @@ async def positions(response: Any) -> list[int]:
 async def test_a_member_named_by_the_sites_function_goes_ahead_of_a_waiting_guest(
     async_client: AsyncClient,
 ) -> None:
-    busy = await post(async_client, CHAT, {"query": "sleep=0.5 chunks=1"})
+    busy = await post(async_client, CHAT, {"query": "sleep=1 chunks=1"})
     reading = asyncio.ensure_future(read_stream(busy))
     guest = await post(async_client, CHAT, {"query": "chunks=1"})
     guest_events = sse_events(guest)

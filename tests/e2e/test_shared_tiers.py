@@ -61,7 +61,7 @@ async def test_a_member_goes_ahead_of_guests_waiting_in_both_processes(
             while not streams[name] and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
 
-        await ask("busy", one.url, "busy sleep=2 chunks=1")
+        await ask("busy", one.url, "busy sleep=3 chunks=1")
         await ask("g1", one.url, "g1 chunks=1")
         await ask("g2", two.url, "g2 chunks=1")
         await ask("member", two.url, "member chunks=1", tier="member")
