@@ -9,7 +9,9 @@ from datetime import datetime
 import pytest
 
 from guest_queue.core.backends.base import Ticket
+from guest_queue.core.backends.local import LocalAdmission
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.records import RequestRecord
 
 from .conftest import Factory, GateWorkflow, Stream, admission, make_manager, until
 
@@ -226,3 +228,32 @@ async def test_where_a_waiting_request_stands_keeps_its_arrival_time(
     for stream in (first, guest):
         gate.open(stream.ticket.request_id)
     await asyncio.gather(*(s.done() for s in (first, guest)))
+
+
+async def join_front(manager: QueueManager, query: str) -> Stream:
+    """Line a request up ahead of everyone waiting, as a request sent back to the line is."""
+    ticket = Ticket(RequestRecord(request_id=f"front-{query}", query=query))
+    backend = manager.admission
+    if isinstance(backend, LocalAdmission):
+        backend.join(ticket, front=True)
+    else:
+        await admission(manager)._join(ticket, force=True, front=True)
+    return Stream(manager, ticket)
+
+
+@pytest.mark.parametrize("tiers", [None, MEMBERS], ids=["one tier", "tiers"])
+async def test_a_request_sent_to_the_front_goes_ahead_of_everyone_waiting(
+    build: Build, gate: GateWorkflow, tiers: dict[str, float] | None
+) -> None:
+    manager = build(gate, max_concurrent=1, **({"tiers": tiers} if tiers else {}))
+    first = await ask(manager, "first")
+    await until(lambda: gate.started == ["first"])
+    waiting = [await ask(manager, "guest"), await ask(manager, "member", tier="member")]
+    front = await join_front(manager, "again")
+    assert front.ticket.position == 1
+    await until(lambda: sorted(positions([w.ticket for w in waiting])) == [2, 3])
+    order = await started_in_order(gate, [first, *waiting, front], 1)
+    assert order == ["first", "again"]
+    for stream in (first, *waiting, front):
+        gate.open(stream.ticket.request_id)
+    await asyncio.gather(*(s.done() for s in (first, *waiting, front)))

@@ -73,7 +73,7 @@ class LocalAdmission(Admission):
 
     def join(self, ticket: Ticket, *, front: bool = False) -> None:
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up
-        (``front``: ahead of everyone waiting, with tiers or fairness on)."""
+        (``front``: ahead of everyone waiting)."""
         if not self.waiting and self.free_slots:
             self._admit(ticket)
             ticket.place.position = 1
@@ -82,6 +82,12 @@ class LocalAdmission(Admission):
         self.waiting[rid] = ticket
         line = self._line
         if line is None:
+            if front:
+                # Ahead of everyone (of several sent back, the latest first).
+                self.waiting.move_to_end(rid, last=False)
+                ticket.place.position = 1
+                self._dirty.set()
+                return
             ticket.place.position = len(self.waiting)
             return
         key = self._line_keys.key(ticket.record.tier, ticket.client, time.monotonic(), front=front)
