@@ -134,8 +134,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     errors.extend(_check_workflow())
     errors.extend(_check_databases_and_caches())
     errors.extend(_check_backend())
-    errors.extend(_check_client_key())
-    errors.extend(_check_priority())
+    errors.extend(_check_function("CLIENT_KEY", "str", "guest_queue.E072"))
+    errors.extend(_check_function("PRIORITY", "tier name", "guest_queue.E074"))
     errors.extend(_check_metrics())
     errors.extend(_check_api_middleware())
     errors.extend(_check_removed())
@@ -309,22 +309,22 @@ def _check_api_middleware() -> list[CheckMessage]:
     return errors
 
 
-def _check_client_key() -> list[CheckMessage]:
-    path = app_settings.CLIENT_KEY
+def _check_function(name: str, returns: str, check_id: str) -> list[CheckMessage]:
+    """``GUEST_<name>``, when set, imports and is a function ``(request) -> <returns>``."""
+    path = getattr(app_settings, name)
     if path is None or path == "":
         return []
+    setting = f"GUEST_{name}"
     try:
         function = import_string(path) if isinstance(path, str) else None
     except ImportError as exc:
-        return [
-            Error(f"GUEST_CLIENT_KEY {path!r} cannot be imported: {exc}", id="guest_queue.E072")
-        ]
+        return [Error(f"{setting} {path!r} cannot be imported: {exc}", id=check_id)]
     if not callable(function):
         return [
             Error(
-                f"GUEST_CLIENT_KEY must be the dotted path of a function (request) -> str, "
+                f"{setting} must be the dotted path of a function (request) -> {returns}, "
                 f"not {path!r}.",
-                id="guest_queue.E072",
+                id=check_id,
             )
         ]
     return []
@@ -338,26 +338,6 @@ def _tiers_valid(value: Any) -> bool:
         and all(isinstance(name, str) and name.strip() == name != "" for name in value)
         and all(number(0, 1e6)(weight) for weight in value.values())
     )
-
-
-def _check_priority() -> list[CheckMessage]:
-    """``GUEST_PRIORITY`` imports and is a function ``(request) -> tier name``."""
-    path = app_settings.PRIORITY
-    if path is None or path == "":
-        return []
-    try:
-        function = import_string(path) if isinstance(path, str) else None
-    except ImportError as exc:
-        return [Error(f"GUEST_PRIORITY {path!r} cannot be imported: {exc}", id="guest_queue.E074")]
-    if not callable(function):
-        return [
-            Error(
-                f"GUEST_PRIORITY must be the dotted path of a function (request) -> tier name, "
-                f"not {path!r}.",
-                id="guest_queue.E074",
-            )
-        ]
-    return []
 
 
 def _check_workflow() -> list[CheckMessage]:
