@@ -33,6 +33,13 @@ async def ask(manager: QueueManager, query: str, client: str = "", tier: str = "
     return Stream(manager, ticket)
 
 
+async def occupied(manager: QueueManager, gate: GateWorkflow) -> Stream:
+    """The only slot taken by a request ("first") whose answer waits for its gate."""
+    first = await ask(manager, "first")
+    await until(lambda: gate.started == ["first"])
+    return first
+
+
 async def started_in_order(gate: GateWorkflow, streams: list[Stream], count: int) -> list[str]:
     """Let the requests through one at a time; the queries in the order they started."""
     for _ in range(count):
@@ -77,8 +84,7 @@ async def test_a_member_goes_ahead_of_waiting_guests_and_they_are_told(
     build: Build, gate: GateWorkflow
 ) -> None:
     manager = build(gate, max_concurrent=1, tiers=MEMBERS)
-    first = await ask(manager, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(manager, gate)
     guests = [await ask(manager, f"guest{i}") for i in range(3)]
     assert [g.ticket.position for g in guests] == [1, 2, 3]
     member = await ask(manager, "member", tier="member")
@@ -97,8 +103,7 @@ async def test_guests_keep_their_share_under_sustained_member_load(
     build: Build, gate: GateWorkflow
 ) -> None:
     manager = build(gate, max_concurrent=1, max_queue_size=100, tiers={"member": 3, "guest": 1})
-    first = await ask(manager, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(manager, gate)
     streams = [first]
     streams += [await ask(manager, f"g{i}") for i in range(8)]
     streams += [await ask(manager, f"m{i}", tier="member") for i in range(24)]
@@ -118,8 +123,7 @@ async def test_a_tier_of_weight_zero_waits_until_no_other_tier_does(
     build: Build, gate: GateWorkflow
 ) -> None:
     manager = build(gate, max_concurrent=1, tiers={"guest": 1, "bulk": 0})
-    first = await ask(manager, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(manager, gate)
     bulk = [await ask(manager, f"bulk{i}", tier="bulk") for i in range(2)]
     guests = [await ask(manager, f"guest{i}") for i in range(3)]
     assert [g.ticket.position for g in guests] == [1, 2, 3]
@@ -132,8 +136,7 @@ async def test_a_tier_of_weight_zero_waits_until_no_other_tier_does(
 
 async def test_an_unknown_tier_is_ordered_as_a_guest(build: Build, gate: GateWorkflow) -> None:
     manager = build(gate, max_concurrent=1, tiers=MEMBERS)
-    first = await ask(manager, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(manager, gate)
     guest = await ask(manager, "guest")
     stranger = await ask(manager, "stranger", tier="no-such-tier")
     assert (guest.ticket.position, stranger.ticket.position) == (1, 2)
@@ -197,8 +200,7 @@ async def test_two_processes_keep_one_order_across_tiers(
 ) -> None:
     one = shared(gate, max_concurrent=1, tiers=MEMBERS)
     two = shared(gate, max_concurrent=1, tiers=MEMBERS)
-    first = await ask(one, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(one, gate)
     guests = [await ask(one, "g0"), await ask(two, "g1"), await ask(one, "g2")]
     member = await ask(two, "member", tier="member")
     assert member.ticket.position == 1
@@ -217,8 +219,7 @@ async def test_where_a_waiting_request_stands_keeps_its_arrival_time(
 ) -> None:
     one = shared(gate, max_concurrent=1, tiers=MEMBERS)
     two = shared(gate, max_concurrent=1, tiers=MEMBERS)
-    first = await ask(one, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(one, gate)
     guest = await ask(one, "guest")
     found = await two.admission.locate(guest.ticket.request_id)
     assert found is not None and found["queue_position"] == 1
@@ -246,8 +247,7 @@ async def test_a_request_sent_to_the_front_goes_ahead_of_everyone_waiting(
     build: Build, gate: GateWorkflow, tiers: dict[str, float] | None
 ) -> None:
     manager = build(gate, max_concurrent=1, **({"tiers": tiers} if tiers else {}))
-    first = await ask(manager, "first")
-    await until(lambda: gate.started == ["first"])
+    first = await occupied(manager, gate)
     waiting = [await ask(manager, "guest"), await ask(manager, "member", tier="member")]
     front = await join_front(manager, "again")
     assert front.ticket.position == 1

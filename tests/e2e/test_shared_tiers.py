@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, cast
 
@@ -11,20 +10,8 @@ import httpx
 import redis
 
 from .conftest import ServerFactory
-from .test_servers import names
+from .test_servers import names, stream_events
 from .test_shared_queue import shared_env
-
-
-async def stream(
-    client: httpx.AsyncClient, url: str, query: str, into: list[dict[str, Any]], tier: str = ""
-) -> None:
-    headers = {"X-Test-Tier": tier} if tier else {}
-    body = {"query": query}
-    async with client.stream("POST", f"{url}/api/v1/guest/chat", json=body, headers=headers) as r:
-        assert r.status_code == 200, await r.aread()
-        async for line in r.aiter_lines():
-            if line.startswith("data: "):
-                into.append(json.loads(line[6:]))
 
 
 async def positions_reach(events: list[dict[str, Any]], wanted: list[int], timeout: float) -> None:
@@ -55,7 +42,9 @@ async def test_a_member_goes_ahead_of_guests_waiting_in_both_processes(
 
         async def ask(name: str, url: str, query: str, tier: str = "") -> None:
             streams[name] = []
-            tasks.append(asyncio.ensure_future(stream(client, url, query, streams[name], tier)))
+            headers = {"X-Test-Tier": tier} if tier else None
+            events = stream_events(client, url, query, streams[name], headers)
+            tasks.append(asyncio.ensure_future(events))
             # Each guest is in line (its first event has come) before the next one asks.
             deadline = time.monotonic() + 10
             while not streams[name] and time.monotonic() < deadline:
