@@ -7,6 +7,7 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from ..drive import Drive
 from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
 from ..eventlog import SharedLogs
 from ..fairness import Group
+from ..ordering import Ordering
 from ..records import RequestRecord
 from ..workflow import WorkflowRequest
 
@@ -146,6 +148,7 @@ class Admission(ABC):
             config.max_queue_size,
             config.position_update_interval_sec,
             config.max_per_client,
+            ordering=ordering_of(config),
         )
 
     @classmethod
@@ -154,9 +157,17 @@ class Admission(ABC):
         return []
 
     def __init__(
-        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+        self,
+        max_active: int,
+        max_waiting: int,
+        update_interval: float,
+        max_per_client: int = 0,
+        *,
+        ordering: Ordering | None = None,
     ) -> None:
         self.max_active = max_active
+        #: How the line is ordered (tiers, fairness); plain FIFO by default.
+        self.ordering = ordering if ordering is not None else Ordering(slots=max_active)
         self.max_waiting = max_waiting
         self.update_interval = update_interval
         self.max_per_client = max_per_client
@@ -264,6 +275,16 @@ class Admission(ABC):
         when it was given (mapping this process's times onto the line); None: no shared line."""
         return None
 
+    def _slot_given_back(self, ticket: Ticket) -> float | None:
+        """A ticket that held a slot left: the seconds it held it (they feed the order's
+        pace ``u``); None when it never started."""
+        started = ticket.record.started_mono
+        if started is None or self.ordering.plain:
+            return None
+        held = max(0.0, time.monotonic() - started)
+        self.ordering.served(held)
+        return held
+
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
         ticket.record.mark_started()
@@ -282,3 +303,8 @@ class Admission(ABC):
         place.wake.set()
         place.moved.set()
         return True
+
+
+def ordering_of(config: QueueConfig) -> Ordering:
+    """The line's order for ``config`` (its tiers and fairness)."""
+    return Ordering(config.tiers, config.fairness, config.max_concurrent, config.fair_half_life_sec)
