@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -26,7 +27,8 @@ from .backends.base import Ticket
 from .config import QueueConfig
 from .drive import StopReason
 from .endings import Ending
-from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
+from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable, WaitTooLong
+from .estimate import HORIZON, WaitEstimate, WaitEstimator
 from .eventlog import LogTrimmed
 from .fairness import NETWORK_LIMIT
 from .live import LiveTickets
@@ -60,6 +62,7 @@ class QueueManager:
         self.config = config
         self.workflow = workflow
         self.stats = QueueStats()
+        self.estimator = WaitEstimator()
         self.recent = RecentRequests(config.history_limit)
         self.live = LiveTickets()
         backend = backend_class(config.backend)
@@ -90,6 +93,7 @@ class QueueManager:
         )
         self.stopper.before_drain = self._hand_off
         self.admission.on_abandoned = self._abandoned
+        self.admission.on_admitted = self._admitted
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -180,6 +184,7 @@ class QueueManager:
         language: str | None = None,
         history: tuple[tuple[str, str], ...] = (),
         tier: str = "guest",
+        max_wait_sec: float | None = None,
     ) -> Ticket:
         """Accept a request or raise a ``Refused`` subclass saying why not.
 
@@ -190,7 +195,9 @@ class QueueManager:
         the cap, whichever of its clients ask. ``language`` and ``history``
         (earlier turns) go to the workflow; a question with history is never
         answered from the cache nor shared. ``tier`` is the admission tier the site gave
-        the request (``GUEST_PRIORITY``).
+        the request (``GUEST_PRIORITY``). ``max_wait_sec`` is the longest it will wait in
+        line (the server's ``max_queue_wait_sec`` when None): one whose predicted wait is
+        longer is refused (``WaitTooLong``) rather than queued to time out.
         """
         self.start()
         if not self.accepting:
@@ -202,6 +209,7 @@ class QueueManager:
             client_hint=client_hint,
             client_groups=client_groups,
             tier=tier,
+            max_wait_sec=max_wait_sec if max_wait_sec else self.config.max_queue_wait_sec,
         )
         request = WorkflowRequest(request_id, query, language=language, history=history)
         ticket = Ticket(record, request)
@@ -226,8 +234,55 @@ class QueueManager:
         if refusal is not None:
             self.admission.leave(ticket)
             raise self.refuse(self._refusal(refusal))
+        too_long = self._predict(ticket)
+        if too_long is not None:
+            self.admission.leave(ticket)
+            raise self.refuse(too_long)
         self._lead(ticket)
         return self._accept(ticket, detached=False)
+
+    def _predict(self, ticket: Ticket) -> WaitTooLong | None:
+        """Note a waiting ticket's first estimate; the refusal when it exceeds its budget.
+
+        The point estimate (the median) decides: refusing on the high end would turn
+        away guests more likely than not to be served in time.
+        """
+        if ticket.place.admitted:
+            return None
+        record = ticket.record
+        position = max(ticket.position, 1)
+        estimate = self.estimate_wait(position)
+        if estimate is None:
+            return None  # Nothing finished yet: nothing to refuse on.
+        record.first_estimate_sec = estimate.seconds
+        budget = record.max_wait_sec
+        if not budget or estimate.seconds <= budget:
+            return None
+        return WaitTooLong(
+            f"The wait is about {math.ceil(estimate.seconds)} s, longer than the "
+            f"{budget:g} s this request accepts; please try again later.",
+            self._retry_when_short(position, budget),
+        )
+
+    def _retry_when_short(self, position: int, budget: float) -> int:
+        """Seconds until a line of ``position`` drains to one waited out within ``budget``."""
+        rate = self.drain_rate()
+        if rate is None:
+            return self.stats.retry_after(self.admission.max_active, self.config.request_timeout_sec)
+        return max(1, min(300, math.ceil(position / rate - budget)))
+
+    def drain_rate(self) -> float | None:
+        """Admissions per second lately, in the whole queue; None: too few seen to tell.
+
+        A process sharing a queue sees only its own admissions: they are scaled by the
+        share of the slots it holds.
+        """
+        rate = self.estimator.drain_rate()
+        admission = self.admission
+        local = len(admission.active)
+        if rate is not None and local and admission.active_count > local:
+            rate *= admission.active_count / local
+        return rate
 
     async def _share(self, ticket: Ticket) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
@@ -318,11 +373,45 @@ class QueueManager:
         """Tickets waiting in the whole queue."""
         return self.admission.queue_size
 
-    def estimate_wait_sec(self, position: int) -> float | None:
-        """How long a waiter at ``position`` is likely to wait; None when unknown."""
-        return self.stats.estimate_wait_sec(
-            position, self.admission.free_slots, self.config.max_concurrent
+    def estimate_wait(self, position: int) -> WaitEstimate | None:
+        """How long a waiter at ``position`` is likely to wait, with a range; None: unknown.
+
+        From this process's answers in flight (how long each has run), the whole
+        queue's count of the others (another process's, when shared), the current
+        limit and the recent processing times (``estimate.WaitEstimator``).
+        """
+        admission = self.admission
+        now = time.monotonic()
+        in_flight = [
+            (now - t.record.started_mono, t.record.tier)
+            for t in admission.active.values()
+            if t.record.started_mono is not None
+        ]
+        forecast = self.estimator.forecast(
+            in_flight,
+            admission.max_active,
+            unknown_in_flight=max(0, admission.active_count - len(in_flight)),
+            tiers_ahead=self._tiers_ahead() if self.estimator.tiered else (),
+            timeout_sec=self.config.request_timeout_sec,
+            horizon=max(position, admission.queue_size),
         )
+        return None if forecast is None else forecast.at(position)
+
+    def _tiers_ahead(self) -> list[str | None]:
+        """The tiers of the first waiters, by position (None: a place another process holds)."""
+        tiers: list[str | None] = [None] * HORIZON
+        for ticket in self.admission.waiting.values():
+            position = ticket.place.position
+            if 1 <= position <= HORIZON:
+                tiers[position - 1] = ticket.record.tier
+        return tiers
+
+    def _admitted(self, ticket: Ticket) -> None:
+        """A ticket took a slot: the drain rate and the estimates' error learn of it."""
+        self.estimator.note_admission()
+        error = ticket.record.estimate_error_sec
+        if error is not None:
+            self.stats.estimate_errors.add(error)
 
     def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
@@ -402,7 +491,8 @@ class QueueManager:
             return
         if status is Status.TIMEOUT:
             waited = code == "queue_timeout"
-            limit = self.config.max_queue_wait_sec if waited else self.config.request_timeout_sec
+            budget = ticket.record.max_wait_sec or self.config.max_queue_wait_sec
+            limit = budget if waited else self.config.request_timeout_sec
             ending = Ending.timed_out(
                 code, limit, waiting=waited, fallback=self.config.timeout_fallback
             )
@@ -453,6 +543,10 @@ class QueueManager:
     def _record_ended(self, ticket: Ticket, ending: Ending) -> None:
         record = ticket.record
         self.stats.record_finished(record)
+        processing = record.processing_ms
+        if ticket.place.admitted and processing is not None and not record.cached:
+            # Only answers that held a slot: followers and replays hold none.
+            self.estimator.add_sample(processing / 1000, record.tier)
         self.recent.add(record)
         for listener in self._listeners:
             try:
