@@ -39,17 +39,17 @@ from dataclasses import dataclass
 WINDOW = 200
 #: A tier with fewer samples than this uses the overall distribution.
 MIN_TIER_SAMPLES = 20
-#: Simulated futures per forecast.
-RUNS = 160
+#: Simulated futures per forecast (a forecast costs about 2 ms: RUNS x HORIZON steps).
+RUNS = 100
 #: Positions simulated one by one; beyond, the renewal-theory extension.
-HORIZON = 48
+HORIZON = 24
 #: The quantiles behind the point estimate and the range.
 LOW_Q, MID_Q, HIGH_Q = 0.1, 0.5, 0.9
 #: z-score of ``HIGH_Q`` for the normal extension beyond the horizon.
 Z_HIGH = 1.2816
-#: A forecast is reused while the slots hold the same answers, for at most this long
-#: (the answers in flight age meanwhile).
-MAX_AGE_SEC = 0.1
+#: A forecast is reused while the slots hold the same answers, for at most this long;
+#: its times count down meanwhile (the answers in flight age).
+MAX_AGE_SEC = 0.5
 #: How far back admissions count towards the drain rate.
 DRAIN_WINDOW_SEC = 60.0
 #: An answer that has run longer than any sample is expected to end within this share
@@ -101,7 +101,7 @@ class _Samples:
 class Forecast:
     """Admission times for every position, from one simulation of the slots."""
 
-    __slots__ = ("_mean", "_quantiles", "_sd", "_tail_step", "_tail_var")
+    __slots__ = ("_mean", "_quantiles", "_sd", "_tail_step", "_tail_var", "shift")
 
     def __init__(self, runs: list[list[float]], mean: float, variance: float, slots: int) -> None:
         horizon = len(runs[0]) if runs else 0
@@ -119,6 +119,8 @@ class Forecast:
             self._sd = statistics.pstdev(last)
         self._tail_step = mean / slots
         self._tail_var = variance / slots**2
+        #: Seconds since the simulation: every admission is that much nearer.
+        self.shift = 0.0
 
     def at(self, position: int) -> WaitEstimate:
         """The estimate for a waiter at ``position`` (1: next in line)."""
@@ -130,7 +132,10 @@ class Forecast:
             mid = self._mean + beyond * self._tail_step
             spread = Z_HIGH * math.sqrt(self._sd**2 + beyond * self._tail_var)
             est = WaitEstimate(mid, max(0.0, mid - spread), mid + spread)
-        return WaitEstimate(_round(est.seconds), _round(est.low), _round(est.high))
+        shift = self.shift
+        return WaitEstimate(
+            _round(est.seconds - shift), _round(est.low - shift), _round(est.high - shift)
+        )
 
 
 class WaitEstimator:
@@ -226,6 +231,7 @@ class WaitEstimator:
         )
         cached = self._cached
         if cached is not None and cached[0] == key and now - cached[1] <= MAX_AGE_SEC:
+            cached[2].shift = now - cached[1]
             return cached[2]
         forecast = self._simulate(
             in_flight, slots, unknown_in_flight, tiers_ahead[:horizon], timeout_sec, horizon
@@ -258,30 +264,36 @@ class WaitEstimator:
         weights = list(_accumulate(overall))
         median = overall[len(overall) // 2]
         rests = [(elapsed, self._pool(tier)) for elapsed, tier in in_flight]
+        # Where each in-flight answer's rest may be drawn from (past its elapsed time).
+        rests = [(elapsed, pool, bisect.bisect_right(pool, elapsed)) for elapsed, pool in rests]
+        steps = [(pool, len(pool)) for pool in pools]
         runs: list[list[float]] = []
-        randrange, rand, choices = rng.randrange, rng.random, rng.choices
+        rand, choices = rng.random, rng.choices
+        heappop, heapreplace, heappush = heapq.heappop, heapq.heapreplace, heapq.heappush
         for _ in range(max(1, self.runs)):
             ends: list[float] = []
-            for elapsed, pool in rests:
-                k = bisect.bisect_right(pool, elapsed)
+            for elapsed, pool, k in rests:
                 if k < len(pool):
-                    rest = pool[randrange(k, len(pool))] - elapsed
+                    rest = pool[k + int(rand() * (len(pool) - k))] - elapsed
                 else:
                     rest = OUTLIER_REST * median * rand()
                 ends.append(max(0.0, min(rest, cap - elapsed)))
             for length in choices(overall, cum_weights=weights, k=unknown) if unknown else ():
                 ends.append(length * rand())
             heapq.heapify(ends)
-            free = slots - len(ends)
             now = 0.0
+            # More answers in flight than slots (the limit went down): those over it end first.
+            for _ in range(len(ends) - slots):
+                now = max(now, heappop(ends))
             times: list[float] = []
-            for pool in pools:
-                while free <= 0:
-                    now = max(now, heapq.heappop(ends))
-                    free += 1
-                free -= 1
+            for pool, n in steps:
+                service = min(pool[int(rand() * n)], cap)
+                if len(ends) < slots:
+                    heappush(ends, now + service)  # a free slot: admitted now
+                else:
+                    now = max(now, ends[0])  # the next slot to free up
+                    heapreplace(ends, now + service)
                 times.append(now)
-                heapq.heappush(ends, now + min(pool[randrange(len(pool))], cap))
             runs.append(times)
         mean = statistics.fmean(overall)
         variance = statistics.pvariance(overall) if len(overall) > 1 else 0.0

@@ -16,6 +16,12 @@ def ui_strings() -> dict[str, str]:
     return {
         "position": _("You are number %(position)s in line"),
         "positionEstimate": _("You are number %(position)s in line — about %(seconds)s s"),
+        "positionRangeSec": _(
+            "You are number %(position)s in line — about %(low)s–%(high)s s"
+        ),
+        "positionRangeMin": _(
+            "You are number %(position)s in line — about %(low)s–%(high)s min"
+        ),
         "next": _("You are next in line"),
         "processing": _("Writing an answer…"),
         "stopped": _("Stopped."),

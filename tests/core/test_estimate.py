@@ -107,7 +107,11 @@ def test_a_forecast_serves_every_position_of_one_pass() -> None:
     for _ in range(20):
         est.add_sample(2.0)
     first = est.forecast([(0.5, "guest")], 1)
+    assert first is not None and first.at(1).seconds == 1.5
     assert est.forecast([(0.5, "guest")], 1) is first  # the same state: not simulated again
+    now[0] += 0.3
+    aged = est.forecast([(0.8, "guest")], 1)
+    assert aged is first and aged.at(1).seconds == 1.2  # reused, counting down
     est.add_sample(2.0)
     assert est.forecast([(0.5, "guest")], 1) is not first  # a new sample: simulated again
     again = est.forecast([(0.5, "guest")], 1)
