@@ -268,7 +268,8 @@ class QueueManager:
         """Seconds until a line of ``position`` drains to one waited out within ``budget``."""
         rate = self.drain_rate()
         if rate is None:
-            return self.stats.retry_after(self.admission.max_active, self.config.request_timeout_sec)
+            timeout = self.config.request_timeout_sec
+            return self.stats.retry_after(self.admission.max_active, timeout)
         return max(1, min(300, math.ceil(position / rate - budget)))
 
     def drain_rate(self) -> float | None:
