@@ -249,7 +249,7 @@ def _q(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def main(scale: float, repeat: int, minute: float, seed: int, model: int) -> None:
+async def main(scale: float, repeat: int, minute: float, seed: int, computed: int) -> None:
     config = QueueConfig(
         max_concurrent=LIMIT,
         max_queue_size=1000,
@@ -275,14 +275,14 @@ async def main(scale: float, repeat: int, minute: float, seed: int, model: int) 
     new = sampled(200, seed)  # as the queue: the last 200 answers
     # Knows the distribution (20000 answers) and simulates 1000 futures: the bound.
     exact = sampled(20000, seed, window=20000, runs=1000)
-    bursts_ = [burst_arrivals(random.Random(seed + i)) for i in range(model)]
-    report(f"model: burst x {model}, computed", model(random.Random(seed), bursts_, new))
-    report(f"model: burst x {model // 5}, the exact distribution",
-           model(random.Random(seed), bursts_[: model // 5], exact))  # fmt: skip
-    minutes = [steady_arrivals(random.Random(seed + i), minute) for i in range(model // 10)]
-    report(f"model: steady x {model // 10}, computed", model(random.Random(seed), minutes, new))
-    report(f"model: steady x {model // 50}, the exact distribution",
-           model(random.Random(seed), minutes[: model // 50], exact))  # fmt: skip
+    bursts_ = [burst_arrivals(random.Random(seed + i)) for i in range(computed)]
+    report(f"model: burst x {computed}, computed", model(random.Random(seed), bursts_, new))
+    report(f"model: burst x {computed // 5}, the exact distribution",
+           model(random.Random(seed), bursts_[: computed // 5], exact))  # fmt: skip
+    minutes = [steady_arrivals(random.Random(seed + i), minute) for i in range(computed // 10)]
+    report(f"model: steady x {computed // 10}, computed", model(random.Random(seed), minutes, new))
+    report(f"model: steady x {computed // 50}, the exact distribution",
+           model(random.Random(seed), minutes[: computed // 50], exact))  # fmt: skip
 
 
 if __name__ == "__main__":
