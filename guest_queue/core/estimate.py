@@ -215,7 +215,7 @@ class WaitEstimator:
         slots: int,
         *,
         unknown_in_flight: int = 0,
-        tiers_ahead: Sequence[str | None] = (),
+        tiers_ahead: Callable[[], Sequence[str | None]] | None = None,
         timeout_sec: float | None = None,
         horizon: int | None = None,
     ) -> Forecast | None:
@@ -224,7 +224,9 @@ class WaitEstimator:
         ``in_flight``: this process's answers holding a slot; ``unknown_in_flight``: the
         others holding one (another process's, on a shared queue: how long they have run
         is not known here, so each is taken as seen at a random moment of its answer).
-        ``tiers_ahead``: the tiers of the waiters in line order, when known.
+        ``tiers_ahead``: the tiers of the waiters in line order, when known (called only
+        when a new forecast is simulated: a forecast is reused while the same answers
+        hold the slots, for up to ``MAX_AGE_SEC``, even if the line's order changes).
         """
         if not self.has_samples or slots < 1:
             return None
@@ -240,15 +242,13 @@ class WaitEstimator:
             timeout_sec,
             # When each answer started (constant while it runs) and its tier.
             tuple((round(now - elapsed, 2), tier) for elapsed, tier in in_flight),
-            tuple(tiers_ahead[:horizon]),
         )
         cached = self._cached
         if cached is not None and cached[0] == key and now - cached[1] <= MAX_AGE_SEC:
             cached[2].shift = now - cached[1]
             return cached[2]
-        forecast = self._simulate(
-            in_flight, slots, unknown_in_flight, tiers_ahead[:horizon], timeout_sec, horizon
-        )
+        tiers = tiers_ahead()[:horizon] if tiers_ahead is not None else ()
+        forecast = self._simulate(in_flight, slots, unknown_in_flight, tiers, timeout_sec, horizon)
         self._cached = (key, now, forecast)
         return forecast
 

@@ -392,7 +392,7 @@ class QueueManager:
             in_flight,
             admission.max_active,
             unknown_in_flight=max(0, admission.active_count - len(in_flight)),
-            tiers_ahead=self._tiers_ahead() if self.estimator.tiered else (),
+            tiers_ahead=self._tiers_ahead if self.estimator.tiered else None,
             timeout_sec=self.config.request_timeout_sec,
             horizon=max(position, admission.queue_size),
         )

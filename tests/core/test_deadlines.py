@@ -158,3 +158,44 @@ async def test_a_request_overtaken_until_its_own_deadline_times_out(gate: GateWo
     for s in (head, patient):
         gate.open(s.ticket.request_id)
     await patient.done()
+
+
+async def test_a_process_counts_the_answers_another_process_runs(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    """On a shared queue each process estimates from what it knows: the other's answer
+    holds the only slot, at an elapsed time this process cannot see."""
+    first = learned(shared(gate, max_concurrent=1), 2.0)
+    second = learned(shared(gate, max_concurrent=1), 2.0)
+    head = Stream(first, await first.submit("head"))
+    await until(lambda: head.ticket.place.admitted)
+    waiter = Stream(second, await second.submit("waiter"))
+    await until(lambda: waiter.events)
+    data = waiter.events[0].data
+    # Somewhere within one 2 s answer, not "no wait" (nothing of its own runs here).
+    assert 0.5 <= data["estimated_wait_sec"] <= 1.5
+    low, high = data["estimated_wait_range_sec"]
+    assert low < data["estimated_wait_sec"] < high <= 2.0
+    for s in (head, waiter):
+        gate.open(s.ticket.request_id)
+    await waiter.done()
+
+
+@pytest.mark.parametrize(("ahead", "expected"), [("member", 2.0), ("guest", 6.0)])
+async def test_the_estimate_knows_the_tiers_ahead(
+    gate: GateWorkflow, ahead: str, expected: float
+) -> None:
+    manager = make_manager(gate, max_concurrent=1)
+    for _ in range(20):
+        manager.estimator.add_sample(1.0, "member")  # members ask short questions
+        manager.estimator.add_sample(5.0, "guest")
+    head = Stream(manager, await manager.submit("head", tier="member"))
+    await until(lambda: head.ticket.place.admitted)
+    first = Stream(manager, await manager.submit("first", tier=ahead))
+    second = Stream(manager, await manager.submit("second", tier="guest"))
+    await until(lambda: second.events)
+    # The member's answer in the slot (1 s), then the one ahead of it (1 s or 5 s).
+    assert second.events[0].data["estimated_wait_sec"] == pytest.approx(expected, abs=0.1)
+    for s in (head, first, second):
+        gate.open(s.ticket.request_id)
+    await second.done()

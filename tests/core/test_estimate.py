@@ -73,17 +73,23 @@ def test_the_range_holds_the_estimate_and_grows_with_the_position() -> None:
     assert 0 < wide.high - wide.low < 0.1 * wide.seconds  # relatively narrow, far back
 
 
-def test_each_tier_uses_its_own_distribution_once_it_has_enough_samples() -> None:
+def members_and_guests() -> WaitEstimator:
+    """Members' answers take 1 s, guests' 5 s, with enough samples of each."""
     est = estimator([1.0] * MIN_TIER_SAMPLES, "member")
     for _ in range(MIN_TIER_SAMPLES):
         est.add_sample(5.0, "guest")
-    assert est.tiered
+    return est
+
+
+def test_each_tier_uses_its_own_distribution_once_it_has_enough_samples() -> None:
+    assert members_and_guests().tiered
     # One slot: a member's answer that has just started has about 1 s to go, a guest's 5 s.
-    assert at(est, 1, [(0.0, "member")], 1).seconds == 1.0
-    assert at(est, 1, [(0.0, "guest")], 1).seconds == 5.0
+    assert at(members_and_guests(), 1, [(0.0, "member")], 1).seconds == 1.0
+    assert at(members_and_guests(), 1, [(0.0, "guest")], 1).seconds == 5.0
     # The waiter ahead of position 2 is a member (1 s) or a guest (5 s).
-    assert at(est, 2, [(0.0, "member")], 1, tiers_ahead=["member"]).seconds == 2.0
-    assert at(est, 2, [(0.0, "member")], 1, tiers_ahead=["guest"]).seconds == 6.0
+    member_ahead = at(members_and_guests(), 2, [(0.0, "member")], 1, tiers_ahead=lambda: ["member"])
+    guest_ahead = at(members_and_guests(), 2, [(0.0, "member")], 1, tiers_ahead=lambda: ["guest"])
+    assert (member_ahead.seconds, guest_ahead.seconds) == (2.0, 6.0)
 
 
 def test_a_tier_with_few_samples_uses_the_overall_distribution() -> None:
