@@ -450,6 +450,6 @@ def test_the_wait_shows_as_a_range_when_the_range_is_wide(
     page.wait_for_function("window.statusTexts.filter(t => t.includes('about')).length > 1")
     shown = [t for t in page.evaluate("window.statusTexts") if "about" in t]
     assert shown == [
-        "You are number 4 in line — about 1–3 min",
+        "You are number 4 in line — about 1–3 min",  # noqa: RUF001 (an en dash)
         "You are number 4 in line — about 11 s",
     ]
