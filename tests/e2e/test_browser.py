@@ -434,11 +434,17 @@ def test_the_wait_shows_as_a_range_when_the_range_is_wide(
           }
         }).observe(document, { subtree: true, childList: true });"""
     )
-    waits = iter([[60.0, 180.0], [10.0, 12.0]])
+    # (estimated_wait_sec, estimated_wait_range_sec) of each question in turn.
+    waits = iter([(100.0, [60.0, 180.0]), (10.4, [10.0, 12.0])])
 
     def answer(route: Any) -> None:
-        queued = {"queue_position": 4, "queue_size": 6, "estimated_wait_sec": 10.4}
-        queued["estimated_wait_range_sec"] = next(waits)
+        point, wait_range = next(waits)
+        queued = {
+            "queue_position": 4,
+            "queue_size": 6,
+            "estimated_wait_sec": point,
+            "estimated_wait_range_sec": wait_range,
+        }
         body = sse(("queued", queued), ("workflow_complete", {"suggested_questions": []}))
         route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
 
