@@ -52,6 +52,12 @@ Z_HIGH = 1.4395
 #: A forecast is reused while the slots hold the same answers, for at most this long;
 #: its times count down meanwhile (the answers in flight age).
 MAX_AGE_SEC = 0.5
+#: Under churn (the answers in the slots change every few milliseconds, a sample comes
+#: with each), a forecast is also reused, counting down, until this many times the
+#: last simulation's cost has passed: simulating takes at most 1/20 of the loop's time.
+THROTTLE = 20
+#: ... and for at most this long.
+MAX_THROTTLE_SEC = 0.25
 #: How far back admissions count towards the drain rate.
 DRAIN_WINDOW_SEC = 60.0
 #: An answer that has run longer than any sample is expected to end within this share
@@ -158,17 +164,21 @@ class WaitEstimator:
         horizon: int = HORIZON,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        throttle: float = THROTTLE,
     ) -> None:
         self.window = window
         self.runs = runs
         self.horizon = horizon
         self.seed = seed
         self.clock = clock
+        self.throttle = throttle
         self._all = _Samples(window)
         self._tiers: dict[str, _Samples] = {}
         self._version = 0
         self._admissions: deque[float] = deque(maxlen=window)
-        self._cached: tuple[object, float, Forecast] | None = None
+        self._cached: tuple[tuple[object, ...], float, Forecast] | None = None
+        #: How long after a simulation any new one waits (``THROTTLE``).
+        self._throttle_sec = 0.0
 
     # -- what it learns -------------------------------------------------------------
 
@@ -226,7 +236,8 @@ class WaitEstimator:
         is not known here, so each is taken as seen at a random moment of its answer).
         ``tiers_ahead``: the tiers of the waiters in line order, when known (called only
         when a new forecast is simulated: a forecast is reused while the same answers
-        hold the slots, for up to ``MAX_AGE_SEC``, even if the line's order changes).
+        hold the slots, for up to ``MAX_AGE_SEC``, even if the line's order changes; and
+        under churn for a short while whatever changed, see ``THROTTLE``).
         """
         if not self.has_samples or slots < 1:
             return None
@@ -244,11 +255,20 @@ class WaitEstimator:
             tuple((round(now - elapsed, 2), tier) for elapsed, tier in in_flight),
         )
         cached = self._cached
-        if cached is not None and cached[0] == key and now - cached[1] <= MAX_AGE_SEC:
-            cached[2].shift = now - cached[1]
-            return cached[2]
+        if cached is not None:
+            old_key, made, forecast = cached
+            age = now - made
+            same = old_key == key and age <= MAX_AGE_SEC
+            # Indexes 1 and 3 of the key: the slots, the horizon simulated.
+            churn = old_key[1] == slots and old_key[3] >= horizon and age <= self._throttle_sec
+            if same or churn:
+                forecast.shift = age
+                return forecast
         tiers = tiers_ahead()[:horizon] if tiers_ahead is not None else ()
+        started = time.perf_counter()
         forecast = self._simulate(in_flight, slots, unknown_in_flight, tiers, timeout_sec, horizon)
+        cost = time.perf_counter() - started
+        self._throttle_sec = min(MAX_THROTTLE_SEC, cost * self.throttle)
         self._cached = (key, now, forecast)
         return forecast
 

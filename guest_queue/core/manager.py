@@ -12,7 +12,6 @@ import contextvars
 import functools
 import logging
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -27,8 +26,8 @@ from .backends.base import Ticket
 from .config import QueueConfig
 from .drive import StopReason
 from .endings import Ending
-from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable, WaitTooLong
-from .estimate import HORIZON, WaitEstimate, WaitEstimator
+from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
+from .estimate import WaitEstimate, WaitEstimator
 from .eventlog import LogTrimmed
 from .fairness import NETWORK_LIMIT
 from .live import LiveTickets
@@ -40,6 +39,7 @@ from .stats import QueueStats
 from .stopping import QueueStopper
 from .stream import CANCELLED_MESSAGE, DISCONNECTED, RequestStream, drive
 from .supervise import supervised
+from .waits import Waits
 from .workflow import Workflow, WorkflowRequest
 
 logger = logging.getLogger("guest_queue")
@@ -62,7 +62,6 @@ class QueueManager:
         self.config = config
         self.workflow = workflow
         self.stats = QueueStats()
-        self.estimator = WaitEstimator()
         self.recent = RecentRequests(config.history_limit)
         self.live = LiveTickets()
         backend = backend_class(config.backend)
@@ -93,7 +92,8 @@ class QueueManager:
         )
         self.stopper.before_drain = self._hand_off
         self.admission.on_abandoned = self._abandoned
-        self.admission.on_admitted = self._admitted
+        self.waits = Waits(config, self.admission, self.stats)
+        self.admission.on_admitted = self.waits.admitted
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -234,56 +234,12 @@ class QueueManager:
         if refusal is not None:
             self.admission.leave(ticket)
             raise self.refuse(self._refusal(refusal))
-        too_long = self._predict(ticket)
+        too_long = self.waits.at_the_door(ticket)
         if too_long is not None:
             self.admission.leave(ticket)
             raise self.refuse(too_long)
         self._lead(ticket)
         return self._accept(ticket, detached=False)
-
-    def _predict(self, ticket: Ticket) -> WaitTooLong | None:
-        """Note a waiting ticket's first estimate; the refusal when it exceeds its budget.
-
-        The point estimate (the median) decides: refusing on the high end would turn
-        away guests more likely than not to be served in time.
-        """
-        if ticket.place.admitted:
-            return None
-        record = ticket.record
-        position = max(ticket.position, 1)
-        estimate = self.estimate_wait(position)
-        if estimate is None:
-            return None  # Nothing finished yet: nothing to refuse on.
-        record.first_estimate_sec = estimate.seconds
-        budget = record.max_wait_sec
-        if not budget or estimate.seconds <= budget:
-            return None
-        return WaitTooLong(
-            f"The wait is about {math.ceil(estimate.seconds)} s, longer than the "
-            f"{budget:g} s this request accepts; please try again later.",
-            self._retry_when_short(position, budget),
-        )
-
-    def _retry_when_short(self, position: int, budget: float) -> int:
-        """Seconds until a line of ``position`` drains to one waited out within ``budget``."""
-        rate = self.drain_rate()
-        if rate is None:
-            timeout = self.config.request_timeout_sec
-            return self.stats.retry_after(self.admission.max_active, timeout)
-        return max(1, min(300, math.ceil(position / rate - budget)))
-
-    def drain_rate(self) -> float | None:
-        """Admissions per second lately, in the whole queue; None: too few seen to tell.
-
-        A process sharing a queue sees only its own admissions: they are scaled by the
-        share of the slots it holds.
-        """
-        rate = self.estimator.drain_rate()
-        admission = self.admission
-        local = len(admission.active)
-        if rate is not None and local and admission.active_count > local:
-            rate *= admission.active_count / local
-        return rate
 
     async def _share(self, ticket: Ticket) -> bool:
         """Answer from the cache or follow an identical question; False: it must queue."""
@@ -375,44 +331,13 @@ class QueueManager:
         return self.admission.queue_size
 
     def estimate_wait(self, position: int) -> WaitEstimate | None:
-        """How long a waiter at ``position`` is likely to wait, with a range; None: unknown.
+        """How long a waiter at ``position`` is likely to wait, with a range; None: unknown."""
+        return self.waits.estimate(position)
 
-        From this process's answers in flight (how long each has run), the whole
-        queue's count of the others (another process's, when shared), the current
-        limit and the recent processing times (``estimate.WaitEstimator``).
-        """
-        admission = self.admission
-        now = time.monotonic()
-        in_flight = [
-            (now - t.record.started_mono, t.record.tier)
-            for t in admission.active.values()
-            if t.record.started_mono is not None
-        ]
-        forecast = self.estimator.forecast(
-            in_flight,
-            admission.max_active,
-            unknown_in_flight=max(0, admission.active_count - len(in_flight)),
-            tiers_ahead=self._tiers_ahead if self.estimator.tiered else None,
-            timeout_sec=self.config.request_timeout_sec,
-            horizon=max(position, admission.queue_size),
-        )
-        return None if forecast is None else forecast.at(position)
-
-    def _tiers_ahead(self) -> list[str | None]:
-        """The tiers of the first waiters, by position (None: a place another process holds)."""
-        tiers: list[str | None] = [None] * HORIZON
-        for ticket in self.admission.waiting.values():
-            position = ticket.place.position
-            if 1 <= position <= HORIZON:
-                tiers[position - 1] = ticket.record.tier
-        return tiers
-
-    def _admitted(self, ticket: Ticket) -> None:
-        """A ticket took a slot: the drain rate and the estimates' error learn of it."""
-        self.estimator.note_admission()
-        error = ticket.record.estimate_error_sec
-        if error is not None:
-            self.stats.estimate_errors.add(error)
+    @property
+    def estimator(self) -> WaitEstimator:
+        """What the estimates learn from (recent answers, admissions)."""
+        return self.waits.estimator
 
     def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
@@ -544,10 +469,7 @@ class QueueManager:
     def _record_ended(self, ticket: Ticket, ending: Ending) -> None:
         record = ticket.record
         self.stats.record_finished(record)
-        processing = record.processing_ms
-        if ticket.place.admitted and processing is not None and not record.cached:
-            # Only answers that held a slot: followers and replays hold none.
-            self.estimator.add_sample(processing / 1000, record.tier)
+        self.waits.ended(ticket)
         self.recent.add(record)
         for listener in self._listeners:
             try:

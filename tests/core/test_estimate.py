@@ -12,7 +12,8 @@ from guest_queue.core.estimate import (
 
 
 def estimator(samples: list[float], tier: str = "guest") -> WaitEstimator:
-    est = WaitEstimator()
+    """An estimator that simulates each new state at once (no throttle under churn)."""
+    est = WaitEstimator(throttle=0)
     for s in samples:
         est.add_sample(s, tier)
     return est
@@ -109,7 +110,7 @@ def test_answers_of_other_processes_count_with_a_random_elapsed_time() -> None:
 
 def test_a_forecast_serves_every_position_of_one_pass() -> None:
     now = [100.0]
-    est = WaitEstimator(clock=lambda: now[0])
+    est = WaitEstimator(clock=lambda: now[0], throttle=0)
     for _ in range(20):
         est.add_sample(2.0)
     first = est.forecast([(0.5, "guest")], 1)
@@ -119,10 +120,17 @@ def test_a_forecast_serves_every_position_of_one_pass() -> None:
     aged = est.forecast([(0.8, "guest")], 1)
     assert aged is first and aged.at(1).seconds == 1.2  # reused, counting down
     est.add_sample(2.0)
-    assert est.forecast([(0.5, "guest")], 1) is not first  # a new sample: simulated again
-    again = est.forecast([(0.5, "guest")], 1)
+    again = est.forecast([(0.8, "guest")], 1)
+    assert again is not first  # a new sample: simulated again (0.3 s after the last one)
     now[0] += 1.0
-    assert est.forecast([(1.5, "guest")], 1) is not again  # the answers have aged
+    assert est.forecast([(1.8, "guest")], 1) is not again  # the answers have aged
+    # Under churn, what changed within moments of a simulation waits for the next one.
+    est.throttle = 1e6  # however cheap the last simulation was
+    churned = est.forecast([(0.0, "guest")], 1)
+    est.add_sample(2.0)
+    assert est.forecast([(0.01, "guest")], 1) is churned
+    now[0] += 0.3  # but never longer than MAX_THROTTLE_SEC
+    assert est.forecast([(0.3, "guest")], 1) is not churned
 
 
 def test_the_drain_rate_counts_recent_admissions() -> None:
