@@ -176,7 +176,8 @@ class WaitEstimator:
         self._tiers: dict[str, _Samples] = {}
         self._version = 0
         self._admissions: deque[float] = deque(maxlen=window)
-        self._cached: tuple[tuple[object, ...], float, Forecast] | None = None
+        #: The last forecast: its state, when it was made, it, its slots and horizon.
+        self._cached: tuple[tuple[object, ...], float, Forecast, int, int] | None = None
         #: How long after a simulation any new one waits (``THROTTLE``).
         self._throttle_sec = 0.0
 
@@ -256,11 +257,10 @@ class WaitEstimator:
         )
         cached = self._cached
         if cached is not None:
-            old_key, made, forecast = cached
+            old_key, made, forecast, old_slots, old_horizon = cached
             age = now - made
             same = old_key == key and age <= MAX_AGE_SEC
-            # Indexes 1 and 3 of the key: the slots, the horizon simulated.
-            churn = old_key[1] == slots and old_key[3] >= horizon and age <= self._throttle_sec
+            churn = old_slots == slots and old_horizon >= horizon and age <= self._throttle_sec
             if same or churn:
                 forecast.shift = age
                 return forecast
@@ -269,7 +269,7 @@ class WaitEstimator:
         forecast = self._simulate(in_flight, slots, unknown_in_flight, tiers, timeout_sec, horizon)
         cost = time.perf_counter() - started
         self._throttle_sec = min(MAX_THROTTLE_SEC, cost * self.throttle)
-        self._cached = (key, now, forecast)
+        self._cached = (key, now, forecast, slots, horizon)
         return forecast
 
     def _pool(self, tier: str | None) -> list[float]:
