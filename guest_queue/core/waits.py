@@ -9,8 +9,13 @@ import time
 from .backends.base import Admission, Ticket
 from .config import QueueConfig
 from .errors import WaitTooLong
-from .estimate import HORIZON, WaitEstimate, WaitEstimator
+from .estimate import HORIZON, Forecast, WaitEstimate, WaitEstimator
 from .stats import QueueStats
+
+#: Estimates asked within this long of each other, with the same slots busy and line
+#: length, share one forecast without looking at the answers in flight again: a position pass that moves
+#: thousands of waiters looks once.
+PASS_SEC = 0.005
 
 
 class Waits:
@@ -21,6 +26,8 @@ class Waits:
         self.admission = admission
         self.stats = stats
         self.estimator = WaitEstimator()
+        #: The last forecast asked for: when, for which slots, and the forecast.
+        self._last: tuple[float, tuple[int, ...], Forecast | None] | None = None
 
     def estimate(self, position: int) -> WaitEstimate | None:
         """How long a waiter at ``position`` is likely to wait, with a range; None: unknown.
@@ -32,6 +39,17 @@ class Waits:
         """
         admission = self.admission
         now = time.monotonic()
+        # What a pass leaves alone: the slots, who holds them, the line's length.
+        slots = (
+            admission.max_active,
+            admission.active_count,
+            len(admission.active),
+            admission.queue_size,
+        )
+        last = self._last
+        if last is not None and now - last[0] <= PASS_SEC and last[1] == slots:
+            forecast = last[2]
+            return None if forecast is None else forecast.at(position)
         in_flight = [
             (now - t.record.started_mono, t.record.tier)
             for t in admission.active.values()
@@ -45,6 +63,7 @@ class Waits:
             timeout_sec=self.config.request_timeout_sec,
             horizon=max(position, admission.queue_size),
         )
+        self._last = (now, slots, forecast)
         return None if forecast is None else forecast.at(position)
 
     def _tiers_ahead(self) -> list[str | None]:
