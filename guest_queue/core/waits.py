@@ -13,8 +13,8 @@ from .estimate import HORIZON, Forecast, WaitEstimate, WaitEstimator
 from .stats import QueueStats
 
 #: Estimates asked within this long of each other, with the same slots busy and line
-#: length, share one forecast without looking at the answers in flight again: a position pass that moves
-#: thousands of waiters looks once.
+#: length, share one forecast without looking at the answers in flight again: a
+#: position pass that moves thousands of waiters looks once.
 PASS_SEC = 0.005
 
 
