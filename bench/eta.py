@@ -7,7 +7,7 @@ The queue runs in this process (``QueueManager``, local backend, no HTTP: what i
 measured is the estimate, not the transport) in front of a workflow that sleeps for
 a log-normal time: median 1.5 s, sigma 0.6, clipped to 0.3-8 s; limit 3.
 
-- burst: after a warm-up of 60 answers, 30 guests arrive within 3 s (``--repeat``
+- burst: after a warm-up of 200 answers (the estimator's window), 30 guests arrive within 3 s (``--repeat``
   times, the queue drained in between);
 - steady: guests arrive at random (Poisson) for ``--minute`` seconds at the
   slots' capacity (3 / mean answer time), so a line forms and drains at random.
@@ -43,7 +43,7 @@ from guest_queue.core.workflow import WorkflowItem, WorkflowRequest
 LIMIT = 3
 MEDIAN_SEC, SIGMA = 1.5, 0.6
 LOW_SEC, HIGH_SEC = 0.3, 8.0
-WARM_UP = 60
+WARM_UP = 200  # the estimator's window: it starts full, as on a server that has run a while
 BURST, BURST_WITHIN_SEC = 30, 3.0
 
 
