@@ -7,8 +7,8 @@ The queue runs in this process (``QueueManager``, local backend, no HTTP: what i
 measured is the estimate, not the transport) in front of a workflow that sleeps for
 a log-normal time: median 1.5 s, sigma 0.6, clipped to 0.3-8 s; limit 3.
 
-- burst: after a warm-up of 200 answers (the estimator's window), 30 guests arrive within 3 s (``--repeat``
-  times, the queue drained in between);
+- burst: after a warm-up of 200 answers (the estimator's window), 30 guests
+  arrive within 3 s (``--repeat`` times, the queue drained in between);
 - steady: guests arrive at random (Poisson) for ``--minute`` seconds at the
   slots' capacity (3 / mean answer time), so a line forms and drains at random.
 
