@@ -41,8 +41,10 @@ from dataclasses import dataclass
 WINDOW = 200
 #: A tier with fewer samples than this uses the overall distribution.
 MIN_TIER_SAMPLES = 20
-#: Simulated futures per forecast (a forecast costs about 2 ms: RUNS x HORIZON steps).
+#: Simulated futures per forecast (a forecast costs about 2 ms: RUNS x HORIZON steps);
+#: fewer with many answers in flight, so that a run costs at most ``STEPS`` draws.
 RUNS = 100
+MIN_RUNS, STEPS = 30, 3000
 #: Positions simulated one by one; beyond, the renewal-theory extension.
 HORIZON = 24
 #: The quantiles behind the point estimate and the range.
@@ -54,8 +56,8 @@ Z_HIGH = 1.4395
 MAX_AGE_SEC = 0.5
 #: Under churn (the answers in the slots change every few milliseconds, a sample comes
 #: with each), a forecast is also reused, counting down, until this many times the
-#: last simulation's cost has passed: simulating takes at most 1/20 of the loop's time.
-THROTTLE = 20
+#: last simulation's cost has passed: simulating takes at most 1 % of the loop's time.
+THROTTLE = 100
 #: ... and for at most this long.
 MAX_THROTTLE_SEC = 0.25
 #: How far back admissions count towards the drain rate.
@@ -305,7 +307,8 @@ class WaitEstimator:
         runs: list[list[float]] = []
         rand, choices = rng.random, rng.choices
         heappop, heapreplace, heappush = heapq.heappop, heapq.heapreplace, heapq.heappush
-        for _ in range(max(1, self.runs)):
+        draws = len(rests) + unknown + len(steps)
+        for _ in range(max(1, min(self.runs, max(MIN_RUNS, STEPS // draws)))):
             ends: list[float] = []
             for elapsed, pool, k in rests:
                 if k < len(pool):
