@@ -199,6 +199,11 @@ class WaitEstimator:
         self._admissions.append(self.clock())
 
     @property
+    def version(self) -> int:
+        """Changes with every sample learned."""
+        return self._version
+
+    @property
     def has_samples(self) -> bool:
         return len(self._all) > 0
 

@@ -14,8 +14,9 @@ from .stats import QueueStats
 
 #: Estimates asked within this long of each other, with the same slots busy and line
 #: length, share one forecast without looking at the answers in flight again: a
-#: position pass that moves thousands of waiters looks once.
-PASS_SEC = 0.005
+#: position pass that moves thousands of waiters looks once (the forecast still counts
+#: down meanwhile).
+PASS_SEC = 0.05
 
 
 class Waits:
@@ -26,8 +27,9 @@ class Waits:
         self.admission = admission
         self.stats = stats
         self.estimator = WaitEstimator()
-        #: The last forecast asked for: when, for which slots, and the forecast.
-        self._last: tuple[float, tuple[int, ...], Forecast | None] | None = None
+        self._admissions = 0
+        #: The last forecast asked for: when, for which state, the forecast, its shift then.
+        self._last: tuple[float, tuple[int, ...], Forecast | None, float] | None = None
 
     def estimate(self, position: int) -> WaitEstimate | None:
         """How long a waiter at ``position`` is likely to wait, with a range; None: unknown.
@@ -39,17 +41,23 @@ class Waits:
         """
         admission = self.admission
         now = time.monotonic()
-        # What a pass leaves alone: the slots, who holds them, the line's length.
+        # What a pass leaves alone: the slots, who holds them, the line's length, the
+        # admissions seen here, the samples learned.
         slots = (
             admission.max_active,
             admission.active_count,
             len(admission.active),
             admission.queue_size,
+            self._admissions,
+            self.estimator.version,
         )
         last = self._last
         if last is not None and now - last[0] <= PASS_SEC and last[1] == slots:
-            forecast = last[2]
-            return None if forecast is None else forecast.at(position)
+            looked, _, forecast, shift = last
+            if forecast is None:
+                return None
+            forecast.shift = shift + now - looked
+            return forecast.at(position)
         in_flight = [
             (now - t.record.started_mono, t.record.tier)
             for t in admission.active.values()
@@ -63,7 +71,7 @@ class Waits:
             timeout_sec=self.config.request_timeout_sec,
             horizon=max(position, admission.queue_size),
         )
-        self._last = (now, slots, forecast)
+        self._last = (now, slots, forecast, 0.0 if forecast is None else forecast.shift)
         return None if forecast is None else forecast.at(position)
 
     def _tiers_ahead(self) -> list[str | None]:
@@ -122,6 +130,7 @@ class Waits:
     def admitted(self, ticket: Ticket) -> None:
         """A ticket took a slot: the drain rate and the estimates' error learn of it."""
         self.estimator.note_admission()
+        self._admissions += 1
         error = ticket.record.estimate_error_sec
         if error is not None:
             self.stats.estimate_errors.add(error)
