@@ -35,7 +35,12 @@ async def test_chat_streams_sse_with_the_documented_framing(async_client: AsyncC
     ]  # fmt: skip
     assert len({e["request_id"] for e in events}) == 1
     uuid.UUID(events[0]["request_id"], version=4)
-    assert events[0]["data"] == {"queue_position": 1, "queue_size": 0, "estimated_wait_sec": 0.0}
+    assert events[0]["data"] == {
+        "queue_position": 1,
+        "queue_size": 0,
+        "estimated_wait_sec": 0.0,
+        "estimated_wait_range_sec": [0.0, 0.0],
+    }
     assert events[-1]["data"] == {
         "suggested_questions": ["Follow-up 0?", "Follow-up 1?"],
         "cached": False,
@@ -248,8 +253,9 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
         "queue_size", "active_requests", "max_concurrent_requests", "max_queue_size",
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
         "timeout_requests", "cancelled_requests", "rejected_requests", "rejected_queue_full",
-        "rejected_client_limit", "rejected_rate_limited", "max_requests_per_client", "cache_hits",
-        "avg_wait_ms", "avg_processing_ms", "accepting", "uptime_sec", "history_dropped",
+        "rejected_client_limit", "rejected_rate_limited", "rejected_wait_too_long",
+        "max_requests_per_client", "cache_hits", "avg_wait_ms", "avg_processing_ms",
+        "estimated_wait_error_p50_sec", "accepting", "uptime_sec", "history_dropped",
         "history_rejected",
         "backend",
     }  # fmt: skip

@@ -36,6 +36,13 @@ class RateLimited(Refused):
     status_code = 429
 
 
+class WaitTooLong(Refused):
+    """The predicted wait in line exceeds the longest the request accepts."""
+
+    code = "wait_too_long"
+    status_code = 429
+
+
 class NotAccepting(Refused):
     code = "shutting_down"
     status_code = 503

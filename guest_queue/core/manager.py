@@ -28,6 +28,7 @@ from .config import QueueConfig
 from .drive import StopReason
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
+from .estimate import WaitEstimate, WaitEstimator
 from .fairness import NETWORK_LIMIT
 from .handoff import HandOff
 from .live import LiveTickets
@@ -39,6 +40,7 @@ from .stats import QueueStats
 from .stopping import QueueStopper
 from .stream import CANCELLED_MESSAGE, DISCONNECTED, RequestStream, drive
 from .supervise import supervised
+from .waits import Waits
 from .workflow import Workflow, WorkflowRequest
 
 logger = logging.getLogger("guest_queue")
@@ -108,6 +110,8 @@ class QueueManager:
             self.handoff,
             self.cancel,
         )
+        self.waits = Waits(config, self.admission, self.stats)
+        self.admission.on_admitted = self.waits.admitted
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -202,6 +206,7 @@ class QueueManager:
         language: str | None = None,
         history: tuple[tuple[str, str], ...] = (),
         tier: str = "guest",
+        max_wait_sec: float | None = None,
     ) -> Ticket:
         """Accept a request or raise a ``Refused`` subclass saying why not.
 
@@ -212,7 +217,9 @@ class QueueManager:
         the cap, whichever of its clients ask. ``language`` and ``history``
         (earlier turns) go to the workflow; a question with history is never
         answered from the cache nor shared. ``tier`` is the admission tier the site gave
-        the request (``GUEST_PRIORITY``).
+        the request (``GUEST_PRIORITY``). ``max_wait_sec`` is the longest it will wait in
+        line (the server's ``max_queue_wait_sec`` when None): one whose predicted wait is
+        longer is refused (``WaitTooLong``) rather than queued to time out.
         """
         self.start()
         if not self.accepting:
@@ -224,6 +231,7 @@ class QueueManager:
             client_hint=client_hint,
             client_groups=client_groups,
             tier=tier,
+            max_wait_sec=max_wait_sec if max_wait_sec else self.config.max_queue_wait_sec,
         )
         request = WorkflowRequest(request_id, query, language=language, history=history)
         ticket = Ticket(record, request)
@@ -248,6 +256,10 @@ class QueueManager:
         if refusal is not None:
             self.admission.leave(ticket)
             raise self.refuse(self._refusal(refusal))
+        too_long = self.waits.at_the_door(ticket)
+        if too_long is not None:
+            self.admission.leave(ticket)
+            raise self.refuse(too_long)
         self._lead(ticket)
         return self._accept(ticket, detached=False)
 
@@ -340,11 +352,14 @@ class QueueManager:
         """Tickets waiting in the whole queue."""
         return self.admission.queue_size
 
-    def estimate_wait_sec(self, position: int) -> float | None:
-        """How long a waiter at ``position`` is likely to wait; None when unknown."""
-        return self.stats.estimate_wait_sec(
-            position, self.admission.free_slots, self.config.max_concurrent
-        )
+    def estimate_wait(self, position: int) -> WaitEstimate | None:
+        """How long a waiter at ``position`` is likely to wait, with a range; None: unknown."""
+        return self.waits.estimate(position)
+
+    @property
+    def estimator(self) -> WaitEstimator:
+        """What the estimates learn from (recent answers, admissions)."""
+        return self.waits.estimator
 
     def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
@@ -424,7 +439,8 @@ class QueueManager:
             return
         if status is Status.TIMEOUT:
             waited = code == "queue_timeout"
-            limit = self.config.max_queue_wait_sec if waited else self.config.request_timeout_sec
+            budget = ticket.record.max_wait_sec or self.config.max_queue_wait_sec
+            limit = budget if waited else self.config.request_timeout_sec
             ending = Ending.timed_out(
                 code, limit, waiting=waited, fallback=self.config.timeout_fallback
             )
@@ -475,6 +491,7 @@ class QueueManager:
     def _record_ended(self, ticket: Ticket, ending: Ending) -> None:
         record = ticket.record
         self.stats.record_finished(record)
+        self.waits.ended(ticket)
         self.recent.add(record)
         for listener in self._listeners:
             try:

@@ -42,6 +42,11 @@ class RequestRecord:
     client_groups: tuple[tuple[str, int], ...] = ()
     #: The admission tier it was given (``GUEST_PRIORITY``; "guest" unless a site sets one).
     tier: str = "guest"
+    #: The longest wait in line it accepts (its ``max_wait_sec``, else the server's); None:
+    #: no bound.
+    max_wait_sec: float | None = None
+    #: The first wait the queue predicted for it, when it had to wait (for the error metric).
+    first_estimate_sec: float | None = None
     status: Status = Status.QUEUED
     arrival_position: int = 0
     cached: bool = False
@@ -84,6 +89,13 @@ class RequestRecord:
     def wait_ms(self) -> int | None:
         end = self.started_mono if self.started_mono is not None else self.finished_mono
         return None if end is None else round((end - self.created_mono) * 1000)
+
+    @property
+    def estimate_error_sec(self) -> float | None:
+        """Actual wait minus the first predicted one; None: not predicted, or not admitted."""
+        if self.first_estimate_sec is None or self.started_mono is None:
+            return None
+        return self.started_mono - self.created_mono - self.first_estimate_sec
 
     @property
     def processing_ms(self) -> int | None:

@@ -23,12 +23,15 @@ SUMMED = (
     "rejected_queue_full",
     "rejected_client_limit",
     "rejected_rate_limited",
+    "rejected_wait_too_long",
     "cache_hits",
 )
 #: Refusal codes counted on their own in ``queue/status`` (as ``rejected_<code>``).
-REJECTION_CODES = ("queue_full", "client_limit", "rate_limited")
+REJECTION_CODES = ("queue_full", "client_limit", "rate_limited", "wait_too_long")
 #: Averages, weighted by how many requests each process has finished.
 AVERAGED = ("avg_wait_ms", "avg_processing_ms")
+#: Seconds averaged the same way, to two decimals (each process's median of its own).
+AVERAGED_SEC = ("estimated_wait_error_p50_sec",)
 #: Kept only in this process's own part: not part of the shared figures.
 PRIVATE = ("following", "replaying")
 
@@ -49,11 +52,9 @@ def merge_status(own: dict[str, Any], shared: dict[str, Any], backend: str) -> d
     for key in SUMMED:
         merged[key] = sum(int(p.get(key) or 0) for p in everyone)
     for key in AVERAGED:
-        weighted = [
-            (p[key], p.get("completed_requests") or 1) for p in everyone if p.get(key) is not None
-        ]
-        total = sum(w for _, w in weighted)
-        merged[key] = round(sum(v * w for v, w in weighted) / total, 1) if weighted else None
+        merged[key] = _weighted(everyone, key, 1)
+    for key in AVERAGED_SEC:
+        merged[key] = _weighted(everyone, key, 2)
     merged["queue_size"] = shared["queue_size"] + sum(p.get("following", 0) for p in everyone)
     merged["active_requests"] = shared["active_requests"] + sum(
         p.get("replaying", 0) for p in everyone
@@ -61,6 +62,15 @@ def merge_status(own: dict[str, Any], shared: dict[str, Any], backend: str) -> d
     merged.update(backend=backend, queue_reachable=True, processes=len(everyone))
     merged["process"] = process
     return merged
+
+
+def _weighted(everyone: list[dict[str, Any]], key: str, digits: int) -> float | None:
+    """``key``'s figures averaged over the processes, weighted by the requests each finished."""
+    weighted = [
+        (p[key], p.get("completed_requests") or 1) for p in everyone if p.get(key) is not None
+    ]
+    total = sum(w for _, w in weighted)
+    return round(sum(v * w for v, w in weighted) / total, digits) if weighted else None
 
 
 class QueueReporter:
@@ -106,6 +116,7 @@ class QueueReporter:
             "cache_hits": stats.cache_hits,
             "avg_wait_ms": None if wait is None else round(wait, 1),
             "avg_processing_ms": None if proc is None else round(proc, 1),
+            "estimated_wait_error_p50_sec": stats.estimate_errors.median_abs(),
             "accepting": self._accepting(),
             "uptime_sec": stats.uptime_sec,
         }

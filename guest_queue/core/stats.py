@@ -1,4 +1,4 @@
-"""Counters and moving averages behind ``queue/status`` and the wait estimates."""
+"""Counters and moving averages behind ``queue/status`` (the wait estimates: ``estimate``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 import time
 from collections import deque
 
+from .estimate import ErrorWindow
 from .records import RequestRecord, Status
 
 #: How many recent requests the moving averages look at.
@@ -46,6 +47,8 @@ class QueueStats:
         }
         self.wait_ms = MovingAverage()
         self.processing_ms = MovingAverage()
+        #: Actual minus first predicted wait of the recent requests that waited in line.
+        self.estimate_errors = ErrorWindow()
 
     def reject(self, code: str) -> None:
         """Count a request that was not accepted."""
@@ -60,16 +63,6 @@ class QueueStats:
             self.wait_ms.add(record.wait_ms)
         if record.processing_ms is not None and not record.cached:
             self.processing_ms.add(record.processing_ms)
-
-    def estimate_wait_sec(
-        self, position: int, free_slots: int, max_concurrent: int
-    ) -> float | None:
-        """Seconds until ``position`` is admitted, from recent processing times."""
-        avg = self.processing_ms.value
-        if avg is None:
-            return None
-        ahead = max(0, position - free_slots)
-        return round(ahead * avg / 1000 / max_concurrent, 1)
 
     def retry_after(self, max_concurrent: int, timeout_sec: float) -> int:
         """Seconds until a place in the queue is likely to free up (for ``Retry-After``).

@@ -15,6 +15,7 @@ from .answers.cache import CachedAnswer
 from .backends.base import Ticket
 from .config import QueueConfig
 from .endings import Ending
+from .estimate import WaitEstimate
 from .records import Status
 from .runner import CHANNEL_SIZE, Channel, Wake
 from .translate import translate
@@ -34,8 +35,8 @@ class StreamHost(Protocol):
         """Tickets waiting in the whole queue."""
         ...
 
-    def estimate_wait_sec(self, position: int) -> float | None:
-        """How long a waiter at ``position`` is likely to wait; None when unknown."""
+    def estimate_wait(self, position: int) -> WaitEstimate | None:
+        """How long a waiter at ``position`` is likely to wait, with a range; None: unknown."""
         ...
 
     def start_workflow(self, ticket: Ticket, channel: Channel) -> None:
@@ -307,21 +308,30 @@ class RequestStream:
         position = max(ticket.position, 1)
         if ticket.place.admitted or ticket.share.replay is not None:
             # Admitted, or a cache hit answered without a slot: no wait.
-            estimate: float | None = 0.0
-        else:
-            estimate = host.estimate_wait_sec(position)
+            return ev.Event(
+                ev.QUEUED,
+                {
+                    "queue_position": position,
+                    "queue_size": host.queue_size,
+                    "estimated_wait_sec": 0.0,
+                    "estimated_wait_range_sec": [0.0, 0.0],
+                },
+            )
+        estimate = host.estimate_wait(position)
         return ev.Event(
             ev.QUEUED,
             {
                 "queue_position": position,
                 "queue_size": host.queue_size,
-                "estimated_wait_sec": estimate,
+                "estimated_wait_sec": None if estimate is None else estimate.seconds,
+                "estimated_wait_range_sec": None if estimate is None else estimate.range,
             },
         )
 
     def _queue_wait_left(self) -> float:
         record = self.ticket.record
-        limit = self.host.config.max_queue_wait_sec
+        # The request's own budget (``max_wait_sec``), else the server's.
+        limit = record.max_wait_sec or self.host.config.max_queue_wait_sec
         if not limit:
             return math.inf
         return record.created_mono + limit - time.monotonic()

@@ -1,7 +1,9 @@
-"""The optional fields of a ``POST chat`` body beside the question: language and history."""
+"""The optional fields of a ``POST chat`` body beside the question: language, history and
+the longest acceptable wait."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -66,3 +68,23 @@ def history_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             )
         history.append((turn["role"], turn["content"]))
     return tuple(history)
+
+
+def max_wait_of(data: dict[str, Any]) -> float | None:
+    """The body's ``"max_wait_sec"``: a positive number of seconds, at most the server's
+    ``GUEST_MAX_QUEUE_WAIT_SEC`` when one is set; None when absent."""
+    value = data.get("max_wait_sec")
+    if value is None:
+        return None
+    bound = app_settings.MAX_QUEUE_WAIT_SEC
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise BadRequest(
+            400, "invalid_max_wait", 'The field "max_wait_sec" must be a positive number.'
+        )
+    if bound and value > bound:
+        raise BadRequest(
+            400,
+            "invalid_max_wait",
+            f'The field "max_wait_sec" must be at most {bound:g} (the server\'s longest wait).',
+        )
+    return float(value)

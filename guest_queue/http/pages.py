@@ -16,6 +16,13 @@ def ui_strings() -> dict[str, str]:
     return {
         "position": _("You are number %(position)s in line"),
         "positionEstimate": _("You are number %(position)s in line — about %(seconds)s s"),
+        # An en dash between the two figures, as typeset ranges have.
+        "positionRangeSec": _(
+            "You are number %(position)s in line — about %(low)s–%(high)s s"  # noqa: RUF001
+        ),
+        "positionRangeMin": _(
+            "You are number %(position)s in line — about %(low)s–%(high)s min"  # noqa: RUF001
+        ),
         "next": _("You are next in line"),
         "processing": _("Writing an answer…"),
         "stopped": _("Stopped."),

@@ -25,7 +25,7 @@ from ..history.lookup import HistoryUnavailable, find_in_history
 from ..observe import metrics
 from ..runtime import Misconfigured, get_history, get_manager
 from ..runtime.unstarted import note_ticket
-from .chat_input import history_of, language_of
+from .chat_input import history_of, language_of, max_wait_of
 from .metrics import metrics_view
 from .responses import EventStreamResponse, json_error
 from .resumable import resumable_flag, resumable_response
@@ -93,6 +93,7 @@ async def submit(
     if data is None:
         data = parse_object(request)
     query, language, history = query_from(data), language_of(data, request), history_of(data)
+    max_wait = max_wait_of(data)
     # A keyed hash of who asks: the cap and rate count by it, staff group by it; no IP kept.
     client = client_of(request)
     manager = get_manager()
@@ -110,6 +111,7 @@ async def submit(
         language=language,
         history=history,
         tier=tier_of(request),
+        max_wait_sec=max_wait,
     )
     note_ticket(manager, ticket)
     return manager, ticket

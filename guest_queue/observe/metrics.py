@@ -1,6 +1,6 @@
 """Prometheus metrics: the collectors and the ``metrics`` endpoint (extra ``prometheus``).
 
-Outcomes, cache hits and the three histograms come from the manager's
+Outcomes, cache hits and the four histograms come from the manager's
 listener (each finished ``RequestRecord``); refusals from ``count_rejected``,
 called wherever a request is refused. Under several worker processes the
 figures add up through prometheus_client's multiprocess mode
@@ -43,6 +43,10 @@ GAUGE_REFRESH_SEC = 1.0
 WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 PROCESSING_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+#: Actual minus predicted wait: negative when the guest was admitted sooner than announced.
+ESTIMATE_ERROR_BUCKETS = (
+    -60, -30, -10, -5, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 5, 10, 30, 60,
+)  # fmt: skip
 GAUGES = {
     "waiting": "Requests waiting for a slot.",
     "active": "Requests holding a slot (answering).",
@@ -108,6 +112,14 @@ class _Metrics:
             buckets=FIRST_CHUNK_BUCKETS,
             registry=reg,
         )
+        self.estimate_error = h(
+            "wait_estimate_error_seconds",
+            "Actual minus first estimated wait of each request that waited in line, "
+            "observed when it is admitted.",
+            namespace=NAMESPACE,
+            buckets=ESTIMATE_ERROR_BUCKETS,
+            registry=reg,
+        )
         self._gauges: dict[str, prometheus_client.Gauge] | None = None
 
     @property
@@ -165,6 +177,9 @@ def observe(record: RequestRecord) -> None:
         m.processing.observe(max(0.0, record.finished_mono - record.started_mono))
     if record.first_chunk_mono is not None:
         m.first_chunk.observe(max(0.0, record.first_chunk_mono - record.created_mono))
+    error = record.estimate_error_sec
+    if error is not None:
+        m.estimate_error.observe(error)
 
 
 class DropCounter(Protocol):

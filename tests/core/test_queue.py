@@ -167,17 +167,6 @@ def test_retry_after_spreads_the_processing_time_over_the_slots() -> None:
     assert stats.retry_after(1, 60) == 300  # capped
 
 
-def test_estimated_wait_counts_the_guests_ahead_beyond_the_free_slots() -> None:
-    stats = QueueStats()
-    assert stats.estimate_wait_sec(3, 0, 2) is None  # nothing finished yet: unknown
-    stats.processing_ms.add(1234)
-    # Three ahead, two slots, 1.234 s each: 1.851 s, to a tenth.
-    assert stats.estimate_wait_sec(3, 0, 2) == 1.9
-    assert stats.estimate_wait_sec(3, 1, 1) == 2.5  # one slot about to free up: two ahead
-    assert stats.estimate_wait_sec(2, 2, 2) == 0.0  # a slot for it already
-    assert stats.estimate_wait_sec(1, 3, 1) == 0.0  # never negative
-
-
 async def test_estimated_wait_comes_from_recent_processing_times(gate: GateWorkflow) -> None:
     manager = make_manager(gate, max_concurrent=1)
     head = Stream(manager, await manager.submit("head"))
@@ -186,7 +175,8 @@ async def test_estimated_wait_comes_from_recent_processing_times(gate: GateWorkf
     assert early.events[0].data["estimated_wait_sec"] is None  # no data yet
     gate.open(head.ticket.request_id)
     await head.done()
-    manager.stats.processing_ms.add(4000)
+    for _ in range(5):
+        manager.estimator.add_sample(4.0)
     late = Stream(manager, await manager.submit("late"))
     await until(lambda: late.events)
     assert late.events[0].data["queue_position"] == 1

@@ -177,11 +177,14 @@ async def test_status_names_every_figure_an_operator_reads() -> None:
         "rejected_queue_full": 0,
         "rejected_client_limit": 0,
         "rejected_rate_limited": 0,
+        "rejected_wait_too_long": 0,
         "max_requests_per_client": 4,
         "cache_hits": 0,
         # Averages in milliseconds, to a tenth.
         "avg_wait_ms": 1234.6,
         "avg_processing_ms": 987.7,
+        # Nobody has waited in line yet: no estimate to have been wrong about.
+        "estimated_wait_error_p50_sec": None,
         "accepting": True,
     }
 

@@ -59,7 +59,8 @@ async def test_the_sse_bytes_of_a_whole_request() -> None:
     first = raw.split(b"\n\n")[0]
     assert first == (
         b'data: {"event":"queued","data":{"queue_position":1,"queue_size":0,'
-        b'"estimated_wait_sec":0.0},"request_id":"' + ticket.request_id.encode() + b'","seq":1}'
+        b'"estimated_wait_sec":0.0,"estimated_wait_range_sec":[0.0,0.0]},'
+        b'"request_id":"' + ticket.request_id.encode() + b'","seq":1}'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -405,3 +406,56 @@ def test_queue_widget_agrees_with_the_guests_own_place(
     shot(second, "chat-queue-widget")
     expect(second.locator(".gq-body").last).to_have_text("chunk0", timeout=15000)
     expect(widget).to_have_text("0 answering · 0 waiting", timeout=1500)
+
+
+def sse(*events: tuple[str, Any]) -> str:
+    """A stream's body as the queue sends it."""
+    return "".join(
+        "data: "
+        + json.dumps({"event": name, "data": data, "request_id": "r-1", "seq": seq})
+        + "\n\n"
+        for seq, (name, data) in enumerate(events, 1)
+    )
+
+
+def test_the_wait_shows_as_a_range_when_the_range_is_wide(
+    start_server: ServerFactory, new_page: Any
+) -> None:
+    server = start_server()
+    page = new_page()
+    # Every text the guest's status line showed, in order (from the mutation records:
+    # events that arrive together are shown one after the other within one task).
+    page.add_init_script(
+        """window.statusTexts = [];
+        new MutationObserver((records) => {
+          for (const r of records) {
+            if (!r.target.classList?.contains("gq-status")) continue;
+            for (const n of r.addedNodes) if (n.nodeType === 3) window.statusTexts.push(n.data);
+          }
+        }).observe(document, { subtree: true, childList: true });"""
+    )
+    # (estimated_wait_sec, estimated_wait_range_sec) of each question in turn.
+    waits = iter([(100.0, [60.0, 180.0]), (10.4, [10.0, 12.0])])
+
+    def answer(route: Any) -> None:
+        point, wait_range = next(waits)
+        queued = {
+            "queue_position": 4,
+            "queue_size": 6,
+            "estimated_wait_sec": point,
+            "estimated_wait_range_sec": wait_range,
+        }
+        body = sse(("queued", queued), ("workflow_complete", {"suggested_questions": []}))
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page.route("**/api/v1/guest/chat", answer)
+    page.goto(server.url)
+    ask(page, "wide")
+    page.wait_for_function("window.statusTexts.some(t => t.includes('about'))")
+    ask(page, "narrow")
+    page.wait_for_function("window.statusTexts.filter(t => t.includes('about')).length > 1")
+    shown = [t for t in page.evaluate("window.statusTexts") if "about" in t]
+    assert shown == [
+        "You are number 4 in line — about 1–3 min",  # noqa: RUF001 (an en dash)
+        "You are number 4 in line — about 11 s",
+    ]

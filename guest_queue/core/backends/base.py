@@ -178,6 +178,9 @@ class Admission(ABC):
         #: Called with a request another process handed off that nobody adopted in time,
         #: once, in one process (shared queues): it must be recorded as ended.
         self.on_abandoned: Callable[[Ticket], None] | None = None
+        #: Called with each of this process's tickets as it takes a slot (the estimates
+        #: learn the drain rate and their error from it).
+        self.on_admitted: Callable[[Ticket], None] | None = None
 
     @property
     def queue_size(self) -> int:
@@ -292,6 +295,8 @@ class Admission(ABC):
         place.admitted = True
         place.position = 0
         place.wake.set()
+        if self.on_admitted is not None:
+            self.on_admitted(ticket)
 
     def _set_position(self, ticket: Ticket, position: int) -> bool:
         """Give a waiter a new position; True when it changed. Its followers read the

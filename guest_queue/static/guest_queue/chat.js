@@ -128,6 +128,20 @@ function handleEvent(view, event) {
   return outcome;
 }
 
+// The wait as guests read it: one figure when the range is narrow, else the range
+// ("about 1–3 min"); servers that send no range get the one figure.
+function waitText(position, seconds, range) {
+  const [low, high] = Array.isArray(range) ? range : [seconds, seconds];
+  const wide = high - low >= 10 && high >= 1.5 * Math.max(low, 1);
+  if (!wide) return format(strings.positionEstimate, { position, seconds: Math.ceil(seconds) });
+  if (high >= 90) {
+    const lowMin = Math.max(1, Math.floor(low / 60));
+    const highMin = Math.max(lowMin + 1, Math.ceil(high / 60));
+    return format(strings.positionRangeMin, { position, low: lowMin, high: highMin });
+  }
+  return format(strings.positionRangeSec, { position, low: Math.floor(low), high: Math.ceil(high) });
+}
+
 function applyEvent(view, event) {
   const data = event.data;
   switch (event.event) {
@@ -138,7 +152,7 @@ function applyEvent(view, event) {
       setOwnPlace(0, position);
       const seconds = data.estimated_wait_sec;
       if (position <= 1 && !seconds) view.status.textContent = strings.next;
-      else if (seconds) view.status.textContent = format(strings.positionEstimate, { position, seconds: Math.ceil(seconds) });
+      else if (seconds) view.status.textContent = waitText(position, seconds, data.estimated_wait_range_sec);
       else view.status.textContent = format(strings.position, { position });
       view.status.className = "gq-status gq-waiting";
       break;

@@ -93,6 +93,7 @@ def handoff_json(ticket: Ticket) -> str:
             "client_hint": record.client_hint,
             "client_groups": [list(group) for group in record.client_groups],
             "tier": record.tier,
+            "max_wait_sec": record.max_wait_sec,
             "language": request.language,
             "history": [list(turn) for turn in request.history],
             "created_at": record.created_at,
@@ -110,6 +111,9 @@ def adopted_ticket(request_id: str, data: str) -> Ticket:
         client_groups=tuple((str(g), int(m)) for g, m in raw.get("client_groups") or ()),
         tier=str(raw.get("tier") or "guest"),
     )
+    budget = raw.get("max_wait_sec")
+    if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
+        record.max_wait_sec = float(budget)
     created_at = raw.get("created_at")
     if isinstance(created_at, int | float):
         # Keep the wait the guest has already done (the monotonic clock is this process's).
