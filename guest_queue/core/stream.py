@@ -16,7 +16,8 @@ from .backends.base import Ticket
 from .config import QueueConfig
 from .endings import Ending
 from .records import Status
-from .runner import CHANNEL_SIZE, Channel, Wake
+from .runner import CHANNEL_SIZE, Busy, Channel, Wake
+from .stopping import STOP_GRACE_SEC
 from .translate import translate
 
 DISCONNECTED = "client_disconnected"
@@ -50,6 +51,11 @@ class StreamHost(Protocol):
         """End the request (once: the first ending wins)."""
         ...
 
+    def back_in_line(self, ticket: Ticket, retry_after_sec: float | None, message: str) -> bool:
+        """Its workflow found the upstream busy: put it back at the front of the line (True),
+        or end it with ``message`` (it cannot be retried)."""
+        ...
+
     def answer_needed(self, ticket: Ticket) -> bool:
         """Whether others follow the ticket's answer, so it must run on without its guest."""
         ...
@@ -71,6 +77,9 @@ class RequestStream:
         # A finished answer (a cache hit, a leader's answer) is known whole: its
         # events go out in one write instead of one each.
         self._burst = False
+        #: Set when its upstream was busy and it went back in line (``_pump`` returned).
+        self._requeued = False
+        self._busy: Busy | None = None
 
     @property
     def more_ready(self) -> bool:
@@ -92,61 +101,68 @@ class RequestStream:
                 yield final
             return
         try:
-            reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,
             # so both go out in one write.
             self._burst = share.replay is not None or place.admitted
-            yield self._queued_event()
-            while not place.admitted and share.replay is None:
+            while True:
+                reported = ticket.position
+                yield self._queued_event()
+                while not place.admitted and share.replay is None:
+                    if record.status.is_terminal:
+                        break
+                    if self._left():
+                        for final in self._detached_events():
+                            yield final
+                        return
+                    live = self._from_leader()
+                    if live:
+                        for event in live:
+                            yield event
+                        continue
+                    if ticket.position != reported:
+                        reported = ticket.position
+                        yield self._queued_event()
+                        continue
+                    # A follower waits on its leader's event, shared by all its followers.
+                    # Clearing it is safe: each stream checks what it waits for just before.
+                    wake = ticket.wake_event
+                    wake.clear()
+                    wait_left = self._queue_wait_left()
+                    try:
+                        async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
+                            await wake.wait()
+                    except TimeoutError:
+                        # Which timer fired, not the clock, decides: a server's loop clock
+                        # (uvloop's, in whole milliseconds) may fire a moment before the
+                        # deadline.
+                        if wait_left <= config.heartbeat_sec:
+                            self._waited_too_long()
+                            break
+                        yield None
                 if record.status.is_terminal:
-                    break
-                if self._left():
-                    for final in self._detached_events():
+                    self._burst = False
+                    for final in self._terminal_events():
                         yield final
                     return
-                live = self._from_leader()
-                if live:
-                    for event in live:
+                self._burst = share.replay is not None
+                if not share.forwarded_parts:
+                    yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+                replay = share.replay  # Read again: the yield above may have let it be served.
+                if replay is not None:
+                    replayed = self._replay(replay)
+                    for i, event in enumerate(replayed):
+                        self._burst = i < len(replayed) - 1
                         yield event
-                    continue
-                if ticket.position != reported:
-                    reported = ticket.position
-                    yield self._queued_event()
-                    continue
-                # A follower waits on its leader's event, shared by all its followers.
-                # Clearing it is safe: each stream checks what it waits for just before.
-                wake = ticket.wake_event
-                wake.clear()
-                wait_left = self._queue_wait_left()
-                try:
-                    async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                        await wake.wait()
-                except TimeoutError:
-                    # Which timer fired, not the clock, decides: a server's loop clock
-                    # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
-                    if wait_left <= config.heartbeat_sec:
-                        host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
-                        break
-                    yield None
-            if record.status.is_terminal:
+                    return
+                # The workflow's events come straight from ``_pump``: one generator less
+                # for each of them to pass through.
+                async for item in self._pump(self._start()):
+                    yield item
+                if not self._requeued:
+                    return
+                # Its upstream was busy: it waits at the front of the line again.
+                self._requeued = False
                 self._burst = False
-                for final in self._terminal_events():
-                    yield final
-                return
-            self._burst = share.replay is not None
-            if not share.forwarded_parts:
-                yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            replay = share.replay  # Read again: the yield above may have let it be served.
-            if replay is not None:
-                replayed = self._replay(replay)
-                for i, event in enumerate(replayed):
-                    self._burst = i < len(replayed) - 1
-                    yield event
-                return
-            # The workflow's events come straight from ``_pump``: one generator less
-            # for each of them to pass through.
-            async for item in self._pump(self._start()):
-                yield item
         finally:
             if self._channel is not None:
                 ticket.drive.nudge = None
@@ -225,7 +241,11 @@ class RequestStream:
         ticket, host, config = self.ticket, self.host, self.host.config
         record, share, drive = ticket.record, ticket.share, ticket.drive
         assert record.started_mono is not None
-        deadline = record.started_mono + config.request_timeout_sec
+        deadline = drive.deadline
+        if deadline is None:
+            # From its first admission: a request back in line after a busy upstream
+            # keeps the deadline it had.
+            deadline = drive.deadline = record.started_mono + config.request_timeout_sec
         while True:
             if share.detached is not None and not self.unattended:  # ``_left()``, inlined
                 for final in self._detached_events():
@@ -263,6 +283,28 @@ class RequestStream:
             event = self._apply(item)
             if event is not None:
                 yield event
+            elif self._busy is not None and await self._back_in_line():
+                return
+
+    async def _back_in_line(self) -> bool:
+        """Its upstream was busy: True if it went back to the front of the line (else it
+        ended, or is ending, as an error)."""
+        busy, self._busy = self._busy, None
+        assert busy is not None
+        ticket = self.ticket
+        task = ticket.drive.task
+        if task is not None and not task.done():
+            # Its workflow has put its last item and is returning: the slot is given back
+            # once it has (never more than the limit at once).
+            await asyncio.wait({task}, timeout=STOP_GRACE_SEC)
+        if ticket.record.status.is_terminal or ticket.drive.stop is not None:
+            return False
+        if not self.host.back_in_line(ticket, busy.retry_after_sec, busy.message):
+            return False
+        ticket.drive.nudge = None
+        self._channel = None
+        self._requeued = True
+        return True
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
@@ -270,6 +312,9 @@ class RequestStream:
         step = translate(item)
         if isinstance(step, Ending):
             self.host.finish(ticket, step.with_cached(ticket.record.cached))
+            return None
+        if isinstance(step, Busy):
+            self._busy = step  # ``_pump`` decides, once the workflow has returned.
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             data = step.data
@@ -310,6 +355,10 @@ class RequestStream:
             estimate: float | None = 0.0
         else:
             estimate = host.estimate_wait_sec(position)
+            retry_at = ticket.drive.retry_at
+            if retry_at is not None:
+                # Back in line after a busy upstream: not before it said to try again.
+                estimate = max(estimate or 0.0, round(retry_at - time.monotonic(), 1))
         return ev.Event(
             ev.QUEUED,
             {
@@ -319,7 +368,22 @@ class RequestStream:
             },
         )
 
+    def _waited_too_long(self) -> None:
+        """End a request whose wait ran out: the queue's wait limit, or (back in line after
+        a busy upstream) its timeout, as the upstream's error."""
+        ticket = self.ticket
+        busy = ticket.drive.busy
+        if busy is not None:
+            self.host.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, busy)
+        else:
+            self.host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
+
     def _queue_wait_left(self) -> float:
+        drive = self.ticket.drive
+        if drive.busy is not None and drive.deadline is not None:
+            # Back in line after a busy upstream: bounded by its timeout, which runs from
+            # its first admission, not by the queue's wait limit.
+            return drive.deadline - time.monotonic()
         record = self.ticket.record
         limit = self.host.config.max_queue_wait_sec
         if not limit:

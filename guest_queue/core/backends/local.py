@@ -50,8 +50,23 @@ class LocalAdmission(Admission):
     def client_refusal(self, client: str, groups: Sequence[Group] = ()) -> str | None:
         return self.clients.refusal(client, groups)
 
-    def requeue(self, ticket: Ticket) -> None:
-        self.join(ticket)
+    def requeue(self, ticket: Ticket, *, front: bool = False) -> None:
+        if not front:
+            self.join(ticket)
+            return
+        rid = ticket.request_id
+        self.active.pop(rid, None)
+        place = ticket.place
+        place.admitted = False
+        self.waiting[rid] = ticket
+        self.waiting.move_to_end(rid, last=False)
+        place.position = 1
+        place.moved.set()
+        self._dirty.set()  # Everyone behind it moved one place back.
+        self._admit_next()
+
+    def limit_changed(self) -> None:
+        self._admit_next()
 
     def join(self, ticket: Ticket) -> None:
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up."""

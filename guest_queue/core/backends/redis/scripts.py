@@ -154,16 +154,21 @@ end
 #: client ids ('' for none: the client's, then its groups', space-separated), cap per
 #: client (0 for none), the groups' caps as multiples of it (space-separated). Returns
 #: {status (1 admitted, 0 waiting, -1 line full, -2 client at its cap, -3 a group at its
-#: cap), position, score, epoch, waiting, active}.
-#: A forced entry (an accepted request lining up again) is never refused.
+#: cap), position, score, epoch, waiting, active}. ARGV[11] '1': at the front of the line.
+#: A forced entry (an accepted request lining up again) is never refused. One at the front
+#: (its upstream was busy) gives its slot back and scores below every waiting request.
 ENTER = (
     PRELUDE
     + """
 local rid, lease_ms = ARGV[1], tonumber(ARGV[2])
 local max_active, max_waiting = tonumber(ARGV[3]), tonumber(ARGV[4])
+local front = ARGV[11] == '1'
 local current = epoch(ARGV[5], lease_ms)
 local moved = purge()
 announce(ARGV[6], admit(max_active), moved)
+if front then
+  redis.call('SREM', active, rid)
+end
 local queued = redis.call('ZCARD', waiting)
 local status, position, score = 0, 0, ''
 local capped = ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9]), ARGV[10]) or 0
@@ -177,11 +182,19 @@ elseif queued >= max_waiting and ARGV[7] ~= '1' then
   keep(lease_ms)
   return {-1, 0, '', current, queued, redis.call('SCARD', active)}
 else
-  local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
-  score = int(math.max(now_us, last + 1))
-  redis.call('HSET', meta, 'last_score', score)
+  if front then
+    local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+    score = int(math.min(tonumber(head[2] or now_us), now_us) - 1)
+    position = 1
+    -- Everyone waiting moved one place back.
+    redis.call('PUBLISH', ARGV[6], '')
+  else
+    local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
+    score = int(math.max(now_us, last + 1))
+    redis.call('HSET', meta, 'last_score', score)
+    position = queued + 1
+  end
   redis.call('ZADD', waiting, score, rid)
-  position = queued + 1
 end
 redis.call('ZADD', leases, int(now + lease_ms), rid)
 keep(lease_ms)
