@@ -22,9 +22,7 @@ BUSY = "tests.workflows.BusyUpstream"
 
 def sse(raw: bytes) -> list[dict[str, Any]]:
     return [
-        json.loads(m[len("data: ") :])
-        for m in raw.decode().split("\n\n")
-        if m.startswith("data: ")
+        json.loads(m[len("data: ") :]) for m in raw.decode().split("\n\n") if m.startswith("data: ")
     ]
 
 

@@ -17,11 +17,12 @@ from .config import QueueConfig
 from .endings import Ending
 from .records import Status
 from .runner import CHANNEL_SIZE, Busy, Channel, Wake
-from .stopping import STOP_GRACE_SEC
 from .translate import translate
 
 DISCONNECTED = "client_disconnected"
 CANCELLED_MESSAGE = "The request was cancelled."
+#: Longest a workflow that raised ``WorkflowBusy`` is given to return before its slot goes.
+BUSY_RETURN_SEC = 5.0
 
 
 class StreamHost(Protocol):
@@ -296,7 +297,7 @@ class RequestStream:
         if task is not None and not task.done():
             # Its workflow has put its last item and is returning: the slot is given back
             # once it has (never more than the limit at once).
-            await asyncio.wait({task}, timeout=STOP_GRACE_SEC)
+            await asyncio.wait({task}, timeout=BUSY_RETURN_SEC)
         if ticket.record.status.is_terminal or ticket.drive.stop is not None:
             return False
         if not self.host.back_in_line(ticket, busy.retry_after_sec, busy.message):

@@ -167,7 +167,9 @@ async def test_a_request_back_in_line_ends_when_its_timeout_runs_out(build: Fact
     assert await other.done() == ["queued", "processing", "error"]
     assert await first.done() == ["queued", "processing", "queued", "error"]
     assert first.events[-1].data == {"error": BUSY, "code": "unavailable"}
-    waited = first.ticket.record.finished_mono - first.ticket.record.created_mono
+    record = first.ticket.record
+    assert record.finished_mono is not None
+    waited = record.finished_mono - record.created_mono
     assert 0.8 < waited < 3
     await until(lambda: len(history) == 2)
     assert [r.status.value for r in history] == ["failed", "failed"]
