@@ -105,6 +105,15 @@ def retry_after_sec(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+def busy_for_sec(headers: Mapping[str, str]) -> float | None:
+    """How long a busy upstream asks to be left alone: OpenAI's ``retry-after-ms`` (finer),
+    else ``Retry-After``; None when it says neither."""
+    millis = retry_after_sec(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return retry_after_sec(headers.get("Retry-After"))
+
+
 class OpenAIChatWorkflow:
     """Streams answers from an OpenAI-compatible chat completions API.
 
@@ -199,7 +208,7 @@ class OpenAIChatWorkflow:
         if status in (429, 503):
             # Before the first chunk the queue puts the guest back at the front of the line.
             raise WorkflowBusy(
-                retry_after_sec(response.headers.get("Retry-After")),
+                busy_for_sec(response.headers),
                 f"The assistant service is busy ({status}): {self.clean(message)}",
             )
         raise WorkflowError(f"The assistant service failed ({status}): {self.clean(message)}")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from guest_queue.core.config import QueueConfig
@@ -22,7 +23,12 @@ from guest_queue.workflows.base import (
     WorkflowRequest,
     WorkflowUnavailable,
 )
-from guest_queue.workflows.openai import DEFAULT_SYSTEM_PROMPT, OpenAIChatWorkflow, OpenAISettings
+from guest_queue.workflows.openai import (
+    DEFAULT_SYSTEM_PROMPT,
+    OpenAIChatWorkflow,
+    OpenAISettings,
+    busy_for_sec,
+)
 
 from ..fake_openai import FakeOpenAI
 from .conftest import Stream
@@ -137,6 +143,13 @@ async def test_a_retry_after_may_be_an_http_date(upstream: FakeOpenAI) -> None:
         await run(workflow(upstream.url), f"429 {when}")
     assert busy.value.retry_after_sec is not None
     assert 25 < busy.value.retry_after_sec <= 30
+
+
+def test_openais_retry_after_ms_is_read_first() -> None:
+    headers = httpx.Headers({"Retry-After": "1", "retry-after-ms": "250"})
+    assert busy_for_sec(headers) == 0.25
+    assert busy_for_sec(httpx.Headers({"Retry-After": "2"})) == 2.0
+    assert busy_for_sec(httpx.Headers({})) is None
 
 
 async def test_a_guest_whose_upstream_answers_429_waits_in_line_and_gets_the_answer(
