@@ -247,7 +247,9 @@ class UpstreamServer:
         finally:
             figures.active -= 1
 
-    async def _delta(self, writer: asyncio.StreamWriter, text: str, finish: str | None = None) -> None:
+    async def _delta(
+        self, writer: asyncio.StreamWriter, text: str, finish: str | None = None
+    ) -> None:
         delta = {"content": text} if text else {}
         chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         await self._chunk(writer, f"data: {json.dumps(chunk)}\n\n".encode())
