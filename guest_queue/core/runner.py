@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class Busy:
 
     retry_after_sec: float | None
     message: str
+    #: When it was raised (monotonic): the wait runs from then, not from when it is read.
+    at: float
 
 
 ChannelItem = WorkflowItem | Ending | Wake | Busy
@@ -164,7 +167,7 @@ async def run_workflow(
             channel.put_nowait(Wake())
         raise
     except WorkflowBusy as exc:
-        await channel.put(Busy(exc.retry_after_sec, exc.message))
+        await channel.put(Busy(exc.retry_after_sec, exc.message, time.monotonic()))
     except WorkflowError as exc:
         await channel.put(Ending.failed(ev.CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
     except WorkflowUnavailable as exc:

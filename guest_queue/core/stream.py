@@ -300,7 +300,10 @@ class RequestStream:
             await asyncio.wait({task}, timeout=BUSY_RETURN_SEC)
         if ticket.record.status.is_terminal or ticket.drive.stop is not None:
             return False
-        if not self.host.back_in_line(ticket, busy.retry_after_sec, busy.message):
+        retry_after = busy.retry_after_sec
+        if retry_after is not None:
+            retry_after = max(0.0, retry_after - (time.monotonic() - busy.at))
+        if not self.host.back_in_line(ticket, retry_after, busy.message):
             return False
         ticket.drive.nudge = None
         self._channel = None

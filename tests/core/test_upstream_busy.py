@@ -242,3 +242,32 @@ async def test_a_resumable_request_goes_back_in_line_in_its_log(build: Factory) 
     ]
     assert reader.seqs == list(range(1, 8))
     assert manager.status()["completed_requests"] == 1
+
+
+async def test_a_draining_process_hands_off_a_request_waiting_again(shared: Factory) -> None:
+    # The upstream asks both processes for a pause: the request waits at the front of the
+    # shared line when its process drains; the other process adopts it there and answers it.
+    upstream = BusyUpstream()
+    upstream.scripts["q"] = ["busy 2", "answer"]
+    upstream.scripts["earlier"] = ["late 3"]
+    a = shared(upstream, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(upstream, max_concurrent=1, resume_grace_sec=10)
+    earlier = Stream(b, await b.submit("earlier"))
+    assert (await earlier.done())[-1] == "error"  # busy after its first chunk: b admits less
+    ticket = await a.submit("q")
+    old = Reader(a, a.resumable(ticket))
+    await until(lambda: old.names == ["queued", "processing", "queued"])
+    behind = Stream(b, await b.submit("behind"))
+    await until(lambda: behind.positions()[-1:] == [2])
+    a.begin_drain()
+    assert (await old.done())[-1] == "reconnect"
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    assert res.ticket.position == 1  # still ahead of the later arrival
+    reader = Reader(b, res, after=old.seqs[-1])
+    assert (await reader.done())[-1] == "workflow_complete"
+    assert reader.seqs[0] == old.seqs[-1] + 1
+    await behind.done()
+    assert upstream.attempts == ["earlier", "q", "q", "behind"]
+    assert a.status()["total_requests"] == 0
+    assert b.status()["completed_requests"] == 2 and b.status()["total_requests"] == 3
