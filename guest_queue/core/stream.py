@@ -7,7 +7,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any, Protocol
 
 from . import events as ev
@@ -81,6 +81,8 @@ class RequestStream:
         #: Set when its upstream was busy and it went back in line (``_pump`` returned).
         self._requeued = False
         self._busy: Busy | None = None
+        #: Its guest left a shared answer while it waited: its stream has ended.
+        self._gone = False
 
     @property
     def more_ready(self) -> bool:
@@ -91,7 +93,7 @@ class RequestStream:
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket, host, config = self.ticket, self.host, self.host.config
+        ticket, host = self.ticket, self.host
         share, place = ticket.share, ticket.place
         ticket.drive.started = True
         record = ticket.record
@@ -106,40 +108,11 @@ class RequestStream:
             # so both go out in one write.
             self._burst = share.replay is not None or place.admitted
             while True:
-                reported = ticket.position
-                yield self._queued_event()
-                while not place.admitted and share.replay is None:
-                    if record.status.is_terminal:
-                        break
-                    if self._left():
-                        for final in self._detached_events():
-                            yield final
-                        return
-                    live = self._from_leader()
-                    if live:
-                        for event in live:
-                            yield event
-                        continue
-                    if ticket.position != reported:
-                        reported = ticket.position
-                        yield self._queued_event()
-                        continue
-                    # A follower waits on its leader's event, shared by all its followers.
-                    # Clearing it is safe: each stream checks what it waits for just before.
-                    wake = ticket.wake_event
-                    wake.clear()
-                    wait_left = self._queue_wait_left()
-                    try:
-                        async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                            await wake.wait()
-                    except TimeoutError:
-                        # Which timer fired, not the clock, decides: a server's loop clock
-                        # (uvloop's, in whole milliseconds) may fire a moment before the
-                        # deadline.
-                        if wait_left <= config.heartbeat_sec:
-                            self._waited_too_long()
-                            break
-                        yield None
+                async with contextlib.aclosing(self._wait_in_line()) as waiting:
+                    async for waited in waiting:
+                        yield waited
+                if self._gone:
+                    return
                 if record.status.is_terminal:
                     self._burst = False
                     for final in self._terminal_events():
@@ -171,6 +144,46 @@ class RequestStream:
                 host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
+
+    async def _wait_in_line(self) -> AsyncGenerator[ev.Event | None, None]:
+        """``queued`` and the moves until a slot (or a cached answer) is its own, the request
+        ends, or its guest leaves a shared answer (``_gone``: nothing more to send)."""
+        ticket, config = self.ticket, self.host.config
+        share, place, record = ticket.share, ticket.place, ticket.record
+        reported = ticket.position
+        yield self._queued_event()
+        while not place.admitted and share.replay is None:
+            if record.status.is_terminal:
+                return
+            if self._left():
+                for final in self._detached_events():
+                    yield final
+                self._gone = True
+                return
+            live = self._from_leader()
+            if live:
+                for event in live:
+                    yield event
+                continue
+            if ticket.position != reported:
+                reported = ticket.position
+                yield self._queued_event()
+                continue
+            # A follower waits on its leader's event, shared by all its followers.
+            # Clearing it is safe: each stream checks what it waits for just before.
+            wake = ticket.wake_event
+            wake.clear()
+            wait_left = self._queue_wait_left()
+            try:
+                async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
+                    await wake.wait()
+            except TimeoutError:
+                # Which timer fired, not the clock, decides: a server's loop clock
+                # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
+                if wait_left <= config.heartbeat_sec:
+                    self._waited_too_long()
+                    return
+                yield None
 
     def _left(self) -> bool:
         """Whether this stream's guest left while others follow its answer."""
