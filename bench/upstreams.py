@@ -285,9 +285,17 @@ class RunningUpstream:
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self.server.start(port))
-            ready.set()
-            self._loop.run_forever()
+            try:
+                self._loop.run_until_complete(self.server.start(port))
+                ready.set()
+                self._loop.run_forever()
+            finally:
+                # Open connections' tasks are dropped with the loop: the upstream is gone.
+                for task in asyncio.all_tasks(self._loop):
+                    task.cancel()
+                with contextlib.suppress(Exception):
+                    self._loop.run_until_complete(asyncio.sleep(0))
+                self._loop.close()
 
         self._thread = threading.Thread(target=run, name="simulated-upstream", daemon=True)
         self._thread.start()

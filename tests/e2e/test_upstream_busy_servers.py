@@ -23,7 +23,7 @@ OPENAI = "guest_queue.workflows.openai.OpenAIChatWorkflow"
 @pytest.fixture
 def one_at_a_time() -> Iterator[RunningUpstream]:
     upstream = start_upstream(
-        "quota", quota=1, concurrent=True, retry_after=0.3, ttfc=0.3, chunks=3
+        "quota", quota=1, concurrent=True, retry_after=1.0, ttfc=0.2, chunks=3
     )
     yield upstream
     upstream.stop()
