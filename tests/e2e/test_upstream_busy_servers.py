@@ -47,7 +47,13 @@ async def test_a_guest_refused_by_the_upstream_waits_again_on_the_shared_line(
         streams = await asyncio.gather(
             *(stream_events(client, server.url, "Hello?") for server in servers)
         )
-        status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
+        # Each process publishes its figures at its next renewal pass.
+        async with asyncio.timeout(10):
+            while True:
+                status = (await client.get(f"{servers[0].url}/api/v1/guest/queue/status")).json()
+                if status["completed_requests"] == 2:
+                    break
+                await asyncio.sleep(0.1)
     for events in streams:
         assert names(events)[-1] == "workflow_complete", names(events)
         assert "".join(e["data"] for e in events if e["event"] == "answer_chunk") == "w0 w1 w2 "
@@ -58,4 +64,4 @@ async def test_a_guest_refused_by_the_upstream_waits_again_on_the_shared_line(
         assert seen[back + 1] == "processing"
     assert one_at_a_time.stats()["refused"] >= 1
     assert one_at_a_time.stats()["max_active"] == 1
-    assert (status["total_requests"], status["completed_requests"]) == (2, 2)
+    assert (status["total_requests"], status["failed_requests"]) == (2, 0)
