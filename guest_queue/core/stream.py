@@ -152,7 +152,7 @@ class RequestStream:
         share, place, record = ticket.share, ticket.place, ticket.record
         reported = ticket.position
         yield self._queued_event()
-        while not place.admitted and share.replay is None:
+        while share.replay is None and not (place.admitted and self._retry_left() <= 0):
             if record.status.is_terminal:
                 return
             if self._left():
@@ -165,7 +165,7 @@ class RequestStream:
                 for event in live:
                     yield event
                 continue
-            if ticket.position != reported:
+            if ticket.position != reported and not place.admitted:
                 reported = ticket.position
                 yield self._queued_event()
                 continue
@@ -174,16 +174,26 @@ class RequestStream:
             wake = ticket.wake_event
             wake.clear()
             wait_left = self._queue_wait_left()
+            # Admitted again before its busy upstream's Retry-After (another process, or a
+            # limit that did not wait): it starts once that has passed, not before.
+            pause = self._retry_left() if place.admitted else math.inf
             try:
-                async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
+                async with asyncio.timeout(min(config.heartbeat_sec, wait_left, pause)):
                     await wake.wait()
             except TimeoutError:
                 # Which timer fired, not the clock, decides: a server's loop clock
                 # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
+                if pause <= min(config.heartbeat_sec, wait_left):
+                    continue
                 if wait_left <= config.heartbeat_sec:
                     self._waited_too_long()
                     return
                 yield None
+
+    def _retry_left(self) -> float:
+        """Seconds until its busy upstream said to try again (0 or less: it may start)."""
+        retry_at = self.ticket.drive.retry_at
+        return -1.0 if retry_at is None else retry_at - time.monotonic()
 
     def _left(self) -> bool:
         """Whether this stream's guest left while others follow its answer."""
