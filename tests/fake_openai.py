@@ -1,7 +1,9 @@
 """A real HTTP server speaking the OpenAI chat-completions streaming protocol, for tests.
 
-The user message picks the behaviour: "slow", "endless", "fail-mid", "429", "500",
-"malformed", "no-done"; anything else streams "Hello guest!".
+The user message picks the behaviour: "slow", "endless", "fail-mid", "429", "503",
+"500", "malformed", "no-done"; anything else streams "Hello guest!". "429 <value>"
+(or 503) also sends ``Retry-After: <value>``; ``busy_replies`` answers the next
+requests with a 429 or 503 whatever they ask.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
         self.models_status = 200
+        #: (status, Retry-After or "") the next streaming requests are answered with first.
+        self.busy_replies: list[tuple[str, str]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -59,10 +63,14 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
             return
         scenario = body["messages"][-1]["content"]
-        if scenario == "429":
-            self._json(
-                429, {"error": {"message": "Rate limit reached for key sk-secret1234567890"}}
-            )
+        status, _, retry_after = scenario.partition(" ")
+        if self.server.busy_replies:
+            status, retry_after = self.server.busy_replies.pop(0)
+        if status in ("429", "503"):
+            # "429 <Retry-After>": the header's value, if any, follows the status.
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            message = "Rate limit reached for key sk-secret1234567890"
+            self._json(int(status), {"error": {"message": message}}, headers)
             return
         if scenario in ("401", "403"):
             message = "Incorrect API key provided: sk-secret1234567890"
@@ -119,9 +127,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
+    def _json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
-from guest_queue.workflows.base import WorkflowItem, WorkflowRequest
+from guest_queue.workflows.base import WorkflowBusy, WorkflowItem, WorkflowRequest
 
 
 class DownWorkflow:
@@ -41,3 +42,17 @@ class UnsendableOutput:
             yield {"event": "sources", "data": {"doc": object()}}
         yield "after."
         yield {"event": "workflow_complete", "data": {"suggested_questions": ["Why?"]}}
+
+
+class BusyUpstream:
+    """Its upstream is busy (``WorkflowBusy``, retry after 0.05 s) the first N times each
+    request asks, for a question ``busy N``; ``busy always`` never gets an answer."""
+
+    attempts: ClassVar[dict[str, int]] = {}
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        tries = self.attempts[request.request_id] = self.attempts.get(request.request_id, 0) + 1
+        word, _, count = request.query.partition(" ")
+        if word == "busy" and (count == "always" or tries <= int(count or 1)):
+            raise WorkflowBusy(0.05, "The model is at capacity.")
+        yield f"answered after {tries} tries"

@@ -25,7 +25,7 @@ class StopReason(enum.Enum):
 class Drive:
     """How a request is being driven."""
 
-    __slots__ = ("nudge", "started", "stop", "task")
+    __slots__ = ("busy", "deadline", "nudge", "requeues", "retry_at", "started", "stop", "task")
 
     def __init__(self) -> None:
         #: Its stream has started (read by a connection, or by a resumable request's
@@ -37,3 +37,13 @@ class Drive:
         self.stop: StopReason | None = None
         #: The task running the workflow, while it runs.
         self.task: asyncio.Task[None] | None = None
+        #: When its answer must be done (monotonic): its first admission plus the request
+        #: timeout, kept when it goes back in line.
+        self.deadline: float | None = None
+        #: Times its upstream was busy and it went back to the front of the line.
+        self.requeues = 0
+        #: The busy upstream's message while it waits in line again (its error if it
+        #: cannot be answered in time).
+        self.busy: str | None = None
+        #: When the busy upstream said to try again (monotonic): its wait is at least that.
+        self.retry_at: float | None = None

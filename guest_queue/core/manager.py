@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -48,6 +49,12 @@ logger = logging.getLogger("guest_queue")
 Listener = Callable[[RequestRecord], None]
 #: A part told of each request's ending (the ticket, how it ended).
 EndObserver = Callable[[Ticket, Ending], None]
+
+#: Times a request goes back in line because its upstream was busy (``WorkflowBusy``)
+#: before it ends with the upstream's error.
+MAX_BUSY_RETRIES = 3
+#: How long a busy upstream that named no time (no ``Retry-After``) is given.
+BUSY_RETRY_SEC = 1.0
 
 
 class QueueManager:
@@ -113,6 +120,7 @@ class QueueManager:
         self.waits = Waits(config, self.admission, self.stats)
         self.admission.on_admitted = self.waits.admitted
         self._warnings: list[str] = []
+        self._busy_timer: asyncio.TimerHandle | None = None
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------
@@ -380,6 +388,57 @@ class QueueManager:
         self.stopper.track_workflow(ticket, task)
         if self.relay is not None:
             self.relay.started(ticket)  # Other processes may follow it from now on.
+
+    # -- a busy upstream -------------------------------------------------------------
+
+    def back_in_line(self, ticket: Ticket, retry_after_sec: float | None, message: str) -> bool:
+        """Its workflow found the upstream busy (``WorkflowBusy``): put it back at the front
+        of the line (True), or end it with ``message`` (False).
+
+        It goes back only if no answer chunk reached anyone yet, it has been back fewer
+        than ``MAX_BUSY_RETRIES`` times, and it can still start again before its timeout
+        (counted from its first admission) runs out. Either way the queue admits less for
+        ``retry_after_sec`` (``upstream_busy``).
+        """
+        retry = BUSY_RETRY_SEC if retry_after_sec is None else max(0.0, retry_after_sec)
+        self.upstream_busy(retry)
+        drive, record = ticket.drive, ticket.record
+        now = time.monotonic()
+        if (
+            record.first_chunk_mono is not None
+            or drive.requeues >= MAX_BUSY_RETRIES
+            or (drive.deadline is not None and now + retry >= drive.deadline)
+            or not self.accepting
+        ):
+            self.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, message)
+            return False
+        drive.requeues += 1
+        drive.busy = message
+        drive.retry_at = now + retry
+        record.mark_requeued()
+        self.admission.requeue(ticket, front=True)
+        return True
+
+    def upstream_busy(self, retry_after_sec: float) -> None:
+        """The upstream is overloaded for ``retry_after_sec``: admit less until it recovers.
+
+        Placeholder until the adaptive limit: no request is admitted beyond those in
+        flight until ``retry_after_sec`` has passed (a later call extends the pause).
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + retry_after_sec
+        timer = self._busy_timer
+        if timer is not None:
+            if timer.when() >= until:
+                return
+            timer.cancel()
+        self.admission.max_active = 0
+        self._busy_timer = loop.call_at(until, self._upstream_recovered)
+
+    def _upstream_recovered(self) -> None:
+        self._busy_timer = None
+        self.admission.max_active = self.config.max_concurrent
+        self.admission.limit_changed()
 
     # -- endings ------------------------------------------------------------------
 

@@ -67,6 +67,10 @@ class RequestRecord:
         self.started_at = time.time()
         self.started_mono = time.monotonic()
 
+    def mark_requeued(self) -> None:
+        """Back in line (its upstream was busy): its next admission is its start."""
+        self.status = Status.QUEUED
+
     def mark_finished(self, status: Status, code: str | None, message: str | None) -> None:
         self.status = status
         self.error_code = code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from . import events as ev
 from .endings import Ending
 from .workflow import (
     Workflow,
+    WorkflowBusy,
     WorkflowError,
     WorkflowItem,
     WorkflowRequest,
@@ -36,7 +38,18 @@ class Wake:
     """Nothing to deliver: the stream should look at its ticket again."""
 
 
-ChannelItem = WorkflowItem | Ending | Wake
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """The workflow raised ``WorkflowBusy``: its upstream is overloaded (the stream decides
+    whether the request goes back in line or ends)."""
+
+    retry_after_sec: float | None
+    message: str
+    #: When it was raised (monotonic): the wait runs from then, not from when it is read.
+    at: float
+
+
+ChannelItem = WorkflowItem | Ending | Wake | Busy
 
 
 class Channel:
@@ -153,6 +166,8 @@ async def run_workflow(
         with contextlib.suppress(asyncio.QueueFull):
             channel.put_nowait(Wake())
         raise
+    except WorkflowBusy as exc:
+        await channel.put(Busy(exc.retry_after_sec, exc.message, time.monotonic()))
     except WorkflowError as exc:
         await channel.put(Ending.failed(ev.CODE_WORKFLOW_ERROR, exc.message or GENERIC_FAILURE))
     except WorkflowUnavailable as exc:

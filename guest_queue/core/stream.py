@@ -7,7 +7,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any, Protocol
 
 from . import events as ev
@@ -17,11 +17,13 @@ from .config import QueueConfig
 from .endings import Ending
 from .estimate import WaitEstimate
 from .records import Status
-from .runner import CHANNEL_SIZE, Channel, Wake
+from .runner import CHANNEL_SIZE, Busy, Channel, Wake
 from .translate import translate
 
 DISCONNECTED = "client_disconnected"
 CANCELLED_MESSAGE = "The request was cancelled."
+#: Longest a workflow that raised ``WorkflowBusy`` is given to return before its slot goes.
+BUSY_RETURN_SEC = 5.0
 
 
 class StreamHost(Protocol):
@@ -51,6 +53,11 @@ class StreamHost(Protocol):
         """End the request (once: the first ending wins)."""
         ...
 
+    def back_in_line(self, ticket: Ticket, retry_after_sec: float | None, message: str) -> bool:
+        """Its workflow found the upstream busy: put it back at the front of the line (True),
+        or end it with ``message`` (it cannot be retried)."""
+        ...
+
     def answer_needed(self, ticket: Ticket) -> bool:
         """Whether others follow the ticket's answer, so it must run on without its guest."""
         ...
@@ -72,6 +79,11 @@ class RequestStream:
         # A finished answer (a cache hit, a leader's answer) is known whole: its
         # events go out in one write instead of one each.
         self._burst = False
+        #: Set when its upstream was busy and it went back in line (``_pump`` returned).
+        self._requeued = False
+        self._busy: Busy | None = None
+        #: Its guest left a shared answer while it waited: its stream has ended.
+        self._gone = False
 
     @property
     def more_ready(self) -> bool:
@@ -82,7 +94,7 @@ class RequestStream:
 
     async def events(self) -> AsyncIterator[ev.Event | None]:
         """The request's events, ``None`` for a heartbeat; cleans up however it ends."""
-        ticket, host, config = self.ticket, self.host, self.host.config
+        ticket, host = self.ticket, self.host
         share, place = ticket.share, ticket.place
         ticket.drive.started = True
         record = ticket.record
@@ -93,61 +105,39 @@ class RequestStream:
                 yield final
             return
         try:
-            reported = ticket.position
             # Admitted at once (or answered from the cache): ``processing`` is ready too,
             # so both go out in one write.
             self._burst = share.replay is not None or place.admitted
-            yield self._queued_event()
-            while not place.admitted and share.replay is None:
+            while True:
+                async with contextlib.aclosing(self._wait_in_line()) as waiting:
+                    async for waited in waiting:
+                        yield waited
+                if self._gone:
+                    return
                 if record.status.is_terminal:
-                    break
-                if self._left():
-                    for final in self._detached_events():
+                    self._burst = False
+                    for final in self._terminal_events():
                         yield final
                     return
-                live = self._from_leader()
-                if live:
-                    for event in live:
+                self._burst = share.replay is not None
+                if not share.forwarded_parts:
+                    yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
+                replay = share.replay  # Read again: the yield above may have let it be served.
+                if replay is not None:
+                    replayed = self._replay(replay)
+                    for i, event in enumerate(replayed):
+                        self._burst = i < len(replayed) - 1
                         yield event
-                    continue
-                if ticket.position != reported:
-                    reported = ticket.position
-                    yield self._queued_event()
-                    continue
-                # A follower waits on its leader's event, shared by all its followers.
-                # Clearing it is safe: each stream checks what it waits for just before.
-                wake = ticket.wake_event
-                wake.clear()
-                wait_left = self._queue_wait_left()
-                try:
-                    async with asyncio.timeout(min(config.heartbeat_sec, wait_left)):
-                        await wake.wait()
-                except TimeoutError:
-                    # Which timer fired, not the clock, decides: a server's loop clock
-                    # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
-                    if wait_left <= config.heartbeat_sec:
-                        host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
-                        break
-                    yield None
-            if record.status.is_terminal:
+                    return
+                # The workflow's events come straight from ``_pump``: one generator less
+                # for each of them to pass through.
+                async for item in self._pump(self._start()):
+                    yield item
+                if not self._requeued:
+                    return
+                # Its upstream was busy: it waits at the front of the line again.
+                self._requeued = False
                 self._burst = False
-                for final in self._terminal_events():
-                    yield final
-                return
-            self._burst = share.replay is not None
-            if not share.forwarded_parts:
-                yield ev.Event(ev.PROCESSING, {"waited_ms": record.wait_ms})
-            replay = share.replay  # Read again: the yield above may have let it be served.
-            if replay is not None:
-                replayed = self._replay(replay)
-                for i, event in enumerate(replayed):
-                    self._burst = i < len(replayed) - 1
-                    yield event
-                return
-            # The workflow's events come straight from ``_pump``: one generator less
-            # for each of them to pass through.
-            async for item in self._pump(self._start()):
-                yield item
         finally:
             if self._channel is not None:
                 ticket.drive.nudge = None
@@ -155,6 +145,56 @@ class RequestStream:
                 host.finish(
                     ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, "The client went away.")
                 )
+
+    async def _wait_in_line(self) -> AsyncGenerator[ev.Event | None, None]:
+        """``queued`` and the moves until a slot (or a cached answer) is its own, the request
+        ends, or its guest leaves a shared answer (``_gone``: nothing more to send)."""
+        ticket, config = self.ticket, self.host.config
+        share, place, record = ticket.share, ticket.place, ticket.record
+        reported = ticket.position
+        yield self._queued_event()
+        while share.replay is None and not (place.admitted and self._retry_left() <= 0):
+            if record.status.is_terminal:
+                return
+            if self._left():
+                for final in self._detached_events():
+                    yield final
+                self._gone = True
+                return
+            live = self._from_leader()
+            if live:
+                for event in live:
+                    yield event
+                continue
+            if ticket.position != reported and not place.admitted:
+                reported = ticket.position
+                yield self._queued_event()
+                continue
+            # A follower waits on its leader's event, shared by all its followers.
+            # Clearing it is safe: each stream checks what it waits for just before.
+            wake = ticket.wake_event
+            wake.clear()
+            wait_left = self._queue_wait_left()
+            # Admitted again before its busy upstream's Retry-After (another process, or a
+            # limit that did not wait): it starts once that has passed, not before.
+            pause = self._retry_left() if place.admitted else math.inf
+            try:
+                async with asyncio.timeout(min(config.heartbeat_sec, wait_left, pause)):
+                    await wake.wait()
+            except TimeoutError:
+                # Which timer fired, not the clock, decides: a server's loop clock
+                # (uvloop's, in whole milliseconds) may fire a moment before the deadline.
+                if pause <= min(config.heartbeat_sec, wait_left):
+                    continue
+                if wait_left <= config.heartbeat_sec:
+                    self._waited_too_long()
+                    return
+                yield None
+
+    def _retry_left(self) -> float:
+        """Seconds until its busy upstream said to try again (0 or less: it may start)."""
+        retry_at = self.ticket.drive.retry_at
+        return -1.0 if retry_at is None else retry_at - time.monotonic()
 
     def _left(self) -> bool:
         """Whether this stream's guest left while others follow its answer."""
@@ -226,7 +266,11 @@ class RequestStream:
         ticket, host, config = self.ticket, self.host, self.host.config
         record, share, drive = ticket.record, ticket.share, ticket.drive
         assert record.started_mono is not None
-        deadline = record.started_mono + config.request_timeout_sec
+        deadline = drive.deadline
+        if deadline is None:
+            # From its first admission: a request back in line after a busy upstream
+            # keeps the deadline it had.
+            deadline = drive.deadline = record.started_mono + config.request_timeout_sec
         while True:
             if share.detached is not None and not self.unattended:  # ``_left()``, inlined
                 for final in self._detached_events():
@@ -264,6 +308,31 @@ class RequestStream:
             event = self._apply(item)
             if event is not None:
                 yield event
+            elif self._busy is not None and await self._back_in_line():
+                return
+
+    async def _back_in_line(self) -> bool:
+        """Its upstream was busy: True if it went back to the front of the line (else it
+        ended, or is ending, as an error)."""
+        busy, self._busy = self._busy, None
+        assert busy is not None
+        ticket = self.ticket
+        task = ticket.drive.task
+        if task is not None and not task.done():
+            # Its workflow has put its last item and is returning: the slot is given back
+            # once it has (never more than the limit at once).
+            await asyncio.wait({task}, timeout=BUSY_RETURN_SEC)
+        if ticket.record.status.is_terminal or ticket.drive.stop is not None:
+            return False
+        retry_after = busy.retry_after_sec
+        if retry_after is not None:
+            retry_after = max(0.0, retry_after - (time.monotonic() - busy.at))
+        if not self.host.back_in_line(ticket, retry_after, busy.message):
+            return False
+        ticket.drive.nudge = None
+        self._channel = None
+        self._requeued = True
+        return True
 
     def _apply(self, item: object) -> ev.Event | None:
         """Translate one workflow item; an ending item finishes the ticket."""
@@ -271,6 +340,9 @@ class RequestStream:
         step = translate(item)
         if isinstance(step, Ending):
             self.host.finish(ticket, step.with_cached(ticket.record.cached))
+            return None
+        if isinstance(step, Busy):
+            self._busy = step  # ``_pump`` decides, once the workflow has returned.
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             data = step.data
@@ -318,6 +390,10 @@ class RequestStream:
                 },
             )
         estimate = host.estimate_wait(position)
+        retry_at = ticket.drive.retry_at
+        if retry_at is not None:
+            # Back in line after a busy upstream: not before it said to try again.
+            estimate = at_least(estimate, round(retry_at - time.monotonic(), 1))
         return ev.Event(
             ev.QUEUED,
             {
@@ -328,7 +404,22 @@ class RequestStream:
             },
         )
 
+    def _waited_too_long(self) -> None:
+        """End a request whose wait ran out: the queue's wait limit, or (back in line after
+        a busy upstream) its timeout, as the upstream's error."""
+        ticket = self.ticket
+        busy = ticket.drive.busy
+        if busy is not None:
+            self.host.end(ticket, Status.FAILED, ev.CODE_UNAVAILABLE, busy)
+        else:
+            self.host.end(ticket, Status.TIMEOUT, "queue_timeout", "")
+
     def _queue_wait_left(self) -> float:
+        drive = self.ticket.drive
+        if drive.busy is not None and drive.deadline is not None:
+            # Back in line after a busy upstream: bounded by its timeout, which runs from
+            # its first admission, not by the queue's wait limit.
+            return drive.deadline - time.monotonic()
         record = self.ticket.record
         # The request's own budget (``max_wait_sec``), else the server's.
         limit = record.max_wait_sec or self.host.config.max_queue_wait_sec
@@ -352,3 +443,13 @@ def _nudge(channel: Channel) -> None:
 def _ended(ticket: Ticket) -> bool:
     """Whether the ticket has its final status (an ending may not take: a handed-off one)."""
     return ticket.record.status.is_terminal
+
+
+def at_least(estimate: WaitEstimate | None, seconds: float) -> WaitEstimate:
+    """The estimate, none of its figures below ``seconds`` (a wait known to last that long)."""
+    floor = max(0.0, seconds)
+    if estimate is None:
+        return WaitEstimate(floor, floor, floor)
+    return WaitEstimate(
+        max(estimate.seconds, floor), max(estimate.low, floor), max(estimate.high, floor)
+    )

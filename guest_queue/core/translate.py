@@ -6,18 +6,18 @@ import logging
 
 from . import events as ev
 from .endings import Ending
-from .runner import Wake
+from .runner import Busy, Wake
 
 logger = logging.getLogger("guest_queue")
 
-Step = ev.Event | Ending | None
+Step = ev.Event | Ending | Busy | None
 
 
 def translate(item: object) -> Step:
-    """An event to send, the end of the request, or nothing (``None``)."""
+    """An event to send, the end of the request, its upstream busy, or nothing (``None``)."""
     if isinstance(item, str):
         return ev.Event(ev.ANSWER_CHUNK, item) if item else None
-    if isinstance(item, Ending):
+    if isinstance(item, Ending | Busy):
         return item
     if isinstance(item, Wake):
         return None

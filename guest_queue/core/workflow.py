@@ -50,6 +50,27 @@ class WorkflowUnavailable(Exception):
         self.message = message
 
 
+class WorkflowBusy(Exception):
+    """The service behind the workflow is overloaded right now: retry after a while.
+
+    Raised before the first answer chunk, the request is not ended: it gives its slot
+    back and goes back to the front of the line (its guest sees ``queued`` again), and
+    the queue admits less until the service recovers. It is retried a few times at most,
+    never beyond its timeout; then, or when raised after the first chunk, it ends with
+    an ``error`` event, code ``unavailable``, carrying ``message``. ``retry_after_sec``
+    is the service's hint (an HTTP ``Retry-After``); None when it gave none.
+    """
+
+    def __init__(
+        self,
+        retry_after_sec: float | None = None,
+        message: str = "The assistant is busy right now; please try again shortly.",
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_sec = retry_after_sec
+        self.message = message
+
+
 @runtime_checkable
 class Workflow(Protocol):
     """Answers one request as a stream of chunks and events."""

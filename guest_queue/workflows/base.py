@@ -7,6 +7,7 @@ path workflows import them from.
 
 from ..core.workflow import (
     Workflow,
+    WorkflowBusy,
     WorkflowError,
     WorkflowItem,
     WorkflowRequest,
@@ -16,6 +17,7 @@ from ..core.workflow import (
 
 __all__ = [
     "Workflow",
+    "WorkflowBusy",
     "WorkflowError",
     "WorkflowItem",
     "WorkflowRequest",

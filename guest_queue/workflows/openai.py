@@ -2,18 +2,21 @@
 
 Works with vLLM, Ollama, llama.cpp's server, LiteLLM and OpenAI. Failures map
 onto the queue's contract: an unreachable service is ``WorkflowUnavailable``
-(503 before a stream, ``error``/``unavailable`` after); an upstream 429 or 5xx
-is a ``WorkflowError`` carrying the upstream's message, trimmed and scrubbed of
-secrets; a malformed stream is a ``WorkflowError`` too. Cancelling the request
+(503 before a stream, ``error``/``unavailable`` after); an upstream 429 or 503
+is ``WorkflowBusy`` with its ``Retry-After`` (the guest waits in line again);
+another 5xx is a ``WorkflowError`` carrying the upstream's message, trimmed and
+scrubbed of secrets; a malformed stream is a ``WorkflowError`` too. Cancelling the request
 leaves the ``async with`` blocks, which closes the upstream connection at once,
 so the model server stops generating.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,13 @@ from typing import Any
 import httpx
 
 from ..core.config import ConfigProblem, int_at_least, number
-from .base import WorkflowError, WorkflowItem, WorkflowRequest, WorkflowUnavailable
+from .base import (
+    WorkflowBusy,
+    WorkflowError,
+    WorkflowItem,
+    WorkflowRequest,
+    WorkflowUnavailable,
+)
 
 logger = logging.getLogger("guest_queue")
 
@@ -75,6 +84,34 @@ RULES: list[tuple[str, str, Callable[[Any], bool], str]] = [
     ("E026", "connect_timeout_sec", number(0, strict=True), "a number of seconds > 0"),
     ("E027", "read_timeout_sec", number(0, strict=True), "a number of seconds > 0"),
 ]
+
+
+def retry_after_sec(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` (seconds, or an HTTP date) as seconds from now; None when
+    absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
+        return None
+    return max(0.0, seconds)
+
+
+def busy_for_sec(headers: Mapping[str, str]) -> float | None:
+    """How long a busy upstream asks to be left alone: OpenAI's ``retry-after-ms`` (finer),
+    else ``Retry-After``; None when it says neither."""
+    millis = retry_after_sec(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return retry_after_sec(headers.get("Retry-After"))
 
 
 class OpenAIChatWorkflow:
@@ -168,8 +205,12 @@ class OpenAIChatWorkflow:
         logger.warning("Upstream chat completion failed: HTTP %s %s", status, self.clean(message))
         if status in (401, 403):
             raise WorkflowError("The assistant service refused our credentials.")
-        if status == 429:
-            raise WorkflowError(f"The assistant service is busy (429): {self.clean(message)}")
+        if status in (429, 503):
+            # Before the first chunk the queue puts the guest back at the front of the line.
+            raise WorkflowBusy(
+                busy_for_sec(response.headers),
+                f"The assistant service is busy ({status}): {self.clean(message)}",
+            )
         raise WorkflowError(f"The assistant service failed ({status}): {self.clean(message)}")
 
     async def _deltas(self, response: httpx.Response) -> AsyncIterator[str]:

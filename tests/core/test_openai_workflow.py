@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.errors import Unavailable
 from guest_queue.core.manager import QueueManager
-from guest_queue.workflows.base import WorkflowError, WorkflowRequest, WorkflowUnavailable
-from guest_queue.workflows.openai import DEFAULT_SYSTEM_PROMPT, OpenAIChatWorkflow, OpenAISettings
+from guest_queue.workflows.base import (
+    WorkflowBusy,
+    WorkflowError,
+    WorkflowRequest,
+    WorkflowUnavailable,
+)
+from guest_queue.workflows.openai import (
+    DEFAULT_SYSTEM_PROMPT,
+    OpenAIChatWorkflow,
+    OpenAISettings,
+    busy_for_sec,
+)
 
 from ..fake_openai import FakeOpenAI
 from .conftest import Stream
@@ -87,7 +100,6 @@ async def test_suggestions_from_a_second_completion_or_a_fixed_list(upstream: Fa
     [
         ("401", "The assistant service refused our credentials."),
         ("403", "The assistant service refused our credentials."),
-        ("429", "The assistant service is busy (429): Rate limit reached for key ***"),
         ("500", "The assistant service failed (500): The model crashed ***"),
         ("malformed", "The assistant service sent a malformed response."),
         ("fail-mid", "The connection to the assistant service was interrupted."),
@@ -102,6 +114,55 @@ async def test_upstream_failures_become_clean_workflow_errors(
         await run(workflow(upstream.url), scenario)
     assert failure.value.message == expected
     assert KEY not in caplog.text and "sk-secret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("scenario", "retry_after"),
+    [
+        ("429", None),
+        ("429 7", 7.0),
+        ("503 1.5", 1.5),
+        ("503 soon", None),
+        ("429 -3", 0.0),
+    ],
+)
+async def test_a_busy_upstream_is_workflow_busy_with_its_retry_after(
+    upstream: FakeOpenAI, scenario: str, retry_after: float | None
+) -> None:
+    with pytest.raises(WorkflowBusy) as busy:
+        await run(workflow(upstream.url), scenario)
+    assert busy.value.retry_after_sec == retry_after
+    status = scenario.split()[0]
+    expected = f"The assistant service is busy ({status}): Rate limit reached for key ***"
+    assert busy.value.message == expected
+
+
+async def test_a_retry_after_may_be_an_http_date(upstream: FakeOpenAI) -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    with pytest.raises(WorkflowBusy) as busy:
+        await run(workflow(upstream.url), f"429 {when}")
+    assert busy.value.retry_after_sec is not None
+    assert 25 < busy.value.retry_after_sec <= 30
+
+
+def test_openais_retry_after_ms_is_read_first() -> None:
+    headers = httpx.Headers({"Retry-After": "1", "retry-after-ms": "250"})
+    assert busy_for_sec(headers) == 0.25
+    assert busy_for_sec(httpx.Headers({"Retry-After": "2"})) == 2.0
+    assert busy_for_sec(httpx.Headers({})) is None
+
+
+async def test_a_guest_whose_upstream_answers_429_waits_in_line_and_gets_the_answer(
+    upstream: FakeOpenAI,
+) -> None:
+    upstream.busy_replies = [("429", "0.05"), ("503", "0.05")]
+    manager = QueueManager(QueueConfig(), workflow(upstream.url))
+    stream = Stream(manager, await manager.submit("hi"))
+    names = await stream.done()
+    assert names.count("queued") == 3 and names.count("processing") == 3
+    assert names[-1] == "workflow_complete"
+    assert "".join(e.data for e in stream.events if e.name == "answer_chunk") == "Hello guest!"
+    assert manager.status()["completed_requests"] == 1
 
 
 async def test_an_upstream_silent_past_the_read_timeout_is_a_clean_error(

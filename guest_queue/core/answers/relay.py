@@ -84,6 +84,8 @@ class AnswerRelay:
         key = ticket.share.cache_key
         if key is None or self.sharing.inflight.get(key) is not ticket:
             return
+        if ticket.request_id in self.leading:
+            return  # Started again after its upstream was busy: announced once.
         loop = asyncio.get_running_loop()
         self.leading[ticket.request_id] = ticket
         self._announcing[ticket.request_id] = loop.call_later(

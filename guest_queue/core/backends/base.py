@@ -223,8 +223,15 @@ class Admission(ABC):
         return None
 
     @abstractmethod
-    def requeue(self, ticket: Ticket) -> None:
-        """Line up an already accepted ticket again, whatever the line's length."""
+    def requeue(self, ticket: Ticket, *, front: bool = False) -> None:
+        """Line up an already accepted ticket again, whatever the line's length.
+
+        ``front``: it held a slot and its upstream was busy: the slot is given back and it
+        waits ahead of everyone waiting (admitted again when a slot is free for it).
+        """
+
+    def limit_changed(self) -> None:  # noqa: B027 (a backend admits on its next pass anyway)
+        """``max_active`` grew: admit those who now fit."""
 
     @abstractmethod
     def leave(self, ticket: Ticket) -> None:

@@ -68,8 +68,19 @@ class LocalAdmission(Admission):
     def client_refusal(self, client: str, groups: Sequence[Group] = ()) -> str | None:
         return self.clients.refusal(client, groups)
 
-    def requeue(self, ticket: Ticket) -> None:
-        self.join(ticket)
+    def requeue(self, ticket: Ticket, *, front: bool = False) -> None:
+        if not front:
+            self.join(ticket)
+            return
+        # It held a slot and its upstream was busy: the slot back, then ahead of everyone.
+        self.active.pop(ticket.request_id, None)
+        ticket.place.admitted = False
+        self.join(ticket, front=True)
+        ticket.place.moved.set()  # its followers stand where it does
+        self._admit_next()
+
+    def limit_changed(self) -> None:
+        self._admit_next()
 
     def join(self, ticket: Ticket, *, front: bool = False) -> None:
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up

@@ -188,14 +188,27 @@ class RedisAdmission(Admission):
         """Rates count in the queue's Redis: every process sharing the queue shares them."""
         return self.rates
 
-    def requeue(self, ticket: Ticket) -> None:
-        task = asyncio.get_running_loop().create_task(self._requeue(ticket))
+    def requeue(self, ticket: Ticket, *, front: bool = False) -> None:
+        if front:
+            # Its slot is given back by the same script that lines it up again: until that
+            # has run it is neither renewed nor admitted here.
+            rid = ticket.request_id
+            self.active.pop(rid, None)
+            self._early.pop(rid, None)  # A late word of its first admission
+            ticket.place.admitted = False
+            ticket.place.position = 1
+        task = asyncio.get_running_loop().create_task(self._requeue(ticket, front))
         self._requeues.add(task)
         task.add_done_callback(self._requeues.discard)
 
-    async def _requeue(self, ticket: Ticket) -> None:
+    async def _requeue(self, ticket: Ticket, front: bool) -> None:
         try:
-            await self._join(ticket, force=True)
+            if front:
+                # A renewal built while it still held its slot would put the slot back.
+                async with self._in_order:
+                    await self._join(ticket, force=True, front=True)
+            else:
+                await self._join(ticket, force=True)
         except Unavailable:
             self._on_lost(ticket, UNREACHABLE)
 
@@ -256,6 +269,10 @@ class RedisAdmission(Admission):
         """Take a ticket out of the line here (it leaves, is admitted or handed off)."""
         self._scores.pop(rid, None)
         return self.waiting.pop(rid, None)
+
+    def limit_changed(self) -> None:
+        # The next renewal pass admits whoever now fits.
+        self._dirty.set()
 
     def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
         if self.waiting.get(ticket.request_id) is not ticket:

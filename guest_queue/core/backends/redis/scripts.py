@@ -178,15 +178,21 @@ end
 #: {status (1 admitted, 0 waiting, -1 line full, -2 client at its cap, -3 a group at its
 #: cap), position, score, epoch, waiting, active}.
 #: A forced entry (an accepted request lining up again) is never refused. An entry ahead
-#: of others (their positions grew) is announced like a move.
+#: of others (their positions grew) is announced like a move; one ahead of everyone (a
+#: negative offset: its upstream was busy) first gives back the slot it held.
 ENTER = (
     PRELUDE
     + """
 local rid, lease_ms = ARGV[1], tonumber(ARGV[2])
 local max_active, max_waiting = tonumber(ARGV[3]), tonumber(ARGV[4])
+local front = tonumber(ARGV[13]) < 0
 local current = epoch(ARGV[5], lease_ms)
 local moved = purge()
 announce(ARGV[6], admit(max_active), moved)
+if front then
+  -- Sent back ahead of everyone (its upstream was busy): it gives back its slot first.
+  redis.call('SREM', active, rid)
+end
 local queued = redis.call('ZCARD', waiting)
 local status, position, score = 0, 0, ''
 local capped = ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9]), ARGV[10]) or 0

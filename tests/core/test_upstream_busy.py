@@ -1,0 +1,273 @@
+"""A busy upstream (``WorkflowBusy``): before the first chunk the request waits in line
+again, at the front; after it, or once its retries or its time run out, it ends as
+``unavailable``. On the local queue and the shared one alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from guest_queue.core.answers.cache import AnswerCache
+from guest_queue.core.config import QueueConfig
+from guest_queue.core.manager import MAX_BUSY_RETRIES, QueueManager
+from guest_queue.core.records import RequestRecord
+from guest_queue.workflows.base import WorkflowBusy, WorkflowItem, WorkflowRequest
+
+from .conftest import Factory, Stream, until
+from .test_answer_cache import MemoryCache
+from .test_resume import Reader
+
+BUSY = "The model is at capacity."
+
+
+class BusyUpstream:
+    """Each question's attempts follow its script: ``busy`` (raise ``WorkflowBusy`` before
+    any chunk), ``gate-busy`` (the same once the test opens its gate), ``late`` (one
+    chunk, then busy), ``wait`` (one chunk, then wait for the gate), else answer at once;
+    a number after a step is its ``Retry-After``. Unscripted questions answer at once."""
+
+    def __init__(self, retry_after: float | None = 0.05) -> None:
+        self.retry_after = retry_after
+        self.scripts: dict[str, list[str]] = {}
+        self.attempts: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def stream(self, request: WorkflowRequest) -> AsyncIterator[WorkflowItem]:
+        self.attempts.append(request.query)
+        script = self.scripts.get(request.query) or []
+        step, _, after = (script.pop(0) if script else "answer").partition(" ")
+        retry_after = float(after) if after else self.retry_after
+        if step == "gate-busy":
+            await self.gate.wait()
+        if step in ("busy", "gate-busy"):
+            raise WorkflowBusy(retry_after, BUSY)
+        yield f"{request.query}: "
+        if step == "late":
+            raise WorkflowBusy(retry_after, BUSY)
+        if step == "wait":
+            await self.gate.wait()
+        yield "done"
+        yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
+
+
+@pytest.fixture(params=["local", "redis"])
+def build(request: pytest.FixtureRequest) -> Factory:
+    """Build a manager on the local queue, then on the shared one."""
+    if request.param == "local":
+        return local
+    shared: Factory = request.getfixturevalue("shared")
+    return shared
+
+
+def local(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
+    config.setdefault("position_update_interval_sec", 0.01)
+    return QueueManager(QueueConfig(**config), workflow, cache=cache)
+
+
+def finished(manager: QueueManager) -> list[RequestRecord]:
+    records: list[RequestRecord] = []
+    manager.add_listener(records.append)
+    return records
+
+
+async def test_busy_before_the_first_chunk_waits_at_the_front_of_the_line(
+    build: Factory,
+) -> None:
+    upstream = BusyUpstream(retry_after=0.3)
+    upstream.scripts["first"] = ["busy", "answer"]
+    upstream.scripts["second"] = ["wait"]
+    manager = build(upstream, max_concurrent=2, max_queue_size=10)
+    history = finished(manager)
+    second = Stream(manager, await manager.submit("second"))
+    await until(lambda: "processing" in second.names)
+    first = Stream(manager, await manager.submit("first"))
+    await until(lambda: first.names.count("queued") == 2)
+    # Back in line, ahead of a later arrival, with the upstream's wait as its estimate.
+    third = Stream(manager, await manager.submit("third"))
+    again = [e for e in first.events if e.name == "queued"][1]
+    assert again.data["queue_position"] == 1
+    assert again.data["estimated_wait_sec"] >= 0.2
+    looked_up = await manager.find(first.ticket.request_id)
+    assert looked_up is not None
+    assert looked_up["status"] == "queued" and looked_up["queue_position"] == 1
+    await until(lambda: third.positions()[-1:] == [2])
+    assert await first.done() == [
+        "queued",
+        "processing",
+        "queued",
+        "processing",
+        "answer_chunk",
+        "answer_chunk",
+        "workflow_complete",
+    ]
+    # It went first: the later arrival started after it.
+    await until(lambda: len(upstream.attempts) == 4)
+    assert upstream.attempts == ["second", "first", "first", "third"]
+    upstream.gate.set()
+    await second.done()
+    await third.done()
+    status = manager.status()
+    assert status["total_requests"] == 3 and status["completed_requests"] == 3
+    assert [r.query for r in history].count("first") == 1
+    assert [e.data for e in first.events if e.name == "answer_chunk"] == ["first: ", "done"]
+
+
+async def test_busy_after_the_first_chunk_ends_as_unavailable(build: Factory) -> None:
+    upstream = BusyUpstream()
+    upstream.scripts["q"] = ["late"]
+    manager = build(upstream, max_concurrent=1)
+    history = finished(manager)
+    stream = Stream(manager, await manager.submit("q"))
+    assert await stream.done() == ["queued", "processing", "answer_chunk", "error"]
+    assert stream.events[-1].data == {"error": BUSY, "code": "unavailable"}
+    assert upstream.attempts == ["q"]
+    assert [r.status for r in history] == ["failed"]
+    assert manager.status()["failed_requests"] == 1
+
+
+async def test_a_request_goes_back_in_line_a_few_times_at_most(build: Factory) -> None:
+    upstream = BusyUpstream(retry_after=0.01)
+    upstream.scripts["q"] = ["busy"] * (MAX_BUSY_RETRIES + 2)
+    manager = build(upstream, max_concurrent=1)
+    history = finished(manager)
+    stream = Stream(manager, await manager.submit("q"))
+    names = await stream.done()
+    assert names.count("processing") == MAX_BUSY_RETRIES + 1
+    assert names[-1] == "error" and stream.events[-1].data["code"] == "unavailable"
+    assert upstream.attempts == ["q"] * (MAX_BUSY_RETRIES + 1)
+    await until(lambda: len(history) == 1)
+    assert manager.status()["total_requests"] == 1
+
+
+async def test_a_request_is_not_retried_beyond_its_timeout(build: Factory) -> None:
+    # The upstream asks for more time than the request has left: it ends at once.
+    upstream = BusyUpstream(retry_after=30)
+    upstream.scripts["q"] = ["busy", "answer"]
+    manager = build(upstream, max_concurrent=1, request_timeout_sec=5)
+    stream = Stream(manager, await manager.submit("q"))
+    assert await stream.done() == ["queued", "processing", "error"]
+    assert stream.events[-1].data == {"error": BUSY, "code": "unavailable"}
+
+
+async def test_a_request_back_in_line_ends_when_its_timeout_runs_out(build: Factory) -> None:
+    # Its timeout runs from its first admission. Another request's upstream asks for a
+    # long pause while it waits: it ends when its time is up, not when the pause is.
+    upstream = BusyUpstream(retry_after=0.05)
+    upstream.scripts["first"] = ["busy", "answer"]
+    upstream.scripts["other"] = ["gate-busy 30"]
+    manager = build(upstream, max_concurrent=2, request_timeout_sec=1)
+    history = finished(manager)
+    other = Stream(manager, await manager.submit("other"))
+    first = Stream(manager, await manager.submit("first"))
+    await until(lambda: first.names.count("queued") == 2)
+    upstream.gate.set()
+    assert await other.done() == ["queued", "processing", "error"]
+    assert await first.done() == ["queued", "processing", "queued", "error"]
+    assert first.events[-1].data == {"error": BUSY, "code": "unavailable"}
+    record = first.ticket.record
+    assert record.finished_mono is not None
+    waited = record.finished_mono - record.created_mono
+    assert 0.8 < waited < 3
+    await until(lambda: len(history) == 2)
+    assert [r.status.value for r in history] == ["failed", "failed"]
+    assert upstream.attempts == ["other", "first"]
+
+
+async def test_cancelling_a_request_back_in_line_frees_its_place(build: Factory) -> None:
+    upstream = BusyUpstream()
+    upstream.scripts["first"] = ["busy 0.6", "answer"]
+    manager = build(upstream, max_concurrent=1)
+    first = Stream(manager, await manager.submit("first"))
+    await until(lambda: first.names.count("queued") == 2)
+    later = Stream(manager, await manager.submit("later"))
+    await until(lambda: later.positions()[-1:] == [2])
+    assert manager.cancel(first.ticket.request_id) is not None
+    assert await first.done() == ["queued", "processing", "queued", "error"]
+    assert first.events[-1].data["code"] == "cancelled"
+    await until(lambda: later.positions()[-1:] == [1])
+    assert (await later.done())[-1] == "workflow_complete"
+    assert upstream.attempts == ["first", "later"]
+    assert manager.status()["cancelled_requests"] == 1
+
+
+async def test_a_guest_leaving_while_back_in_line_frees_its_place(build: Factory) -> None:
+    upstream = BusyUpstream()
+    upstream.scripts["first"] = ["busy 0.6", "answer"]
+    manager = build(upstream, max_concurrent=1)
+    first = Stream(manager, await manager.submit("first"))
+    await until(lambda: first.names.count("queued") == 2)
+    later = Stream(manager, await manager.submit("later"))
+    await until(lambda: later.positions()[-1:] == [2])
+    await first.disconnect()
+    await until(lambda: later.positions()[-1:] == [1])
+    assert (await later.done())[-1] == "workflow_complete"
+    assert manager.status()["cancelled_requests"] == 1
+    assert upstream.attempts == ["first", "later"]
+
+
+async def test_followers_stay_with_a_busy_leader(build: Factory) -> None:
+    upstream = BusyUpstream(retry_after=0.05)
+    upstream.scripts["same question"] = ["busy", "answer"]
+    manager = build(upstream, MemoryCache(), max_concurrent=1)
+    history = finished(manager)
+    leader = Stream(manager, await manager.submit("same question"))
+    follower = Stream(manager, await manager.submit("same question"))
+    assert (await leader.done())[-1] == "workflow_complete"
+    assert await follower.done() == ["queued", "processing", "answer_chunk", "workflow_complete"]
+    assert "".join(e.data for e in follower.events if e.name == "answer_chunk") == (
+        "same question: done"
+    )
+    assert upstream.attempts == ["same question"] * 2
+    await until(lambda: len(history) == 2)
+    assert manager.status()["completed_requests"] == 2
+
+
+async def test_a_resumable_request_goes_back_in_line_in_its_log(build: Factory) -> None:
+    upstream = BusyUpstream(retry_after=0.05)
+    upstream.scripts["q"] = ["busy", "answer"]
+    manager = build(upstream, max_concurrent=1)
+    ticket = await manager.submit("q")
+    reader = Reader(manager, manager.resumable(ticket))
+    assert await reader.done() == [
+        "queued",
+        "processing",
+        "queued",
+        "processing",
+        "answer_chunk",
+        "answer_chunk",
+        "workflow_complete",
+    ]
+    assert reader.seqs == list(range(1, 8))
+    assert manager.status()["completed_requests"] == 1
+
+
+async def test_a_draining_process_hands_off_a_request_waiting_again(shared: Factory) -> None:
+    # The upstream asks both processes for a pause: the request waits at the front of the
+    # shared line when its process drains; the other process adopts it there and answers it.
+    upstream = BusyUpstream()
+    upstream.scripts["q"] = ["busy 2", "answer"]
+    upstream.scripts["earlier"] = ["late 3"]
+    a = shared(upstream, max_concurrent=1, shutdown_grace_sec=5, resume_grace_sec=10)
+    b = shared(upstream, max_concurrent=1, resume_grace_sec=10)
+    earlier = Stream(b, await b.submit("earlier"))
+    assert (await earlier.done())[-1] == "error"  # busy after its first chunk: b admits less
+    ticket = await a.submit("q")
+    old = Reader(a, a.resumable(ticket))
+    await until(lambda: old.names == ["queued", "processing", "queued"])
+    behind = Stream(b, await b.submit("behind"))
+    await until(lambda: behind.positions()[-1:] == [2])
+    a.begin_drain()
+    assert (await old.done())[-1] == "reconnect"
+    res = await b.adopt(ticket.request_id)
+    assert res is not None
+    assert res.ticket.position == 1  # still ahead of the later arrival
+    reader = Reader(b, res, after=old.seqs[-1])
+    assert (await reader.done())[-1] == "workflow_complete"
+    assert reader.seqs[0] == old.seqs[-1] + 1
+    await behind.done()
+    assert upstream.attempts == ["earlier", "q", "q", "behind"]
+    assert a.status()["total_requests"] == 0
+    assert b.status()["completed_requests"] == 2 and b.status()["total_requests"] == 3
