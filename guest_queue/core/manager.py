@@ -274,7 +274,7 @@ class QueueManager:
             return NotAccepting("The server is restarting; please try again.", 5)
         return QueueFull(
             "Too many guests are asking right now; please try again shortly.",
-            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+            self.stats.retry_after(self.admission.max_active, self.config.request_timeout_sec),
         )
 
     def client_limited(self, *, network: bool = False) -> ClientLimited:
@@ -282,7 +282,7 @@ class QueueManager:
         groups is at the group's (not yet counted)."""
         cap = self.config.max_per_client
         retry_after = self.stats.retry_after(
-            self.config.max_concurrent, self.config.request_timeout_sec
+            self.admission.max_active, self.config.request_timeout_sec
         )
         if network:
             return ClientLimited(
@@ -321,7 +321,7 @@ class QueueManager:
     def estimate_wait_sec(self, position: int) -> float | None:
         """How long a waiter at ``position`` is likely to wait; None when unknown."""
         return self.stats.estimate_wait_sec(
-            position, self.admission.free_slots, self.config.max_concurrent
+            position, self.admission.free_slots, self.admission.max_active
         )
 
     def events(self, ticket: Ticket) -> AsyncIterator[ev.Event | None]:
@@ -343,6 +343,15 @@ class QueueManager:
         self.stopper.track_workflow(ticket, task)
         if self.relay is not None:
             self.relay.started(ticket)  # Other processes may follow it from now on.
+
+    def first_chunk(self, ticket: Ticket) -> None:
+        """The ticket's workflow produced its first chunk: a sample of the upstream's speed."""
+        self.admission.measured(ticket)
+
+    def upstream_busy(self, retry_after_sec: float) -> None:
+        """The workflow's upstream is overloaded (``WorkflowBusy``): the limit in use shrinks,
+        and grows back only once ``retry_after_sec`` has passed and answers succeed again."""
+        self.admission.upstream_busy(retry_after_sec)
 
     # -- endings ------------------------------------------------------------------
 

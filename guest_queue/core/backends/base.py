@@ -7,6 +7,7 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answers.remote import SharedAnswers
 from ..answers.share import Share
+from ..concurrency import Change, LimitController
 from ..config import ConfigProblem, QueueConfig
 from ..drive import Drive
 from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
@@ -25,6 +27,8 @@ from ..workflow import WorkflowRequest
 if TYPE_CHECKING:
     from ..endings import Ending
 
+logger = logging.getLogger("guest_queue")
+
 
 class Place:
     """Admission's part of a request: where it stands. Only the backends write it.
@@ -34,13 +38,15 @@ class Place:
     set it too), ``moved`` its followers' (a move, or its answer growing).
     """
 
-    __slots__ = ("admitted", "moved", "position", "wake")
+    __slots__ = ("admitted", "limit_version", "moved", "position", "wake")
 
     def __init__(self) -> None:
         #: Place in line counting from 1 (0 once admitted, 1 when admitted on arrival).
         self.position = 0
         #: Holds a slot (the workflow may start).
         self.admitted = False
+        #: The limit's version when it was admitted: its speed is a sample of that limit's.
+        self.limit_version = 0
         self.wake = asyncio.Event()
         #: Set when the position changes: its followers wait on it (one event for all of
         #: them, so a move costs the same however many follow).
@@ -151,6 +157,7 @@ class Admission(ABC):
             config.max_queue_size,
             config.position_update_interval_sec,
             config.max_per_client,
+            limiter=limiter_for(config),
         )
 
     @classmethod
@@ -159,9 +166,18 @@ class Admission(ABC):
         return []
 
     def __init__(
-        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+        self,
+        max_active: int,
+        max_waiting: int,
+        update_interval: float,
+        max_per_client: int = 0,
+        *,
+        limiter: LimitController | None = None,
     ) -> None:
-        self.max_active = max_active
+        #: Decides the limit in use (fixed, but for busy spells, unless given an adaptive one).
+        self.limiter = limiter or LimitController(max_active, max_active, auto=False)
+        #: The limit in use: how many tickets may hold a slot at once (the limiter's).
+        self.max_active = self.limiter.limit
         self.max_waiting = max_waiting
         self.update_interval = update_interval
         self.max_per_client = max_per_client
@@ -172,6 +188,8 @@ class Admission(ABC):
         #: Called with a request another process handed off that nobody adopted in time,
         #: once, in one process (shared queues): it must be recorded as ended.
         self.on_abandoned: Callable[[Ticket], None] | None = None
+        #: Whether every slot was taken (or someone waited) since the limiter last decided.
+        self.pressed = False
 
     @property
     def queue_size(self) -> int:
@@ -269,10 +287,57 @@ class Admission(ABC):
         when it was given (mapping this process's times onto the line); None: no shared line."""
         return None
 
+    # -- the limit in use -------------------------------------------------------------
+
+    @property
+    def limit_version(self) -> int:
+        """The version of the limit in use, as this process knows it."""
+        return self.limiter.version
+
+    def measured(self, ticket: Ticket) -> None:
+        """An admitted ticket's first chunk came: its time from admission is a sample."""
+        record = ticket.record
+        if record.started_mono is None or record.first_chunk_mono is None:
+            return
+        if not self.wants_samples():
+            return  # A fixed limit at its number: nothing to learn (the common case).
+        self.sample(ticket.place.limit_version, record.first_chunk_mono - record.started_mono)
+
+    def wants_samples(self) -> bool:
+        """Whether answers' speed matters now: adaptive, or a fixed limit shrunk for a while."""
+        return not self.limiter.settled
+
+    def sample(self, version: int, ttfc_sec: float) -> None:
+        """Give the limiter one answer's time to first chunk, and apply what it decides."""
+        self.limiter.observe(version, ttfc_sec)
+        change = self.limiter.decide(saturated=self.pressed or bool(self.waiting))
+        if change is not None:
+            self.pressed = False
+            self.apply_limit(change)
+
+    def upstream_busy(self, retry_after_sec: float) -> None:
+        """The workflow's upstream is overloaded: the limit shrinks for a while."""
+        change = self.limiter.busy(retry_after_sec)
+        if change is not None:
+            self.apply_limit(change)
+
+    def apply_limit(self, change: Change) -> None:
+        """Use the limiter's new limit (the local queue admits waiters at once on a rise)."""
+        self.max_active = change.new
+        log_change(change, self.limiter.mode)
+
+    def concurrency(self) -> dict[str, Any]:
+        """How the limit is set, for ``queue/status``."""
+        limiter = self.limiter
+        return {"mode": limiter.mode, "floor": limiter.floor, "ceiling": limiter.ceiling}
+
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
+        if len(self.active) >= self.max_active:
+            self.pressed = True
         ticket.record.mark_started()
         place = ticket.place
+        place.limit_version = self.limit_version
         place.admitted = True
         place.position = 0
         place.wake.set()
@@ -287,3 +352,15 @@ class Admission(ABC):
         place.wake.set()
         place.moved.set()
         return True
+
+
+def limiter_for(config: QueueConfig) -> LimitController:
+    """The limiter ``config`` asks for: adaptive between its bounds, or fixed."""
+    if config.adaptive:
+        return LimitController(config.concurrency_floor, config.max_concurrent, auto=True)
+    return LimitController(config.max_concurrent, config.max_concurrent, auto=False)
+
+
+def log_change(change: Change, mode: str) -> None:
+    """The limit in use changed: say so, and why, at INFO."""
+    logger.info("Concurrency limit %d -> %d (%s): %s", change.old, change.new, mode, change.reason)

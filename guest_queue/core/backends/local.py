@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from ..concurrency import Change, LimitController
 from ..fairness import ClientHolds, Group
 from .base import Admission, Ticket
 
@@ -19,9 +20,15 @@ class LocalAdmission(Admission):
     """This process's own queue: at most ``max_active`` admitted, ``max_waiting`` in line."""
 
     def __init__(
-        self, max_active: int, max_waiting: int, update_interval: float, max_per_client: int = 0
+        self,
+        max_active: int,
+        max_waiting: int,
+        update_interval: float,
+        max_per_client: int = 0,
+        *,
+        limiter: LimitController | None = None,
     ) -> None:
-        super().__init__(max_active, max_waiting, update_interval, max_per_client)
+        super().__init__(max_active, max_waiting, update_interval, max_per_client, limiter=limiter)
         self.clients = ClientHolds(max_per_client)
         self._dirty = asyncio.Event()
 
@@ -61,6 +68,12 @@ class LocalAdmission(Admission):
             return
         self.waiting[ticket.request_id] = ticket
         ticket.place.position = len(self.waiting)
+        self.pressed = True
+
+    def apply_limit(self, change: Change) -> None:
+        """A higher limit admits waiters at once; a lower one stops no answer, admits fewer."""
+        super().apply_limit(change)
+        self._admit_next()
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
