@@ -21,10 +21,14 @@ How it keeps from oscillating:
   ``min_samples`` answers admitted since the last change (each sample carries the
   limit's ``version`` at its admission): a change is judged by answers that ran
   under it, never by those started before it.
-- It compares the median of those samples with a baseline, the lowest median of
-  the last ``window`` decisions (the upstream's speed when not overloaded), and
-  acts only outside a tolerance band: slower than ``1 + tolerance`` times the
-  baseline lowers the limit, faster than ``1 + tolerance / 2`` may raise it.
+- It keeps, for each limit it has run at, the typical time to first chunk there
+  (the median of its last interval there), and compares the current limit's
+  with the median of those of the limits below it (not the fastest: the least
+  of many noisy medians is biased low). Each limit is judged against its own
+  measurements, never against a moving average that would drift up while the
+  limit sits just past the knee. It acts only outside a tolerance band: slower
+  than ``1 + tolerance`` times that lowers the limit, faster than
+  ``1 + tolerance / 2`` may raise it.
 - It raises only when the limit is in full use (``saturated``): no demand, no
   evidence that more would do.
 - A limit found slow is remembered: the limit comes back to it only after a
@@ -32,6 +36,10 @@ How it keeps from oscillating:
 - Before the first slowdown it grows by half each step (slow start), after it
   by one; a decrease divides the limit by the square root of the slowdown
   (at most by half, at least by one).
+
+An upstream that slows for everyone (not for the load) looks like overload until
+the lower limits are measured again: the limit steps down, finds them slow too,
+and climbs back from there (a minute at most, the time it takes to walk down).
 
 Deterministic: give it a clock and samples, and it decides the same every time.
 """
@@ -41,7 +49,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,7 +86,6 @@ class LimitController:
         interval_sec: float = 1.0,
         min_samples: int = 5,
         tolerance: float = 0.25,
-        window: int = 30,
         probe_wait_sec: float = 5.0,
     ) -> None:
         self.floor = max(1, min(floor, ceiling))
@@ -95,7 +101,8 @@ class LimitController:
         self.min_samples = min_samples
         self.tolerance = tolerance
         self._samples: list[float] = []
-        self._medians: deque[float] = deque(maxlen=window)
+        #: Typical time to first chunk at each limit run at (the last interval's median).
+        self._speeds: dict[int, float] = {}
         self._changed_at = clock()
         #: Growing by half each step (at the start, and back after a busy spell) up to this.
         self._fast_to: int | None = ceiling if auto else None
@@ -106,6 +113,8 @@ class LimitController:
         self._probe_wait = probe_wait_sec
         self._busy_until = -math.inf
         self._busy_at = -math.inf
+        #: The limit whose last interval was a little slow (0: none).
+        self._strike = 0
 
     @property
     def mode(self) -> str:
@@ -155,17 +164,44 @@ class LimitController:
             return None  # Answers succeed, but the upstream asked for time: no growth yet.
         if not self.auto:
             return self._recover(now)
-        baseline = min(self._medians, default=short)
-        self._medians.append(short)
-        ratio = short / baseline if baseline > 0 else 1.0
+        here = self._learn(self.limit, short)
+        below = [t for limit, t in self._speeds.items() if limit < self.limit]
+        # Their median, not the fastest: the least of many noisy medians is too low, and
+        # the limits run at below the current one are mostly below the knee.
+        baseline = statistics.median(below) if below else here
+        ratio = here / baseline if baseline > 0 else 1.0
         if ratio > 1 + self.tolerance:
-            return self._lower(now, ratio)
+            # Clearly slower: at once; a little: only when the last interval here was too
+            # (one noisy median must not cost the limit).
+            if ratio > 1 + 2 * self.tolerance or self._strike == self.limit:
+                return self._lower(now, ratio)
+            self._strike = self.limit
+            return None
+        self._strike = 0
+        bad = self._bad
+        if bad is not None and self._speeds.get(bad, math.inf) <= (1 + self.tolerance) * here:
+            self._bad = None  # Slow no more than this limit: the upstream slowed for everyone.
         if self._bad is not None and self.limit >= self._bad:
             self._bad = None  # A probe above the old slow limit ran fine: it is slow no more.
             self._probe_wait = self._probe_base
         if ratio < 1 + self.tolerance / 2 and saturated:
             return self._raise(now, ratio)
         return None
+
+    def _learn(self, limit: int, median: float) -> float:
+        """An interval's median is what is known of ``limit`` now (returned).
+
+        Answers never get faster with more at once: what is known of other limits is
+        corrected by it when beyond the tolerance (the upstream got faster, or slower,
+        since)."""
+        speeds = self._speeds
+        speeds[limit] = here = median
+        band = 1 + self.tolerance
+        for other, t in speeds.items():
+            # Beyond the tolerance only: noise must not spread to every other limit.
+            if (other < limit and t > here * band) or (other > limit and t * band < here):
+                speeds[other] = here
+        return here
 
     def _recover(self, now: float) -> Change | None:
         """A fixed limit after a busy spell: back to the ceiling, by half again each step."""
@@ -218,4 +254,5 @@ class LimitController:
         self.version += 1
         self._changed_at = now
         self._samples.clear()
+        self._strike = 0
         return Change(old, new, reason)
