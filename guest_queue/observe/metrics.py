@@ -46,7 +46,7 @@ FIRST_CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 GAUGES = {
     "waiting": "Requests waiting for a slot.",
     "active": "Requests holding a slot (answering).",
-    "slots": "Requests that may be answered at once (GUEST_MAX_CONCURRENT_REQUESTS).",
+    "slots": "Requests that may be answered at once: the limit in use (fixed, or adapted).",
 }
 
 
