@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from guest_queue.core.concurrency import LimitController
 
@@ -15,9 +16,9 @@ class Clock:
         return self.now
 
 
-def controller(floor: int = 1, ceiling: int = 32, **kwargs: object) -> tuple[LimitController, Clock]:
+def controller(floor: int = 1, ceiling: int = 32, **kwargs: Any) -> tuple[LimitController, Clock]:
     clock = Clock()
-    return LimitController(floor, ceiling, clock=clock, **kwargs), clock  # type: ignore[arg-type]
+    return LimitController(floor, ceiling, clock=clock, **kwargs), clock
 
 
 def step(
