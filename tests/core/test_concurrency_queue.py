@@ -183,3 +183,26 @@ async def test_a_raised_shared_limit_admits_waiters_at_once(
         gate.open(s.ticket.request_id)
     for s in streams:
         await s.done()
+
+
+async def test_the_shared_limit_rises_on_answers_measured_in_another_process(
+    shared: Factory, gate: GateWorkflow
+) -> None:
+    a = shared(gate, max_concurrent=4, adaptive=True, concurrency_floor=1)
+    b = shared(gate, max_concurrent=4, adaptive=True, concurrency_floor=1)
+    await until(lambda: len(leader(a, b)) == 1)
+    head = leader(a, b)[0]
+    other = b if head is a else a
+    streams = [Stream(head, await head.submit(f"r{i}")) for i in range(3)]
+    await until(lambda: len(gate.started) == 1)  # auto starts at its floor: guests wait
+    # Answers measured only in the other process, fast: the controller raises the limit
+    # for the whole queue and a waiting guest starts.
+    version = admission(other).limit_version
+    for _ in range(10):
+        admission(other).sample(version, 0.05)
+    await until(lambda: len(gate.started) == 2, timeout=5)
+    await until(lambda: other.admission.max_active == 2)
+    for s in streams:
+        gate.open(s.ticket.request_id)
+    for s in streams:
+        await s.done()
