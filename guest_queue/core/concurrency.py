@@ -152,12 +152,20 @@ class LimitController:
         new = max(1, math.floor(old * BUSY_SHRINK))
         return self._set(new, now, f"the upstream is overloaded (retry after {retry:g} s)")
 
+    @property
+    def due(self) -> bool:
+        """Whether ``decide`` would look at the samples now (an interval, enough of them)."""
+        return (
+            self.clock() - self._changed_at >= self.interval_sec
+            and len(self._samples) >= self.min_samples
+        )
+
     def decide(self, saturated: bool) -> Change | None:
         """Decide on the samples so far; the change, if any. ``saturated``: every slot in
         use (or guests waiting) lately."""
-        now = self.clock()
-        if now - self._changed_at < self.interval_sec or len(self._samples) < self.min_samples:
+        if not self.due:
             return None
+        now = self.clock()
         short = statistics.median(self._samples)
         self._samples.clear()
         if now < self._busy_until:

@@ -309,10 +309,13 @@ class Admission(ABC):
 
     def sample(self, version: int, ttfc_sec: float) -> None:
         """Give the limiter one answer's time to first chunk, and apply what it decides."""
-        self.limiter.observe(version, ttfc_sec)
-        change = self.limiter.decide(saturated=self.pressed or bool(self.waiting))
+        limiter = self.limiter
+        limiter.observe(version, ttfc_sec)
+        if not limiter.due:
+            return
+        change = limiter.decide(saturated=self.pressed or bool(self.waiting))
+        self.pressed = False  # Demand is judged afresh for each decision.
         if change is not None:
-            self.pressed = False
             self.apply_limit(change)
 
     def upstream_busy(self, retry_after_sec: float) -> None:
