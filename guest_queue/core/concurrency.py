@@ -27,7 +27,8 @@ How it keeps from oscillating:
   of many noisy medians is biased low). Each limit is judged against its own
   measurements, never against a moving average that would drift up while the
   limit sits just past the knee. It acts only outside a tolerance band: slower
-  than ``1 + tolerance`` times that lowers the limit, faster than
+  than ``1 + tolerance`` times that two intervals in a row (one may be a stall
+  or a burst of long prompts) lowers the limit, faster than
   ``1 + tolerance / 2`` may raise it.
 - It raises only when the limit is in full use (``saturated``): no demand, no
   evidence that more would do.
@@ -179,16 +180,20 @@ class LimitController:
         baseline = statistics.median(below) if below else here
         ratio = here / baseline if baseline > 0 else 1.0
         if ratio > 1 + self.tolerance:
-            # Clearly slower: at once; a little: only when the last interval here was too
-            # (one noisy median must not cost the limit).
-            if ratio > 1 + 2 * self.tolerance or self._strike == self.limit:
+            # Only when the last interval here was slow too: one noisy second (a stall of
+            # the event loop, a burst of long prompts) must not cost the limit.
+            if self._strike == self.limit:
                 return self._lower(now, ratio)
             self._strike = self.limit
             return None
         self._strike = 0
         bad = self._bad
-        if bad is not None and self._speeds.get(bad, math.inf) <= (1 + self.tolerance) * here:
-            self._bad = None  # Slow no more than this limit: the upstream slowed for everyone.
+        if (
+            bad is not None
+            and self._speeds.get(bad, math.inf) <= (1 + self.tolerance / 2) * baseline
+        ):
+            # Not slower than the limits below it any more: the upstream slowed for everyone.
+            self._bad = None
         if self._bad is not None and self.limit >= self._bad:
             self._bad = None  # A probe above the old slow limit ran fine: it is slow no more.
             self._probe_wait = self._probe_base

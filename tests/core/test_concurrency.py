@@ -61,7 +61,9 @@ def test_the_limit_falls_when_answers_slow_and_not_below_the_floor() -> None:
         step(c, clock, 0.5)  # fast at every limit: up to the ceiling
     assert c.limit == 20
     step(c, clock, 1.5)  # the upstream now slows with every answer added
-    assert 10 <= c.limit < 20  # down, at most halved at once
+    assert c.limit == 20  # one slow second could be noise
+    step(c, clock, 1.5)
+    assert 10 <= c.limit < 20  # two are not: down, at most halved at once
     limits = run(c, clock, lambda limit: 0.5 * 3 ** (limit / 3 - 1), 12)
     assert min(limits) == 3  # the floor: never below it
     assert limits.count(3) >= 6  # mostly there: 4 is already 44 % slower
@@ -73,7 +75,7 @@ def test_an_upstream_slow_for_everyone_is_not_overload() -> None:
         step(c, clock, 0.5)
     assert c.limit == 8
     limits = run(c, clock, lambda _: 2.0, 30)  # four times slower, whatever the limit
-    assert limits[0] < 8  # it looks like overload at first
+    assert limits[1] < 8  # it looks like overload at first
     assert limits[-1] == 8  # found slow at the lower limits too: climbs back
 
 
