@@ -87,7 +87,7 @@ class LimitController:
         interval_sec: float = 1.0,
         min_samples: int = 5,
         tolerance: float = 0.25,
-        probe_wait_sec: float = 5.0,
+        probe_wait_sec: float = 10.0,
     ) -> None:
         self.floor = max(1, min(floor, ceiling))
         self.ceiling = ceiling
