@@ -376,13 +376,13 @@ return {
 }
 """
 
-#: The lease holder writes the limit in use. KEYS: the queue's six, then the limiter's
-#: lease. ARGV: lease ms, limit, its version, channel, process id. A higher limit admits
+#: The lease holder writes the limit in use. KEYS: the queue's (as every script above),
+#: then the limiter's lease, last. ARGV: lease ms, limit, its version, channel, process id. A higher limit admits
 #: the head of the line at once. Returns 1, or 0 if the caller no longer holds the lease.
 SET_LIMIT = (
     PRELUDE
     + """
-if redis.call('GET', KEYS[7]) ~= ARGV[5] then
+if redis.call('GET', KEYS[#KEYS]) ~= ARGV[5] then
   return 0
 end
 redis.call('HSET', meta, 'limit', ARGV[2], 'limit_v', ARGV[3])
