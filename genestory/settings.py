@@ -55,7 +55,13 @@ def env_value(name: str, default: Any) -> Any:
 
 
 #: Settings that are text when set and None (off) when not.
-TEXT_SETTINGS = ("GUEST_HASH_KEY", "GUEST_METRICS_TOKEN", "GUEST_CLIENT_KEY", "GUEST_RATE_LIMIT")
+TEXT_SETTINGS = (
+    "GUEST_HASH_KEY",
+    "GUEST_METRICS_TOKEN",
+    "GUEST_CLIENT_KEY",
+    "GUEST_RATE_LIMIT",
+    "GUEST_PRIORITY",
+)
 
 
 #: The environment variables of the queue backend's OPTIONS (GUEST_QUEUE_BACKEND a name).

@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from .conf import AUTO, OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
 from .core.backends import backend_class, backend_path, option_names
 from .core.config import ConfigProblem, int_at_least, number
+from .core.ordering import DEFAULT_TIER, FAIRNESS_MODES
 from .guests.clients import prefix_limits
 from .guests.ratelimit import parse_rate
 from .observe import metrics
@@ -89,6 +90,14 @@ RULES: list[Rule] = [
         "such as {56: 4, 48: 16}; {} for none",
     ),
     (
+        "E075",
+        "TIERS",
+        lambda v: _tiers_valid(v),
+        f"a dict of tier name (a non-empty string) → weight (a number from 0 to 1e6) naming "
+        f"{DEFAULT_TIER!r}, such as {{'member': 4, {DEFAULT_TIER!r}: 1}}",
+    ),
+    ("E076", "FAIRNESS", lambda v: v in FAIRNESS_MODES, "'fifo' or 'fair'"),
+    (
         "E081",
         "METRICS_TOKEN",
         lambda v: v is None or (isinstance(v, str) and bool(v.strip()) and v == v.strip()),
@@ -132,7 +141,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     errors.extend(_check_workflow())
     errors.extend(_check_databases_and_caches())
     errors.extend(_check_backend())
-    errors.extend(_check_client_key())
+    errors.extend(_check_function("CLIENT_KEY", "str", "guest_queue.E072"))
+    errors.extend(_check_function("PRIORITY", "tier name", "guest_queue.E074"))
     errors.extend(_check_metrics())
     errors.extend(_check_api_middleware())
     errors.extend(_check_removed())
@@ -323,25 +333,35 @@ def _check_api_middleware() -> list[CheckMessage]:
     return errors
 
 
-def _check_client_key() -> list[CheckMessage]:
-    path = app_settings.CLIENT_KEY
+def _check_function(name: str, returns: str, check_id: str) -> list[CheckMessage]:
+    """``GUEST_<name>``, when set, imports and is a function ``(request) -> <returns>``."""
+    path = getattr(app_settings, name)
     if path is None or path == "":
         return []
+    setting = f"GUEST_{name}"
     try:
         function = import_string(path) if isinstance(path, str) else None
     except ImportError as exc:
-        return [
-            Error(f"GUEST_CLIENT_KEY {path!r} cannot be imported: {exc}", id="guest_queue.E072")
-        ]
+        return [Error(f"{setting} {path!r} cannot be imported: {exc}", id=check_id)]
     if not callable(function):
         return [
             Error(
-                f"GUEST_CLIENT_KEY must be the dotted path of a function (request) -> str, "
+                f"{setting} must be the dotted path of a function (request) -> {returns}, "
                 f"not {path!r}.",
-                id="guest_queue.E072",
+                id=check_id,
             )
         ]
     return []
+
+
+def _tiers_valid(value: Any) -> bool:
+    """``GUEST_TIERS``: tier name → weight (>= 0, a real number), ``guest`` among them."""
+    return (
+        isinstance(value, dict)
+        and DEFAULT_TIER in value
+        and all(isinstance(name, str) and name.strip() == name != "" for name in value)
+        and all(number(0, 1e6)(weight) for weight in value.values())
+    )
 
 
 def _check_workflow() -> list[CheckMessage]:

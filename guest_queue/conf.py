@@ -108,6 +108,10 @@ class GuestSettings:
     MAX_REQUESTS_PER_CLIENT: int = _queue("max_per_client")
     CLIENT_KEY: str | None = None
     RATE_LIMIT: str | None = None
+    # The order of the line (docs/admission.md).
+    PRIORITY: str | None = None
+    TIERS: Mapping[str, float] = field(default_factory=lambda: dict(QueueConfig().tiers))
+    FAIRNESS: str = _queue("fairness")
     CACHE_ALIAS: str = "default"
     SHUTDOWN_GRACE_SEC: float = _queue("shutdown_grace_sec")
     # The queue and its streams.
@@ -180,6 +184,8 @@ class GuestSettings:
             resume_log_max_bytes=self.RESUME_LOG_MAX_BYTES,
             backend=self.QUEUE_BACKEND.path,
             backend_options=self.QUEUE_BACKEND.options,
+            tiers={str(name): float(weight) for name, weight in self.TIERS.items()},
+            fairness=self.FAIRNESS,
         )
 
 

@@ -102,3 +102,10 @@ class RedisProbeWorkflow(ScriptedWorkflow):
                 yield item
         finally:
             await self.client.srem(self.keys[1], request.request_id)  # type: ignore[misc]
+
+
+def tier_from_header(request: object) -> str | None:
+    """A ``GUEST_PRIORITY`` for end-to-end tests: the request names its tier (``X-Test-Tier``)."""
+    headers = getattr(request, "headers", {})
+    tier = headers.get("X-Test-Tier")
+    return str(tier) if tier else None

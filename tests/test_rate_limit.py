@@ -149,6 +149,7 @@ async def test_a_window_expires_with_its_window_in_local_memory() -> None:
         await post(ClientAt("198.51.100.10"), SIMPLE, {"query": "chunks=1"})
     cache, key = caches["default"], rate_key("198.51.100.10", 30)
     assert cache.get(key) == 8
+    # Private: Django's local-memory cache has no public read of a key's expiry.
     expiry = cache._expire_info[stored("default", key)]  # type: ignore[attr-defined]
     assert 0 < expiry - time.time() <= 31
 

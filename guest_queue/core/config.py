@@ -46,6 +46,13 @@ class QueueConfig:
     backend: str = "local"
     #: Options only the backend reads (the Redis backend: ``RedisOptions``' fields).
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Admission tiers: name -> weight (0: strictly after every positive weight); requests
+    #: of a tier not named here are ordered as "guest" (``ordering``).
+    tiers: Mapping[str, float] = field(default_factory=lambda: {"guest": 1})
+    #: "fifo": first come, first served within a tier; "fair": by each client's recent use.
+    fairness: str = "fifo"
+    #: Half-life of a client's charged use under "fair" (not a setting: tests tune it).
+    fair_half_life_sec: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .backends.base import Ticket
 from .endings import Ending
+from .records import Status
 
 
 class LiveTickets:
@@ -45,6 +47,18 @@ class LiveTickets:
         return [
             t for t in self.by_id.values() if not t.drive.started and t.record.created_mono < cutoff
         ]
+
+    async def release_unclaimed(
+        self, limit_sec: float, leave: Callable[[Ticket, Ending], object]
+    ) -> None:
+        """Release (``leave``) tickets whose stream never started ``limit_sec`` after they
+        were accepted (the client left before it could); looks at least every 5 s."""
+        while True:
+            await asyncio.sleep(min(5.0, limit_sec))
+            never = Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
+            for ticket in self.unclaimed_since(limit_sec):
+                if ticket.share.detached is None:
+                    leave(ticket, never)
 
     def detached_counts(self) -> tuple[int, int]:
         """Accepted tickets outside the admission queue: (following a leader, replaying)."""

@@ -20,6 +20,7 @@ from . import events as ev
 from .answers.cache import AnswerCache
 from .answers.relay import AnswerRelay
 from .answers.sharing import AnswerSharing, RemoteLeader, serve_from
+from .anywhere import RequestsAnywhere
 from .availability import AvailabilityProbe
 from .backends import backend_class
 from .backends.base import Ticket
@@ -27,12 +28,12 @@ from .config import QueueConfig
 from .drive import StopReason
 from .endings import Ending
 from .errors import ClientLimited, NotAccepting, QueueFull, Refused, Unavailable
-from .eventlog import LogTrimmed
 from .fairness import NETWORK_LIMIT
+from .handoff import HandOff
 from .live import LiveTickets
 from .records import RecentRequests, RequestRecord, Status
 from .reporting import QueueReporter
-from .resume import LogExpired, NotSentYet, Resumable, Resumes, UnknownRequest
+from .resume import Resumable, Resumes
 from .runner import Channel, run_workflow
 from .stats import QueueStats
 from .stopping import QueueStopper
@@ -45,10 +46,6 @@ logger = logging.getLogger("guest_queue")
 Listener = Callable[[RequestRecord], None]
 #: A part told of each request's ending (the ticket, how it ended).
 EndObserver = Callable[[Ticket, Ending], None]
-
-#: How soon a client whose stream a draining process closed should resume it.
-HAND_OFF_RETRY_MS = 250
-UNREACHABLE_QUEUE = "The queue service is unreachable; please try again shortly."
 
 
 class QueueManager:
@@ -88,8 +85,29 @@ class QueueManager:
         self.resumes = Resumes(
             config, self.events, self.stopper.spawn, self.admission.shared_logs()
         )
-        self.stopper.before_drain = self._hand_off
-        self.admission.on_abandoned = self._abandoned
+        #: The drain's hand-off of waiting resumable requests, and adopting others'.
+        self.handoff = HandOff(
+            config,
+            self.admission,
+            self.resumes,
+            self.sharing,
+            self.live,
+            self.stats,
+            self.stopper,
+            self.finish,
+        )
+        self.stopper.before_drain = self.handoff.hand_off
+        self.admission.on_abandoned = self.handoff.abandoned
+        #: Resuming, cancelling and finding requests in whichever process holds them.
+        self.anywhere = RequestsAnywhere(
+            self.resumes,
+            self.admission,
+            self.live,
+            self.reporter,
+            self.stopper,
+            self.handoff,
+            self.cancel,
+        )
         self._warnings: list[str] = []
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
@@ -111,10 +129,14 @@ class QueueManager:
             return
         self.stopper.loop = asyncio.get_running_loop()
         self.stopper.spawn(supervised("queue admission", self.admission.run))
-        self.stopper.spawn(supervised("unclaimed-ticket sweep", self._release_unclaimed))
+        sweep = functools.partial(
+            self.live.release_unclaimed, self.config.unclaimed_ticket_sec, self.leave
+        )
+        self.stopper.spawn(supervised("unclaimed-ticket sweep", sweep))
         shared = self.resumes.shared
         if shared is not None:
-            listen = functools.partial(shared.listen, self._cancel_heard, self.resumes.heard_claim)
+            heard = self.anywhere.cancel_heard
+            listen = functools.partial(shared.listen, heard, self.resumes.heard_claim)
             self.stopper.spawn(supervised("cancel and reader listener", listen))
         if self.relay is not None:
             self.stopper.spawn(supervised("answer relay", self.relay.run))
@@ -505,144 +527,19 @@ class QueueManager:
         self.stopper.spawn(rest)
         return True
 
-    # -- resumable requests --------------------------------------------------------
+    # -- resumable requests, hand-offs and requests held elsewhere -------------------
 
     def resumable(self, ticket: Ticket) -> Resumable:
         """Drive an accepted ticket in the background, so that it survives a disconnect."""
         return self.resumes.open(ticket)
 
     async def resume(self, request_id: str, after: int) -> AsyncIterator[bytes]:
-        """A resumable request's messages after seq ``after``, then live ones (SSE with ids).
+        """A resumable request's messages after seq ``after`` (``RequestsAnywhere.resume``)."""
+        return await self.anywhere.resume(request_id, after)
 
-        Checked before anything is sent: ``UnknownRequest`` (never seen, or not
-        resumable), ``LogExpired`` (its log is gone), ``NotSentYet`` (``after`` is
-        beyond its last message), ``LogTrimmed`` (the messages after ``after`` are no
-        longer kept), ``NotAccepting`` (draining, and the request is not held here:
-        resume through another process). The request may be driven here, driven by
-        another process sharing the queue, or left by a draining one to be adopted.
-        """
-        try:
-            res = self.resumes.get(request_id)
-        except KeyError:
-            return await self._resume_elsewhere(request_id, after)
-        if after > res.log.last_seq:
-            raise NotSentYet(after)
-        res.log.read_after(after)  # LogTrimmed when they are gone
-        return self.resumes.read(res, after, with_ids=True)
-
-    async def _resume_elsewhere(self, request_id: str, after: int) -> AsyncIterator[bytes]:
-        shared = self.resumes.shared
-        state = await shared.state(request_id) if shared is not None else None
-        if shared is None or state is None:
-            raise UnknownRequest(request_id)
-        if state != "live":
-            raise LogExpired(request_id)
-        bounds = await shared.bounds(request_id)
-        if bounds is not None:
-            # The same checks as for a log this process holds.
-            first, last = bounds
-            if after > last:
-                raise NotSentYet(after)
-            if after + 1 < first:
-                raise LogTrimmed(after)
-        if not self.accepting:
-            raise NotAccepting("The server is restarting; resume again.", 1)
-        adopted = await self.adopt(request_id)
-        if adopted is not None:
-            # Its process was drained for a deploy: this one drives it now, same place.
-            return self.resumes.read(adopted, after, with_ids=True)
-        # Another process drives it: read its log from the shared queue's Redis.
-        return self.resumes.read_remote(
-            request_id,
-            after,
-            with_ids=True,
-            alive=functools.partial(self.held_anywhere, request_id),
-        )
-
-    async def adopt(self, request_id: str) -> Resumable | None:
-        """Drive a resumable request a draining process handed off; None if there is none."""
-        shared = self.resumes.shared
-        if shared is None or not self.accepting:
-            return None
-        ticket = await self.admission.adopt(request_id)
-        if ticket is None:
-            return None
-        try:
-            earlier = await shared.read(request_id, 0, 0.001)
-        except Exception:
-            earlier = []
-        ticket.record.arrival_position = max(ticket.position, 1)
-        self.live.add(ticket, detached=False)
-        self.stats.total += 1
-        return self.resumes.open(ticket, earlier)
-
-    async def _hand_off(self) -> None:
-        """Draining: leave waiting resumable requests' places to the other processes."""
-        if self.resumes.shared is None:
-            return
-        # A process on its way out records no hand-offs (its figures leave with it).
-        self.admission.on_abandoned = None
-        waiting = [
-            t
-            for t in self.admission.waiting.values()
-            if t.request_id in self.resumes.by_id and not t.record.status.is_terminal
-        ]
-        followers = self._waiting_followers()
-        if not waiting and not followers:
-            return
-        grace = self.config.resume_grace_sec
-        handed = await self.admission.hand_off(waiting, grace, followers)
-        for ticket in handed:
-            if ticket.share.leader is not None and self.sharing is not None:
-                self.sharing.finished(ticket)  # It follows no more: it waits in line itself.
-            ticket.drive.stop = StopReason.HANDED_OFF
-            self.live.remove(ticket)
-            # The adopting process counts it (and records its ending): not counted twice.
-            self.stats.total -= 1
-            self.resumes.hand_off(ticket.request_id, HAND_OFF_RETRY_MS)
-        if handed:
-            logger.info("%d waiting request(s) left to the other processes", len(handed))
-
-    def _waiting_followers(self) -> list[tuple[Ticket, str]]:
-        """Resumable followers of a leader still waiting in line, with their arrival score.
-
-        A follower had no place of its own: it lines up where it arrived, its leader's
-        score (Redis's clock) plus the time it came after that score was given (this
-        process's clock; at least just behind its leader).
-        """
-        followers = []
-        for res in self.resumes.by_id.values():
-            ticket = res.ticket
-            leader = ticket.share.leader
-            if leader is None or leader.place.admitted or ticket.record.status.is_terminal:
-                continue
-            line = self.admission.line_score(leader)
-            if line is None:
-                continue
-            leader_score, scored = line
-            after = ticket.record.created_mono - (scored or leader.record.created_mono)
-            score = int(float(leader_score)) + max(1, round(after * 1_000_000))
-            followers.append((ticket, str(score)))
-        return followers
-
-    def _abandoned(self, ticket: Ticket) -> None:
-        """A hand-off nobody adopted in time, claimed by this process: it ends here, counted
-        and recorded once (its own process no longer counts it), as a guest who never came
-        back."""
-        self.stats.total += 1
-        message = "Nobody came back for the request after the server restarted."
-        self.finish(ticket, Ending.silent(Status.CANCELLED, DISCONNECTED, message))
-
-    async def held_anywhere(self, request_id: str) -> bool:
-        """Whether the request waits or runs in some process (True when that cannot be told)."""
-        if self.live.get(request_id) is not None:
-            return True
-        try:
-            if await self.admission.locate(request_id) is not None:
-                return True
-            return not await self.admission.reachable()
-        except Exception:
-            return True
+    async def cancel_anywhere(self, request_id: str) -> Status | None:
+        """``cancel``, also for a request another process sharing the queue holds."""
+        return await self.anywhere.cancel_anywhere(request_id)
 
     def cancel(self, request_id: str) -> Status | None:
         """End a request on purpose, freeing its place or slot; its status, None if unknown."""
@@ -655,37 +552,6 @@ class QueueManager:
             return ticket.record.status
         record = self.recent.get(request_id)
         return record.status if record is not None else None
-
-    async def cancel_anywhere(self, request_id: str) -> Status | None:
-        """``cancel``, also for a request another process sharing the queue holds."""
-        status = self.cancel(request_id)
-        shared = self.resumes.shared
-        if status is not None or shared is None:
-            return status
-        found = await self.find(request_id)
-        if found is None:
-            if not await self.admission.reachable():
-                # Not "unknown": the shared queue could not be asked.
-                raise Unavailable(UNREACHABLE_QUEUE, 1)
-            return None
-        if found.get("status") in ("queued", "processing"):
-            await shared.cancel(request_id)
-            return Status.CANCELLED
-        return Status(found["status"])
-
-    def _cancel_heard(self, request_id: str) -> None:
-        if self.live.get(request_id) is not None:
-            self.cancel(request_id)
-
-    async def _release_unclaimed(self) -> None:
-        """Release tickets whose stream never started (the client left before it could)."""
-        limit = self.config.unclaimed_ticket_sec
-        while True:
-            await asyncio.sleep(min(5.0, limit))
-            never = Ending.silent(Status.CANCELLED, "abandoned", "Stream never started.")
-            for ticket in self.live.unclaimed_since(limit):
-                if ticket.share.detached is None:
-                    self.leave(ticket, never)
 
 
 def _gone(ticket: Ticket) -> Ending:

@@ -20,6 +20,7 @@ from ..core.errors import NotAccepting, Refused
 from ..core.manager import QueueManager
 from ..guests.clients import client_of
 from ..guests.ratelimit import over_rate
+from ..guests.tiers import tier_of
 from ..history.lookup import HistoryUnavailable, find_in_history
 from ..observe import metrics
 from ..runtime import Misconfigured, get_history, get_manager
@@ -108,6 +109,7 @@ async def submit(
         client_groups=client.groups,
         language=language,
         history=history,
+        tier=tier_of(request),
     )
     note_ticket(manager, ticket)
     return manager, ticket

@@ -29,7 +29,7 @@ def note_ticket(manager: QueueManager, ticket: Ticket) -> None:
 
 def release_unstarted(taken: list[tuple[QueueManager, Ticket]]) -> None:
     for manager, ticket in taken:
-        if not ticket.claimed:
+        if not ticket.drive.started:
             manager.release(ticket)
 
 

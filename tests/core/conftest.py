@@ -11,6 +11,7 @@ import pytest
 from guest_queue.core.answers.cache import AnswerCache
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis import RedisAdmission
+from guest_queue.core.backends.redis.logs import RedisLogs
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.events import Event
 from guest_queue.core.manager import QueueManager
@@ -135,3 +136,17 @@ async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[F
 def admission(manager: QueueManager) -> RedisAdmission:
     assert isinstance(manager.admission, RedisAdmission)
     return manager.admission
+
+
+async def listening(*managers: QueueManager) -> None:
+    """Wait until each of ``managers`` (sharing one queue) listens for cancels and readers:
+    Redis counts the subscribers of their channels (``PUBSUB NUMSUB``)."""
+    logs = managers[0].resumes.shared
+    assert isinstance(logs, RedisLogs)
+    channels = (logs.cancels, logs.readers)
+    async with asyncio.timeout(5):
+        while True:
+            counts = await logs.client.pubsub_numsub(*channels)
+            if all(count >= len(managers) for _, count in counts):
+                return
+            await asyncio.sleep(0.01)

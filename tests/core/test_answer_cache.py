@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from guest_queue.core.answers.cache import CachedAnswer, question_key
+from guest_queue.core.answers.sharing import serve_from
+from guest_queue.core.backends.base import Ticket
 from guest_queue.core.config import QueueConfig
 from guest_queue.core.manager import QueueManager
+from guest_queue.core.records import RequestRecord, Status
 from guest_queue.workflows.base import WorkflowError, WorkflowItem, WorkflowRequest
 
 from .conftest import GateWorkflow, Stream, until
@@ -256,3 +259,39 @@ async def test_a_hanging_cache_does_not_hold_the_guest() -> None:
     stream = Stream(manager, await manager.submit("anything"))
     assert (await stream.done())[-1] == "workflow_complete"
     assert asyncio.get_running_loop().time() - started < 2
+
+
+def test_a_waiting_follower_served_a_finished_answer_starts_now() -> None:
+    waiting = Ticket(RequestRecord(request_id="f1", query="Q"))
+    serve_from(waiting, CachedAnswer("text"))
+    assert waiting.record.status is Status.PROCESSING
+    assert waiting.record.started_mono is not None
+    assert waiting.record.cached and waiting.place.wake.is_set()
+    assert waiting.share.replay == CachedAnswer("text")
+
+
+def test_a_live_follower_served_the_finished_answer_keeps_its_start_time() -> None:
+    live = Ticket(RequestRecord(request_id="f1", query="Q"))
+    live.record.mark_started()
+    started = (live.record.started_at, live.record.started_mono)
+    serve_from(live, CachedAnswer("text"))
+    assert (live.record.started_at, live.record.started_mono) == started
+
+
+async def test_an_answer_to_a_follow_up_is_never_kept_in_the_cache(gate: GateWorkflow) -> None:
+    cache = MemoryCache()
+    manager = make(gate, cache, max_concurrent=1)
+    turns = (("user", "What is a gene?"), ("assistant", "A stretch of DNA."))
+    follow_up = Stream(manager, await manager.submit("And a genome?", history=turns))
+    await until(lambda: gate.started == ["And a genome?"])
+    gate.open(follow_up.ticket.request_id)
+    assert (await follow_up.done())[-1] == "workflow_complete"
+    plain = Stream(manager, await manager.submit("Q"))
+    gate.open(plain.ticket.request_id)
+    await plain.done()
+    # Only the question asked without history is kept: an answer in context is not
+    # an answer to the bare words, under any key.
+    await until(lambda: len(cache.data) == 1)
+    await asyncio.sleep(0.05)
+    assert len(cache.data) == 1
+    await manager.close()

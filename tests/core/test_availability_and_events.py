@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from guest_queue.core import availability
 from guest_queue.core import events as ev
 from guest_queue.core.availability import AvailabilityProbe
 from guest_queue.core.errors import Unavailable
@@ -71,3 +73,42 @@ def test_answer_text_can_never_break_the_sse_framing() -> None:
     # One line of pure ASCII: no separator any SSE or JSON-lines parser could split on.
     assert line.isascii() and b"\n" not in line and b"\r" not in line
     assert json.loads(line)["data"] == text
+
+
+class Down:
+    """A workflow whose service says it is down."""
+
+    async def stream(self, request: Any) -> Any:
+        yield "never asked"
+
+    async def is_available(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("period", "retry_after"), [(0.0, 1), (2.5, 3)])
+async def test_a_workflow_that_is_down_is_a_503_to_come_back_after_the_probe_period(
+    period: float, retry_after: int
+) -> None:
+    manager = make_manager(Down(), availability_cache_sec=period)
+    with pytest.raises(Unavailable) as refused:
+        await manager.submit("anyone there?")
+    assert str(refused.value) == "The assistant is temporarily unavailable."
+    assert refused.value.retry_after == retry_after
+    assert manager.status()["rejected_requests"] == 1
+    await manager.close()
+
+
+async def test_a_probe_that_never_answers_counts_as_down_after_its_timeout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Hanging(Down):
+        async def is_available(self) -> bool:
+            await asyncio.Event().wait()
+            return True
+
+    monkeypatch.setattr(availability, "PROBE_TIMEOUT_SEC", 0.1)
+    manager = make_manager(Hanging())
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(manager.submit("anyone there?"), 2)
+    assert [r.getMessage() for r in caplog.records] == ["Workflow availability probe failed"]
+    await manager.close()

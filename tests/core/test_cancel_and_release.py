@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
+from guest_queue.core.anywhere import UNREACHABLE_QUEUE
 from guest_queue.core.errors import Unavailable
-from guest_queue.core.manager import UNREACHABLE_QUEUE
 from guest_queue.core.records import Status
 
 from ..services import closed_port
-from .conftest import Factory, GateWorkflow, Stream, make_manager, until
+from .conftest import Factory, GateWorkflow, Stream, listening, make_manager, until
 from .test_answer_cache import MemoryCache, make
 
 CANCELLED = {"error": "The request was cancelled.", "code": "cancelled"}
@@ -41,7 +42,7 @@ async def test_a_cancel_through_another_process_ends_only_that_request(
     running = Stream(a, await a.submit("running"))
     waiting = Stream(a, await a.submit("waiting"))
     await until(lambda: gate.started == ["running"])
-    await asyncio.sleep(0.2)  # both processes listen for cancels
+    await listening(a, b)
     assert await b.cancel_anywhere(waiting.ticket.request_id) is Status.CANCELLED
     await waiting.done()
     assert waiting.events[-1].data == CANCELLED
@@ -99,4 +100,24 @@ async def test_a_cache_hit_is_recorded_as_started_and_finished_at_once(gate: Gat
     assert record is not None and record["cached"] is True and record["status"] == "completed"
     assert record["started_at"] is not None and record["wait_ms"] is not None
     assert record["processing_ms"] is not None
+    await manager.close()
+
+
+async def test_the_unclaimed_ticket_sweep_looks_at_least_every_five_seconds(
+    gate: GateWorkflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording(delay: float, *args: Any) -> Any:
+        waits.append(delay)
+        return await real_sleep(min(delay, 0.01), *args)
+
+    manager = make_manager(gate, unclaimed_ticket_sec=60)
+    monkeypatch.setattr(asyncio, "sleep", recording)
+    manager.start()
+    await until(lambda: len(waits) >= 3)
+    monkeypatch.undo()
+    # A guest who never came for the answer is let go 60 to 65 s after asking.
+    assert 5.0 in waits and max(waits) == 5.0
     await manager.close()

@@ -597,3 +597,40 @@ async def test_status_reports_accepting_false_once_the_drain_begins(gate: GateWo
     await asyncio.wait_for(manager.drain(), 2)
     assert manager.status()["accepting"] is False  # a JSON boolean for the operator, not null
     await manager.close()
+
+
+async def test_the_status_says_whether_the_queue_still_accepts_guests(gate: GateWorkflow) -> None:
+    manager = make_manager(gate)
+    manager.start()
+    assert manager.status()["accepting"] is True
+    manager.begin_drain()
+    await until(lambda: manager.status()["accepting"] is False)
+    await manager.close()
+
+
+async def test_the_history_keeps_where_each_guest_arrived_in_line(gate: GateWorkflow) -> None:
+    manager = make_manager(gate, max_concurrent=1)
+    streams = [Stream(manager, await manager.submit(f"q{i}")) for i in range(3)]
+    await until(lambda: gate.started == ["q0"])
+    # The first started at once (first in line); the others arrived 1st and 2nd in line.
+    assert [s.ticket.record.arrival_position for s in streams] == [1, 1, 2]
+    for stream in streams:
+        gate.open(stream.ticket.request_id)
+    for stream in streams:
+        await stream.done()
+    await manager.close()
+
+
+async def test_a_drain_ends_what_still_runs_at_the_end_of_its_grace_at_once(
+    gate: GateWorkflow,
+) -> None:
+    manager = make_manager(gate, shutdown_grace_sec=0)
+    stream = Stream(manager, await manager.submit("still running"))
+    await until(lambda: gate.started == ["still running"])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(manager.close(), 5)
+    # Told at once, and the drain over in a moment (its only pause: 50 ms for the streams).
+    assert loop.time() - began < 0.8
+    assert (await stream.done())[-1] == "error"
+    assert stream.events[-1].data["code"] == "shutting_down"

@@ -116,6 +116,7 @@ async def test_a_question_with_spaces_is_heard_whole_and_wants_reach_the_relay()
 
 async def test_a_lapsed_list_does_not_hide_another_process_s_leaders() -> None:
     lists = answers(lease_sec=0.05)
+    # Private: the handler of a message on the leaders' channel, fed here without Redis.
     lists._heard_list('["P1",[["k1","L1"]]]')
     await asyncio.sleep(0.1)
     lists._heard_list('["P2",[["k2","L2"]]]')
@@ -126,6 +127,7 @@ async def test_a_lapsed_list_does_not_hide_another_process_s_leaders() -> None:
 
 def test_an_empty_list_forgets_that_process_s_leaders() -> None:
     lists = answers()
+    # Private: the handler of a message on the leaders' channel, fed here without Redis.
     lists._heard_list('["P1",[["k1","L1"]]]')
     lists._heard_list('["P1",[]]')
     assert lists.leader("k1") is None
@@ -136,6 +138,7 @@ def test_an_empty_list_forgets_that_process_s_leaders() -> None:
 
 def test_a_malformed_list_is_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     lists = answers()
+    # Private: the handler of a message on the leaders' channel, fed here without Redis.
     lists._heard_list("not json")
     lists._heard_list('["P1",[["k1"]]]')
     assert lists.theirs == {}

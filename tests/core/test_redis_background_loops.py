@@ -70,6 +70,7 @@ def fail_the_next_leave(adm: Any, error: Exception) -> list[Exception]:
     failures = [error]
 
     async def run(script: Any, keys: list[str], args: list[Any]) -> Any:
+        # Private: the backend's Lua scripts are its own; failing only the leave needs its identity.
         if script is adm._leave and failures:
             raise failures.pop()
         return await real_run(script, keys, args)
@@ -113,6 +114,7 @@ async def test_a_leave_redis_did_not_get_is_sent_again_without_an_error_logged(
         await until(lambda: gate.started == ["running", "waiting"], timeout=3)
         gate.open(waiting.ticket.request_id)
         assert (await waiting.done())[-1] == "workflow_complete"
+        # Private: the leaves to retry show nowhere public until they succeed.
         await until(lambda: not adm._leaving)
         await asyncio.sleep(0.6)  # a loop that stopped would be restarted, and say so, by now
     assert not failures
@@ -133,6 +135,7 @@ async def test_a_leave_slower_than_a_renewal_pass_logs_no_error(
 
     async def slow_leaves(script: Any, keys: list[str], args: list[Any]) -> Any:
         nonlocal slow
+        # Private: the backend's Lua scripts are its own; slowing only the leave needs its identity.
         if script is adm._leave:
             slow += 1
             await asyncio.sleep(0.35)
@@ -145,6 +148,7 @@ async def test_a_leave_slower_than_a_renewal_pass_logs_no_error(
         await until(lambda: gate.started == ["running", "waiting"], timeout=3)
         gate.open(waiting.ticket.request_id)
         assert (await waiting.done())[-1] == "workflow_complete"
+        # Private: the leaves to retry show nowhere public until they succeed.
         await until(lambda: not adm._leaving)
         await asyncio.sleep(0.6)  # a loop that stopped would be restarted, and say so, by now
     assert slow >= 1

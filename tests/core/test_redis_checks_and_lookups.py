@@ -110,7 +110,7 @@ async def test_a_live_log_lives_its_longest_possible_life_and_a_finished_one_the
 ) -> None:
     logs.append("r2", 1, chunk("a"))
     await until_bounds(logs, "r2", (1, 1))
-    key = logs._key("r2")
+    key = logs.log_key("r2")
     # grace 2 + timeout 10 + no wait limit + 60 s of margin
     assert 71_000 < await logs.client.pttl(key) <= 72_000
     await logs.client.pexpire(key, 5_000)

@@ -53,6 +53,7 @@ async def test_closing_gives_back_slots_whose_leave_failed_and_leaves_nothing_be
     real_run = adm.link.run
 
     async def leaves_fail(script: Any, keys: list[str], args: list[Any]) -> Any:
+        # Private: the backend's Lua scripts are its own; failing only the leave needs its identity.
         if script is adm._leave:
             raise Unavailable("Redis hiccup", 1)
         return await real_run(script, keys, args)
@@ -60,6 +61,7 @@ async def test_closing_gives_back_slots_whose_leave_failed_and_leaves_nothing_be
     adm.link.run = leaves_fail  # type: ignore[method-assign]
     gate.open(running.ticket.request_id)
     await running.done()
+    # Private: the leaves to retry show nowhere public until they succeed.
     await until(lambda: running.ticket.request_id in adm._leaving)
     process_key = adm.process_key
     assert await admission(b).client.exists(process_key) == 1
@@ -103,6 +105,7 @@ async def test_closing_does_not_hang_on_a_redis_that_stops_answering(
 async def test_closing_the_link_neither_fails_nor_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(link_module, "CLOSE_TIMEOUT_SEC", 0.1)
     link = RedisLink(RedisOptions(url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=2.5))
+    # Private: the pub/sub connection has no public handle.
     closers = link.client.aclose, link._events.aclose
 
     async def broken() -> None:
@@ -145,4 +148,5 @@ async def test_closing_the_logs_gives_up_on_a_stuck_writer(
     monkeypatch.setattr(logs.client, "pipeline", stuck)
     logs.append(RID, 1, chunk(1))
     await asyncio.wait_for(logs.close(), 2)
+    # Private: the writer task is the leak this checks for; nothing public shows it.
     assert logs._writer is not None and logs._writer.done()

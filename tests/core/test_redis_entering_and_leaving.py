@@ -17,6 +17,7 @@ from .test_answer_cache import MemoryCache
 async def renewed(manager: QueueManager) -> None:
     """Wait until the process has renewed its leases in Redis at least once."""
     adm = admission(manager)
+    # Private: the first renewal sets the epoch; nothing public says it happened.
     await until(lambda: adm._epoch != "")
     async with asyncio.timeout(5):
         while not await adm.client.exists(adm.process_key):
@@ -64,6 +65,7 @@ async def test_an_admission_heard_before_the_entrys_reply_starts_the_request_at_
 
     async def slow_reply(script: Any, keys: list[str], args: list[Any]) -> Any:
         reply = await real_run(script, keys, args)
+        # Private: the backend's Lua scripts; delaying only the entry needs its identity.
         if script is adm._enter and reply[0] == 0:
             # While the reply is on its way, the slot frees up and Redis admits it: this
             # process hears of the admission first.
@@ -112,9 +114,11 @@ async def test_a_follower_that_lined_up_again_gives_its_clients_count_back_when_
     await until(lambda: gate.started == ["Q", "Q"])
     gate.open(follower.ticket.request_id)
     assert (await follower.done())[-1] == "workflow_complete"
+    # Private: the leaves to retry show nowhere public until they succeed.
     await until(lambda: not adm._leaving)
     # Renewals after its leave must not count it against its client again.
     passes = 0
+    # Private: the renewal pass is counted; no public seam.
     renew = adm._renew_in_order
 
     async def counted() -> None:

@@ -10,8 +10,8 @@ from guest_queue.core.manager import QueueManager
 from ..services import redis_prefix
 from .conftest import Factory, GateWorkflow, Stream, admission, make_manager, until
 from .test_answer_cache import MemoryCache
-from .test_handoff_edges import redis_ms
 from .test_redis_followers import announced
+from .test_redis_handoff import redis_ms
 
 
 async def test_a_slots_lease_runs_exactly_the_configured_time(

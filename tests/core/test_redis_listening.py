@@ -122,6 +122,7 @@ async def test_reconnecting_backs_off_doubling_and_starts_over_after_a_good_conn
     monkeypatch.setattr(link_module, "CLOSE_TIMEOUT_SEC", 0.1)
     link = RedisLink(RedisOptions(url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=30))
     events = FlakyEvents(["down", "down", "down", "drop", "up"])
+    # Private: the pub/sub connection has no public handle to swap for a flaky one.
     real_events, link._events = link._events, events  # type: ignore[assignment]
     try:
         async with listening(link, ("a", "b")) as heard:

@@ -16,7 +16,7 @@ from guest_queue.core.backends.redis.logs import RedisLogs
 from guest_queue.core.manager import QueueManager
 from guest_queue.core.resume import Resumable
 
-from .conftest import Factory, admission, until
+from .conftest import Factory, admission, listening, until
 from .test_redis_resume import Held, SharedReader, started
 from .test_resume import Reader
 
@@ -28,7 +28,7 @@ async def read_elsewhere_before(
     went: a reader on ``a`` now claims the request in Redis."""
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     res = a.resumes.get(ticket.request_id)
     elsewhere = b.resumes.shared
     assert elsewhere is not None
@@ -141,7 +141,7 @@ async def test_a_request_read_elsewhere_past_the_grace_ends_one_grace_after_that
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
     await asyncio.sleep(0.8)  # past the grace, twice
     assert ticket.record.status.value == "processing"

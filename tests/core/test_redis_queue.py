@@ -344,11 +344,13 @@ async def test_a_renewal_on_its_way_never_brings_back_a_request_that_left(
     send = queue.link.run
 
     async def slow_renewal(script: Any, keys: list[str], args: list[Any]) -> Any:
+        # Private: the backend's Lua scripts are its own; slowing only the sync needs its identity.
         if script is queue._sync:
             await asyncio.sleep(0.3)  # A slow network: the renewal is still on its way...
         return await send(script, keys, args)
 
     queue.link.run = slow_renewal  # type: ignore[method-assign]
+    # Private: asks for a sync pass now instead of waiting for the next tick.
     queue._dirty.set()
     await asyncio.sleep(0.05)
     await waiter.disconnect()  # ...when the waiter leaves.
@@ -368,6 +370,7 @@ async def test_a_failing_renewal_pass_is_restarted_and_places_are_kept(
 ) -> None:
     a = shared(gate, max_concurrent=1)
     redis_admission = admission(a)
+    # Private: the lease renewal, made to fail; no public seam.
     real = redis_admission._renew
     failures = [RuntimeError("a bug in the renewal pass")]
 

@@ -9,7 +9,7 @@ import pytest
 
 from guest_queue.core.records import Status
 
-from .conftest import Factory, admission, until
+from .conftest import Factory, admission, listening, until
 from .test_redis_resume import Held, SharedReader, started
 from .test_resume import Reader, chunks
 
@@ -26,7 +26,7 @@ async def test_a_reader_on_another_process_replaces_the_local_one(
     flow = Held()
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, old = await started(flow, a)
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     new = SharedReader(b, ticket.request_id, old.seqs[-1], claims=True)
     await _replaced_promptly(old.task)
     assert a.resumes.by_id[ticket.request_id].reader is None
@@ -45,7 +45,7 @@ async def test_a_local_resume_replaces_a_reader_on_another_process(
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
     await asyncio.sleep(0.3)  # it has claimed the request and waits for more
     assert not remote.task.done()
@@ -64,7 +64,7 @@ async def test_a_newer_reader_on_a_third_process_replaces_a_remote_one(
     b, c = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # every process listens
+    await listening(a, b, c)
     seen = first.seqs[-1]
     on_b = SharedReader(b, ticket.request_id, seen, claims=True)
     await asyncio.sleep(0.3)
@@ -104,7 +104,7 @@ async def test_a_local_reader_whose_claim_comes_back_older_than_one_heard_of_clo
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
     res = a.resumes.get(ticket.request_id)
     await until(lambda: res.newest > 0)  # a heard of b's claim
@@ -149,7 +149,7 @@ async def test_a_remote_reader_closes_as_soon_as_a_newer_reader_claims_not_at_it
     b = shared(flow, resume_grace_sec=5, redis_timeout_sec=4, lease_sec=15)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     logs = b.resumes.shared
     assert logs is not None
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
@@ -173,7 +173,7 @@ async def test_a_reader_replaced_unheard_closes_when_the_claims_are_checked_agai
     logs = admission(a).logs
     # A reader on another process claimed the request while this process's subscription
     # was being remade: the claim is in Redis, its announcement never arrived here.
-    await logs.client.set(logs._attached_key(ticket.request_id), 1, px=4000)
+    await logs.client.set(logs.attached_key(ticket.request_id), 1, px=4000)
     await asyncio.sleep(0.2)
     assert not first.task.done()
     # What the listener does once its subscription is remade: the claims are read again.
@@ -190,7 +190,7 @@ async def test_a_cancel_right_after_a_reader_moved_to_another_process_is_heard(
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow, resume_grace_sec=5)
     ticket, old = await started(flow, a)
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     new = SharedReader(b, ticket.request_id, old.seqs[-1], claims=True)
     await _replaced_promptly(old.task)
     # a heard of b's claim (a request nobody on a reads remotely): its listener listens on.

@@ -32,6 +32,7 @@ async def test_a_follower_lines_up_again_even_when_the_line_is_full(
         gate.open(request_id)
     assert (await follower.done())[-1] == "workflow_complete"
     await other.done()
+    # Private: a requeue task left behind shows nowhere public.
     await until(lambda: not admission(a)._requeues)  # no task left behind
 
 
@@ -47,6 +48,7 @@ async def test_a_follower_that_cannot_line_up_again_is_told_the_queue_is_unreach
     async def unreachable(*args: Any, **kwargs: Any) -> int:
         raise Unavailable(UNREACHABLE, 1)
 
+    # Private: the join script's call, made to fail; no public seam.
     admission(a)._join = unreachable  # type: ignore[method-assign]
     gate.fail(leader.ticket.request_id)
     assert (await follower.done())[-1] == "error"
@@ -63,9 +65,9 @@ async def test_held_anywhere_finds_a_request_another_process_holds(
     running = Stream(b, await b.submit("running"))
     waiting = Stream(b, await b.submit("waiting"))
     await until(lambda: gate.started == ["running"])
-    assert await a.held_anywhere(running.ticket.request_id)
-    assert await a.held_anywhere(waiting.ticket.request_id)
-    assert not await a.held_anywhere("00000000-0000-4000-8000-000000000000")
+    assert await a.anywhere.held_anywhere(running.ticket.request_id)
+    assert await a.anywhere.held_anywhere(waiting.ticket.request_id)
+    assert not await a.anywhere.held_anywhere("00000000-0000-4000-8000-000000000000")
     for stream in (running, waiting):
         gate.open(stream.ticket.request_id)
     await running.done()
@@ -74,13 +76,13 @@ async def test_held_anywhere_finds_a_request_another_process_holds(
 
 async def test_held_anywhere_says_yes_when_it_cannot_tell(shared: Factory) -> None:
     down = shared(GateWorkflow(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", lease_sec=1.2)
-    assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
+    assert await down.anywhere.held_anywhere("00000000-0000-4000-8000-000000000000")
 
     async def broken(request_id: str) -> None:
         raise RuntimeError("a bug in the lookup")
 
     down.admission.locate = broken  # type: ignore[method-assign]
-    assert await down.held_anywhere("00000000-0000-4000-8000-000000000000")
+    assert await down.anywhere.held_anywhere("00000000-0000-4000-8000-000000000000")
 
 
 async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
@@ -91,7 +93,7 @@ async def test_held_anywhere_finds_a_follower_without_a_place_of_its_own(
     leader = Stream(a, await a.submit("Q"))
     follower = Stream(a, await a.submit("Q"))
     assert follower.ticket.share.leader is leader.ticket  # in no line and no slot in Redis
-    assert await a.held_anywhere(follower.ticket.request_id)
+    assert await a.anywhere.held_anywhere(follower.ticket.request_id)
     await until(lambda: gate.started == ["Q"])
     gate.open(leader.ticket.request_id)
     assert (await follower.done())[-1] == "workflow_complete"

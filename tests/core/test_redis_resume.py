@@ -17,7 +17,7 @@ from guest_queue.core.events import RECONNECT, Event
 from guest_queue.core.resume import read_shared
 
 from ..services import closed_port
-from .conftest import Factory, GateWorkflow, Stream, admission, until
+from .conftest import Factory, GateWorkflow, Stream, admission, listening, until
 from .test_answer_cache import MemoryCache
 from .test_resume import Reader, chunks
 
@@ -128,10 +128,10 @@ async def test_a_draining_process_hands_its_waiting_guests_to_another_in_order(
     assert a.status()["total_requests"] == 1
     resumed: list[Reader] = []
     for ticket, reader in zip(waiting, readers, strict=True):
-        res = await b.adopt(ticket.request_id)
+        res = await b.handoff.adopt(ticket.request_id)
         assert res is not None and res.ticket.position == len(resumed) + 1
         resumed.append(Reader(b, res, after=reader.seqs[-1]))
-    assert await b.adopt(waiting[0].request_id) is None  # adopted once only
+    assert await b.handoff.adopt(waiting[0].request_id) is None  # adopted once only
     gate.open(running.request_id)
     for ticket, old, reader in zip(waiting, readers, resumed, strict=True):
         gate.open(ticket.request_id)
@@ -158,7 +158,7 @@ async def test_a_cancel_through_another_process_ends_the_request_at_once(
     running = Stream(a, await a.submit("running"))
     waiting = Stream(a, await a.submit("waiting"))
     await until(lambda: gate.started == ["running"])
-    await asyncio.sleep(0.2)  # both processes listen
+    await listening(a, b)
     assert (await b.cancel_anywhere(running.ticket.request_id)) is not None
     assert (await running.done())[-1] == "error"
     assert running.events[-1].data["code"] == "cancelled"
@@ -185,6 +185,8 @@ async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
 
     async def admitted_meanwhile(script: Any, keys: list[str], args: list[Any]) -> Any:
         reply = await script_run(script, keys, args)
+        # Private: the hand-off script's identity and the admission message's handler stage
+        # the race (admitted before the script's reply), which no public call can order.
         if script is backend._hand_off:
             # Its admission's message arrives before the script's reply.
             backend._admit_waiting(ticket.request_id)
@@ -194,7 +196,7 @@ async def test_a_waiter_admitted_here_while_being_handed_off_stays_here(
     a.begin_drain()
     await until(lambda: not a.accepting)
     await asyncio.sleep(0.2)
-    assert await b.adopt(ticket.request_id) is None  # nobody else may drive it
+    assert await b.handoff.adopt(ticket.request_id) is None  # nobody else may drive it
     assert ticket.drive.stop is not StopReason.HANDED_OFF
     gate.open(running.request_id)
     gate.open(ticket.request_id)
@@ -294,7 +296,7 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
         0,
         with_ids=True,
         heartbeat=0.2,
-        alive=functools.partial(a.held_anywhere, rid),
+        alive=functools.partial(a.anywhere.held_anywhere, rid),
     )
     events: list[dict[str, Any]] = []
 
@@ -308,7 +310,7 @@ async def test_a_remote_reader_of_a_request_whose_process_died_gets_an_error(
     assert [e["event"] for e in events] == ["queued", "error"]
     assert events[-1]["data"]["code"] == "unavailable"
     ticket = await a.submit("q")  # one a process holds is alive
-    assert await a.held_anywhere(ticket.request_id)
+    assert await a.anywhere.held_anywhere(ticket.request_id)
 
 
 async def started(flow: Held, a: Any) -> tuple[Any, Reader]:
@@ -328,7 +330,7 @@ async def test_the_driver_of_a_cancelled_resumable_request_stops_and_leaves_no_t
 ) -> None:
     flow = Held()
     a, b = shared(flow, resume_grace_sec=5), shared(flow)
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     before = standing(a)
     ticket, reader = await started(flow, a)
     res = a.resumes.get(ticket.request_id)
@@ -368,3 +370,29 @@ async def test_an_answer_carried_on_for_followers_stops_when_it_ends(
     await until(lambda: not a.stopper.workflow_tasks and standing(a) <= before, timeout=3)
     assert gate.closed == ["Q"] and a.status()["active_requests"] == 0
     assert a.lookup(leader.ticket.request_id)["status"] == "cancelled"  # type: ignore[index]
+
+
+async def test_a_remote_reader_leaving_gives_up_its_claim_at_once(
+    shared: Factory,
+) -> None:
+    flow = Held()
+    a = shared(flow, resume_grace_sec=5)
+    b = shared(flow, resume_grace_sec=5)
+    ticket = await a.submit("q")
+    reader = Reader(a, a.resumable(ticket))
+    await until(lambda: chunks(reader) == "a0 a1 a2 ")
+    await reader.disconnect()
+    logs = b.resumes.shared
+    assert logs is not None
+    remote = SharedReader(b, ticket.request_id, reader.seqs[-1], claims=True)
+    await until(lambda: b.resumes.remote.get(ticket.request_id, [None])[0] is not None)
+    async with asyncio.timeout(3):
+        while not await logs.attached(ticket.request_id):
+            await asyncio.sleep(0.02)
+    remote.task.cancel()
+    await asyncio.gather(remote.task, return_exceptions=True)
+    assert ticket.request_id not in b.resumes.remote
+    async with asyncio.timeout(1.5):  # a claim left to lapse would hold 4 s
+        while await logs.attached(ticket.request_id):
+            await asyncio.sleep(0.02)
+    flow.release.set()

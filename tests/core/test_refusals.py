@@ -186,3 +186,33 @@ async def test_with_no_line_a_guest_gets_a_free_slot_or_is_refused(gate: GateWor
     gate.open(after.ticket.request_id)
     assert (await after.done())[-1] == "workflow_complete"
     await manager.close()
+
+
+class CountingCache(MemoryCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        self.lookups += 1
+        return await super().get(key)
+
+
+async def test_a_client_at_its_cap_is_refused_before_the_cache_is_asked(
+    gate: GateWorkflow,
+) -> None:
+    cache = CountingCache()
+    manager = make(gate, cache, max_concurrent=1, max_per_client=1)
+    first = Stream(manager, await manager.submit("first", client_hint="flooder"))
+    lookups = cache.lookups
+    with pytest.raises(ClientLimited) as refused:
+        await manager.submit("second", client_hint="flooder")
+    assert str(refused.value) == (
+        "You already have 1 question open; please wait for an answer before asking more."
+    )
+    # A flooding client costs no cache lookup (a Redis round trip in production).
+    assert cache.lookups == lookups
+    assert manager.status()["rejected_client_limit"] == 1
+    gate.open(first.ticket.request_id)
+    await first.done()
+    await manager.close()

@@ -99,13 +99,15 @@ class MemoryLogs:
         await asyncio.Event().wait()
 
 
-def resumes(logs: MemoryLogs, heartbeat_sec: float) -> Resumes:
+def resumes(
+    logs: MemoryLogs, heartbeat_sec: float, spawn: Callable[..., Any] = asyncio.ensure_future
+) -> Resumes:
     async def unused(ticket: Any) -> AsyncIterator[Event | None]:
         for _ in ():
             yield None
         raise AssertionError("nothing is driven here")
 
-    return Resumes(QueueConfig(heartbeat_sec=heartbeat_sec), unused, asyncio.ensure_future, logs)
+    return Resumes(QueueConfig(heartbeat_sec=heartbeat_sec), unused, spawn, logs)
 
 
 class Wire:
@@ -235,8 +237,7 @@ async def test_redis_failing_as_a_remote_reader_gives_up_its_claim_is_no_error()
         spawned.append(asyncio.ensure_future(coro))
         return spawned[-1]
 
-    here = resumes(logs, 5.0)
-    here._spawn = spawn
+    here = resumes(logs, 5.0, spawn)
 
     async def refused(request_id: str, number: int) -> None:
         raise ConnectionError("refused")

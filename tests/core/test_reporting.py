@@ -142,7 +142,7 @@ async def test_this_process_publishes_its_followers_and_replays() -> None:
     manager = make(gate, MemoryCache())
     leader = await manager.submit("Q")
     await manager.submit("Q")  # follows the leader: never enters the shared line
-    snapshot = manager._snapshot()
+    snapshot = manager.reporter.snapshot()
     assert (snapshot["following"], snapshot["replaying"]) == (1, 0)
     assert snapshot["total_requests"] == 2
     gate.open(leader.request_id)

@@ -15,7 +15,7 @@ from guest_queue.core.backends.base import Ticket
 from guest_queue.core.eventlog import EventLog, LogTrimmed
 from guest_queue.core.events import Event
 from guest_queue.core.manager import QueueManager
-from guest_queue.core.resume import LogExpired, Resumable
+from guest_queue.core.resume import LogExpired, Resumable, Resumes
 
 from .conftest import GateWorkflow, make_manager, until
 
@@ -302,7 +302,8 @@ async def test_a_driver_that_fails_is_logged_and_its_log_closed(
         yield Event("queued", {"queue_position": 1})
         raise RuntimeError("a bug in the stream")
 
-    manager.resumes._source = broken
+    # The manager drives resumable requests through its own stream: one that breaks instead.
+    manager.resumes = Resumes(manager.config, broken, manager.stopper.spawn, None)
     with caplog.at_level(logging.ERROR, logger="guest_queue"):
         ticket, res = await resumable(manager, "q")
         await until(lambda: res.log.finished)

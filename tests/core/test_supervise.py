@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import pytest
 
 from guest_queue.core.backends.local import LocalAdmission
+from guest_queue.core.config import QueueConfig
+from guest_queue.core.manager import QueueManager
 from guest_queue.core.supervise import supervised
 
 from .conftest import GateWorkflow, Stream, make_manager, until
+from .test_answer_cache import MemoryCache
 
 
 async def test_a_failing_position_pass_is_logged_and_the_loop_restarted(
@@ -127,3 +131,46 @@ async def test_a_failing_closer_is_logged_with_its_traceback_and_the_next_still_
     assert [r.getMessage() for r in errors] == [f"Closing {failing!r} failed"]
     assert errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], RuntimeError)
     assert closed == ["next"]
+
+
+RESTARTED = "Background task {!r} stopped by itself; restarting it"
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_background_loops_that_stop_by_themselves_are_named_in_the_log(
+    redis_test_url: str, redis_test_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {"url": redis_test_url, "prefix": redis_test_prefix, "lease_sec": 1.5}
+    config = QueueConfig(backend="redis", backend_options=options, shutdown_grace_sec=0)
+    manager = QueueManager(config, GateWorkflow(), cache=MemoryCache())
+    assert manager.resumes.shared is not None and manager.relay is not None
+    stopped: list[str] = []
+
+    def returns_at_once(name: str, real: Any) -> Any:
+        async def loop(*args: Any) -> None:
+            if name not in stopped:
+                stopped.append(name)
+                return  # a bug: the loop ends without an error
+            await real(*args)
+
+        return loop
+
+    live = manager.live
+    live.release_unclaimed = returns_at_once("sweep", live.release_unclaimed)  # type: ignore[method-assign]
+    shared_logs = manager.resumes.shared
+    shared_logs.listen = returns_at_once("listener", shared_logs.listen)  # type: ignore[method-assign]
+    manager.relay.run = returns_at_once("relay", manager.relay.run)  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.ERROR, logger="guest_queue"):
+            manager.start()
+            await until(lambda: len(stopped) == 3, timeout=3)
+            await asyncio.sleep(0.05)
+        assert sorted(errors(caplog)) == [
+            RESTARTED.format(name)
+            for name in ("answer relay", "cancel and reader listener", "unclaimed-ticket sweep")
+        ]
+    finally:
+        await asyncio.wait_for(manager.close(), 10)

@@ -17,7 +17,7 @@ import pytest
 from guest_queue.core.backends.redis import logs as logs_module
 from guest_queue.core.events import Event
 
-from .conftest import Factory, admission, until
+from .conftest import Factory, admission, listening, until
 from .test_redis_resume import Held, SharedReader, started
 
 
@@ -73,7 +73,7 @@ async def test_a_reader_elsewhere_stops_when_its_cancel_is_swallowed_mid_renewal
     a, b = shared(flow, resume_grace_sec=0.3), shared(flow, resume_grace_sec=0.3)
     ticket, first = await started(flow, a)
     await first.disconnect()
-    await asyncio.sleep(0.2)  # both listen
+    await listening(a, b)
     logs = b.resumes.shared
     assert logs is not None
     remote = SharedReader(b, ticket.request_id, first.seqs[-1], claims=True)
@@ -102,6 +102,7 @@ async def test_closing_stops_a_log_writer_whose_cancel_is_swallowed_mid_write(
     entered = asyncio.Event()
 
     await writing_through(monkeypatch, logs, swallowing([], entered), entered)
+    # Private: the writer task is what must end; nothing public shows it.
     writer = logs._writer
     assert writer is not None
     # The write never finishes: close gives up on it after its bound and cancels the writer,
@@ -140,6 +141,7 @@ async def test_closing_is_bounded_when_the_log_writer_shrugs_off_every_cancel(
     finally:
         let_go.set()
         await asyncio.gather(closing, return_exceptions=True)
+        # Private: the writer task left by the failing close, stopped here.
         if logs._writer is not None:
             logs._writer.cancel()
             await asyncio.gather(logs._writer, return_exceptions=True)

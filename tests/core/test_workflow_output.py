@@ -220,7 +220,7 @@ async def test_the_redis_log_of_a_resumable_request_holds_only_strict_json(
     await reader.disconnect()
     logs = manager.resumes.shared
     assert logs is not None
-    key = logs._key(ticket.request_id)  # type: ignore[attr-defined]
+    key = logs.log_key(ticket.request_id)  # type: ignore[attr-defined]
     client = logs.client  # type: ignore[attr-defined]
     async with asyncio.timeout(5):
         while True:

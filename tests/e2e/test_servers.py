@@ -23,11 +23,16 @@ HERE = Path(__file__).resolve().parent
 
 
 async def stream_events(
-    client: httpx.AsyncClient, url: str, query: str, into: list[dict[str, Any]] | None = None
+    client: httpx.AsyncClient,
+    url: str,
+    query: str,
+    into: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """POST a question and collect its SSE events (appending to ``into`` as they come)."""
     events = into if into is not None else []
-    async with client.stream("POST", f"{url}/api/v1/guest/chat", json={"query": query}) as r:
+    body = {"query": query}
+    async with client.stream("POST", f"{url}/api/v1/guest/chat", json=body, headers=headers) as r:
         assert r.status_code == 200, await r.aread()
         async for line in r.aiter_lines():
             if line.startswith("data: "):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from ..drive import Drive
 from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
 from ..eventlog import SharedLogs
 from ..fairness import Group
+from ..ordering import Ordering
 from ..records import RequestRecord
 from ..workflow import WorkflowRequest
 
@@ -101,11 +103,6 @@ class Ticket:
         return self.record.client_groups
 
     @property
-    def claimed(self) -> bool:
-        """Whether its stream has started (``drive.started``; ``runtime.unstarted`` reads it)."""
-        return self.drive.started
-
-    @property
     def position(self) -> int:
         """Place in line counting from 1; a follower shares its leader's (read, not copied)."""
         leader = self.share.leader
@@ -158,6 +155,7 @@ class Admission(ABC):
             config.position_update_interval_sec,
             config.max_per_client,
             limiter=limiter_for(config),
+            ordering=ordering_of(config),
         )
 
     @classmethod
@@ -173,11 +171,14 @@ class Admission(ABC):
         max_per_client: int = 0,
         *,
         limiter: LimitController | None = None,
+        ordering: Ordering | None = None,
     ) -> None:
         #: Decides the limit in use (fixed, but for busy spells, unless given an adaptive one).
         self.limiter = limiter or LimitController(max_active, max_active, auto=False)
         #: The limit in use: how many tickets may hold a slot at once (the limiter's).
         self.max_active = self.limiter.limit
+        #: How the line is ordered (tiers, fairness); plain FIFO by default.
+        self.ordering = ordering if ordering is not None else Ordering(slots=max_active)
         self.max_waiting = max_waiting
         self.update_interval = update_interval
         self.max_per_client = max_per_client
@@ -334,6 +335,16 @@ class Admission(ABC):
         limiter = self.limiter
         return {"mode": limiter.mode, "floor": limiter.floor, "ceiling": limiter.ceiling}
 
+    def _slot_given_back(self, ticket: Ticket) -> float | None:
+        """A ticket that held a slot left: the seconds it held it (they feed the order's
+        pace ``u``); None when it never started."""
+        started = ticket.record.started_mono
+        if started is None or self.ordering.plain:
+            return None
+        held = max(0.0, time.monotonic() - started)
+        self.ordering.served(held)
+        return held
+
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
         if len(self.active) >= self.max_active:
@@ -367,3 +378,8 @@ def limiter_for(config: QueueConfig) -> LimitController:
 def log_change(change: Change, mode: str) -> None:
     """The limit in use changed: say so, and why, at INFO."""
     logger.info("Concurrency limit %d -> %d (%s): %s", change.old, change.new, mode, change.reason)
+
+
+def ordering_of(config: QueueConfig) -> Ordering:
+    """The line's order for ``config`` (its tiers and fairness)."""
+    return Ordering(config.tiers, config.fairness, config.max_concurrent, config.fair_half_life_sec)

@@ -30,16 +30,17 @@ from redis.exceptions import RedisError
 from ...config import ConfigProblem, QueueConfig
 from ...errors import Unavailable
 from ...fairness import CLIENT_LIMIT, NETWORK_LIMIT
+from ...ordering import BAND_SEC
 from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
-from ..base import Admission, LostCallback, Snapshot, Ticket, limiter_for
+from ..base import Admission, LostCallback, Snapshot, Ticket, limiter_for, ordering_of
 from .answers import RedisAnswers
 from .handoff import ADOPT, HAND_OFF, KEEP_AFTER_DEADLINE_MS, adopted_ticket, handoff_json
 from .limit import SharedLimit
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
 from .rates import RedisWindowCounter
-from .scripts import ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
+from .scripts import CHARGE, ENTER, HOLD, LEAVE, LOCATE, STATUS, SYNC
 
 logger = logging.getLogger("guest_queue")
 
@@ -89,6 +90,7 @@ class RedisAdmission(Admission):
             config.position_update_interval_sec,
             config.max_per_client,
             limiter=limiter_for(config),
+            ordering=ordering_of(config),
         )
         self.config = config
         self._on_lost = on_lost
@@ -107,7 +109,9 @@ class RedisAdmission(Admission):
             f"{tag}:meta",
             f"{tag}:owners",
             f"{tag}:clients",
+            f"{tag}:arrived",
         ]
+        self.usage_prefix = f"{tag}:usage:"
         self.channel = f"{tag}:events"
         self.processes_key = f"{tag}:processes"
         self.handoffs_key = f"{tag}:handoffs"
@@ -120,6 +124,9 @@ class RedisAdmission(Admission):
         self._sync = self.client.register_script(SYNC)
         self._status = self.client.register_script(STATUS)
         self._locate = self.client.register_script(LOCATE)
+        self._charge = self.client.register_script(CHARGE)
+        #: Slot seconds to charge clients for (``fair``), sent with the next removals.
+        self._charges: list[tuple[str, float]] = []
         self.tag = tag
         self._hand_off = self.client.register_script(HAND_OFF)
         self._adopt = self.client.register_script(ADOPT)
@@ -198,13 +205,32 @@ class RedisAdmission(Admission):
         except Unavailable:
             self._on_lost(ticket, UNREACHABLE)
 
-    async def _join(self, ticket: Ticket, *, force: bool) -> int:
+    def _order_args(self, ticket: Ticket, front: bool) -> list[Any]:
+        """ENTER's order arguments (see ``scripts.ENTER``): tier, spacing, offset, half-life."""
+        ordering = self.ordering
+        if front:
+            return ["", 0, -round(BAND_SEC * 1e6), ""]
+        if ordering.plain:
+            return ["", 0, 0, ""]
+        tier = ordering.tier(ticket.record.tier)
+        step, band = ordering.spacing(tier)
+        half_life = round(ordering.half_life_sec * 1000) if ordering.fair else ""
+        return [tier, max(1, round(step * 1e6)), round(band * BAND_SEC * 1e6), half_life]
+
+    def _usage_key(self, client: str) -> str:
+        return self.usage_prefix + "_".join(client.split())
+
+    async def _join(self, ticket: Ticket, *, force: bool, front: bool = False) -> int:
         """Enter the shared line; the script's status (negative: refused)."""
         self.link.refuse_if_quiet()
         rid = ticket.request_id
         args = [rid, self.lease_ms, self.max_active, self.max_waiting, self._epoch, self.channel]
         args += [int(force), client_ids(ticket), self.max_per_client, group_multiples(ticket)]
-        reply = await self.link.run(self._enter, self.keys, args)
+        args += self._order_args(ticket, front)
+        keys = self.keys
+        if self.ordering.fair and ticket.client:
+            keys = [*keys, self._usage_key(ticket.client)]
+        reply = await self.link.run(self._enter, keys, args)
         status, position, score, epoch, queued, active = reply
         self._heard(epoch, queued, active)
         if status < 0:
@@ -244,12 +270,13 @@ class RedisAdmission(Admission):
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id
-        if (
-            self._off_line(rid) is None
-            and self.active.pop(rid, None) is None
-            and self.held.pop(rid, None) is None
-        ):
-            return
+        if self._off_line(rid) is None:
+            if self.active.pop(rid, None) is not None:
+                held = self._slot_given_back(ticket)
+                if held is not None and self.ordering.fair and ticket.client:
+                    self._charges.append((ticket.client, held))
+            elif self.held.pop(rid, None) is None:
+                return
         self._leaving[rid] = None
         self._leave_now.set()
 
@@ -259,6 +286,7 @@ class RedisAdmission(Admission):
             self._leave_now.clear()
             if not self._leaving:
                 continue
+            await self._send_charges()
             rids = list(self._leaving)[:LEAVE_BATCH]
             args = [self.lease_ms, self.max_active, self._epoch, self.channel, *rids]
             try:
@@ -276,6 +304,21 @@ class RedisAdmission(Admission):
                 self._leave_now.set()
             self._heard(epoch, queued, active)
             self._admitted(admitted)
+
+    async def _send_charges(self) -> None:
+        """Charge clients the slot seconds their requests held (``fair``)."""
+        if not self._charges:
+            return
+        charges, self._charges = self._charges[:LEAVE_BATCH], self._charges[LEAVE_BATCH:]
+        keys = [self._usage_key(client) for client, _ in charges]
+        args = [round(self.ordering.half_life_sec * 1000), *(held for _, held in charges)]
+        try:
+            await self.link.run(self._charge, keys, args)
+        except Unavailable:
+            # Lost: the order is less fair for a while, never wrong.
+            logger.info("Could not charge %d client(s) for their answers", len(charges))
+        finally:
+            stay_cancelled()  # redis-py may have swallowed a cancel
 
     def _admitted(self, rids: list[str]) -> None:
         """Start this process's requests among those Redis just admitted."""
@@ -512,7 +555,8 @@ class RedisAdmission(Admission):
     async def locate(self, request_id: str) -> dict[str, Any] | None:
         """What the shared queue knows of a request another process holds."""
         try:
-            found = await self._locate(keys=self.keys[:2], args=[request_id])
+            keys = [self.keys[0], self.keys[1], self.keys[6]]
+            found = await self._locate(keys=keys, args=[request_id])
         except (RedisError, OSError):
             return None
         if found[0] == 0:
@@ -521,7 +565,7 @@ class RedisAdmission(Admission):
         data: dict[str, Any] = {
             "request_id": request_id,
             "status": "queued" if waiting else "processing",
-            # The arrival score is Redis's clock in microseconds when the request lined up.
+            # Its arrival: Redis's clock in microseconds when the request lined up.
             "created_at": _iso(int(found[2]) / 1e6) if waiting else None,
             "started_at": None,
             "finished_at": None,

@@ -105,16 +105,23 @@ class RedisLogs:
         self._busy = False
         self._retried = False
 
-    def _key(self, request_id: str) -> str:
+    def log_key(self, request_id: str) -> str:
+        """The Redis key of the request's log (a stream)."""
         return f"{self.tag}:log:{request_id}"
 
     def _done_key(self, request_id: str) -> str:
         return f"{self.tag}:logdone:{request_id}"
 
-    def _attached_key(self, request_id: str) -> str:
+    def attached_key(self, request_id: str) -> str:
+        """The Redis key that says a reader is attached to the request's log."""
         return f"{self.tag}:attached:{request_id}"
 
     # -- writing (the process driving the request) -------------------------------
+
+    @property
+    def flushed(self) -> bool:
+        """Whether every append, touch and drop so far has been sent (or given up)."""
+        return not self._pending and not self._busy
 
     def append(self, request_id: str, seq: int, event: Event) -> None:
         """Queue the event for the writer task (started on first use)."""
@@ -168,7 +175,7 @@ class RedisLogs:
                 self._busy = False
 
     def _queue(self, pipe: Any, request_id: str, seq: int, event: Event | None) -> None:
-        key = self._key(request_id)
+        key = self.log_key(request_id)
         if event is None:
             if seq == DROP:
                 pipe.delete(key)
@@ -190,7 +197,7 @@ class RedisLogs:
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SEC):
-                    while (self._pending or self._busy) and not self._writer.done():
+                    while not self.flushed and not self._writer.done():
                         self._wake.set()
                         await asyncio.sleep(0.01)
             self._writer.cancel()
@@ -205,7 +212,7 @@ class RedisLogs:
         """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
         try:
             exists, done = await asyncio.gather(
-                self.client.exists(self._key(request_id)),
+                self.client.exists(self.log_key(request_id)),
                 self.client.exists(self._done_key(request_id)),
             )
         except (RedisError, OSError, TimeoutError) as exc:
@@ -215,7 +222,7 @@ class RedisLogs:
         return "expired" if done else None
 
     async def read(self, request_id: str, after: int, block_sec: float) -> list[tuple[int, Event]]:
-        key = self._key(request_id)
+        key = self.log_key(request_id)
         found = await self.client.xrange(key, min=f"{after + 1}-0", max="+", count=500)
         if not found:
             block_ms = max(1, math.floor(min(block_sec, self.max_block_sec) * 1000))
@@ -232,7 +239,7 @@ class RedisLogs:
 
     async def bounds(self, request_id: str) -> tuple[int, int] | None:
         """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""
-        key = self._key(request_id)
+        key = self.log_key(request_id)
         try:
             first, last = await asyncio.gather(
                 self.client.xrange(key, count=1), self.client.xrevrange(key, count=1)
@@ -249,22 +256,22 @@ class RedisLogs:
         return Event(raw["event"], raw["data"])
 
     async def claim(self, request_id: str, ttl_sec: float) -> int:
-        keys = [self._attached_key(request_id), self._last_claim]
+        keys = [self.attached_key(request_id), self._last_claim]
         args: list[str | int] = [_ms(ttl_sec), self.readers, request_id, CLAIM_MEMORY_MS]
         return int(await self._claim(keys=keys, args=args))
 
     async def renew(self, request_id: str, number: int, ttl_sec: float) -> bool:
-        keys = [self._attached_key(request_id)]
+        keys = [self.attached_key(request_id)]
         return bool(await self._renew(keys=keys, args=[number, _ms(ttl_sec)]))
 
     async def unclaim(self, request_id: str, number: int) -> None:
-        await self._unclaim(keys=[self._attached_key(request_id)], args=[number])
+        await self._unclaim(keys=[self.attached_key(request_id)], args=[number])
 
     async def newest_claim(self, request_id: str) -> int:
-        return int(await self.client.get(self._attached_key(request_id)) or 0)
+        return int(await self.client.get(self.attached_key(request_id)) or 0)
 
     async def attached(self, request_id: str) -> bool:
-        return bool(await self.client.exists(self._attached_key(request_id)))
+        return bool(await self.client.exists(self.attached_key(request_id)))
 
     async def cancel(self, request_id: str) -> None:
         """``Unavailable`` (a 503 to the guest) when Redis cannot be reached."""

@@ -1,18 +1,23 @@
 """The shared queue's state changes, as Lua scripts: Redis runs each one atomically.
 
 Keys (all under one hash tag, so a Redis Cluster keeps them on one node):
-``waiting`` sorted set request id → arrival score (microseconds of Redis's own
-clock, strictly increasing); ``active`` set of request ids holding a slot;
+``waiting`` sorted set request id → score (with the default order, the arrival:
+microseconds of Redis's own clock, strictly increasing; with tiers or fairness,
+the sort key ``core.ordering`` describes, in the same microseconds, and the
+arrival kept in ``arrived``); ``active`` set of request ids holding a slot;
 ``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
-the queue's ``epoch``, ``last_score``, ``recover_until`` and, once the limiter
-has written it, the limit in use (``limit``, ``limit_v`` its version; see
-``LIMITER``); ``owners`` hash
+the queue's ``epoch``, ``last_score``, ``recover_until``, each tier's last tag
+(``tag:<tier>``) and, once the limiter has written it, the limit in use
+(``limit``, ``limit_v`` its version; see ``LIMITER``); ``owners`` hash
 request id → its client's ids and ``clients`` hash id → open requests, for the
 per-client cap (requests that take no place — followers, cache replays — are
 held there too, with a lease but no place in ``waiting`` or ``active``). A
 request's ids are its client's id, then those of the wider groups the client
 belongs to (its IPv6 /56, /48), space-separated: the request counts against
-each, and each has its own cap.
+each, and each has its own cap. ``arrived`` hash request id → arrival (µs), for
+requests whose score is a sort key. Under ``fair`` each client's decayed use is a
+key of its own, ``usage:<client id>`` ("<slot seconds> <ms when charged>"), that
+expires ten half-lives after its last charge.
 
 Every key expires (``keep``): each script that writes pushes the expiry of the
 queue's keys to 100 leases (at least a minute) ahead, and every live process runs one
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 PRELUDE = """
 local waiting, active, leases, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local owners, clients = KEYS[5], KEYS[6]
+local owners, clients, arrived = KEYS[5], KEYS[6], KEYS[7]
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now = math.floor(now_us / 1000)
@@ -47,7 +52,7 @@ end
 -- The queue's keys (and ``extra``, if given) expire when no process has written for a while.
 local function keep(lease_ms, extra)
   local ms = math.max(lease_ms * 100, 60000)
-  for _, key in pairs({waiting, active, leases, meta, owners, clients, extra}) do
+  for _, key in pairs({waiting, active, leases, meta, owners, clients, arrived, extra}) do
     redis.call('PEXPIRE', key, ms)
   end
 end
@@ -118,6 +123,7 @@ local function purge()
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
   for _, rid in ipairs(expired) do
     redis.call('ZREM', waiting, rid)
+    redis.call('HDEL', arrived, rid)
     redis.call('SREM', active, rid)
     disown(rid)
   end
@@ -145,10 +151,21 @@ local function admit(max_active)
       break
     end
     redis.call('SADD', active, head[1])
+    redis.call('HDEL', arrived, head[1])
     admitted[#admitted + 1] = head[1]
     free = free - 1
   end
   return admitted
+end
+
+-- A client's use (slot seconds) as it counts now, decayed with ``half_life_ms``.
+local function usage(key, half_life_ms)
+  local value = redis.call('GET', key)
+  if not value then
+    return 0
+  end
+  local used, since = string.match(value, '(%S+) (%S+)')
+  return tonumber(used) * math.pow(0.5, math.max(0, now - tonumber(since)) / half_life_ms)
 end
 
 local function announce(channel, admitted, moved)
@@ -160,10 +177,15 @@ end
 
 #: ARGV: request id, lease ms, max active, max waiting, epoch seen, channel, force (1/0),
 #: client ids ('' for none: the client's, then its groups', space-separated), cap per
-#: client (0 for none), the groups' caps as multiples of it (space-separated). Returns
+#: client (0 for none), the groups' caps as multiples of it (space-separated), then the
+#: order (``core.ordering``): the tier ('' for the default order: the arrival is the
+#: score), its spacing (µs), the band's offset (µs; negative: ahead of everyone waiting),
+#: the half-life of clients' use in ms ('' unless fair; KEYS[8] is then the client's
+#: ``usage`` key). Returns
 #: {status (1 admitted, 0 waiting, -1 line full, -2 client at its cap, -3 a group at its
 #: cap), position, score, epoch, waiting, active}.
-#: A forced entry (an accepted request lining up again) is never refused.
+#: A forced entry (an accepted request lining up again) is never refused. An entry ahead
+#: of others (their positions grew) is announced like a move.
 ENTER = (
     PRELUDE
     + """
@@ -184,12 +206,33 @@ if queued == 0 and not recovering() and redis.call('SCARD', active) < limit(max_
 elseif queued >= max_waiting and ARGV[7] ~= '1' then
   keep(lease_ms)
   return {-1, 0, '', current, queued, redis.call('SCARD', active)}
-else
+elseif ARGV[11] == '' and ARGV[13] == '0' then
   local last = tonumber(redis.call('HGET', meta, 'last_score') or '0')
   score = int(math.max(now_us, last + 1))
   redis.call('HSET', meta, 'last_score', score)
   redis.call('ZADD', waiting, score, rid)
   position = queued + 1
+else
+  local offset = tonumber(ARGV[13])
+  if offset < 0 then
+    score = now_us + offset
+  else
+    local field = 'tag:' .. ARGV[11]
+    local tag = math.max(now_us, tonumber(redis.call('HGET', meta, field) or '0'))
+    tag = tag + tonumber(ARGV[12])
+    redis.call('HSET', meta, field, int(tag))
+    score = tag + offset
+    if ARGV[14] ~= '' and KEYS[8] then
+      score = score + usage(KEYS[8], tonumber(ARGV[14])) * 1000000 / max_active
+    end
+  end
+  score = int(score)
+  redis.call('ZADD', waiting, score, rid)
+  redis.call('HSET', arrived, rid, int(now_us))
+  position = redis.call('ZRANK', waiting, rid) + 1
+  if position <= queued then
+    redis.call('PUBLISH', ARGV[6], '')
+  end
 end
 redis.call('ZADD', leases, int(now + lease_ms), rid)
 keep(lease_ms)
@@ -228,6 +271,7 @@ local current = epoch(ARGV[3], tonumber(ARGV[1]))
 local moved = purge()
 for i = 5, #ARGV do
   if redis.call('ZREM', waiting, ARGV[i]) == 1 then
+    redis.call('HDEL', arrived, ARGV[i])
     moved = true
   end
   redis.call('SREM', active, ARGV[i])
@@ -241,8 +285,8 @@ return {current, redis.call('ZCARD', waiting), redis.call('SCARD', active), admi
 """
 )
 
-#: KEYS[7]: this process's status key; KEYS[8]: the sorted set of live processes;
-#: KEYS[9]: hand-offs by deadline. ARGV: lease ms, max active, epoch seen, channel,
+#: KEYS[8]: this process's status key; KEYS[9]: the sorted set of live processes;
+#: KEYS[10]: hand-offs by deadline. ARGV: lease ms, max active, epoch seen, channel,
 #: process id, status JSON, prefix of hand-off keys ('' claims none), then triples
 #: (request id, "a" for a slot held, "h" for a request held without a place, or the
 #: waiting score; client ids as for ENTER, or ''). Renews every lease, puts back places and client
@@ -283,14 +327,15 @@ end
 local abandoned = {}
 local due = {}
 if ARGV[7] ~= '' then
-  due = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, 100)
+  due = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', now, 'LIMIT', 0, 100)
 end
 for _, rid in ipairs(due) do
-  redis.call('ZREM', KEYS[9], rid)
+  redis.call('ZREM', KEYS[10], rid)
   -- Its lease ran out with its deadline (purge() took its place): nobody adopted it. A
   -- lease still running means some process renews it: adopted, it is that one's to end.
   if not redis.call('ZSCORE', leases, rid) then
     redis.call('ZREM', waiting, rid)
+    redis.call('HDEL', arrived, rid)
     redis.call('SREM', active, rid)
     disown(rid)
     local key = ARGV[7] .. rid
@@ -307,10 +352,10 @@ for i = 8, #ARGV, 3 do
     positions[#positions + 1] = rank and (rank + 1) or 0
   end
 end
-redis.call('SET', KEYS[7], ARGV[6], 'PX', lease_ms)
-redis.call('ZADD', KEYS[8], expiry, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-keep(lease_ms, KEYS[8])
+redis.call('SET', KEYS[8], ARGV[6], 'PX', lease_ms)
+redis.call('ZADD', KEYS[9], expiry, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now)
+keep(lease_ms, KEYS[9])
 return {
   current, redis.call('ZCARD', waiting), redis.call('SCARD', active), lost, positions, abandoned
 }
@@ -332,12 +377,14 @@ end
 return {redis.call('ZCARD', KEYS[1]), redis.call('SCARD', KEYS[2]), figures}
 """
 
-#: KEYS: waiting, active. ARGV: request id.
-#: Returns {1, position, arrival score} while it waits, {2} while it holds a slot, {0} if neither.
+#: KEYS: waiting, active, and arrived (optional). ARGV: request id.
+#: Returns {1, position, arrival (µs)} while it waits, {2} while it holds a slot, {0} if neither.
 LOCATE = """
 local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
 if rank then
-  return {1, rank + 1, redis.call('ZSCORE', KEYS[1], ARGV[1])}
+  local arrival = KEYS[3] and redis.call('HGET', KEYS[3], ARGV[1])
+  arrival = arrival or redis.call('ZSCORE', KEYS[1], ARGV[1])
+  return {1, rank + 1, arrival}
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return {2}
@@ -399,4 +446,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+#: Charge clients for the slots their requests held (``fair``). KEYS: each client's
+#: ``usage`` key. ARGV: half-life ms, then the seconds to add to each key in turn.
+#: Their use decays first; each key lives ten half-lives past its last charge.
+CHARGE = """
+local clock = redis.call('TIME')
+local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
+local half_life_ms = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local used = 0
+  local value = redis.call('GET', key)
+  if value then
+    local before, since = string.match(value, '(%S+) (%S+)')
+    used = tonumber(before) * math.pow(0.5, math.max(0, now - tonumber(since)) / half_life_ms)
+  end
+  used = used + tonumber(ARGV[i + 1])
+  local text = string.format('%.6f %.0f', used, now)
+  redis.call('SET', key, text, 'PX', string.format('%.0f', half_life_ms * 10))
+end
+return #KEYS
 """

@@ -11,7 +11,7 @@ import pytest
 
 from guest_queue.core.backends.base import Ticket
 from guest_queue.core.backends.redis.handoff import adopted_ticket, handoff_json
-from guest_queue.core.manager import HAND_OFF_RETRY_MS
+from guest_queue.core.handoff import HAND_OFF_RETRY_MS
 from guest_queue.core.records import RequestRecord
 from guest_queue.workflows.base import WorkflowRequest
 
@@ -80,8 +80,8 @@ async def test_an_adopted_guest_hears_everything_after_the_hand_off(
     assert old.events[-1]["data"] == {"retry_ms": HAND_OFF_RETRY_MS}  # when to come back
     draining_too.begin_drain()
     await until(lambda: not draining_too.accepting)
-    assert await draining_too.adopt(waiting.request_id) is None  # it takes nobody on
-    res = await b.adopt(waiting.request_id)
+    assert await draining_too.handoff.adopt(waiting.request_id) is None  # it takes nobody on
+    res = await b.handoff.adopt(waiting.request_id)
     assert res is not None and res.ticket.record.arrival_position == 1
     resumed = Reader(b, res, after=old.seqs[-1])
     await until(lambda: "queued" in resumed.names)

@@ -37,7 +37,7 @@ async def test_a_read_from_just_before_a_gap_says_trimmed(shared: Factory) -> No
     logs = logs_of(shared)
     for seq in (3, 4):
         logs.append(RID, seq, chunk(seq))
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     with pytest.raises(LogTrimmed):
         await logs.read(RID, 1, 0.01)
     assert [s for s, _ in await logs.read(RID, 2, 0.01)] == [3, 4]
@@ -48,7 +48,7 @@ async def test_a_read_with_nothing_new_waits_for_the_next_event(
 ) -> None:
     logs = logs_of(shared, redis_timeout_sec=3)
     logs.append(RID, 1, chunk(1))
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
 
     async def later() -> None:
         await asyncio.sleep(0.2)
@@ -68,10 +68,10 @@ async def test_a_waiting_guests_log_is_kept_alive_by_a_touch(
     logs = logs_of(shared)
     key = f"{logs.tag}:log:{RID}"
     logs.append(RID, 1, chunk(1))
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     await logs.client.pexpire(key, 2000)
     logs.touch(RID)
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     await asyncio.sleep(0.05)
     assert await logs.client.pttl(key) > 10_000
 
@@ -81,7 +81,7 @@ async def test_a_finished_logs_id_is_remembered_for_an_hour_not_forever(
 ) -> None:
     logs = logs_of(shared)
     logs.append(RID, 1, DONE)
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     await asyncio.sleep(0.05)
     assert 0 < await logs.client.ttl(f"{logs.tag}:logdone:{RID}") <= DONE_MEMORY_SEC
 
@@ -90,7 +90,7 @@ async def test_a_long_answer_is_capped_in_redis(shared: Factory) -> None:
     logs = logs_of(shared, resume_log_max_events=10)
     for seq in range(1, 401):
         logs.append(RID, seq, chunk(seq))
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     await asyncio.sleep(0.05)
     assert await logs.client.xlen(f"{logs.tag}:log:{RID}") < 300
 
@@ -125,11 +125,11 @@ async def test_a_logs_lifetime_covers_the_grace_the_limits_and_the_wait_exactly(
     logs = logs_of(shared, resume_grace_sec=20, request_timeout_sec=50, max_queue_wait_sec=300)
     key = f"{logs.tag}:log:{RID}"
     logs.append(RID, 1, chunk(1))
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     live_ms = (20 + 50 + 300 + LIVE_TTL_MARGIN_SEC) * 1000
     assert live_ms - 2000 < await logs.client.pttl(key) <= live_ms
     logs.append(RID, 2, DONE)
-    await until(lambda: not logs._pending and not logs._busy)
+    await until(lambda: logs.flushed)
     assert 20_000 - 2000 < await logs.client.pttl(key) <= 20_000
 
 

@@ -1,4 +1,4 @@
-"""Single flight across processes, in detail: the relay against an in-memory shared store.
+"""Single flight across processes: the answer relay against an in-memory shared store.
 
 ``FakeShared`` stands in for the Redis side (``SharedAnswers``): it keeps the
 relayed events per leader and can be told to fail reads, to say a leader is
@@ -222,7 +222,8 @@ async def test_the_answer_is_relayed_in_order_and_the_follower_gets_all_of_it(
     leader.share.answer_parts += ["a", "b"]
     ticket, remote = there.follower()
     await until(lambda: len(shared.log.get("L1", [])) == 1)
-    # A second ask (another follower's process) starts no second relay.
+    # A second ask (another follower's process) starts no second relay (private: the ask's handler,
+    # fed here without Redis).
     here.relay._wanted("L1")
     here.relay._wanted("unknown")  # nobody leads it here: ignored
     leader.share.answer_parts.append("c")
@@ -249,6 +250,7 @@ async def test_a_relay_wakes_on_its_own_when_nobody_says_the_answer_moved(
     leader.share.cache_key = "q"
     here.sharing.lead(leader)
     here.relay.leading["L1"] = leader
+    # Private: the handler of a follower's ask heard on Redis, fed here without it.
     here.relay._wanted("L1")
     await asyncio.sleep(0.02)
     assert leader.share.answer_parts is not None
@@ -261,6 +263,7 @@ async def test_a_finished_leader_is_not_relayed(shared: FakeShared) -> None:
     here = Process(shared, local="L")
     leader = finished_leader(Ending.completed())
     here.relay.leading["L1"] = leader
+    # Private: the handler of a follower's ask heard on Redis, fed here without it.
     here.relay._wanted("L1")
     assert here.tasks == [] and not here.relay.relays(leader)
 
@@ -454,4 +457,53 @@ async def test_an_unheard_ask_is_asked_again_until_the_answer_comes(
     await settled(there, remote)
     answered(there, ticket, "z")
     here.close()
+    there.close()
+
+
+def keyed(request_id: str, key: str | None = "q") -> Ticket:
+    new = Ticket(RequestRecord(request_id=request_id, query="Q"))
+    new.share.cache_key = key
+    return new
+
+
+def test_a_finished_leader_is_followed_by_nobody(shared: FakeShared) -> None:
+    here = Process(shared)
+    leader = keyed("local-1")
+    here.sharing.lead(leader)
+    leader.record.mark_finished(Status.FAILED, "workflow_error", "broke")
+    assert here.sharing.leader_of("q") is None
+    assert here.sharing.follow(keyed("local-2"), "q") is False
+    assert leader.share.followers == {}
+
+
+async def test_when_the_last_follower_leaves_the_other_process_is_no_longer_read(
+    shared: FakeShared,
+) -> None:
+    there = Process(shared)
+    first, remote = there.follower()
+    second = keyed("f2")
+    assert there.relay.follow(second, None)  # follows the same stand-in
+    await asyncio.sleep(0.01)
+    assert remote.reader is not None
+    for follower in (first, second):
+        follower.record.mark_finished(Status.CANCELLED, "cancelled", None)
+        assert there.sharing.finished(follower) == []
+    # At once: a new request for the question does not follow a stand-in nobody reads.
+    assert "q" not in there.sharing.inflight
+    assert there.sharing.follow(keyed("f3"), "q") is False
+    await asyncio.sleep(0.05)
+    assert remote.reader.cancelled()
+    there.close()
+
+
+async def test_a_follower_still_there_keeps_the_reader(shared: FakeShared) -> None:
+    there = Process(shared)
+    first, remote = there.follower()
+    second = keyed("f2")
+    assert there.relay.follow(second, None)
+    first.record.mark_finished(Status.CANCELLED, "cancelled", None)
+    there.sharing.finished(first)
+    await asyncio.sleep(0.05)
+    assert there.sharing.inflight["q"] is remote
+    assert remote.reader is not None and not remote.reader.done()
     there.close()
