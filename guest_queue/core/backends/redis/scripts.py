@@ -424,8 +424,9 @@ return {
 """
 
 #: The lease holder writes the limit in use. KEYS: the queue's (as every script above),
-#: then the limiter's lease, last. ARGV: lease ms, limit, its version, channel, process id. A higher limit admits
-#: the head of the line at once. Returns 1, or 0 if the caller no longer holds the lease.
+#: then the limiter's lease, last. ARGV: lease ms, limit, its version, channel, process
+#: id. A higher limit admits the head of the line at once. Returns 1, or 0 if the caller
+#: no longer holds the lease.
 SET_LIMIT = (
     PRELUDE
     + """
