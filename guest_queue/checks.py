@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register, run_checks
 from django.utils.module_loading import import_string
 
-from .conf import OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
+from .conf import AUTO, OLD_BACKEND_SETTINGS, REMOVED_SETTINGS, Backend, app_settings, raw
 from .core.backends import backend_class, backend_path, option_names
 from .core.config import ConfigProblem, int_at_least, number
 from .core.ordering import DEFAULT_TIER, FAIRNESS_MODES
@@ -29,7 +29,12 @@ def _flag(v: Any) -> bool:
 # (check id, setting name without GUEST_, test, what a valid value is), in id order.
 # Ids are public (sites silence them): never renumber, never reuse a retired one.
 RULES: list[Rule] = [
-    ("E001", "MAX_CONCURRENT_REQUESTS", int_at_least(1), "an integer >= 1"),
+    (
+        "E001",
+        "MAX_CONCURRENT_REQUESTS",
+        lambda v: v == AUTO or int_at_least(1)(v),
+        'an integer >= 1, or "auto"',
+    ),
     ("E002", "MAX_QUEUE_SIZE", int_at_least(0), "an integer >= 0"),
     ("E003", "REQUEST_TIMEOUT_SEC", number(0, strict=True), "a number of seconds > 0"),
     ("E004", "HISTORY_LIMIT", int_at_least(1), "an integer >= 1"),
@@ -102,6 +107,8 @@ RULES: list[Rule] = [
     ("E100", "RESUME_GRACE_SEC", number(0.1, 3600), "a number of seconds from 0.1 to 3600"),
     ("E102", "RESUME_LOG_MAX_BYTES", int_at_least(4096), "an integer >= 4096"),
     ("E103", "MAX_HISTORY_TURNS", int_at_least(0), "an integer >= 0"),
+    ("E120", "CONCURRENCY_FLOOR", int_at_least(1), "an integer >= 1"),
+    ("E121", "CONCURRENCY_CEILING", int_at_least(1), "an integer >= 1"),
 ]
 
 # The Redis backend's OPTIONS, as RULES (the option's name in place of the setting's).
@@ -139,7 +146,24 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     errors.extend(_check_metrics())
     errors.extend(_check_api_middleware())
     errors.extend(_check_removed())
+    errors.extend(_check_concurrency_bounds())
     return errors
+
+
+def _check_concurrency_bounds() -> list[CheckMessage]:
+    """With an adaptive limit, its floor cannot be above its ceiling (``E122``)."""
+    floor, ceiling = raw("CONCURRENCY_FLOOR"), raw("CONCURRENCY_CEILING")
+    if raw("MAX_CONCURRENT_REQUESTS") != AUTO:
+        return []
+    if not (int_at_least(1)(floor) and int_at_least(1)(ceiling)) or floor <= ceiling:
+        return []
+    return [
+        Error(
+            f"GUEST_CONCURRENCY_FLOOR ({floor}) is above GUEST_CONCURRENCY_CEILING ({ceiling}).",
+            hint="The limit in use stays between the two with an adaptive limit.",
+            id="guest_queue.E122",
+        )
+    ]
 
 
 def _apply(rules: Sequence[Rule], read: Callable[[str], Any], label: str) -> list[CheckMessage]:

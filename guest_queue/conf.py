@@ -36,6 +36,9 @@ def _queue(name: str) -> Any:
     return _QUEUE[name]
 
 
+#: ``GUEST_MAX_CONCURRENT_REQUESTS``' value for a limit adapted to the upstream.
+AUTO = "auto"
+
 #: The pre-0.1 settings the backend's OPTIONS replace, and the option each one was.
 OLD_BACKEND_SETTINGS = {
     "GUEST_QUEUE_REDIS_URL": "url",
@@ -97,7 +100,8 @@ class GuestSettings:
     WORKFLOW: str = "guest_queue.workflows.demo.DemoWorkflow"
     #: Keyword arguments for the workflow's constructor (each workflow documents its own).
     WORKFLOW_OPTIONS: Mapping[str, Any] = field(default_factory=dict)
-    MAX_CONCURRENT_REQUESTS: int = _queue("max_concurrent")
+    #: A number (the fixed limit) or "auto" (adapted between the floor and the ceiling).
+    MAX_CONCURRENT_REQUESTS: int | str = _queue("max_concurrent")
     MAX_QUEUE_SIZE: int = _queue("max_queue_size")
     REQUEST_TIMEOUT_SEC: float = _queue("request_timeout_sec")
     QUEUE_BACKEND: Backend = field(default_factory=Backend)
@@ -111,6 +115,9 @@ class GuestSettings:
     CACHE_ALIAS: str = "default"
     SHUTDOWN_GRACE_SEC: float = _queue("shutdown_grace_sec")
     # The queue and its streams.
+    #: The bounds of the limit in use with GUEST_MAX_CONCURRENT_REQUESTS = "auto".
+    CONCURRENCY_FLOOR: int = _queue("concurrency_floor")
+    CONCURRENCY_CEILING: int = 16
     MAX_QUEUE_WAIT_SEC: float | None = _queue("max_queue_wait_sec")
     HEARTBEAT_SEC: float = _queue("heartbeat_sec")
     AVAILABILITY_CACHE_SEC: float = _queue("availability_cache_sec")
@@ -152,8 +159,13 @@ class GuestSettings:
 
     def queue_config(self) -> QueueConfig:
         """The core's configuration built from these settings."""
+        adaptive = self.MAX_CONCURRENT_REQUESTS == AUTO
         return QueueConfig(
-            max_concurrent=self.MAX_CONCURRENT_REQUESTS,
+            max_concurrent=int(
+                self.CONCURRENCY_CEILING if adaptive else self.MAX_CONCURRENT_REQUESTS
+            ),
+            adaptive=adaptive,
+            concurrency_floor=self.CONCURRENCY_FLOOR,
             max_queue_size=self.MAX_QUEUE_SIZE,
             max_per_client=self.MAX_REQUESTS_PER_CLIENT,
             request_timeout_sec=float(self.REQUEST_TIMEOUT_SEC),

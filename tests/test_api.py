@@ -250,7 +250,7 @@ async def test_status_has_every_documented_field(async_client: AsyncClient) -> N
     response = await async_client.get("/api/v1/guest/queue/status")
     body = response.json()
     assert set(body) == {
-        "queue_size", "active_requests", "max_concurrent_requests", "max_queue_size",
+        "queue_size", "active_requests", "max_concurrent_requests", "concurrency", "max_queue_size",
         "request_timeout_sec", "total_requests", "completed_requests", "failed_requests",
         "timeout_requests", "cancelled_requests", "rejected_requests", "rejected_queue_full",
         "rejected_client_limit", "rejected_rate_limited", "rejected_wait_too_long",

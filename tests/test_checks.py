@@ -204,7 +204,10 @@ def test_bad_environment_value_fails_the_start_up_check_not_the_import() -> None
     )
     assert result.returncode != 0
     assert "guest_queue.E001" in result.stderr
-    assert "GUEST_MAX_CONCURRENT_REQUESTS must be an integer >= 1, not 'lots'" in result.stderr
+    assert (
+        "GUEST_MAX_CONCURRENT_REQUESTS must be an integer >= 1, or \"auto\", not 'lots'"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -13,7 +13,12 @@ DEFAULT_TIMEOUT_FALLBACK = (
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
+    #: Answers at once: the fixed limit, or with ``adaptive`` the ceiling of the limit in use.
     max_concurrent: int = 3
+    #: Adapt the limit in use between ``concurrency_floor`` and ``max_concurrent``
+    #: (``GUEST_MAX_CONCURRENT_REQUESTS = "auto"``; ``concurrency.LimitController``).
+    adaptive: bool = False
+    concurrency_floor: int = 1
     max_queue_size: int = 50
     #: Requests one client may have open at once (waiting, processing, following); 0: no cap.
     max_per_client: int = 3

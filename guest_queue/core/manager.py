@@ -120,7 +120,6 @@ class QueueManager:
         self.waits = Waits(config, self.admission, self.stats)
         self.admission.on_admitted = self.waits.admitted
         self._warnings: list[str] = []
-        self._busy_timer: asyncio.TimerHandle | None = None
         self.availability = AvailabilityProbe(workflow, config.availability_cache_sec)
 
     # -- life cycle -------------------------------------------------------------
@@ -316,7 +315,7 @@ class QueueManager:
             return NotAccepting("The server is restarting; please try again.", 5)
         return QueueFull(
             "Too many guests are asking right now; please try again shortly.",
-            self.stats.retry_after(self.config.max_concurrent, self.config.request_timeout_sec),
+            self.stats.retry_after(self.admission.max_active, self.config.request_timeout_sec),
         )
 
     def client_limited(self, *, network: bool = False) -> ClientLimited:
@@ -324,7 +323,7 @@ class QueueManager:
         groups is at the group's (not yet counted)."""
         cap = self.config.max_per_client
         retry_after = self.stats.retry_after(
-            self.config.max_concurrent, self.config.request_timeout_sec
+            self.admission.max_active, self.config.request_timeout_sec
         )
         if network:
             return ClientLimited(
@@ -419,26 +418,14 @@ class QueueManager:
         self.admission.requeue(ticket, front=True)
         return True
 
+    def first_chunk(self, ticket: Ticket) -> None:
+        """The ticket's workflow produced its first chunk: a sample of the upstream's speed."""
+        self.admission.measured(ticket)
+
     def upstream_busy(self, retry_after_sec: float) -> None:
-        """The upstream is overloaded for ``retry_after_sec``: admit less until it recovers.
-
-        Placeholder until the adaptive limit: no request is admitted beyond those in
-        flight until ``retry_after_sec`` has passed (a later call extends the pause).
-        """
-        loop = asyncio.get_running_loop()
-        until = loop.time() + retry_after_sec
-        timer = self._busy_timer
-        if timer is not None:
-            if timer.when() >= until:
-                return
-            timer.cancel()
-        self.admission.max_active = 0
-        self._busy_timer = loop.call_at(until, self._upstream_recovered)
-
-    def _upstream_recovered(self) -> None:
-        self._busy_timer = None
-        self.admission.max_active = self.config.max_concurrent
-        self.admission.limit_changed()
+        """The workflow's upstream is overloaded (``WorkflowBusy``): the limit in use shrinks,
+        and grows back only once ``retry_after_sec`` has passed and answers succeed again."""
+        self.admission.upstream_busy(retry_after_sec)
 
     # -- endings ------------------------------------------------------------------
 

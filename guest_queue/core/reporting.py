@@ -102,7 +102,10 @@ class QueueReporter:
             # A finished ticket keeps its slot until its workflow has stopped: not counted.
             "active_requests": replaying
             + sum(1 for t in self.admission.active.values() if not t.record.status.is_terminal),
-            "max_concurrent_requests": self.config.max_concurrent,
+            # The limit in use: it moves with GUEST_MAX_CONCURRENT_REQUESTS = "auto" or
+            # while the upstream is overloaded.
+            "max_concurrent_requests": self.admission.max_active,
+            "concurrency": self.admission.concurrency(),
             "max_queue_size": self.config.max_queue_size,
             "request_timeout_sec": self.config.request_timeout_sec,
             "total_requests": stats.total,

@@ -66,6 +66,10 @@ class StreamHost(Protocol):
         """Run ``rest`` (the answer, for its followers) after the ticket's client left."""
         ...
 
+    def first_chunk(self, ticket: Ticket) -> None:
+        """The ticket's own workflow produced its first chunk (the limit's controller learns)."""
+        ...
+
 
 class RequestStream:
     """The events of one ticket, from the first ``queued`` to the terminal event."""
@@ -346,7 +350,10 @@ class RequestStream:
             return None
         if step is not None and step.name == ev.ANSWER_CHUNK:
             data = step.data
+            first = ticket.record.first_chunk_mono is None
             ticket.record.add_chunk(data)
+            if first:
+                self.host.first_chunk(ticket)
             parts = ticket.share.answer_parts
             if parts is not None:
                 parts.append(data)

@@ -50,7 +50,7 @@ ESTIMATE_ERROR_BUCKETS = (
 GAUGES = {
     "waiting": "Requests waiting for a slot.",
     "active": "Requests holding a slot (answering).",
-    "slots": "Requests that may be answered at once (GUEST_MAX_CONCURRENT_REQUESTS).",
+    "slots": "Requests that may be answered at once: the limit in use (fixed, or adapted).",
 }
 
 

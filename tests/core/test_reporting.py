@@ -165,6 +165,8 @@ async def test_status_names_every_figure_an_operator_reads() -> None:
         "queue_size": 0,
         "active_requests": 0,
         "max_concurrent_requests": 2,
+        # How the limit in use is set: a fixed one is its own floor and ceiling.
+        "concurrency": {"mode": "fixed", "floor": 2, "ceiling": 2},
         "max_queue_size": 7,
         "request_timeout_sec": 45.0,
         "total_requests": 0,

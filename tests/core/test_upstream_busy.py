@@ -261,7 +261,7 @@ async def test_a_draining_process_hands_off_a_request_waiting_again(shared: Fact
     await until(lambda: behind.positions()[-1:] == [2])
     a.begin_drain()
     assert (await old.done())[-1] == "reconnect"
-    res = await b.adopt(ticket.request_id)
+    res = await b.handoff.adopt(ticket.request_id)
     assert res is not None
     assert res.ticket.position == 1  # still ahead of the later arrival
     reader = Reader(b, res, after=old.seqs[-1])

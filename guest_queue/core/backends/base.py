@@ -7,6 +7,7 @@ queue in this process, ``redis.RedisAdmission`` shares one across processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answers.remote import SharedAnswers
 from ..answers.share import Share
+from ..concurrency import Change, LimitController
 from ..config import ConfigProblem, QueueConfig
 from ..drive import Drive
 from ..drive import StopReason as StopReason  # Its home was here: still importable from here.
@@ -27,6 +29,8 @@ from ..workflow import WorkflowRequest
 if TYPE_CHECKING:
     from ..endings import Ending
 
+logger = logging.getLogger("guest_queue")
+
 
 class Place:
     """Admission's part of a request: where it stands. Only the backends write it.
@@ -36,13 +40,15 @@ class Place:
     set it too), ``moved`` its followers' (a move, or its answer growing).
     """
 
-    __slots__ = ("admitted", "moved", "position", "wake")
+    __slots__ = ("admitted", "limit_version", "moved", "position", "wake")
 
     def __init__(self) -> None:
         #: Place in line counting from 1 (0 once admitted, 1 when admitted on arrival).
         self.position = 0
         #: Holds a slot (the workflow may start).
         self.admitted = False
+        #: The limit's version when it was admitted: its speed is a sample of that limit's.
+        self.limit_version = 0
         self.wake = asyncio.Event()
         #: Set when the position changes: its followers wait on it (one event for all of
         #: them, so a move costs the same however many follow).
@@ -148,6 +154,7 @@ class Admission(ABC):
             config.max_queue_size,
             config.position_update_interval_sec,
             config.max_per_client,
+            limiter=limiter_for(config),
             ordering=ordering_of(config),
         )
 
@@ -163,9 +170,13 @@ class Admission(ABC):
         update_interval: float,
         max_per_client: int = 0,
         *,
+        limiter: LimitController | None = None,
         ordering: Ordering | None = None,
     ) -> None:
-        self.max_active = max_active
+        #: Decides the limit in use (fixed, but for busy spells, unless given an adaptive one).
+        self.limiter = limiter or LimitController(max_active, max_active, auto=False)
+        #: The limit in use: how many tickets may hold a slot at once (the limiter's).
+        self.max_active = self.limiter.limit
         #: How the line is ordered (tiers, fairness); plain FIFO by default.
         self.ordering = ordering if ordering is not None else Ordering(slots=max_active)
         self.max_waiting = max_waiting
@@ -181,6 +192,8 @@ class Admission(ABC):
         #: Called with each of this process's tickets as it takes a slot (the estimates
         #: learn the drain rate and their error from it).
         self.on_admitted: Callable[[Ticket], None] | None = None
+        #: Whether every slot was taken (or someone waited) since the limiter last decided.
+        self.pressed = False
 
     @property
     def queue_size(self) -> int:
@@ -229,9 +242,6 @@ class Admission(ABC):
         ``front``: it held a slot and its upstream was busy: the slot is given back and it
         waits ahead of everyone waiting (admitted again when a slot is free for it).
         """
-
-    def limit_changed(self) -> None:  # noqa: B027 (a backend admits on its next pass anyway)
-        """``max_active`` grew: admit those who now fit."""
 
     @abstractmethod
     def leave(self, ticket: Ticket) -> None:
@@ -285,6 +295,53 @@ class Admission(ABC):
         when it was given (mapping this process's times onto the line); None: no shared line."""
         return None
 
+    # -- the limit in use -------------------------------------------------------------
+
+    @property
+    def limit_version(self) -> int:
+        """The version of the limit in use, as this process knows it."""
+        return self.limiter.version
+
+    def measured(self, ticket: Ticket) -> None:
+        """An admitted ticket's first chunk came: its time from admission is a sample."""
+        record = ticket.record
+        if record.started_mono is None or record.first_chunk_mono is None:
+            return
+        if not self.wants_samples():
+            return  # A fixed limit at its number: nothing to learn (the common case).
+        self.sample(ticket.place.limit_version, record.first_chunk_mono - record.started_mono)
+
+    def wants_samples(self) -> bool:
+        """Whether answers' speed matters now: adaptive, or a fixed limit shrunk for a while."""
+        return not self.limiter.settled
+
+    def sample(self, version: int, ttfc_sec: float) -> None:
+        """Give the limiter one answer's time to first chunk, and apply what it decides."""
+        limiter = self.limiter
+        limiter.observe(version, ttfc_sec)
+        if not limiter.due:
+            return
+        change = limiter.decide(saturated=self.pressed or bool(self.waiting))
+        self.pressed = False  # Demand is judged afresh for each decision.
+        if change is not None:
+            self.apply_limit(change)
+
+    def upstream_busy(self, retry_after_sec: float) -> None:
+        """The workflow's upstream is overloaded: the limit shrinks for a while."""
+        change = self.limiter.busy(retry_after_sec)
+        if change is not None:
+            self.apply_limit(change)
+
+    def apply_limit(self, change: Change) -> None:
+        """Use the limiter's new limit (the local queue admits waiters at once on a rise)."""
+        self.max_active = change.new
+        log_change(change, self.limiter.mode)
+
+    def concurrency(self) -> dict[str, Any]:
+        """How the limit is set, for ``queue/status``."""
+        limiter = self.limiter
+        return {"mode": limiter.mode, "floor": limiter.floor, "ceiling": limiter.ceiling}
+
     def _slot_given_back(self, ticket: Ticket) -> float | None:
         """A ticket that held a slot left: the seconds it held it (they feed the order's
         pace ``u``); None when it never started."""
@@ -297,8 +354,11 @@ class Admission(ABC):
 
     def _admit(self, ticket: Ticket) -> None:
         self.active[ticket.request_id] = ticket
+        if len(self.active) >= self.max_active:
+            self.pressed = True
         ticket.record.mark_started()
         place = ticket.place
+        place.limit_version = self.limit_version
         place.admitted = True
         place.position = 0
         place.wake.set()
@@ -315,6 +375,18 @@ class Admission(ABC):
         place.wake.set()
         place.moved.set()
         return True
+
+
+def limiter_for(config: QueueConfig) -> LimitController:
+    """The limiter ``config`` asks for: adaptive between its bounds, or fixed."""
+    if config.adaptive:
+        return LimitController(config.concurrency_floor, config.max_concurrent, auto=True)
+    return LimitController(config.max_concurrent, config.max_concurrent, auto=False)
+
+
+def log_change(change: Change, mode: str) -> None:
+    """The limit in use changed: say so, and why, at INFO."""
+    logger.info("Concurrency limit %d -> %d (%s): %s", change.old, change.new, mode, change.reason)
 
 
 def ordering_of(config: QueueConfig) -> Ordering:

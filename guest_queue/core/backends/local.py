@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from sortedcontainers import SortedList
 
+from ..concurrency import Change, LimitController
 from ..fairness import ClientHolds, Group
 from ..ordering import Key, LineKeys, Ordering
 from .base import Admission, Ticket
@@ -31,10 +32,16 @@ class LocalAdmission(Admission):
         update_interval: float,
         max_per_client: int = 0,
         *,
+        limiter: LimitController | None = None,
         ordering: Ordering | None = None,
     ) -> None:
         super().__init__(
-            max_active, max_waiting, update_interval, max_per_client, ordering=ordering
+            max_active,
+            max_waiting,
+            update_interval,
+            max_per_client,
+            limiter=limiter,
+            ordering=ordering,
         )
         self.clients = ClientHolds(max_per_client)
         self._dirty = asyncio.Event()
@@ -79,9 +86,6 @@ class LocalAdmission(Admission):
         ticket.place.moved.set()  # its followers stand where it does
         self._admit_next()
 
-    def limit_changed(self) -> None:
-        self._admit_next()
-
     def join(self, ticket: Ticket, *, front: bool = False) -> None:
         """Admit the ticket at once if nobody is ahead and a slot is free, else line it up
         (``front``: ahead of everyone waiting)."""
@@ -91,6 +95,7 @@ class LocalAdmission(Admission):
             return
         rid = ticket.request_id
         self.waiting[rid] = ticket
+        self.pressed = True
         line = self._line
         if line is None:
             if front:
@@ -108,6 +113,11 @@ class LocalAdmission(Admission):
         ticket.place.position = line.bisect_left(entry) + 1
         if ticket.place.position < len(line):
             self._dirty.set()  # Lined up ahead of others: their positions grew.
+
+    def apply_limit(self, change: Change) -> None:
+        """A higher limit admits waiters at once; a lower one stops no answer, admits fewer."""
+        super().apply_limit(change)
+        self._admit_next()
 
     def leave(self, ticket: Ticket) -> None:
         rid = ticket.request_id

@@ -33,9 +33,10 @@ from ...fairness import CLIENT_LIMIT, NETWORK_LIMIT
 from ...ordering import BAND_SEC
 from ...records import iso as _iso
 from ...supervise import stay_cancelled, supervised
-from ..base import Admission, LostCallback, Snapshot, Ticket, ordering_of
+from ..base import Admission, LostCallback, Snapshot, Ticket, limiter_for, ordering_of
 from .answers import RedisAnswers
 from .handoff import ADOPT, HAND_OFF, KEEP_AFTER_DEADLINE_MS, adopted_ticket, handoff_json
+from .limit import SharedLimit
 from .link import CLOSE_TIMEOUT_SEC, UNREACHABLE, RedisLink, RedisOptions
 from .logs import RedisLogs
 from .rates import RedisWindowCounter
@@ -88,6 +89,7 @@ class RedisAdmission(Admission):
             config.max_queue_size,
             config.position_update_interval_sec,
             config.max_per_client,
+            limiter=limiter_for(config),
             ordering=ordering_of(config),
         )
         self.config = config
@@ -132,6 +134,10 @@ class RedisAdmission(Admission):
         self.rates = RedisWindowCounter(self.client, f"{tag}:")
         self.answers = RedisAnswers(
             self.link, tag, self.logs, self.process_id, options.lease_sec, self.keys[:2]
+        )
+        #: The queue's one limit in use (``limit``): this process's samples out, the limit in.
+        self.shared_limit = SharedLimit(
+            self.link, config, self.process_id, self.lease_ms, self.keys, self.channel, self.limiter
         )
         self._epoch = ""
         self._queue_size = 0
@@ -270,10 +276,6 @@ class RedisAdmission(Admission):
         self._scores.pop(rid, None)
         return self.waiting.pop(rid, None)
 
-    def limit_changed(self) -> None:
-        # The next renewal pass admits whoever now fits.
-        self._dirty.set()
-
     def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
         if self.waiting.get(ticket.request_id) is not ticket:
             return None
@@ -347,6 +349,25 @@ class RedisAdmission(Admission):
         self._admit(ticket)
         return True
 
+    # -- the limit in use -------------------------------------------------------------
+
+    @property
+    def limit_version(self) -> int:
+        return self.shared_limit.version
+
+    def wants_samples(self) -> bool:
+        return self.shared_limit.wants_samples()
+
+    def sample(self, version: int, ttfc_sec: float) -> None:
+        """Sent to Redis with the next pass: the limiter's lease holder decides."""
+        self.shared_limit.sample(version, ttfc_sec)
+
+    def upstream_busy(self, retry_after_sec: float) -> None:
+        self.shared_limit.busy(retry_after_sec)
+
+    def _limit_read(self, limit: int) -> None:
+        self.max_active = limit
+
     # -- background work ------------------------------------------------------------
 
     async def run(self) -> None:
@@ -357,6 +378,9 @@ class RedisAdmission(Admission):
                 supervised("redis listener", lambda: self.link.listen(self.channel, self._heard_of))
             ),
             asyncio.create_task(supervised("redis leaves", self._send_leaves)),
+            asyncio.create_task(
+                supervised("redis limiter", lambda: self.shared_limit.run(self._limit_read))
+            ),
         ]
         try:
             renew_at = time.monotonic() + self.renew_every
@@ -596,6 +620,7 @@ class RedisAdmission(Admission):
                     await self._leave(keys=self.keys, args=[*args, *self._leaving])
                 await self.client.zrem(self.processes_key, self.process_id)
                 await self.client.delete(self.process_key)
+                await self.shared_limit.close()
         except (RedisError, OSError, TimeoutError):
             logger.warning(
                 "Could not hand the queue's slots back to Redis; their leases will run out"

@@ -6,8 +6,9 @@ microseconds of Redis's own clock, strictly increasing; with tiers or fairness,
 the sort key ``core.ordering`` describes, in the same microseconds, and the
 arrival kept in ``arrived``); ``active`` set of request ids holding a slot;
 ``leases`` sorted set request id → expiry (milliseconds); ``meta`` hash with
-the queue's ``epoch``, ``last_score``, ``recover_until`` and each tier's last tag
-(``tag:<tier>``); ``owners`` hash
+the queue's ``epoch``, ``last_score``, ``recover_until``, each tier's last tag
+(``tag:<tier>``) and, once the limiter has written it, the limit in use
+(``limit``, ``limit_v`` its version; see ``LIMITER``); ``owners`` hash
 request id → its client's ids and ``clients`` hash id → open requests, for the
 per-client cap (requests that take no place — followers, cache replays — are
 held there too, with a lease but no place in ``waiting`` or ``active``). A
@@ -132,12 +133,18 @@ local function purge()
   return #expired > 0
 end
 
+-- The limit in use: the one the limiter wrote (adapted, or shrunk for a busy upstream),
+-- else the caller's own setting (the ``max active`` every script is given).
+local function limit(fallback)
+  return tonumber(redis.call('HGET', meta, 'limit') or fallback)
+end
+
 local function admit(max_active)
   local admitted = {}
   if recovering() then
     return admitted
   end
-  local free = max_active - redis.call('SCARD', active)
+  local free = limit(max_active) - redis.call('SCARD', active)
   while free > 0 do
     local head = redis.call('ZPOPMIN', waiting)
     if #head == 0 then
@@ -199,7 +206,7 @@ local capped = ARGV[7] ~= '1' and at_cap(rid, ARGV[8], tonumber(ARGV[9]), ARGV[1
 if capped > 0 then
   return {-1 - capped, 0, '', current, queued, redis.call('SCARD', active)}
 end
-if queued == 0 and not recovering() and redis.call('SCARD', active) < max_active then
+if queued == 0 and not recovering() and redis.call('SCARD', active) < limit(max_active) then
   redis.call('SADD', active, rid)
   status, position = 1, 1
 elseif queued >= max_waiting and ARGV[7] ~= '1' then
@@ -389,6 +396,63 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return {2}
 end
 return {0}
+"""
+
+#: The limiter's pass, run by every process about once a second. KEYS: meta, samples
+#: (a list), the limiter's lease, waiting, active. ARGV: process id, lease ms, then this
+#: process's samples ("<limit version> <seconds to first chunk>", or "b <retry after>"
+#: for a busy upstream). Pushes the samples; the process holding the lease (taking it
+#: when free) pops every process's. Returns {1 if it holds the lease, {samples popped},
+#: limit ('' if none written), its version, waiting, active}.
+LIMITER = """
+local meta, samples, lease = KEYS[1], KEYS[2], KEYS[3]
+local me, lease_ms = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
+  redis.call('RPUSH', samples, ARGV[i])
+end
+if #ARGV > 2 then
+  redis.call('LTRIM', samples, -5000, -1)
+  redis.call('PEXPIRE', samples, math.max(lease_ms * 100, 60000))
+end
+local holder = redis.call('GET', lease)
+local leading, popped = 0, {}
+if holder == me or (not holder and redis.call('SET', lease, me, 'PX', lease_ms, 'NX')) then
+  redis.call('PEXPIRE', lease, lease_ms)
+  leading = 1
+  popped = redis.call('LRANGE', samples, 0, -1)
+  redis.call('DEL', samples)
+end
+return {
+  leading, popped, redis.call('HGET', meta, 'limit') or '',
+  redis.call('HGET', meta, 'limit_v') or '0',
+  redis.call('ZCARD', KEYS[4]), redis.call('SCARD', KEYS[5])
+}
+"""
+
+#: The lease holder writes the limit in use. KEYS: the queue's (as every script above),
+#: then the limiter's lease, last. ARGV: lease ms, limit, its version, channel, process
+#: id. A higher limit admits the head of the line at once. Returns 1, or 0 if the caller
+#: no longer holds the lease.
+SET_LIMIT = (
+    PRELUDE
+    + """
+if redis.call('GET', KEYS[#KEYS]) ~= ARGV[5] then
+  return 0
+end
+redis.call('HSET', meta, 'limit', ARGV[2], 'limit_v', ARGV[3])
+local moved = purge()
+announce(ARGV[4], admit(tonumber(ARGV[2])), moved)
+keep(tonumber(ARGV[1]))
+return 1
+"""
+)
+
+#: KEYS: the limiter's lease. ARGV: process id. Gives the lease back if the caller holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 #: Charge clients for the slots their requests held (``fair``). KEYS: each client's
