@@ -335,6 +335,8 @@ class Admission(ABC):
     def apply_limit(self, change: Change) -> None:
         """Use the limiter's new limit (the local queue admits waiters at once on a rise)."""
         self.max_active = change.new
+        # The order's pace (fair use over the slots, tiers' spacing) follows the limit in use.
+        self.ordering.slots = max(1, change.new)
         log_change(change, self.limiter.mode)
 
     def concurrency(self) -> dict[str, Any]:

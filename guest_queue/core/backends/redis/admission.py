@@ -367,6 +367,7 @@ class RedisAdmission(Admission):
 
     def _limit_read(self, limit: int) -> None:
         self.max_active = limit
+        self.ordering.slots = max(1, limit)
 
     # -- background work ------------------------------------------------------------
 
