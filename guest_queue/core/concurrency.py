@@ -201,6 +201,28 @@ class LimitController:
             return self._raise(now, ratio)
         return None
 
+    def recover(self) -> Change | None:
+        """A fixed limit shrunk by a busy upstream: once the upstream's wait is over and an
+        interval has passed with no new busy signal, a step back toward its number (by half
+        each step). Adaptive limits grow back on their samples instead (``decide``)."""
+        if self.auto or self.settled:
+            return None
+        now = self.clock()
+        if now < self.recovery_at:
+            return None
+        # The upstream's own wait is the signal here, not a probe of a limit found slow.
+        old = self.limit
+        new = min(self.ceiling, old + max(1, old // 2))
+        if new <= old:
+            return None
+        self._bad = None
+        return self._set(new, now, "the upstream's wait is over and it was not busy again")
+
+    @property
+    def recovery_at(self) -> float:
+        """When ``recover`` may next step a shrunk fixed limit back (on ``clock``)."""
+        return max(self._busy_until, self._changed_at + self.interval_sec)
+
     def _learn(self, limit: int, median: float) -> float:
         """An interval's median is what is known of ``limit`` now (returned).
 

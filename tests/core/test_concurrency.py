@@ -203,6 +203,40 @@ def test_a_fixed_limit_shrinks_while_busy_and_comes_back_to_its_number() -> None
     assert c.limit == 6 and c.settled
 
 
+def test_a_fixed_limit_comes_back_after_the_upstreams_wait_with_no_answers_to_judge() -> None:
+    # A quiet site: no answer's speed to judge by. The upstream's own Retry-After is the
+    # signal: once it has passed and a second has gone by with no new busy signal, a step.
+    c, clock = controller(floor=8, ceiling=8, auto=False)
+    c.busy(2.0)
+    assert c.limit == 4
+    assert c.recovery_at == 102.0
+    clock.now = 101.9
+    assert c.recover() is None and c.limit == 4
+    clock.now = 102.0
+    change = c.recover()
+    assert change is not None and (change.old, change.new) == (4, 6)
+    assert c.recover() is None  # a second between steps
+    clock.now = 102.5
+    c.busy(1.0)  # busy again: smaller still, and its wait starts over
+    assert c.limit == 3 and c.recovery_at == 103.5
+    clock.now = 103.5
+    assert c.recover() is not None and c.limit == 4
+    clock.now = 104.5
+    assert c.recover() is not None and c.limit == 6
+    clock.now = 105.5
+    assert c.recover() is not None and c.limit == 8 and c.settled
+    clock.now = 110.0
+    assert c.recover() is None and c.limit == 8  # never above its number
+
+
+def test_an_adaptive_limit_grows_back_on_answers_not_on_the_clock() -> None:
+    c, clock = controller(floor=1, ceiling=16, initial=8)
+    c.busy(1.0)
+    assert c.limit == 4
+    clock.now += 60
+    assert c.recover() is None and c.limit == 4
+
+
 def test_the_same_inputs_give_the_same_limits() -> None:
     first = run(*controller(ceiling=24), knee(6), 120)
     second = run(*controller(ceiling=24), knee(6), 120)

@@ -194,6 +194,8 @@ class Admission(ABC):
         self.on_admitted: Callable[[Ticket], None] | None = None
         #: Whether every slot was taken (or someone waited) since the limiter last decided.
         self.pressed = False
+        #: The timer that steps a fixed limit back after a busy upstream's wait.
+        self._recovery: asyncio.TimerHandle | None = None
 
     @property
     def queue_size(self) -> int:
@@ -331,6 +333,23 @@ class Admission(ABC):
         change = self.limiter.busy(retry_after_sec)
         if change is not None:
             self.apply_limit(change)
+        self._schedule_recovery()
+
+    def _schedule_recovery(self) -> None:
+        """A fixed limit shrunk by a busy upstream steps back toward its number on a timer
+        (no answer's speed is needed to tell the upstream's wait is over)."""
+        limiter = self.limiter
+        if limiter.auto or limiter.settled or self._recovery is not None:
+            return
+        delay = max(0.05, limiter.recovery_at - limiter.clock())
+        self._recovery = asyncio.get_running_loop().call_later(delay, self._recover)
+
+    def _recover(self) -> None:
+        self._recovery = None
+        change = self.limiter.recover()
+        if change is not None:
+            self.apply_limit(change)
+        self._schedule_recovery()
 
     def apply_limit(self, change: Change) -> None:
         """Use the limiter's new limit (the local queue admits waiters at once on a rise)."""

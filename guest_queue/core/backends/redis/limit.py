@@ -146,7 +146,7 @@ class SharedLimit:
             else:
                 limiter.observe(int(first), float(value))
         saturated = int(queued) > 0 or int(active) >= limiter.limit
-        change = limiter.decide(saturated)
+        change = limiter.decide(saturated) or limiter.recover()
         if change is not None:
             log_change(change, limiter.mode)
         if limiter.limit != written or limiter.version != self.version:
