@@ -78,6 +78,7 @@ def db_proxy() -> Iterator[HangingProxy]:
     proxy.close()
 
 
+@pytest.mark.xdist_group("postgres-named-database")
 async def test_a_hanging_history_database_does_not_stall_chat(
     start_server: ServerFactory, db_proxy: HangingProxy
 ) -> None:
@@ -138,6 +139,7 @@ async def test_a_client_trickling_a_body_cannot_hold_a_restart(
     assert took < 2 + 5, server.output()
 
 
+@pytest.mark.xdist_group("postgres-named-database")
 async def test_the_history_flush_at_exit_is_bounded_when_the_database_hangs(
     start_server: ServerFactory, db_proxy: HangingProxy
 ) -> None:

@@ -6,11 +6,16 @@ import signal
 
 import httpx
 import psycopg
+import pytest
 
 from ..services import database_url
 from .conftest import ServerFactory
 from .test_servers import names, stream_events
 
+#: Servers here migrate the database named in GUEST_TEST_DATABASE_URL itself, as do the
+#: hanging-database tests (test_failure_modes.py): two migrations of one database at once
+#: race (duplicate permissions), so they share one worker.
+pytestmark = pytest.mark.xdist_group("postgres-named-database")
 
 async def test_uvicorn_on_postgresql_records_history_and_reads_it_back(
     start_server: ServerFactory,
