@@ -47,12 +47,18 @@ class Waits:
             admission.max_active,
             admission.active_count,
             len(admission.active),
-            admission.queue_size,
             self._admissions,
             self.estimator.version,
         )
+        # The line's length matters only past the places the last forecast looked at.
+        wanted = min(self.estimator.horizon, max(position, admission.queue_size, 1))
         last = self._last
-        if last is not None and now - last[0] <= PASS_SEC and last[1] == slots:
+        if (
+            last is not None
+            and now - last[0] <= PASS_SEC
+            and last[1][:-1] == slots
+            and wanted <= last[1][-1]
+        ):
             looked, _, forecast, shift = last
             if forecast is None:
                 return None
@@ -71,7 +77,14 @@ class Waits:
             timeout_sec=self.config.request_timeout_sec,
             horizon=max(position, admission.queue_size),
         )
-        self._last = (now, slots, forecast, 0.0 if forecast is None else forecast.shift)
+        # Forecasts look at a power of two of places: a line that grows by one reuses it.
+        looked_at = min(self.estimator.horizon, 1 << (wanted - 1).bit_length())
+        self._last = (
+            now,
+            slots + (looked_at,),
+            forecast,
+            0.0 if forecast is None else forecast.shift,
+        )
         return None if forecast is None else forecast.at(position)
 
     def _tiers_ahead(self) -> list[str | None]:
