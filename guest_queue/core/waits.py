@@ -81,7 +81,7 @@ class Waits:
         looked_at = min(self.estimator.horizon, 1 << (wanted - 1).bit_length())
         self._last = (
             now,
-            slots + (looked_at,),
+            (*slots, looked_at),
             forecast,
             0.0 if forecast is None else forecast.shift,
         )
