@@ -17,6 +17,7 @@ from .test_servers import names, stream_events
 #: race (duplicate permissions), so they share one worker.
 pytestmark = pytest.mark.xdist_group("postgres-named-database")
 
+
 async def test_uvicorn_on_postgresql_records_history_and_reads_it_back(
     start_server: ServerFactory,
 ) -> None:
