@@ -229,6 +229,9 @@ class RequestStream:
         try:
             async for _ in self._pump(channel):
                 pass
+            if self._requeued and not self.ticket.record.status.is_terminal:
+                # Its upstream was busy: back at the front of the line, for its followers.
+                await drive(RequestStream(self.host, self.ticket, unattended=True))
         finally:
             if not self.ticket.record.status.is_terminal:
                 self.host.finish(

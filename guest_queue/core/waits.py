@@ -141,9 +141,13 @@ class Waits:
         return rate
 
     def admitted(self, ticket: Ticket) -> None:
-        """A ticket took a slot: the drain rate and the estimates' error learn of it."""
+        """A ticket took a slot: the drain rate and the estimates' error learn of it (once:
+        a request re-admitted after a busy upstream is neither a new admission nor a new
+        estimate's outcome)."""
+        self._admissions += 1  # Any admission changes the slots a forecast looked at.
+        if ticket.drive.requeues:
+            return
         self.estimator.note_admission()
-        self._admissions += 1
         error = ticket.record.estimate_error_sec
         if error is not None:
             self.stats.estimate_errors.add(error)
@@ -152,6 +156,11 @@ class Waits:
         """A request ended: an answer that held a slot is a sample of the processing time."""
         record = ticket.record
         processing = record.processing_ms
-        if ticket.place.admitted and processing is not None and not record.cached:
+        if (
+            ticket.place.admitted
+            and processing is not None
+            and not record.cached
+            and not ticket.drive.requeues  # its time includes a wait for the Retry-After
+        ):
             # Only answers that held a slot: followers and replays hold none.
             self.estimator.add_sample(processing / 1000, record.tier)

@@ -235,6 +235,33 @@ async def test_followers_stay_with_a_busy_leader(build: Factory) -> None:
     assert manager.status()["completed_requests"] == 2
 
 
+async def test_a_leader_whose_guest_left_still_goes_back_in_line_for_its_followers(
+    build: Factory,
+) -> None:
+    # The leader's guest leaves while its workflow runs; then the upstream is busy. The
+    # answer goes back to the front for the follower (it used to end there, and the
+    # follower fell back to the end of the line and asked the upstream on its own).
+    upstream = BusyUpstream(retry_after=0.05)
+    upstream.scripts["same question"] = ["gate-busy", "answer"]
+    manager = build(upstream, MemoryCache(), max_concurrent=1)
+    leader = Stream(manager, await manager.submit("same question"))
+    await until(lambda: upstream.attempts == ["same question"])
+    follower = Stream(manager, await manager.submit("same question"))
+    await until(lambda: follower.names[:1] == ["queued"])
+    other = Stream(manager, await manager.submit("other"))
+    await until(lambda: other.names[:1] == ["queued"])
+    await leader.disconnect()
+    upstream.gate.set()
+    assert (await follower.done())[-1] == "workflow_complete"
+    assert "".join(e.data for e in follower.events if e.name == "answer_chunk") == (
+        "same question: done"
+    )
+    await other.done()
+    # The answer kept its place at the front: asked again before the later question.
+    assert upstream.attempts == ["same question", "same question", "other"]
+    await until(lambda: manager.status()["active_requests"] == 0)
+
+
 async def test_a_resumable_request_goes_back_in_line_in_its_log(build: Factory) -> None:
     upstream = BusyUpstream(retry_after=0.05)
     upstream.scripts["q"] = ["busy", "answer"]

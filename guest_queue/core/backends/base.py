@@ -179,6 +179,8 @@ class Admission(ABC):
         self.max_active = self.limiter.limit
         #: How the line is ordered (tiers, fairness); plain FIFO by default.
         self.ordering = ordering if ordering is not None else Ordering(slots=max_active)
+        # The order's pace follows the limit in use (an "auto" limit starts at its floor).
+        self.ordering.slots = max(1, self.max_active)
         self.max_waiting = max_waiting
         self.update_interval = update_interval
         self.max_per_client = max_per_client
@@ -289,8 +291,12 @@ class Admission(ABC):
         """Where processes share answers being produced; None: single flight within this one."""
         return None
 
-    async def close(self) -> None:  # noqa: B027 (optional: only shared backends hold anything)
-        """Give back what the queue holds outside this process."""
+    async def close(self) -> None:
+        """Give back what the queue holds outside this process (shared backends), and stop
+        the timer that steps a shrunk limit back."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
 
     def line_score(self, ticket: Ticket) -> tuple[str, float] | None:
         """A waiting ticket's sort key in a shared line, and this process's monotonic clock
@@ -309,6 +315,8 @@ class Admission(ABC):
         record = ticket.record
         if record.started_mono is None or record.first_chunk_mono is None:
             return
+        if ticket.drive.requeues:
+            return  # Re-admitted after a busy upstream: its start waited for the Retry-After.
         if not self.wants_samples():
             return  # A fixed limit at its number: nothing to learn (the common case).
         self.sample(ticket.place.limit_version, record.first_chunk_mono - record.started_mono)

@@ -216,6 +216,11 @@ class RedisAdmission(Admission):
             else:
                 await self._join(ticket, force=True)
         except Unavailable:
+            if front:
+                # It left ``active`` here before the script ran: Redis may still count its
+                # slot; give it back with the next leaves rather than at its lease's end.
+                self._leaving[ticket.request_id] = None
+                self._leave_now.set()
             self._on_lost(ticket, UNREACHABLE)
 
     def _order_args(self, ticket: Ticket, front: bool) -> list[Any]:
@@ -611,6 +616,7 @@ class RedisAdmission(Admission):
         if self._closed:
             return
         self._closed = True
+        await super().close()
         for task in list(self._requeues):
             task.cancel()
         await self.logs.close()

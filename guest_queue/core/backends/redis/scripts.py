@@ -239,6 +239,18 @@ else
   if position <= queued then
     redis.call('PUBLISH', ARGV[6], '')
   end
+  if front then
+    -- The slot it gave back, to the head of the line (itself, unless others were sent back).
+    local others = {}
+    for _, id in ipairs(admit(max_active)) do
+      if id == rid then
+        status, position = 1, 1  -- its caller admits it: no word of it on the channel
+      else
+        others[#others + 1] = id
+      end
+    end
+    announce(ARGV[6], others, false)
+  end
 end
 redis.call('ZADD', leases, int(now + lease_ms), rid)
 keep(lease_ms)
