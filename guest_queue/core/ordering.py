@@ -110,6 +110,9 @@ class LineKeys:
         self._usage: dict[str, tuple[float, float]] = {}
         self._kept = 64
         self._seq = 0
+        #: Tier -> (arrival number, the tier's tag before it): the latest tag given, which
+        #: ``withdraw`` takes back if that request leaves while still waiting.
+        self._latest: dict[str, tuple[int, float | None]] = {}
 
     def key(self, tier: str, client: str, now: float, *, front: bool = False) -> Key:
         """A new waiting request's key: (band, seconds, arrival number); smallest first."""
@@ -119,11 +122,27 @@ class LineKeys:
         ordering = self.ordering
         tier = ordering.tier(tier)
         step, band = ordering.spacing(tier)
-        tag = max(now, self._tags.get(tier, 0.0)) + step
+        previous = self._tags.get(tier)
+        tag = max(now, previous or 0.0) + step
         self._tags[tier] = tag
+        self._latest[tier] = (self._seq, previous)
         if ordering.fair and client:
             tag += self.usage(client, now) / ordering.slots
         return (band, tag, self._seq)
+
+    def withdraw(self, tier: str, key: Key) -> None:
+        """A request left the line before its turn: if it was its tier's latest, the tier's
+        tag goes back to what it was (a request refused at the door, or cancelled at once,
+        must not push its tier's later arrivals back)."""
+        tier = self.ordering.tier(tier)
+        latest = self._latest.get(tier)
+        if latest is None or latest[0] != key[2]:
+            return
+        del self._latest[tier]
+        if latest[1] is None:
+            self._tags.pop(tier, None)
+        else:
+            self._tags[tier] = latest[1]
 
     def usage(self, client: str, now: float) -> float:
         """The client's decayed usage (slot seconds)."""

@@ -257,3 +257,24 @@ async def test_a_request_sent_to_the_front_goes_ahead_of_everyone_waiting(
     for stream in (first, *waiting, front):
         gate.open(stream.ticket.request_id)
     await asyncio.gather(*(s.done() for s in (first, *waiting, front)))
+
+
+async def test_guests_who_leave_before_their_turn_do_not_push_later_guests_back(
+    gate: GateWorkflow,
+) -> None:
+    # Refused at the door (wait_too_long) or cancelled at once, a guest leaves the line
+    # as the latest of its tier: its tier's tag goes back, so the next guest keeps its
+    # arrival order against a member of equal weight. (The local line; see docs.)
+    manager = make_manager(gate, max_concurrent=1, tiers={"member": 1, "guest": 1})
+    first = await occupied(manager, gate)
+    for i in range(20):
+        gone = await ask(manager, f"gone{i}")
+        assert manager.cancel(gone.ticket.request_id) is not None
+        await gone.done()
+    guest = await ask(manager, "guest")
+    member = await ask(manager, "member", tier="member")
+    assert (guest.ticket.position, member.ticket.position) == (1, 2)
+    for stream in (first, guest, member):
+        gate.open(stream.ticket.request_id)
+    for stream in (first, guest, member):
+        assert (await stream.done())[-1] == "workflow_complete"

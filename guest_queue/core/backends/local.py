@@ -124,7 +124,9 @@ class LocalAdmission(Admission):
         self.clients.release(rid)
         if self.waiting.pop(rid, None) is not None:
             if self._line is not None:
-                self._line.remove(self._keys.pop(rid))
+                key, _ = entry = self._keys.pop(rid)
+                self._line.remove(entry)
+                self._line_keys.withdraw(ticket.record.tier, key)
             self._dirty.set()
         elif self.active.pop(rid, None) is not None:
             held = self._slot_given_back(ticket)
