@@ -388,21 +388,16 @@ class RequestStream:
     def _queued_event(self) -> ev.Event:
         ticket, host = self.ticket, self.host
         position = max(ticket.position, 1)
+        estimate: WaitEstimate | None
         if ticket.place.admitted or ticket.share.replay is not None:
             # Admitted, or a cache hit answered without a slot: no wait.
-            return ev.Event(
-                ev.QUEUED,
-                {
-                    "queue_position": position,
-                    "queue_size": host.queue_size,
-                    "estimated_wait_sec": 0.0,
-                    "estimated_wait_range_sec": [0.0, 0.0],
-                },
-            )
-        estimate = host.estimate_wait(position)
+            estimate = NO_WAIT
+        else:
+            estimate = host.estimate_wait(position)
         retry_at = ticket.drive.retry_at
         if retry_at is not None:
-            # Back in line after a busy upstream: not before it said to try again.
+            # Back in line after a busy upstream (or holding a slot for its restart): not
+            # before it said to try again.
             estimate = at_least(estimate, round(retry_at - time.monotonic(), 1))
         return ev.Event(
             ev.QUEUED,
@@ -453,6 +448,10 @@ def _nudge(channel: Channel) -> None:
 def _ended(ticket: Ticket) -> bool:
     """Whether the ticket has its final status (an ending may not take: a handed-off one)."""
     return ticket.record.status.is_terminal
+
+
+#: The estimate of a request that waits for nothing.
+NO_WAIT = WaitEstimate(0.0, 0.0, 0.0)
 
 
 def at_least(estimate: WaitEstimate | None, seconds: float) -> WaitEstimate:
