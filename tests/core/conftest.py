@@ -54,9 +54,9 @@ class GateWorkflow:
             self.closed.append(request.query)
 
 
-def make_manager(workflow: Any, **config: Any) -> QueueManager:
+def make_manager(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
     config.setdefault("position_update_interval_sec", 0.01)
-    return QueueManager(QueueConfig(**config), workflow)
+    return QueueManager(QueueConfig(**config), workflow, cache=cache)
 
 
 class Stream:
@@ -136,6 +136,15 @@ async def shared(redis_test_url: str, redis_test_prefix: str) -> AsyncIterator[F
 def admission(manager: QueueManager) -> RedisAdmission:
     assert isinstance(manager.admission, RedisAdmission)
     return manager.admission
+
+
+@pytest.fixture(params=["local", "redis"])
+def build(request: pytest.FixtureRequest) -> Factory:
+    """Managers on the local queue, then (a second run of the test) on the shared one."""
+    if request.param == "local":
+        return make_manager
+    shared: Factory = request.getfixturevalue("shared")
+    return shared
 
 
 async def listening(*managers: QueueManager) -> None:

@@ -19,15 +19,6 @@ Build = Callable[..., QueueManager]
 MEMBERS = {"member": 4, "guest": 1}
 
 
-@pytest.fixture(params=["local", "redis"])
-def build(request: pytest.FixtureRequest) -> Build:
-    """Queue managers of the parametrized backend (Redis: the ``shared`` fixture's)."""
-    if request.param == "local":
-        return make_manager
-    shared: Factory = request.getfixturevalue("shared")
-    return shared
-
-
 async def ask(manager: QueueManager, query: str, client: str = "", tier: str = "guest") -> Stream:
     ticket = await manager.submit(query, client_hint=client or None, tier=tier)
     return Stream(manager, ticket)

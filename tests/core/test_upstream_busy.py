@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-import pytest
-
-from guest_queue.core.answers.cache import AnswerCache
-from guest_queue.core.config import QueueConfig
 from guest_queue.core.manager import MAX_BUSY_RETRIES, QueueManager
 from guest_queue.core.records import RequestRecord
 from guest_queue.workflows.base import WorkflowBusy, WorkflowItem, WorkflowRequest
 
-from .conftest import Factory, Stream, until
+from .conftest import Factory, Stream, make_manager, until
 from .test_answer_cache import MemoryCache
 from .test_resume import Reader
 
@@ -54,20 +49,6 @@ class BusyUpstream:
             await self.gate.wait()
         yield "done"
         yield {"event": "workflow_complete", "data": {"suggested_questions": []}}
-
-
-@pytest.fixture(params=["local", "redis"])
-def build(request: pytest.FixtureRequest) -> Factory:
-    """Build a manager on the local queue, then on the shared one."""
-    if request.param == "local":
-        return local
-    shared: Factory = request.getfixturevalue("shared")
-    return shared
-
-
-def local(workflow: Any, cache: AnswerCache | None = None, **config: Any) -> QueueManager:
-    config.setdefault("position_update_interval_sec", 0.01)
-    return QueueManager(QueueConfig(**config), workflow, cache=cache)
 
 
 def finished(manager: QueueManager) -> list[RequestRecord]:
@@ -162,7 +143,7 @@ async def test_a_request_back_in_line_ends_when_its_timeout_runs_out() -> None:
     # answers that took the slots the shrunk limit leaves: it ends when its time is up.
     # (The local queue: there the busy upstream shrinks the limit at once; on Redis the
     # shrink comes with the limiter's next pass, and the slot it gave back is its own again.)
-    build = local
+    build = make_manager
     upstream = BusyUpstream()
     upstream.scripts["first"] = ["slow-busy 0.1", "answer"]
     upstream.scripts["hog-a"] = ["wait"]
@@ -187,15 +168,23 @@ async def test_a_request_back_in_line_ends_when_its_timeout_runs_out() -> None:
     assert upstream.attempts.count("first") == 1
 
 
-async def test_cancelling_a_request_back_in_line_frees_its_place(build: Factory) -> None:
+async def sent_back_with_one_behind(
+    build: Factory,
+) -> tuple[BusyUpstream, QueueManager, Stream, Stream]:
+    """One slot: "first" sent back by its busy upstream (the slot is its own again, held
+    until its 0.6 s Retry-After), "later" waiting behind it."""
     upstream = BusyUpstream()
     upstream.scripts["first"] = ["busy 0.6", "answer"]
     manager = build(upstream, max_concurrent=1)
     first = Stream(manager, await manager.submit("first"))
     await until(lambda: first.names.count("queued") == 2)
     later = Stream(manager, await manager.submit("later"))
-    # The one slot is the first's again (held until its Retry-After): the later one waits.
     await until(lambda: later.names == ["queued"])
+    return upstream, manager, first, later
+
+
+async def test_cancelling_a_request_back_in_line_frees_its_place(build: Factory) -> None:
+    upstream, manager, first, later = await sent_back_with_one_behind(build)
     assert manager.cancel(first.ticket.request_id) is not None
     assert await first.done() == ["queued", "processing", "queued", "error"]
     assert first.events[-1].data["code"] == "cancelled"
@@ -205,13 +194,7 @@ async def test_cancelling_a_request_back_in_line_frees_its_place(build: Factory)
 
 
 async def test_a_guest_leaving_while_back_in_line_frees_its_place(build: Factory) -> None:
-    upstream = BusyUpstream()
-    upstream.scripts["first"] = ["busy 0.6", "answer"]
-    manager = build(upstream, max_concurrent=1)
-    first = Stream(manager, await manager.submit("first"))
-    await until(lambda: first.names.count("queued") == 2)
-    later = Stream(manager, await manager.submit("later"))
-    await until(lambda: later.names == ["queued"])
+    upstream, manager, first, later = await sent_back_with_one_behind(build)
     await first.disconnect()
     assert (await later.done())[-1] == "workflow_complete"
     assert manager.status()["cancelled_requests"] == 1
